@@ -1,0 +1,164 @@
+//! Bootstrap: connect, migrate, bind, serve, and shut down gracefully.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use sea_orm::DatabaseConnection;
+use tokio::net::TcpListener;
+
+use crate::config::Settings;
+use crate::infra::{SharedStores, db};
+use crate::state::AppState;
+
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+}
+
+impl Application {
+    /// Connects to the configured database (migrating it when `AUTO_MIGRATE`) and shared stores,
+    /// then binds the listener.
+    ///
+    /// # Errors
+    /// The database is unreachable, a migration fails, or the address cannot be bound.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let db = db::connect(&settings.database)
+            .await
+            .context("cannot connect to the database")?;
+        if settings.database.auto_migrate {
+            db::migrate(&db).await.context("cannot apply migrations")?;
+        }
+        let stores = SharedStores::from_settings(&settings).context("cannot set up Redis")?;
+        Self::build_with(settings, db, stores).await
+    }
+
+    /// Serves on an existing connection and stores (tests share them between instances).
+    ///
+    /// # Errors
+    /// The address cannot be bound.
+    pub async fn build_with(
+        settings: Settings,
+        db: DatabaseConnection,
+        stores: SharedStores,
+    ) -> anyhow::Result<Self> {
+        let address = SocketAddr::new(settings.http.host, settings.http.port);
+        let listener = TcpListener::bind(address)
+            .await
+            .with_context(|| format!("cannot listen on {address}"))?;
+        let state = AppState::new(settings, db, stores);
+        let router = crate::http::router(state.clone());
+        Ok(Self {
+            listener,
+            router,
+            state,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().map_or(0, |a| a.port())
+    }
+
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.local_addr().ok()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until SIGINT or SIGTERM.
+    ///
+    /// # Errors
+    /// The server fails to accept connections.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serves until `signal` completes, then stops accepting, lets in-flight requests finish
+    /// (bounded by `SHUTDOWN_TIMEOUT`) and closes WebSockets with 1001.
+    ///
+    /// # Errors
+    /// The server fails to accept connections.
+    pub async fn run_until(
+        self,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let state = self.state;
+        let grace = state.settings.http.shutdown_timeout;
+        let shutdown = state.shutdown.clone();
+        let stopping = async move {
+            signal.await;
+            tracing::info!("shutdown requested; finishing in-flight requests");
+            shutdown.cancel();
+        };
+        let server = axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stopping);
+        let server = tokio::spawn(server.into_future());
+
+        // Once shutdown starts, the server gets `SHUTDOWN_TIMEOUT` to drain.
+        let cancelled = state.shutdown.clone();
+        let mut server = server;
+        tokio::select! {
+            result = &mut server => return finish(result, &state).await,
+            () = cancelled.cancelled() => {}
+        }
+        match tokio::time::timeout(grace, &mut server).await {
+            Ok(result) => finish(result, &state).await,
+            Err(_) => {
+                tracing::warn!(
+                    timeout = %humantime::format_duration(grace),
+                    "in-flight requests did not finish in time; closing them"
+                );
+                server.abort();
+                Ok(())
+            }
+        }
+    }
+}
+
+async fn finish(
+    result: Result<std::io::Result<()>, tokio::task::JoinError>,
+    state: &AppState,
+) -> std::io::Result<()> {
+    state.tasks.close();
+    // WebSockets saw the cancellation and are sending their close frames.
+    if tokio::time::timeout(Duration::from_secs(5), state.tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some WebSocket connections did not close in time");
+    }
+    tracing::info!("server stopped");
+    result.map_err(std::io::Error::other)?
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,20 @@
+use async_graphql::SimpleObject;
+use chrono::{DateTime, Utc};
+
+use crate::config::Environment;
+
+/// The running build and where it runs.
+#[derive(SimpleObject)]
+pub struct ApiInfo {
+    /// Semantic version of the server.
+    pub version: String,
+    pub environment: Environment,
+}
+
+/// One beat of the `heartbeat` subscription.
+#[derive(SimpleObject)]
+pub struct Heartbeat {
+    /// 1 for the first beat, then counting up.
+    pub sequence: i32,
+    pub at: DateTime<Utc>,
+}

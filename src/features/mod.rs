@@ -1,0 +1,4 @@
+//! Feature slices: one folder per feature with `service.rs` (logic), `resolvers.rs` (thin GraphQL
+//! roots) and `types.rs` (GraphQL input/output types).
+
+pub mod meta;

@@ -1,0 +1,54 @@
+//! Schema assembly: feature roots merged into one schema, with limits and policies from settings.
+
+pub mod context;
+pub mod extension;
+
+use async_graphql::{EmptyMutation, MergedObject, MergedSubscription, Schema, SchemaBuilder};
+
+pub use context::{ContextExt, RequestId};
+pub use extension::{RequestContext, RequestPhase};
+
+use crate::config::Environment;
+use crate::features::meta::{MetaQuery, MetaSubscription};
+use crate::state::AppState;
+
+#[derive(MergedObject, Default)]
+pub struct QueryRoot(MetaQuery);
+
+#[derive(MergedSubscription, Default)]
+pub struct SubscriptionRoot(MetaSubscription);
+
+pub type MutationRoot = EmptyMutation;
+
+pub type AppSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
+
+/// The types alone, without data or limits: what `export-schema` prints.
+pub fn schema_builder() -> SchemaBuilder<QueryRoot, MutationRoot, SubscriptionRoot> {
+    Schema::build(
+        QueryRoot::default(),
+        EmptyMutation,
+        SubscriptionRoot::default(),
+    )
+}
+
+/// The served schema: state, depth/complexity limits, and production policies.
+pub fn build_schema(state: &AppState) -> AppSchema {
+    let settings = &state.settings;
+    let mut builder = schema_builder()
+        .data(state.clone())
+        .limit_depth(settings.graphql.max_depth)
+        .limit_complexity(settings.graphql.max_complexity)
+        .extension(RequestContext);
+    if !settings.graphql.introspection {
+        builder = builder.disable_introspection();
+    }
+    if settings.environment == Environment::Production {
+        builder = builder.disable_suggestions();
+    }
+    builder.finish()
+}
+
+/// The SDL that `multipult export-schema` prints and `schema.graphql` holds.
+pub fn sdl() -> String {
+    schema_builder().finish().sdl()
+}

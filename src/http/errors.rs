@@ -1,0 +1,100 @@
+//! Every error response has the GraphQL error shape, whichever layer produced it:
+//! `{"errors":[{"message","extensions":{"code","requestId"}}]}`.
+
+use std::any::Any;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::error::{ErrorCode, error_body};
+use crate::graphql::RequestId;
+
+/// A JSON error response with the code's status.
+pub fn error_response(code: ErrorCode, message: &str, request_id: Option<&RequestId>) -> Response {
+    error_response_with_status(code.status(), code, message, request_id)
+}
+
+pub fn error_response_with_status(
+    status: StatusCode,
+    code: ErrorCode,
+    message: &str,
+    request_id: Option<&RequestId>,
+) -> Response {
+    let mut extensions = json!({ "code": code.as_str() });
+    if let Some(id) = request_id {
+        extensions["requestId"] = json!(id.0);
+    }
+    let mut response = (status, axum::Json(error_body(message, extensions))).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    response
+}
+
+fn is_json(response: &Response) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json") || ct.contains("+json"))
+}
+
+/// Replaces the bare error bodies of inner layers (413 from the body limit, 408 from the timeout,
+/// 405 from method routing, text rejections) with the JSON error shape, keeping their headers.
+pub async fn json_error_shape(request: Request, next: Next) -> Response {
+    let request_id = request.extensions().get::<RequestId>().cloned();
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) || is_json(&response) {
+        return response;
+    }
+    let message = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "request body is too large".to_owned(),
+        StatusCode::REQUEST_TIMEOUT => "request timed out".to_owned(),
+        StatusCode::METHOD_NOT_ALLOWED => "method not allowed".to_owned(),
+        s if s.is_server_error() => "internal server error".to_owned(),
+        s => s.canonical_reason().unwrap_or("bad request").to_lowercase(),
+    };
+    let (mut parts, _) = response.into_parts();
+    let replacement = error_response_with_status(
+        status,
+        ErrorCode::from_status(status),
+        &message,
+        request_id.as_ref(),
+    );
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    let (_, body) = replacement.into_parts();
+    Response::from_parts(parts, body)
+}
+
+pub async fn not_found(request: Request) -> Response {
+    error_response(
+        ErrorCode::NotFound,
+        "no such endpoint",
+        request.extensions().get::<RequestId>(),
+    )
+}
+
+/// A panic becomes a logged 500 with no detail for the client.
+pub fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response<Body> {
+    let detail = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic");
+    tracing::error!(panic = detail, "handler panicked");
+    error_response(
+        ErrorCode::InternalServerError,
+        "internal server error",
+        None,
+    )
+}

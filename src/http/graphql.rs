@@ -1,0 +1,557 @@
+//! `GET|POST /graphql` following the GraphQL-over-HTTP specification: content negotiation
+//! (`application/graphql-response+json` and `application/json`), 4xx for malformed requests,
+//! no mutations over GET, and request errors told apart from field errors.
+
+use std::sync::Arc;
+
+use async_graphql::parser::types::{DocumentOperations, OperationType};
+use async_graphql::{ServerError, Variables};
+use axum::Extension;
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use serde_json::{Map, Value, json};
+use tokio::time::Instant;
+
+use super::HttpState;
+use super::errors::error_response_with_status;
+use crate::error::ErrorCode;
+use crate::graphql::{RequestId, RequestPhase};
+
+const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
+const APPLICATION_JSON: &str = "application/json";
+
+/// The response media type the client accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaType {
+    GraphqlResponseJson,
+    Json,
+}
+
+impl MediaType {
+    fn content_type(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            Self::GraphqlResponseJson => "application/graphql-response+json; charset=utf-8",
+            Self::Json => "application/json; charset=utf-8",
+        })
+    }
+}
+
+/// Picks the media type from `Accept` by quality; a missing header, `*/*` and `application/*`
+/// mean `application/json`. `None` when nothing we can produce is acceptable.
+pub fn negotiate(headers: &HeaderMap) -> Option<MediaType> {
+    let accept = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(",");
+    if accept.trim().is_empty() {
+        return Some(MediaType::Json);
+    }
+    let mut best: Option<(f32, u8, MediaType)> = None;
+    for range in accept.split(',') {
+        let mut parts = range.split(';');
+        let media = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+        let quality = parts
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .find_map(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        // Specific types win over wildcards at equal quality.
+        let candidate = match media.as_str() {
+            GRAPHQL_RESPONSE_JSON => (3, MediaType::GraphqlResponseJson),
+            APPLICATION_JSON => (2, MediaType::Json),
+            "application/*" | "*/*" => (1, MediaType::Json),
+            _ => continue,
+        };
+        if quality <= 0.0 {
+            continue;
+        }
+        if best.is_none_or(|(q, s, _)| quality > q || (quality == q && candidate.0 > s)) {
+            best = Some((quality, candidate.0, candidate.1));
+        }
+    }
+    best.map(|(_, _, media)| media)
+}
+
+/// A request error before anything executed, in the negotiated media type (or JSON when the
+/// failure is the negotiation itself).
+fn request_error(
+    status: StatusCode,
+    code: ErrorCode,
+    message: &str,
+    media: Option<MediaType>,
+    request_id: &RequestId,
+) -> Response {
+    let mut response = error_response_with_status(status, code, message, Some(request_id));
+    if let Some(media) = media {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, media.content_type());
+    }
+    response
+}
+
+/// The GraphQL request parameters, checked against the specification's shapes.
+struct Params {
+    query: String,
+    operation_name: Option<String>,
+    variables: Option<Map<String, Value>>,
+    extensions: Option<Map<String, Value>>,
+}
+
+fn params_from_json(value: Value) -> Result<Params, String> {
+    let Value::Object(mut object) = value else {
+        return Err("the request body must be a JSON object".into());
+    };
+    let query = match object.remove("query") {
+        Some(Value::String(q)) => q,
+        None | Some(Value::Null) => return Err("the 'query' parameter is required".into()),
+        Some(_) => return Err("the 'query' parameter must be a string".into()),
+    };
+    let operation_name = match object.remove("operationName") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(name)) => Some(name),
+        Some(_) => return Err("the 'operationName' parameter must be a string".into()),
+    };
+    let variables = optional_object(object.remove("variables"), "variables")?;
+    let extensions = optional_object(object.remove("extensions"), "extensions")?;
+    Ok(Params {
+        query,
+        operation_name,
+        variables,
+        extensions,
+    })
+}
+
+fn optional_object(value: Option<Value>, name: &str) -> Result<Option<Map<String, Value>>, String> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(map)) => Ok(Some(map)),
+        Some(_) => Err(format!("the '{name}' parameter must be an object")),
+    }
+}
+
+fn params_from_query_string(raw: &str) -> Result<Option<Params>, String> {
+    let mut query = None;
+    let mut operation_name = None;
+    let mut variables = None;
+    let mut extensions = None;
+    for (key, value) in url::form_urlencoded::parse(raw.as_bytes()) {
+        let slot = match key.as_ref() {
+            "query" => &mut query,
+            "operationName" => &mut operation_name,
+            "variables" => &mut variables,
+            "extensions" => &mut extensions,
+            _ => continue,
+        };
+        if slot.is_some() {
+            return Err(format!("the '{key}' parameter is given more than once"));
+        }
+        *slot = Some(value.into_owned());
+    }
+    let Some(query) = query else {
+        return Ok(None);
+    };
+    let parse_object =
+        |text: Option<String>, name: &str| -> Result<Option<Map<String, Value>>, String> {
+            match text.filter(|t| !t.is_empty()) {
+                None => Ok(None),
+                Some(text) => {
+                    let value: Value = serde_json::from_str(&text)
+                        .map_err(|_| format!("the '{name}' parameter must be JSON"))?;
+                    optional_object(Some(value), name)
+                }
+            }
+        };
+    Ok(Some(Params {
+        query,
+        operation_name: operation_name.filter(|n| !n.is_empty()),
+        variables: parse_object(variables, "variables")?,
+        extensions: parse_object(extensions, "extensions")?,
+    }))
+}
+
+fn wants_html(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"))
+}
+
+pub async fn get_handler(
+    State(state): State<HttpState>,
+    Extension(request_id): Extension<RequestId>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let params = params_from_query_string(raw.as_deref().unwrap_or_default());
+    if matches!(params, Ok(None)) && wants_html(&headers) && state.app.settings.graphql.graphiql {
+        let page = async_graphql::http::GraphiQLSource::build()
+            .endpoint("/graphql")
+            .subscription_endpoint("/graphql/ws")
+            .title("multipult GraphiQL")
+            .finish();
+        return Html(page).into_response();
+    }
+    let Some(media) = negotiate(&headers) else {
+        return not_acceptable(&request_id);
+    };
+    match params {
+        Ok(Some(params)) => execute(&state, params, media, Method::Get, &request_id).await,
+        Ok(None) => request_error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
+            "the 'query' parameter is required",
+            Some(media),
+            &request_id,
+        ),
+        Err(message) => request_error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
+            &message,
+            Some(media),
+            &request_id,
+        ),
+    }
+}
+
+pub async fn post_handler(
+    State(state): State<HttpState>,
+    Extension(request_id): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(media) = negotiate(&headers) else {
+        return not_acceptable(&request_id);
+    };
+    let bad = |status, code, message: &str| {
+        request_error(status, code, message, Some(media), &request_id)
+    };
+
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        });
+    match content_type.as_deref() {
+        Some(APPLICATION_JSON) => {}
+        Some(_) => {
+            return bad(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                ErrorCode::UnsupportedMediaType,
+                "POST requests must have Content-Type: application/json",
+            );
+        }
+        None => {
+            return bad(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                ErrorCode::UnsupportedMediaType,
+                "the Content-Type header is required (application/json)",
+            );
+        }
+    }
+
+    let value: Value = match serde_json::from_slice(&body) {
+        Ok(value) => value,
+        Err(e) => {
+            return bad(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::BadRequest,
+                &format!("the request body is not valid JSON: {e}"),
+            );
+        }
+    };
+
+    match value {
+        Value::Array(items) => {
+            let max = state.app.settings.graphql.max_batch_size;
+            if max == 0 {
+                return bad(
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::BadRequest,
+                    "batched requests are not enabled",
+                );
+            }
+            if items.is_empty() || items.len() > max {
+                return bad(
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::BadRequest,
+                    &format!("a batch must hold from 1 to {max} operations"),
+                );
+            }
+            let mut params = Vec::with_capacity(items.len());
+            for (index, item) in items.into_iter().enumerate() {
+                match params_from_json(item) {
+                    Ok(p) => params.push(p),
+                    Err(message) => {
+                        return bad(
+                            StatusCode::BAD_REQUEST,
+                            ErrorCode::BadRequest,
+                            &format!("operation {index}: {message}"),
+                        );
+                    }
+                }
+            }
+            let mut results = Vec::with_capacity(params.len());
+            for p in params {
+                results.push(run(&state, p, Method::Post, &request_id).await);
+            }
+            let body = Value::Array(results.into_iter().map(|r| r.body).collect());
+            respond(StatusCode::OK, media, &body, HeaderMap::new())
+        }
+        other => match params_from_json(other) {
+            Ok(params) => execute(&state, params, media, Method::Post, &request_id).await,
+            Err(message) => bad(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, &message),
+        },
+    }
+}
+
+fn not_acceptable(request_id: &RequestId) -> Response {
+    request_error(
+        StatusCode::NOT_ACCEPTABLE,
+        ErrorCode::NotAcceptable,
+        "acceptable response types: application/graphql-response+json, application/json",
+        None,
+        request_id,
+    )
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Method {
+    Get,
+    Post,
+}
+
+/// The outcome of one operation, before it is given a status code.
+struct Outcome {
+    body: Value,
+    /// `false` for request errors: nothing executed, and the body has no `data`.
+    executed: bool,
+    /// GET asked for a mutation: 405.
+    method_not_allowed: bool,
+    headers: HeaderMap,
+}
+
+async fn execute(
+    state: &HttpState,
+    params: Params,
+    media: MediaType,
+    method: Method,
+    request_id: &RequestId,
+) -> Response {
+    let outcome = run(state, params, method, request_id).await;
+    let status = if outcome.method_not_allowed {
+        StatusCode::METHOD_NOT_ALLOWED
+    } else if outcome.executed || media == MediaType::Json {
+        // Legacy `application/json` clients expect 200 with the errors in the body.
+        StatusCode::OK
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    let mut response = respond(status, media, &outcome.body, outcome.headers);
+    if outcome.method_not_allowed {
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+    }
+    response
+}
+
+fn respond(status: StatusCode, media: MediaType, body: &Value, headers: HeaderMap) -> Response {
+    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    let mut response = (status, bytes).into_response();
+    response.headers_mut().extend(headers);
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, media.content_type());
+    response
+}
+
+/// Parses, checks the operation type against the method, executes, and records metrics and the
+/// operation name on the request span.
+async fn run(state: &HttpState, params: Params, method: Method, request_id: &RequestId) -> Outcome {
+    let started = Instant::now();
+    let mut request = async_graphql::Request::new(params.query);
+    if let Some(name) = &params.operation_name {
+        request = request.operation_name(name.clone());
+    }
+    if let Some(variables) = params.variables {
+        request = request.variables(Variables::from_json(Value::Object(variables)));
+    }
+    if let Some(extensions) = params.extensions {
+        for (key, value) in extensions {
+            if let Ok(value) = async_graphql::Value::from_json(value) {
+                request.extensions.0.insert(key, value);
+            }
+        }
+    }
+
+    let (operation_name, operation_type) = match request.parsed_query() {
+        Ok(document) => select_operation(document, params.operation_name.as_deref()),
+        Err(error) => {
+            state.app.metrics.graphql_operation(
+                None,
+                "unknown",
+                "request_error",
+                started.elapsed(),
+            );
+            return Outcome {
+                body: errors_body(vec![error], ErrorCode::GraphqlParseFailed, request_id),
+                executed: false,
+                method_not_allowed: false,
+                headers: HeaderMap::new(),
+            };
+        }
+    };
+    let kind = match operation_type {
+        Some(OperationType::Query) => "query",
+        Some(OperationType::Mutation) => "mutation",
+        Some(OperationType::Subscription) => "subscription",
+        None => "unknown",
+    };
+    if let Some(name) = &operation_name {
+        tracing::Span::current().record("operation_name", name.as_str());
+    }
+
+    if method == Method::Get && operation_type == Some(OperationType::Mutation) {
+        return Outcome {
+            body: errors_body(
+                vec![ServerError::new(
+                    "mutations are only accepted over POST",
+                    None,
+                )],
+                ErrorCode::MethodNotAllowed,
+                request_id,
+            ),
+            executed: false,
+            method_not_allowed: true,
+            headers: HeaderMap::new(),
+        };
+    }
+    if operation_type == Some(OperationType::Subscription) {
+        return Outcome {
+            body: errors_body(
+                vec![ServerError::new(
+                    "subscriptions are served over WebSocket at /graphql/ws",
+                    None,
+                )],
+                ErrorCode::BadRequest,
+                request_id,
+            ),
+            executed: false,
+            method_not_allowed: false,
+            headers: HeaderMap::new(),
+        };
+    }
+
+    let phase = Arc::new(RequestPhase::default());
+    let request = request.data(request_id.clone()).data(phase.clone());
+    let response = state.schema.execute(request).await;
+    let executed = phase.executed();
+    let outcome = match (executed, response.errors.is_empty()) {
+        (false, _) => "request_error",
+        (true, true) => "ok",
+        (true, false) => "field_error",
+    };
+    state.app.metrics.graphql_operation(
+        operation_name.as_deref(),
+        kind,
+        outcome,
+        started.elapsed(),
+    );
+
+    let mut body = Map::new();
+    if executed {
+        body.insert(
+            "data".into(),
+            serde_json::to_value(&response.data).unwrap_or(Value::Null),
+        );
+    }
+    if !response.errors.is_empty() {
+        body.insert(
+            "errors".into(),
+            serde_json::to_value(&response.errors).unwrap_or_else(|_| json!([])),
+        );
+    }
+    if !response.extensions.is_empty() {
+        body.insert(
+            "extensions".into(),
+            serde_json::to_value(&response.extensions).unwrap_or_else(|_| json!({})),
+        );
+    }
+    Outcome {
+        body: Value::Object(body),
+        executed,
+        method_not_allowed: false,
+        headers: response.http_headers,
+    }
+}
+
+/// The name and type of the operation that would run, when the document says which.
+fn select_operation(
+    document: &async_graphql::parser::types::ExecutableDocument,
+    requested: Option<&str>,
+) -> (Option<String>, Option<OperationType>) {
+    match &document.operations {
+        DocumentOperations::Single(op) => (requested.map(str::to_owned), Some(op.node.ty)),
+        DocumentOperations::Multiple(map) => match requested {
+            Some(name) => (Some(name.to_owned()), map.get(name).map(|op| op.node.ty)),
+            None if map.len() == 1 => map.iter().next().map_or((None, None), |(name, op)| {
+                (Some(name.to_string()), Some(op.node.ty))
+            }),
+            None => (None, None),
+        },
+    }
+}
+
+/// `{"errors": [...]}` without `data`, each error carrying the code and request id.
+fn errors_body(errors: Vec<ServerError>, code: ErrorCode, request_id: &RequestId) -> Value {
+    let errors: Vec<Value> = errors
+        .into_iter()
+        .map(|mut error| {
+            let extensions = error.extensions.get_or_insert_with(Default::default);
+            extensions.set("code", code.as_str());
+            extensions.set("requestId", request_id.0.as_str());
+            serde_json::to_value(&error).unwrap_or_else(|_| json!({"message": error.message}))
+        })
+        .collect();
+    json!({ "errors": errors })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ACCEPT, HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn negotiation_follows_quality_and_prefers_specific_types() {
+        assert_eq!(negotiate(&HeaderMap::new()), Some(MediaType::Json));
+        assert_eq!(negotiate(&accept("*/*")), Some(MediaType::Json));
+        assert_eq!(
+            negotiate(&accept(
+                "application/graphql-response+json, application/json;q=0.9"
+            )),
+            Some(MediaType::GraphqlResponseJson)
+        );
+        assert_eq!(
+            negotiate(&accept(
+                "application/graphql-response+json;q=0.5, application/json"
+            )),
+            Some(MediaType::Json)
+        );
+        assert_eq!(negotiate(&accept("text/html")), None);
+        assert_eq!(negotiate(&accept("application/json;q=0")), None);
+    }
+}

@@ -1,0 +1,78 @@
+//! `GET /metrics` (Prometheus text) and the RED middleware that feeds it.
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use secrecy::ExposeSecret as _;
+use tokio::time::Instant;
+
+use super::HttpState;
+use super::errors::error_response;
+use crate::error::ErrorCode;
+use crate::graphql::RequestId;
+use crate::state::AppState;
+
+/// Counts and times every request by method, matched route and status.
+pub async fn layer(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().as_str().to_owned();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    app.metrics.http_request(
+        &method,
+        &route,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
+/// Open when `METRICS_TOKEN` is unset; otherwise it requires `Authorization: Bearer <token>`.
+pub async fn handler(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    request: Request,
+) -> Response {
+    if let Some(token) = &state.app.settings.http.metrics_token {
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        if !constant_time_eq(presented.as_bytes(), token.expose_secret().as_bytes()) {
+            let mut response = error_response(
+                ErrorCode::Unauthenticated,
+                "a valid metrics token is required",
+                request.extensions().get::<RequestId>(),
+            );
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return response;
+        }
+    }
+    (
+        StatusCode::OK,
+        [
+            (
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            ),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        state.app.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Compares without an early exit, so timing does not reveal how much of a token matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

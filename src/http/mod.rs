@@ -1,0 +1,107 @@
+//! The HTTP surface: routes and every tower layer, assembled in one place.
+
+pub mod errors;
+pub mod graphql;
+pub mod health;
+pub mod metrics;
+pub mod request_id;
+pub mod ws;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::routing::get;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::compression::CompressionLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::graphql::{AppSchema, build_schema};
+use crate::state::AppState;
+
+pub use request_id::X_REQUEST_ID;
+
+/// What handlers share: the application state and the schema built from it.
+#[derive(Clone)]
+pub struct HttpState {
+    pub app: AppState,
+    pub schema: AppSchema,
+}
+
+/// The whole router, outermost layer first:
+/// request id → panic guard → trace span/log line → RED metrics → JSON error shape → CORS →
+/// compression → timeout → body limit → routes.
+pub fn router(app: AppState) -> Router {
+    let settings = &app.settings;
+    let state = HttpState {
+        schema: build_schema(&app),
+        app: app.clone(),
+    };
+
+    let routes = Router::new()
+        .route(
+            "/graphql",
+            get(graphql::get_handler).post(graphql::post_handler),
+        )
+        .route("/graphql/ws", get(ws::handler))
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready))
+        .route("/metrics", get(metrics::handler))
+        .fallback(errors::not_found)
+        .with_state(state);
+
+    let layers = ServiceBuilder::new()
+        .layer(axum::middleware::from_fn(request_id::layer))
+        .layer(CatchPanicLayer::custom(errors::panic_response))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_id::make_span)
+                .on_request(())
+                .on_response(request_id::on_response)
+                .on_failure(()),
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            metrics::layer,
+        ))
+        .layer(axum::middleware::from_fn(errors::json_error_shape))
+        .option_layer(cors(&settings.http.cors_origins))
+        .layer(CompressionLayer::new())
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            settings.http.request_timeout,
+        ))
+        .layer(RequestBodyLimitLayer::new(settings.http.body_limit));
+
+    routes.layer(layers)
+}
+
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+            .allow_headers([
+                header::CONTENT_TYPE,
+                header::AUTHORIZATION,
+                header::ACCEPT,
+                X_REQUEST_ID,
+                HeaderName::from_static("apollo-require-preflight"),
+                HeaderName::from_static("x-apollo-operation-name"),
+            ])
+            .expose_headers([X_REQUEST_ID, header::RETRY_AFTER, header::ETAG])
+            .allow_credentials(true)
+            .max_age(Duration::from_secs(600)),
+    )
+}

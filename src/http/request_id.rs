@@ -1,0 +1,81 @@
+//! Request ids: a sane incoming `X-Request-ID` is kept, anything else is replaced by a UUIDv7;
+//! the id is echoed on every response, recorded on the request span and handed to GraphQL.
+
+use std::time::Duration;
+
+use axum::extract::Request;
+use axum::http::{HeaderName, HeaderValue, Response};
+use axum::middleware::Next;
+use tracing::Span;
+
+use crate::graphql::RequestId;
+
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// 1–128 characters from `[A-Za-z0-9._-]`: safe in logs, headers and URLs.
+pub fn is_valid(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+pub async fn layer(mut request: Request, next: Next) -> axum::response::Response {
+    let id = request
+        .headers()
+        .get(&X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| is_valid(v))
+        .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
+    // Valid ids are visible ASCII, so this conversion cannot fail.
+    let value = HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+    request.headers_mut().insert(X_REQUEST_ID, value.clone());
+    request.extensions_mut().insert(RequestId(id));
+    let mut response = next.run(request).await;
+    response.headers_mut().insert(X_REQUEST_ID, value);
+    response
+}
+
+/// The request span: its fields appear on every log line of the request. The query string is
+/// never recorded (it can carry variables), nor is any header but the id.
+pub fn make_span<B>(request: &axum::http::Request<B>) -> Span {
+    let id = request
+        .extensions()
+        .get::<RequestId>()
+        .map_or("", |id| id.0.as_str());
+    tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %request.method(),
+        path = %request.uri().path(),
+        operation_name = tracing::field::Empty,
+        user_id = tracing::field::Empty,
+    )
+}
+
+/// The one log line per request.
+pub fn on_response<B>(response: &Response<B>, latency: Duration, _span: &Span) {
+    let status = response.status().as_u16();
+    let latency_ms = latency.as_secs_f64() * 1000.0;
+    if response.status().is_server_error() {
+        tracing::error!(status, latency_ms, "request failed");
+    } else {
+        tracing::info!(status, latency_ms, "request completed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_valid;
+
+    #[test]
+    fn only_short_safe_ids_are_kept() {
+        assert!(is_valid("abc-123_X.y"));
+        assert!(is_valid(&"a".repeat(128)));
+        assert!(!is_valid(&"a".repeat(129)));
+        assert!(!is_valid(""));
+        for bad in ["a b", "a\nb", "a\rb", "a\tb", "a;b", "ä"] {
+            assert!(!is_valid(bad), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! The SeaORM connection: SQLite by default, PostgreSQL when `DATABASE_URL` says so.
+
+use migration::{Migrator, MigratorTrait as _};
+use sea_orm::sqlx::sqlite::SqliteJournalMode;
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
+use secrecy::ExposeSecret as _;
+
+use crate::config::DatabaseSettings;
+
+/// Opens the pool (creating the SQLite file's folder when needed).
+///
+/// # Errors
+/// The database cannot be reached or the file cannot be created.
+pub async fn connect(settings: &DatabaseSettings) -> Result<DatabaseConnection, DbErr> {
+    let url = settings.url.expose_secret();
+    if let Some(dir) = sqlite_file_dir(url) {
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            DbErr::Custom(format!(
+                "cannot create database folder {}: {e}",
+                dir.display()
+            ))
+        })?;
+    }
+    let mut options = ConnectOptions::new(url.to_owned());
+    options
+        .max_connections(settings.max_connections)
+        .min_connections(settings.min_connections)
+        .connect_timeout(settings.connect_timeout)
+        .acquire_timeout(settings.acquire_timeout)
+        .sqlx_logging(false);
+    if settings.is_sqlite_memory() {
+        // An in-memory database lives exactly as long as its one connection: never recycle it.
+        options
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .min_connections(1);
+    } else if !settings.is_postgres() {
+        // Readers do not block the writer, and a busy writer makes others wait, not fail.
+        options.map_sqlx_sqlite_opts(|o| {
+            o.journal_mode(SqliteJournalMode::Wal)
+                .busy_timeout(std::time::Duration::from_secs(5))
+                .foreign_keys(true)
+        });
+    }
+    Database::connect(options).await
+}
+
+/// Applies every pending migration.
+///
+/// # Errors
+/// A migration fails; it is rolled back where the backend supports transactional DDL.
+pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
+    Migrator::up(db, None).await
+}
+
+/// The folder of a SQLite file URL (`sqlite://data/multipult.db?mode=rwc` → `data`).
+fn sqlite_file_dir(url: &str) -> Option<std::path::PathBuf> {
+    let path = url.strip_prefix("sqlite://")?;
+    let path = path.split('?').next()?;
+    if path.is_empty() || path.contains(":memory:") {
+        return None;
+    }
+    std::path::Path::new(path)
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(std::path::Path::to_path_buf)
+}
+
+/// `sqlite` or `postgres`, for stats and logs.
+pub fn backend_name(db: &DatabaseConnection) -> &'static str {
+    match db.get_database_backend() {
+        sea_orm::DatabaseBackend::Postgres => "postgres",
+        sea_orm::DatabaseBackend::Sqlite => "sqlite",
+        _ => "other",
+    }
+}

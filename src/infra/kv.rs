@@ -1,0 +1,85 @@
+//! The key-value contract shared by every instance: TTLs, atomic counters, compare-and-set and a
+//! sliding-window log, the building blocks of rate limits, caches, one-time tokens and leases.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("shared store unavailable: {0}")]
+    Unavailable(String),
+    #[error("shared store timed out")]
+    Timeout,
+    #[error("shared store error: {0}")]
+    Backend(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The verdict of one hit on a sliding-window log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowOutcome {
+    pub allowed: bool,
+    /// Hits inside the window after this call (including this one when allowed).
+    pub count: u64,
+    pub limit: u64,
+    /// Time until the oldest hit in the window ages out, i.e. until one more hit is allowed.
+    pub retry_after: Duration,
+}
+
+impl WindowOutcome {
+    pub fn remaining(&self) -> u64 {
+        self.limit.saturating_sub(self.count)
+    }
+}
+
+/// Keys are plain strings; implementations namespace them (Redis: `REDIS_KEY_PREFIX`).
+#[async_trait]
+pub trait KeyValueStore: Send + Sync + 'static {
+    async fn get(&self, key: &str) -> StoreResult<Option<Vec<u8>>>;
+
+    async fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> StoreResult<()>;
+
+    /// Stores only when the key is absent; `true` when this call created it.
+    async fn set_if_absent(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> StoreResult<bool>;
+
+    /// Returns the value and deletes it in one step, so a one-time token is used at most once.
+    async fn take(&self, key: &str) -> StoreResult<Option<Vec<u8>>>;
+
+    /// `true` when the key existed.
+    async fn delete(&self, key: &str) -> StoreResult<bool>;
+
+    /// Deletes only when the stored value equals `expected` (releasing a lease one still holds).
+    async fn delete_if_equals(&self, key: &str, expected: &[u8]) -> StoreResult<bool>;
+
+    /// Sets a new TTL only when the stored value equals `expected` (renewing a lease).
+    async fn expire_if_equals(
+        &self,
+        key: &str,
+        expected: &[u8],
+        ttl: Duration,
+    ) -> StoreResult<bool>;
+
+    /// Adds `delta` to an integer counter, creating it at 0 (with `ttl`) when absent.
+    async fn increment(&self, key: &str, delta: i64, ttl: Option<Duration>) -> StoreResult<i64>;
+
+    /// Remaining time to live; `None` when the key is absent or never expires.
+    async fn ttl(&self, key: &str) -> StoreResult<Option<Duration>>;
+
+    /// Records a hit when fewer than `limit` hits happened in the last `window`; one atomic step.
+    async fn sliding_window(
+        &self,
+        key: &str,
+        limit: u64,
+        window: Duration,
+    ) -> StoreResult<WindowOutcome>;
+
+    /// A cheap round trip for readiness checks.
+    async fn ping(&self) -> StoreResult<()>;
+}

@@ -1,0 +1,251 @@
+//! In-process stand-ins for Redis: correct for one instance, lost on restart.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use super::kv::{KeyValueStore, StoreError, StoreResult, WindowOutcome};
+
+/// Expired entries are dropped lazily on access and swept every this many writes.
+const SWEEP_EVERY: u64 = 1024;
+
+enum Value {
+    Bytes(Vec<u8>),
+    Log(VecDeque<Instant>),
+}
+
+struct Entry {
+    value: Value,
+    expires_at: Option<Instant>,
+}
+
+impl Entry {
+    fn live(&self, now: Instant) -> bool {
+        self.expires_at.is_none_or(|at| at > now)
+    }
+}
+
+#[derive(Default)]
+pub struct MemoryStore {
+    entries: Mutex<HashMap<String, Entry>>,
+    writes: AtomicU64,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    async fn with_entries<T>(
+        &self,
+        f: impl FnOnce(&mut HashMap<String, Entry>, Instant) -> T,
+    ) -> T {
+        let mut entries = self.entries.lock().await;
+        let now = Instant::now();
+        if self.writes.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            entries.retain(|_, e| e.live(now));
+        }
+        f(&mut entries, now)
+    }
+}
+
+/// The live entry under `key`, removing it first when it has expired.
+fn live<'a>(
+    entries: &'a mut HashMap<String, Entry>,
+    key: &str,
+    now: Instant,
+) -> Option<&'a mut Entry> {
+    if entries.get(key).is_some_and(|e| !e.live(now)) {
+        entries.remove(key);
+    }
+    entries.get_mut(key)
+}
+
+fn bytes_of(entry: Option<&mut Entry>) -> Option<Vec<u8>> {
+    match entry.map(|e| &e.value) {
+        Some(Value::Bytes(b)) => Some(b.clone()),
+        _ => None,
+    }
+}
+
+#[async_trait]
+impl KeyValueStore for MemoryStore {
+    async fn get(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
+        Ok(self
+            .with_entries(|m, now| bytes_of(live(m, key, now)))
+            .await)
+    }
+
+    async fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> StoreResult<()> {
+        self.with_entries(|m, now| {
+            m.insert(
+                key.to_owned(),
+                Entry {
+                    value: Value::Bytes(value.to_vec()),
+                    expires_at: ttl.map(|t| now + t),
+                },
+            );
+        })
+        .await;
+        Ok(())
+    }
+
+    async fn set_if_absent(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> StoreResult<bool> {
+        Ok(self
+            .with_entries(|m, now| {
+                if live(m, key, now).is_some() {
+                    return false;
+                }
+                m.insert(
+                    key.to_owned(),
+                    Entry {
+                        value: Value::Bytes(value.to_vec()),
+                        expires_at: ttl.map(|t| now + t),
+                    },
+                );
+                true
+            })
+            .await)
+    }
+
+    async fn take(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
+        Ok(self
+            .with_entries(|m, now| {
+                let value = bytes_of(live(m, key, now));
+                if value.is_some() {
+                    m.remove(key);
+                }
+                value
+            })
+            .await)
+    }
+
+    async fn delete(&self, key: &str) -> StoreResult<bool> {
+        Ok(self
+            .with_entries(|m, now| live(m, key, now).is_some() && m.remove(key).is_some())
+            .await)
+    }
+
+    async fn delete_if_equals(&self, key: &str, expected: &[u8]) -> StoreResult<bool> {
+        Ok(self
+            .with_entries(|m, now| {
+                if bytes_of(live(m, key, now)).as_deref() == Some(expected) {
+                    m.remove(key);
+                    true
+                } else {
+                    false
+                }
+            })
+            .await)
+    }
+
+    async fn expire_if_equals(
+        &self,
+        key: &str,
+        expected: &[u8],
+        ttl: Duration,
+    ) -> StoreResult<bool> {
+        Ok(self
+            .with_entries(|m, now| match live(m, key, now) {
+                Some(entry) if matches!(&entry.value, Value::Bytes(b) if b == expected) => {
+                    entry.expires_at = Some(now + ttl);
+                    true
+                }
+                _ => false,
+            })
+            .await)
+    }
+
+    async fn increment(&self, key: &str, delta: i64, ttl: Option<Duration>) -> StoreResult<i64> {
+        self.with_entries(|m, now| {
+            let entry = match live(m, key, now) {
+                Some(entry) => entry,
+                None => m.entry(key.to_owned()).or_insert(Entry {
+                    value: Value::Bytes(b"0".to_vec()),
+                    expires_at: ttl.map(|t| now + t),
+                }),
+            };
+            let Value::Bytes(bytes) = &mut entry.value else {
+                return Err(StoreError::Backend("value is not an integer".into()));
+            };
+            let current: i64 = std::str::from_utf8(bytes)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| StoreError::Backend("value is not an integer".into()))?;
+            let next = current
+                .checked_add(delta)
+                .ok_or_else(|| StoreError::Backend("increment would overflow".into()))?;
+            *bytes = next.to_string().into_bytes();
+            Ok(next)
+        })
+        .await
+    }
+
+    async fn ttl(&self, key: &str) -> StoreResult<Option<Duration>> {
+        Ok(self
+            .with_entries(|m, now| {
+                live(m, key, now)
+                    .and_then(|e| e.expires_at)
+                    .map(|at| at.saturating_duration_since(now))
+            })
+            .await)
+    }
+
+    async fn sliding_window(
+        &self,
+        key: &str,
+        limit: u64,
+        window: Duration,
+    ) -> StoreResult<WindowOutcome> {
+        self.with_entries(|m, now| {
+            let entry = match live(m, key, now) {
+                Some(entry) => entry,
+                None => m.entry(key.to_owned()).or_insert(Entry {
+                    value: Value::Log(VecDeque::new()),
+                    expires_at: None,
+                }),
+            };
+            let Value::Log(log) = &mut entry.value else {
+                return Err(StoreError::Backend("key does not hold a window".into()));
+            };
+            while log
+                .front()
+                .is_some_and(|t| now.duration_since(*t) >= window)
+            {
+                log.pop_front();
+            }
+            let allowed = (log.len() as u64) < limit;
+            if allowed {
+                log.push_back(now);
+            }
+            entry.expires_at = Some(now + window);
+            let retry_after = if allowed {
+                Duration::ZERO
+            } else {
+                log.front().map_or(window, |oldest| {
+                    (*oldest + window).saturating_duration_since(now)
+                })
+            };
+            Ok(WindowOutcome {
+                allowed,
+                count: log.len() as u64,
+                limit,
+                retry_after,
+            })
+        })
+        .await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        Ok(())
+    }
+}

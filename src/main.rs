@@ -1,0 +1,5 @@
+//! The `multipult` binary; see `multipult --help`.
+
+fn main() -> std::process::ExitCode {
+    multipult::cli::main()
+}

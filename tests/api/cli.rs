@@ -1,0 +1,171 @@
+//! The built binary: configuration errors, check-config, and what a served request logs.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+
+fn binary() -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_multipult"));
+    // A clean environment in an empty folder: no .env, no inherited variables.
+    let dir = std::env::temp_dir().join(format!("multipult-cli-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    command.env_clear().current_dir(dir);
+    command
+}
+
+fn run(vars: &[(&str, &str)], args: &[&str]) -> (i32, String, String) {
+    let output = binary()
+        .envs(vars.iter().copied())
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_configuration_exits_2_naming_every_variable() {
+    let (code, _, stderr) = run(
+        &[
+            ("APP_PORT", "abc"),
+            ("DATABASE_URL", "::not a url::"),
+            ("LOG_LEVEL", "info"),
+        ],
+        &["check-config"],
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("APP_PORT"), "{stderr}");
+    assert!(stderr.contains("DATABASE_URL"), "{stderr}");
+
+    let (code, _, stderr) = run(&[("APP_ENV", "production")], &["serve"]);
+    assert_eq!(code, 2);
+    for variable in ["JWT_SECRET", "SECRETS_KEY", "DATABASE_URL", "REDIS_URL"] {
+        assert!(stderr.contains(variable), "{variable} missing: {stderr}");
+    }
+}
+
+#[test]
+fn check_config_prints_settings_with_secrets_masked() {
+    let secret = "s".repeat(48);
+    let (code, stdout, stderr) = run(
+        &[
+            ("APP_ENV", "test"),
+            ("JWT_SECRET", secret.as_str()),
+            (
+                "DATABASE_URL",
+                "postgres://app:hunter2@db.internal:5432/app",
+            ),
+        ],
+        &["check-config"],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("APP_ENV=test"));
+    assert!(stdout.contains("JWT_SECRET=********"));
+    assert!(!stdout.contains(&secret));
+    assert!(!stdout.contains("hunter2"));
+    assert!(stdout.contains("db.internal"));
+}
+
+#[test]
+fn development_secrets_are_generated_once_and_reused() {
+    let dir = std::env::temp_dir().join(format!("multipult-dev-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let check = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_multipult"))
+            .env_clear()
+            .current_dir(&dir)
+            .arg("check-config")
+            .output()
+            .unwrap()
+    };
+    assert!(check().status.success());
+    let stored = std::fs::read_to_string(dir.join("data/dev-secrets.env")).unwrap();
+    assert!(stored.contains("JWT_SECRET="));
+    assert!(check().status.success());
+    assert_eq!(
+        std::fs::read_to_string(dir.join("data/dev-secrets.env")).unwrap(),
+        stored
+    );
+}
+
+#[tokio::test]
+async fn a_request_log_line_has_the_request_id_and_never_the_bearer_token() {
+    let mut child = tokio::process::Command::from(binary())
+        .envs([
+            ("APP_ENV", "test"),
+            ("APP_PORT", "0"),
+            ("DATABASE_URL", "sqlite::memory:"),
+            ("LOG_FORMAT", "json"),
+            ("LOG_LEVEL", "info"),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let address = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let value: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+            if value["message"] == "listening" {
+                return value["address"].as_str().unwrap().to_owned();
+            }
+        }
+        panic!("the server exited before listening");
+    })
+    .await
+    .expect("listening within 30 s");
+
+    let response = reqwest::Client::new()
+        .post(format!("http://{address}/graphql?token=query-secret"))
+        .bearer_auth("secret-value")
+        .header("x-request-id", "log-probe-1")
+        .header("cookie", "session=cookie-secret")
+        .json(&serde_json::json!({ "query": "query LogProbe { __typename }", "variables": { "password": "pw-secret" } }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut log = Vec::new();
+    while let Ok(Ok(Some(line))) =
+        tokio::time::timeout(Duration::from_secs(10), lines.next_line()).await
+    {
+        log.push(line);
+    }
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "graceful exit after SIGTERM");
+
+    let all = log.join("\n");
+    for secret in ["secret-value", "cookie-secret", "pw-secret", "query-secret"] {
+        assert!(
+            !all.contains(secret),
+            "{secret} leaked into the log:\n{all}"
+        );
+    }
+    let completed: Value = log
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["message"] == "request completed" && v["span"]["request_id"] == "log-probe-1")
+        .unwrap_or_else(|| panic!("no log line for the request:\n{all}"));
+    assert_eq!(completed["status"], 200);
+    assert_eq!(completed["span"]["path"], "/graphql");
+    assert_eq!(completed["span"]["operation_name"], "LogProbe");
+    assert!(completed["latency_ms"].is_number());
+}

@@ -1,0 +1,280 @@
+//! The request pipeline: GraphQL over POST and GET, request ids, error shape, body limit.
+
+use serde_json::json;
+
+use crate::helpers::{TestApp, header, read};
+
+#[tokio::test]
+async fn typename_and_api_info_answer_over_post_and_get() {
+    let app = TestApp::spawn().await;
+
+    let (status, _, body) = app
+        .post_graphql("{ __typename apiInfo { version environment } }", json!({}))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["data"]["__typename"], "QueryRoot");
+    assert_eq!(
+        body["data"]["apiInfo"]["version"],
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(body["data"]["apiInfo"]["environment"], "TEST");
+    assert!(body.get("errors").is_none());
+
+    let (status, headers, body) = app
+        .get_graphql(&[("query", "{ apiInfo { version } }")])
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["data"]["apiInfo"]["version"],
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(
+        header(&headers, "content-type"),
+        "application/json; charset=utf-8"
+    );
+}
+
+#[tokio::test]
+async fn responses_carry_a_generated_uuid_v7_request_id() {
+    let app = TestApp::spawn().await;
+    let (_, headers, _) = app.post_graphql("{ __typename }", json!({})).await;
+    let id = header(&headers, "x-request-id");
+    let parsed = uuid::Uuid::parse_str(id).expect("a UUID");
+    assert_eq!(parsed.get_version_num(), 7);
+}
+
+#[tokio::test]
+async fn a_valid_incoming_request_id_is_echoed() {
+    let app = TestApp::spawn().await;
+    let response = app
+        .client
+        .post(app.url("/graphql"))
+        .header("x-request-id", "client-abc_123.XYZ")
+        .json(&json!({ "query": "{ __typename }" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        header(response.headers(), "x-request-id"),
+        "client-abc_123.XYZ"
+    );
+}
+
+#[tokio::test]
+async fn invalid_incoming_request_ids_are_replaced() {
+    let app = TestApp::spawn().await;
+    for bad in [
+        "a".repeat(300),
+        "has space".to_owned(),
+        "tab\there".to_owned(),
+        "semi;colon".to_owned(),
+    ] {
+        let response = app
+            .client
+            .get(app.url("/health/live"))
+            .header("x-request-id", bad.as_str())
+            .send()
+            .await
+            .unwrap();
+        let id = header(response.headers(), "x-request-id");
+        assert_ne!(id, bad);
+        assert!(uuid::Uuid::parse_str(id).is_ok(), "{id:?} replaced {bad:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_request_id_with_a_newline_never_reaches_the_response() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let app = TestApp::spawn().await;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
+        .await
+        .unwrap();
+    // A bare LF ends the header line (RFC 9112): whatever follows must not become a header of
+    // the response, and only the sane part before it can be echoed.
+    stream
+        .write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\nX-Request-ID: evil\ninjected: 1\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw).await;
+    let text = String::from_utf8_lossy(&raw).to_lowercase();
+    assert!(!text.contains("injected"), "{text}");
+    let echoed = text
+        .lines()
+        .find_map(|l| l.strip_prefix("x-request-id: "))
+        .unwrap_or_default();
+    assert!(
+        multipult::http::request_id::is_valid(echoed.trim()),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_mutation_over_get_is_refused_with_405() {
+    let app = TestApp::spawn().await;
+    let (status, headers, body) = app
+        .get_graphql(&[("query", "mutation { __typename }")])
+        .await;
+    assert_eq!(status, 405);
+    assert_eq!(header(&headers, "allow"), "POST");
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"],
+        "METHOD_NOT_ALLOWED"
+    );
+    assert!(body.get("data").is_none());
+}
+
+#[tokio::test]
+async fn malformed_json_is_a_400_with_a_code() {
+    let app = TestApp::spawn().await;
+    let response = app
+        .client
+        .post(app.url("/graphql"))
+        .header("content-type", "application/json")
+        .body("{\"query\": ")
+        .send()
+        .await
+        .unwrap();
+    let (status, headers, body) = read(response).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_REQUEST");
+    assert_eq!(
+        body["errors"][0]["extensions"]["requestId"],
+        header(&headers, "x-request-id")
+    );
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_a_413_in_the_error_shape() {
+    let app = TestApp::spawn_with(|s| s.http.body_limit = 1024).await;
+    let query = format!("{{ __typename }} # {}", "x".repeat(4096));
+    let response = app
+        .client
+        .post(app.url("/graphql"))
+        .json(&json!({ "query": query }))
+        .send()
+        .await
+        .unwrap();
+    let (status, headers, body) = read(response).await;
+    assert_eq!(status, 413);
+    assert_eq!(body["errors"][0]["extensions"]["code"], "PAYLOAD_TOO_LARGE");
+    assert_eq!(
+        body["errors"][0]["extensions"]["requestId"],
+        header(&headers, "x-request-id")
+    );
+}
+
+#[tokio::test]
+async fn every_graphql_error_carries_the_request_id_of_the_response() {
+    let app = TestApp::spawn().await;
+    let cases = [
+        "{ nope }",                                // validation
+        "{ apiInfo { version ",                    // parse
+        "subscription { heartbeat { sequence } }", // wrong transport
+    ];
+    for query in cases {
+        let (_, headers, body) = app.post_graphql(query, json!({})).await;
+        let id = header(&headers, "x-request-id");
+        let errors = body["errors"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{query}: {body}"));
+        assert!(!errors.is_empty());
+        for error in errors {
+            assert_eq!(error["extensions"]["requestId"], id, "{query}: {body}");
+            assert!(error["extensions"]["code"].is_string(), "{query}: {body}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_route_answers_404_in_the_error_shape() {
+    let app = TestApp::spawn().await;
+    let (status, headers, body) =
+        read(app.client.get(app.url("/nope")).send().await.unwrap()).await;
+    assert_eq!(status, 404);
+    assert_eq!(body["errors"][0]["extensions"]["code"], "NOT_FOUND");
+    assert_eq!(
+        body["errors"][0]["extensions"]["requestId"],
+        header(&headers, "x-request-id")
+    );
+}
+
+#[tokio::test]
+async fn graphiql_is_served_to_browsers_outside_production_only() {
+    let app = TestApp::spawn().await;
+    let response = app
+        .client
+        .get(app.url("/graphql"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(header(response.headers(), "content-type").starts_with("text/html"));
+    assert!(response.text().await.unwrap().contains("graphiql"));
+
+    // Without GraphiQL, a browser asking for HTML only gets "not acceptable".
+    let app = TestApp::spawn_with(|s| s.graphql.graphiql = false).await;
+    let response = app
+        .client
+        .get(app.url("/graphql"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 406);
+}
+
+#[tokio::test]
+async fn introspection_can_be_disabled() {
+    let query = "{ __schema { queryType { name } } }";
+    let app = TestApp::spawn().await;
+    let (_, _, body) = app.post_graphql(query, json!({})).await;
+    assert_eq!(body["data"]["__schema"]["queryType"]["name"], "QueryRoot");
+
+    let app = TestApp::spawn_with(|s| s.graphql.introspection = false).await;
+    let (_, _, body) = app.post_graphql(query, json!({})).await;
+    assert!(body["data"]["__schema"].is_null(), "{body}");
+}
+
+#[tokio::test]
+async fn a_query_deeper_than_the_limit_is_refused() {
+    let app = TestApp::spawn_with(|s| s.graphql.max_depth = 3).await;
+    let (_, _, body) = app
+        .post_graphql(
+            "{ __schema { types { fields { type { name } } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "QUERY_TOO_COMPLEX",
+        "{body}"
+    );
+    assert!(body.get("data").is_none());
+}
+
+#[tokio::test]
+async fn cors_allows_configured_origins_only() {
+    let app =
+        TestApp::spawn_with(|s| s.http.cors_origins = vec!["https://app.example.com".into()]).await;
+    let preflight = |origin: &'static str| {
+        app.client
+            .request(reqwest::Method::OPTIONS, app.url("/graphql"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type")
+            .send()
+    };
+    let allowed = preflight("https://app.example.com").await.unwrap();
+    assert_eq!(
+        header(allowed.headers(), "access-control-allow-origin"),
+        "https://app.example.com"
+    );
+    let refused = preflight("https://evil.example.com").await.unwrap();
+    assert!(
+        refused
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+}

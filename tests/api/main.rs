@@ -1,0 +1,13 @@
+//! The one integration-test binary: every module drives the server through its public interface.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod cli;
+mod health;
+mod helpers;
+mod http;
+mod metrics;
+mod protocol;
+mod schema;
+mod shutdown;
+mod stores;
+mod ws;

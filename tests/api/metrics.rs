@@ -1,0 +1,103 @@
+//! `/metrics`: RED metrics per route and per GraphQL operation, optional bearer token.
+
+use serde_json::json;
+
+use crate::helpers::TestApp;
+
+/// The value of the first sample line that starts with `prefix` and contains every label.
+fn sample(text: &str, prefix: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix) && labels.iter().all(|label| l.contains(label)))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn counters_and_histograms_grow_with_graphql_requests_by_operation_name() {
+    let app = TestApp::spawn().await;
+    let scrape = || async {
+        app.client
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let op = r#"operation="MetricsProbe""#;
+    let before = scrape().await;
+    assert_eq!(sample(&before, "graphql_operations_total", &[op]), 0.0);
+
+    for _ in 0..3 {
+        app.post_graphql("query MetricsProbe { __typename }", json!({}))
+            .await;
+    }
+    let after = scrape().await;
+    assert_eq!(
+        sample(
+            &after,
+            "graphql_operations_total",
+            &[op, r#"type="query""#, r#"outcome="ok""#]
+        ),
+        3.0,
+        "{after}"
+    );
+    assert_eq!(
+        sample(&after, "graphql_operation_duration_seconds_count", &[op]),
+        3.0,
+        "{after}"
+    );
+    assert_eq!(
+        sample(
+            &after,
+            "graphql_operation_duration_seconds_bucket",
+            &[op, r#"le="+Inf""#]
+        ),
+        3.0
+    );
+    assert!(
+        sample(
+            &after,
+            "http_requests_total",
+            &[r#"route="/graphql""#, r#"method="POST""#, r#"status="200""#]
+        ) >= 3.0
+    );
+    assert!(
+        sample(
+            &after,
+            "http_request_duration_seconds_count",
+            &[r#"route="/graphql""#]
+        ) >= 3.0
+    );
+}
+
+#[tokio::test]
+async fn a_metrics_token_protects_the_endpoint() {
+    let app =
+        TestApp::spawn_with(|s| s.http.metrics_token = Some("scrape-me".to_owned().into())).await;
+    let anonymous = app.client.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let wrong = app
+        .client
+        .get(app.url("/metrics"))
+        .bearer_auth("nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let right = app
+        .client
+        .get(app.url("/metrics"))
+        .bearer_auth("scrape-me")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(right.status(), 200);
+    assert!(
+        right.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+}

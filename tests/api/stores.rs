@@ -1,0 +1,319 @@
+//! The shared-store contracts, run against the in-process stores and (with `TEST_REDIS_URL`) Redis.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use multipult::config::Settings;
+use multipult::infra::SharedStores;
+
+use crate::helpers::{RedisCleanupGuard, test_redis_settings, unique_prefix};
+
+/// The in-process stores, plus two Redis-backed "instances" sharing one prefix when configured.
+fn backends() -> Vec<(
+    &'static str,
+    SharedStores,
+    SharedStores,
+    Option<RedisCleanupGuard>,
+)> {
+    let memory = SharedStores::in_process();
+    let mut out = vec![("memory", memory.clone(), memory, None)];
+    if let Some(redis) = test_redis_settings() {
+        let mut settings = Settings::for_tests();
+        settings.redis = Some(redis);
+        settings.key_prefix = unique_prefix();
+        let a = SharedStores::from_settings(&settings).unwrap();
+        let b = SharedStores::from_settings(&settings).unwrap();
+        out.push((
+            "redis",
+            a,
+            b,
+            Some(RedisCleanupGuard::for_settings(&settings)),
+        ));
+    }
+    out
+}
+
+#[tokio::test]
+async fn values_expire_after_their_ttl() {
+    for (name, stores, _, _guard) in backends() {
+        let kv = &stores.kv;
+        kv.set("k", b"v", Some(Duration::from_millis(150)))
+            .await
+            .unwrap();
+        assert_eq!(
+            kv.get("k").await.unwrap().as_deref(),
+            Some(&b"v"[..]),
+            "{name}"
+        );
+        assert!(
+            kv.ttl("k")
+                .await
+                .unwrap()
+                .is_some_and(|t| t <= Duration::from_millis(150)),
+            "{name}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(kv.get("k").await.unwrap(), None, "{name}");
+        kv.set("forever", b"1", None).await.unwrap();
+        assert_eq!(kv.ttl("forever").await.unwrap(), None, "{name}");
+        assert!(kv.delete("forever").await.unwrap(), "{name}");
+        assert!(!kv.delete("forever").await.unwrap(), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn set_if_absent_and_take_make_single_use_tokens() {
+    for (name, stores, other, _guard) in backends() {
+        assert!(
+            stores
+                .kv
+                .set_if_absent("once", b"t", Some(Duration::from_secs(10)))
+                .await
+                .unwrap(),
+            "{name}"
+        );
+        assert!(
+            !other.kv.set_if_absent("once", b"u", None).await.unwrap(),
+            "{name}"
+        );
+        assert_eq!(
+            other.kv.take("once").await.unwrap().as_deref(),
+            Some(&b"t"[..]),
+            "{name}"
+        );
+        assert_eq!(stores.kv.take("once").await.unwrap(), None, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn concurrent_takes_hand_a_token_to_exactly_one_caller() {
+    for (name, stores, other, _guard) in backends() {
+        stores.kv.set("race", b"x", None).await.unwrap();
+        let takes = (0..20).map(|i| {
+            let kv = if i % 2 == 0 {
+                stores.kv.clone()
+            } else {
+                other.kv.clone()
+            };
+            tokio::spawn(async move { kv.take("race").await.unwrap() })
+        });
+        let winners = futures_util::future::join_all(takes)
+            .await
+            .into_iter()
+            .filter(|r| r.as_ref().unwrap().is_some())
+            .count();
+        assert_eq!(winners, 1, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn counters_are_atomic_and_get_their_ttl_on_creation() {
+    for (name, stores, other, _guard) in backends() {
+        let adds = (0..50).map(|i| {
+            let kv = if i % 2 == 0 {
+                stores.kv.clone()
+            } else {
+                other.kv.clone()
+            };
+            tokio::spawn(async move {
+                kv.increment("n", 2, Some(Duration::from_secs(30)))
+                    .await
+                    .unwrap()
+            })
+        });
+        futures_util::future::join_all(adds).await;
+        assert_eq!(
+            stores.kv.increment("n", 0, None).await.unwrap(),
+            100,
+            "{name}"
+        );
+        assert!(stores.kv.ttl("n").await.unwrap().is_some(), "{name}");
+        assert_eq!(
+            stores.kv.increment("n", -101, None).await.unwrap(),
+            -1,
+            "{name}"
+        );
+        stores.kv.set("text", b"abc", None).await.unwrap();
+        assert!(
+            stores.kv.increment("text", 1, None).await.is_err(),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_sliding_window_admits_the_limit_and_slides() {
+    for (name, stores, other, _guard) in backends() {
+        let window = Duration::from_millis(600);
+        let first = stores.kv.sliding_window("w", 3, window).await.unwrap();
+        assert!(
+            first.allowed && first.count == 1 && first.remaining() == 2,
+            "{name}: {first:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            other
+                .kv
+                .sliding_window("w", 3, window)
+                .await
+                .unwrap()
+                .allowed,
+            "{name}"
+        );
+        assert!(
+            stores
+                .kv
+                .sliding_window("w", 3, window)
+                .await
+                .unwrap()
+                .allowed,
+            "{name}"
+        );
+        let refused = other.kv.sliding_window("w", 3, window).await.unwrap();
+        assert!(!refused.allowed, "{name}: {refused:?}");
+        assert_eq!(refused.remaining(), 0);
+        // Only the first hit ages out next, roughly 300 ms from now.
+        assert!(
+            refused.retry_after > Duration::ZERO
+                && refused.retry_after <= Duration::from_millis(310),
+            "{name}: {refused:?}"
+        );
+        tokio::time::sleep(refused.retry_after + Duration::from_millis(40)).await;
+        let one_freed = stores.kv.sliding_window("w", 3, window).await.unwrap();
+        assert!(one_freed.allowed, "{name}: {one_freed:?}");
+        // The two later hits are still inside the window: no reset at a fixed boundary.
+        assert!(
+            !stores
+                .kv
+                .sliding_window("w", 3, window)
+                .await
+                .unwrap()
+                .allowed,
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn published_messages_reach_every_subscriber_of_the_channel() {
+    for (name, stores, other, _guard) in backends() {
+        let mut here = stores.pubsub.subscribe("news").await.unwrap();
+        let mut there = other.pubsub.subscribe("news").await.unwrap();
+        let mut elsewhere = other.pubsub.subscribe("sports").await.unwrap();
+        stores
+            .pubsub
+            .publish("news", Bytes::from_static(b"one"))
+            .await
+            .unwrap();
+        other
+            .pubsub
+            .publish("news", Bytes::from_static(b"two"))
+            .await
+            .unwrap();
+        for stream in [&mut here, &mut there] {
+            for expected in [&b"one"[..], &b"two"[..]] {
+                let got = tokio::time::timeout(Duration::from_secs(2), stream.next())
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(&got[..], expected, "{name}");
+            }
+        }
+        assert!(
+            tokio::time::timeout(Duration::from_millis(150), elsewhere.next())
+                .await
+                .is_err(),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_dropped_subscription_does_not_stop_the_others() {
+    for (name, stores, _, _guard) in backends() {
+        let first = stores.pubsub.subscribe("c").await.unwrap();
+        let mut second = stores.pubsub.subscribe("c").await.unwrap();
+        drop(first);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stores
+            .pubsub
+            .publish("c", Bytes::from_static(b"still"))
+            .await
+            .unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(2), second.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&got[..], b"still", "{name}");
+    }
+}
+
+#[tokio::test]
+async fn a_lease_is_exclusive_renewable_and_released_only_by_its_holder() {
+    for (name, stores, other, _guard) in backends() {
+        let ttl = Duration::from_millis(300);
+        let lease = stores
+            .locks
+            .try_acquire("job", ttl)
+            .await
+            .unwrap()
+            .expect("free lock");
+        assert!(
+            other.locks.try_acquire("job", ttl).await.unwrap().is_none(),
+            "{name}"
+        );
+        assert!(
+            stores
+                .locks
+                .renew(&lease, Duration::from_secs(5))
+                .await
+                .unwrap(),
+            "{name}"
+        );
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(
+            other.locks.try_acquire("job", ttl).await.unwrap().is_none(),
+            "{name}: renewed"
+        );
+        assert!(stores.locks.release(lease.clone()).await.unwrap(), "{name}");
+        assert!(
+            !stores.locks.release(lease).await.unwrap(),
+            "{name}: released twice"
+        );
+
+        let expiring = other
+            .locks
+            .try_acquire("job", Duration::from_millis(100))
+            .await
+            .unwrap()
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let next = stores
+            .locks
+            .try_acquire("job", ttl)
+            .await
+            .unwrap()
+            .expect("expired lease is free");
+        assert!(
+            !other.locks.renew(&expiring, ttl).await.unwrap(),
+            "{name}: a lost lease cannot renew"
+        );
+        assert!(
+            !other.locks.release(expiring).await.unwrap(),
+            "{name}: nor release another's"
+        );
+        assert!(stores.locks.release(next).await.unwrap(), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn both_store_kinds_answer_ping() {
+    for (name, stores, _, _guard) in backends() {
+        stores
+            .kv
+            .ping()
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}

@@ -1,0 +1,264 @@
+//! GraphQL over WebSocket: both subprotocols, and the protocol's rules.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use crate::helpers::TestApp;
+
+pub type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+pub async fn connect(app: &TestApp, protocol: &str) -> Result<Socket, WsError> {
+    let mut request = format!("ws://127.0.0.1:{}/graphql/ws", app.port).into_client_request()?;
+    request
+        .headers_mut()
+        .insert("sec-websocket-protocol", protocol.parse().unwrap());
+    let (socket, response) = tokio_tungstenite::connect_async(request).await?;
+    assert_eq!(response.headers()["sec-websocket-protocol"], protocol);
+    Ok(socket)
+}
+
+pub async fn send(socket: &mut Socket, message: Value) {
+    socket
+        .send(Message::text(message.to_string()))
+        .await
+        .unwrap();
+}
+
+/// The next JSON message, skipping keep-alives; panics after 5 s.
+pub async fn next_json(socket: &mut Socket) -> Value {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(5), socket.next())
+            .await
+            .expect("a message within 5 s")
+            .expect("socket open")
+            .expect("no error");
+        if let Message::Text(text) = message {
+            let value: Value = serde_json::from_str(&text).unwrap();
+            if value["type"] == "ka" || value["type"] == "ping" {
+                continue;
+            }
+            return value;
+        }
+    }
+}
+
+/// The close code the server ends the connection with.
+pub async fn close_code(socket: &mut Socket) -> u16 {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), socket.next())
+            .await
+            .expect("closed within 5 s")
+        {
+            Some(Ok(Message::Close(Some(frame)))) => return u16::from(frame.code),
+            Some(Ok(Message::Close(None))) | None => return u16::from(CloseCode::Status),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => panic!("socket error before close: {e}"),
+        }
+    }
+}
+
+pub async fn init(socket: &mut Socket) {
+    send(socket, json!({ "type": "connection_init", "payload": {} })).await;
+    assert_eq!(next_json(socket).await["type"], "connection_ack");
+}
+
+#[tokio::test]
+async fn both_subprotocols_acknowledge_and_run_a_query() {
+    let app = TestApp::spawn().await;
+    for (protocol, subscribe, next) in [
+        ("graphql-transport-ws", "subscribe", "next"),
+        ("graphql-ws", "start", "data"),
+    ] {
+        let mut socket = connect(&app, protocol).await.unwrap();
+        init(&mut socket).await;
+        send(&mut socket, json!({ "type": subscribe, "id": "1", "payload": { "query": "{ apiInfo { version } }" } })).await;
+        let result = next_json(&mut socket).await;
+        assert_eq!(result["type"], next, "{protocol}: {result}");
+        assert_eq!(result["id"], "1");
+        assert_eq!(
+            result["payload"]["data"]["apiInfo"]["version"],
+            env!("CARGO_PKG_VERSION")
+        );
+        assert_eq!(
+            next_json(&mut socket).await,
+            json!({ "type": "complete", "id": "1" })
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_subscription_streams_events_then_completes() {
+    let app = TestApp::spawn().await;
+    let mut socket = connect(&app, "graphql-transport-ws").await.unwrap();
+    init(&mut socket).await;
+    send(
+        &mut socket,
+        json!({ "type": "subscribe", "id": "hb", "payload": {
+        "query": "subscription { heartbeat(intervalMs: 100, count: 3) { sequence at } }" } }),
+    )
+    .await;
+    for expected in 1..=3 {
+        let event = next_json(&mut socket).await;
+        assert_eq!(event["type"], "next");
+        assert_eq!(event["payload"]["data"]["heartbeat"]["sequence"], expected);
+    }
+    assert_eq!(
+        next_json(&mut socket).await,
+        json!({ "type": "complete", "id": "hb" })
+    );
+}
+
+#[tokio::test]
+async fn complete_from_the_client_stops_the_subscription() {
+    let app = TestApp::spawn().await;
+    let mut socket = connect(&app, "graphql-transport-ws").await.unwrap();
+    init(&mut socket).await;
+    send(
+        &mut socket,
+        json!({ "type": "subscribe", "id": "a", "payload": {
+        "query": "subscription { heartbeat(intervalMs: 100) { sequence } }" } }),
+    )
+    .await;
+    assert_eq!(next_json(&mut socket).await["type"], "next");
+    send(&mut socket, json!({ "type": "complete", "id": "a" })).await;
+    // The id is free again once stopped; reusing it is not a duplicate.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    send(
+        &mut socket,
+        json!({ "type": "subscribe", "id": "a", "payload": { "query": "{ __typename }" } }),
+    )
+    .await;
+    let mut saw_typename = false;
+    for _ in 0..5 {
+        let message = next_json(&mut socket).await;
+        if message["payload"]["data"]["__typename"] == "QueryRoot" {
+            saw_typename = true;
+            break;
+        }
+    }
+    assert!(saw_typename);
+}
+
+#[tokio::test]
+async fn errors_on_subscribe_arrive_as_error_messages() {
+    let app = TestApp::spawn().await;
+    let mut socket = connect(&app, "graphql-transport-ws").await.unwrap();
+    init(&mut socket).await;
+    send(
+        &mut socket,
+        json!({ "type": "subscribe", "id": "bad", "payload": { "query": "{ nope }" } }),
+    )
+    .await;
+    let message = next_json(&mut socket).await;
+    assert_eq!(message["type"], "error", "{message}");
+    assert_eq!(message["id"], "bad");
+    assert_eq!(
+        message["payload"][0]["extensions"]["code"],
+        "GRAPHQL_VALIDATION_FAILED"
+    );
+    assert!(message["payload"][0]["extensions"]["requestId"].is_string());
+}
+
+#[tokio::test]
+async fn no_init_within_the_timeout_closes_with_4408() {
+    let app =
+        TestApp::spawn_with(|s| s.websocket.connection_init_timeout = Duration::from_millis(200))
+            .await;
+    let mut socket = connect(&app, "graphql-transport-ws").await.unwrap();
+    assert_eq!(close_code(&mut socket).await, 4408);
+}
+
+#[tokio::test]
+async fn protocol_violations_close_with_their_codes() {
+    let app = TestApp::spawn().await;
+
+    let mut socket = connect(&app, "graphql-transport-ws").await.unwrap();
+    init(&mut socket).await;
+    send(&mut socket, json!({ "type": "connection_init" })).await;
+    assert_eq!(close_code(&mut socket).await, 4429);
+
+    let mut socket = connect(&app, "graphql-transport-ws").await.unwrap();
+    send(&mut socket, json!({ "type": "nonsense" })).await;
+    assert_eq!(close_code(&mut socket).await, 4400);
+
+    let mut socket = connect(&app, "graphql-transport-ws").await.unwrap();
+    send(
+        &mut socket,
+        json!({ "type": "subscribe", "id": "1", "payload": { "query": "{ __typename }" } }),
+    )
+    .await;
+    assert_eq!(close_code(&mut socket).await, 4401);
+
+    let mut socket = connect(&app, "graphql-transport-ws").await.unwrap();
+    init(&mut socket).await;
+    let long = json!({ "type": "subscribe", "id": "x", "payload": { "query": "subscription { heartbeat(intervalMs: 60000) { sequence } }" } });
+    send(&mut socket, long.clone()).await;
+    send(&mut socket, long).await;
+    assert_eq!(close_code(&mut socket).await, 4409);
+}
+
+#[tokio::test]
+async fn pings_are_answered_with_pongs() {
+    let app = TestApp::spawn().await;
+    let mut socket = connect(&app, "graphql-transport-ws").await.unwrap();
+    init(&mut socket).await;
+    send(
+        &mut socket,
+        json!({ "type": "ping", "payload": { "n": 1 } }),
+    )
+    .await;
+    assert_eq!(
+        next_json(&mut socket).await,
+        json!({ "type": "pong", "payload": { "n": 1 } })
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_subprotocol_is_refused_at_the_upgrade() {
+    let app = TestApp::spawn().await;
+    let mut request = format!("ws://127.0.0.1:{}/graphql/ws", app.port)
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("sec-websocket-protocol", "mqtt".parse().unwrap());
+    match tokio_tungstenite::connect_async(request).await {
+        Err(WsError::Http(response)) => assert_eq!(response.status(), 400),
+        other => panic!(
+            "expected a refused upgrade, got {:?}",
+            other.map(|(_, r)| r.status())
+        ),
+    }
+}
+
+#[tokio::test]
+async fn concurrent_operations_per_connection_are_bounded() {
+    let app = TestApp::spawn_with(|s| s.websocket.max_subscriptions = 2).await;
+    let mut socket = connect(&app, "graphql-transport-ws").await.unwrap();
+    init(&mut socket).await;
+    for id in ["1", "2", "3"] {
+        send(
+            &mut socket,
+            json!({ "type": "subscribe", "id": id, "payload": {
+            "query": "subscription { heartbeat(intervalMs: 60000) { sequence } }" } }),
+        )
+        .await;
+    }
+    let mut refused = None;
+    for _ in 0..4 {
+        let message = next_json(&mut socket).await;
+        if message["type"] == "error" {
+            refused = Some(message);
+            break;
+        }
+    }
+    let refused = refused.expect("the third operation is refused");
+    assert_eq!(refused["id"], "3");
+    assert_eq!(refused["payload"][0]["extensions"]["code"], "RATE_LIMITED");
+}
