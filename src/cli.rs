@@ -69,10 +69,26 @@ enum MigrateAction {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::ExportSchema) = cli.command {
-        // Needs no configuration: the schema's shape does not depend on it.
-        print!("{}", crate::graphql::sdl());
-        return ExitCode::SUCCESS;
+    match cli.command {
+        Some(Command::ExportSchema) => {
+            // Needs no configuration: the schema's shape does not depend on it.
+            print!("{}", crate::graphql::sdl());
+            return ExitCode::SUCCESS;
+        }
+        Some(Command::Healthcheck { port }) => {
+            // A container probe must not depend on the rest of the configuration.
+            let port = port
+                .or_else(|| std::env::var("APP_PORT").ok()?.parse().ok())
+                .unwrap_or(8080);
+            return match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime.block_on(healthcheck(port)),
+                Err(_) => ExitCode::FAILURE,
+            };
+        }
+        _ => {}
     }
 
     let mut settings = match Settings::from_process_env() {
@@ -105,7 +121,7 @@ pub fn main() -> ExitCode {
     };
 
     let command = cli.command.unwrap_or(Command::Serve);
-    if !matches!(command, Command::CheckConfig | Command::Healthcheck { .. }) {
+    if !matches!(command, Command::CheckConfig) {
         crate::telemetry::init(&settings);
         for (name, source) in &secret_notes {
             match source {

@@ -1,10 +1,29 @@
 //! Process-wide logging for the binary: JSON lines in production, readable text in development.
 //! Tests never install a global subscriber.
+//!
+//! Every line passes through [`Redacting`], so a field named like a credential (password, token,
+//! secret, authorization, cookie, api key) never reaches the log, whoever logs it.
 
+use std::io::{self, Write};
+
+use serde_json::Value;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::format::FmtSpan;
 
 use crate::config::{LogFormat, Settings};
+
+const SENSITIVE: &[&str] = &[
+    "password",
+    "passwd",
+    "token",
+    "secret",
+    "authorization",
+    "cookie",
+    "api_key",
+    "apikey",
+];
+const REDACTED: &str = "[REDACTED]";
 
 /// Installs the global subscriber writing to stdout. A second call is a no-op.
 pub fn init(settings: &Settings) {
@@ -19,7 +38,138 @@ pub fn init(settings: &Settings) {
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
+            .with_writer(Redacting::new(io::stdout, LogFormat::Json))
             .try_init(),
-        LogFormat::Pretty => builder.compact().try_init(),
+        LogFormat::Pretty => builder
+            .compact()
+            .with_writer(Redacting::new(io::stdout, LogFormat::Pretty))
+            .try_init(),
     };
+}
+
+fn is_sensitive(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    SENSITIVE.iter().any(|word| key.contains(word))
+}
+
+fn redact_json(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (key, value) in map.iter_mut() {
+                if is_sensitive(key) {
+                    *value = Value::String(REDACTED.to_owned());
+                } else {
+                    redact_json(value);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(redact_json),
+        _ => {}
+    }
+}
+
+/// Redacts `key=value` pairs of the text format (values end at the next space).
+fn redact_text(line: &str) -> String {
+    line.split(' ')
+        .map(|token| match token.split_once('=') {
+            Some((key, _)) if is_sensitive(key) => format!("{key}={REDACTED}"),
+            _ => token.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Redacts one formatted log record (one or more lines).
+pub fn redact(record: &str, format: LogFormat) -> String {
+    record
+        .split_inclusive('\n')
+        .map(|line| {
+            let (body, end) = line.strip_suffix('\n').map_or((line, ""), |b| (b, "\n"));
+            let redacted = match format {
+                LogFormat::Json => match serde_json::from_str::<Value>(body) {
+                    Ok(mut value) => {
+                        redact_json(&mut value);
+                        value.to_string()
+                    }
+                    Err(_) => redact_text(body),
+                },
+                LogFormat::Pretty => redact_text(body),
+            };
+            format!("{redacted}{end}")
+        })
+        .collect()
+}
+
+/// A `MakeWriter` whose writers redact each record before it reaches `inner`.
+pub struct Redacting<F> {
+    make_inner: F,
+    format: LogFormat,
+}
+
+impl<F> Redacting<F> {
+    pub fn new(make_inner: F, format: LogFormat) -> Self {
+        Self { make_inner, format }
+    }
+}
+
+impl<'a, F, W> MakeWriter<'a> for Redacting<F>
+where
+    F: Fn() -> W + 'static,
+    W: Write,
+{
+    type Writer = RedactingWriter<W>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        RedactingWriter {
+            inner: (self.make_inner)(),
+            format: self.format,
+        }
+    }
+}
+
+pub struct RedactingWriter<W> {
+    inner: W,
+    format: LogFormat,
+}
+
+impl<W: Write> Write for RedactingWriter<W> {
+    /// The formatter writes each record with one call, so a call is a whole record.
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        self.inner
+            .write_all(redact(&text, self.format).as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_fields_named_like_credentials_are_redacted_at_any_depth() {
+        let line = r#"{"message":"x","password":"hunter2","span":{"access_token":"abc","user_id":"u1"},"list":[{"Cookie":"c"}]}"#;
+        let out = redact(&format!("{line}\n"), LogFormat::Json);
+        assert!(out.ends_with('\n'));
+        for secret in ["hunter2", "abc", "\"c\""] {
+            assert!(!out.contains(secret), "{out}");
+        }
+        assert!(out.contains("u1"));
+    }
+
+    #[test]
+    fn text_pairs_named_like_credentials_are_redacted() {
+        let out = redact(
+            "INFO x: login api_key=k1 user=bob client_secret=s2\n",
+            LogFormat::Pretty,
+        );
+        assert_eq!(
+            out,
+            "INFO x: login api_key=[REDACTED] user=bob client_secret=[REDACTED]\n"
+        );
+    }
 }

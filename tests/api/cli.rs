@@ -169,3 +169,18 @@ async fn a_request_log_line_has_the_request_id_and_never_the_bearer_token() {
     assert_eq!(completed["span"]["operation_name"], "LogProbe");
     assert!(completed["latency_ms"].is_number());
 }
+
+#[tokio::test]
+async fn healthcheck_exits_0_against_a_live_server_and_1_otherwise() {
+    let app = crate::helpers::TestApp::spawn().await;
+    let probe = |port: u16| {
+        let mut command = binary();
+        command.args(["healthcheck", "--port", &port.to_string()]);
+        tokio::process::Command::from(command).status()
+    };
+    assert!(probe(app.port).await.unwrap().success());
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    assert_eq!(probe(port).await.unwrap().code(), Some(1));
+}
