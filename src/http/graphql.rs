@@ -93,12 +93,36 @@ fn request_error(
     response
 }
 
-/// The GraphQL request parameters, checked against the specification's shapes.
-struct Params {
+/// The GraphQL request parameters, checked against the specification's shapes. (The WebSocket
+/// `subscribe` payload has the same shape.)
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Params {
     query: String,
+    #[serde(default)]
     operation_name: Option<String>,
+    #[serde(default)]
     variables: Option<Map<String, Value>>,
+    #[serde(default)]
     extensions: Option<Map<String, Value>>,
+}
+
+impl Params {
+    pub(crate) fn into_request(self) -> async_graphql::Request {
+        let mut request = async_graphql::Request::new(self.query);
+        if let Some(name) = self.operation_name {
+            request = request.operation_name(name);
+        }
+        if let Some(variables) = self.variables {
+            request = request.variables(Variables::from_json(Value::Object(variables)));
+        }
+        for (key, value) in self.extensions.unwrap_or_default() {
+            if let Ok(value) = async_graphql::Value::from_json(value) {
+                request.extensions.0.insert(key, value);
+            }
+        }
+        request
+    }
 }
 
 fn params_from_json(value: Value) -> Result<Params, String> {
@@ -339,6 +363,18 @@ struct Outcome {
     headers: HeaderMap,
 }
 
+impl Outcome {
+    /// Refused before execution: no `data`, only these errors.
+    fn refused(message: &str, code: ErrorCode, request_id: &RequestId) -> Self {
+        Self {
+            body: errors_body(vec![ServerError::new(message, None)], code, request_id),
+            executed: false,
+            method_not_allowed: code == ErrorCode::MethodNotAllowed,
+            headers: HeaderMap::new(),
+        }
+    }
+}
+
 async fn execute(
     state: &HttpState,
     params: Params,
@@ -378,23 +414,11 @@ fn respond(status: StatusCode, media: MediaType, body: &Value, headers: HeaderMa
 /// operation name on the request span.
 async fn run(state: &HttpState, params: Params, method: Method, request_id: &RequestId) -> Outcome {
     let started = Instant::now();
-    let mut request = async_graphql::Request::new(params.query);
-    if let Some(name) = &params.operation_name {
-        request = request.operation_name(name.clone());
-    }
-    if let Some(variables) = params.variables {
-        request = request.variables(Variables::from_json(Value::Object(variables)));
-    }
-    if let Some(extensions) = params.extensions {
-        for (key, value) in extensions {
-            if let Ok(value) = async_graphql::Value::from_json(value) {
-                request.extensions.0.insert(key, value);
-            }
-        }
-    }
+    let requested_name = params.operation_name.clone();
+    let mut request = params.into_request();
 
     let (operation_name, operation_type) = match request.parsed_query() {
-        Ok(document) => select_operation(document, params.operation_name.as_deref()),
+        Ok(document) => select_operation(document, requested_name.as_deref()),
         Err(error) => {
             state.app.metrics.graphql_operation(
                 None,
@@ -421,34 +445,18 @@ async fn run(state: &HttpState, params: Params, method: Method, request_id: &Req
     }
 
     if method == Method::Get && operation_type == Some(OperationType::Mutation) {
-        return Outcome {
-            body: errors_body(
-                vec![ServerError::new(
-                    "mutations are only accepted over POST",
-                    None,
-                )],
-                ErrorCode::MethodNotAllowed,
-                request_id,
-            ),
-            executed: false,
-            method_not_allowed: true,
-            headers: HeaderMap::new(),
-        };
+        return Outcome::refused(
+            "mutations are only accepted over POST",
+            ErrorCode::MethodNotAllowed,
+            request_id,
+        );
     }
     if operation_type == Some(OperationType::Subscription) {
-        return Outcome {
-            body: errors_body(
-                vec![ServerError::new(
-                    "subscriptions are served over WebSocket at /graphql/ws",
-                    None,
-                )],
-                ErrorCode::BadRequest,
-                request_id,
-            ),
-            executed: false,
-            method_not_allowed: false,
-            headers: HeaderMap::new(),
-        };
+        return Outcome::refused(
+            "subscriptions are served over WebSocket at /graphql/ws",
+            ErrorCode::BadRequest,
+            request_id,
+        );
     }
 
     let phase = Arc::new(RequestPhase::default());

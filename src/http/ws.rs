@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use async_graphql::{Data, Variables};
+use async_graphql::Data;
 use axum::Extension;
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -23,6 +23,7 @@ use tokio::task::AbortHandle;
 
 use super::HttpState;
 use super::errors::error_response_with_status;
+use super::graphql::Params;
 use crate::error::ErrorCode;
 use crate::graphql::{RequestId, RequestPhase};
 
@@ -111,25 +112,13 @@ enum ClientMessage {
     #[serde(alias = "start")]
     Subscribe {
         id: String,
-        payload: SubscribePayload,
+        payload: Params,
     },
     #[serde(alias = "stop")]
     Complete {
         id: String,
     },
     ConnectionTerminate,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct SubscribePayload {
-    query: String,
-    #[serde(default)]
-    operation_name: Option<String>,
-    #[serde(default)]
-    variables: Option<serde_json::Map<String, Value>>,
-    #[serde(default)]
-    extensions: Option<serde_json::Map<String, Value>>,
 }
 
 /// What operation tasks send back to the connection loop.
@@ -318,19 +307,8 @@ impl Connection {
     }
 
     /// Runs one operation in its own task; its results come back through the channel.
-    fn start(&mut self, id: String, payload: SubscribePayload) {
-        let mut request = async_graphql::Request::new(payload.query);
-        if let Some(name) = payload.operation_name {
-            request = request.operation_name(name);
-        }
-        if let Some(variables) = payload.variables {
-            request = request.variables(Variables::from_json(Value::Object(variables)));
-        }
-        for (key, value) in payload.extensions.unwrap_or_default() {
-            if let Ok(value) = async_graphql::Value::from_json(value) {
-                request.extensions.0.insert(key, value);
-            }
-        }
+    fn start(&mut self, id: String, payload: Params) {
+        let request = payload.into_request();
         let phase = Arc::new(RequestPhase::default());
         let request = request.data(self.request_id.clone()).data(phase.clone());
         let schema = self.state.schema.clone();

@@ -184,3 +184,28 @@ async fn healthcheck_exits_0_against_a_live_server_and_1_otherwise() {
     drop(closed);
     assert_eq!(probe(port).await.unwrap().code(), Some(1));
 }
+
+#[test]
+fn migrate_commands_create_and_report_the_database() {
+    let dir = std::env::temp_dir().join(format!(
+        "multipult-migrate-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let url = format!("sqlite://{}/nested/app.db?mode=rwc", dir.display());
+    let vars = [("APP_ENV", "test"), ("DATABASE_URL", url.as_str())];
+    let (code, _, stderr) = run(&vars, &["migrate", "up"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        dir.join("nested/app.db").exists(),
+        "the SQLite file and its folder are created"
+    );
+    let (code, stdout, stderr) = run(&vars, &["migrate", "status"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stdout.contains("Pending"), "{stdout}");
+
+    let (code, _, stderr) = run(&[("APP_ENV", "production")], &["migrate", "fresh"]);
+    assert_eq!(
+        code, 2,
+        "production settings are checked before anything runs: {stderr}"
+    );
+}
