@@ -262,3 +262,27 @@ async fn concurrent_operations_per_connection_are_bounded() {
     assert_eq!(refused["id"], "3");
     assert_eq!(refused["payload"][0]["extensions"]["code"], "RATE_LIMITED");
 }
+
+#[tokio::test]
+async fn a_message_over_the_size_limit_closes_the_socket_with_1009() {
+    let app = TestApp::spawn_with(|s| s.websocket.max_message_size = 1024).await;
+    let mut socket = connect(&app, "graphql-transport-ws").await.unwrap();
+    init(&mut socket).await;
+    let query = format!("{{ __typename }} # {}", "x".repeat(4096));
+    send(
+        &mut socket,
+        json!({ "type": "subscribe", "id": "big", "payload": { "query": query } }),
+    )
+    .await;
+    let code = loop {
+        match tokio::time::timeout(Duration::from_secs(5), socket.next())
+            .await
+            .expect("closed within 5 s")
+        {
+            Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => break None,
+        }
+    };
+    assert_eq!(code, Some(1009));
+}
