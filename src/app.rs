@@ -25,13 +25,7 @@ impl Application {
     /// # Errors
     /// The database is unreachable, a migration fails, or the address cannot be bound.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let db = db::connect(&settings.database)
-            .await
-            .context("cannot connect to the database")?;
-        if settings.database.auto_migrate {
-            db::migrate(&db).await.context("cannot apply migrations")?;
-        }
-        let stores = SharedStores::from_settings(&settings).context("cannot set up Redis")?;
+        let (db, stores) = connect(&settings).await?;
         Self::build_with(settings, db, stores).await
     }
 
@@ -48,7 +42,7 @@ impl Application {
         let listener = TcpListener::bind(address)
             .await
             .with_context(|| format!("cannot listen on {address}"))?;
-        let state = AppState::new(settings, db, stores);
+        let state = prepare_state(settings, db, stores).await?;
         let router = crate::http::router(state.clone());
         Ok(Self {
             listener,
@@ -121,6 +115,36 @@ impl Application {
             }
         }
     }
+}
+
+/// Connects to the configured database (migrating it when `AUTO_MIGRATE`) and shared stores.
+///
+/// # Errors
+/// The database is unreachable, a migration fails, or Redis is misconfigured.
+pub async fn connect(settings: &Settings) -> anyhow::Result<(DatabaseConnection, SharedStores)> {
+    let db = db::connect(&settings.database)
+        .await
+        .context("cannot connect to the database")?;
+    if settings.database.auto_migrate {
+        db::migrate(&db).await.context("cannot apply migrations")?;
+    }
+    let stores = SharedStores::from_settings(settings).context("cannot set up Redis")?;
+    Ok((db, stores))
+}
+
+/// The state every entry point (server, CLI) works with: the catalogue synced, nothing bound.
+///
+/// # Errors
+/// The permission catalogue cannot be synced (for instance, migrations are missing).
+pub async fn prepare_state(
+    settings: Settings,
+    db: DatabaseConnection,
+    stores: SharedStores,
+) -> anyhow::Result<AppState> {
+    crate::features::users::service::sync_catalogue(&db)
+        .await
+        .context("cannot sync the permission catalogue (are migrations applied?)")?;
+    Ok(AppState::new(settings, db, stores))
 }
 
 async fn finish(

@@ -37,11 +37,38 @@ enum Command {
     ExportSchema,
     /// Validate the configuration and print the effective settings, secrets masked.
     CheckConfig,
+    /// Manage accounts and roles.
+    Admin {
+        #[command(subcommand)]
+        action: AdminAction,
+    },
     /// Exit 0 when this host's /health/live answers 200 (for container health checks).
     Healthcheck {
         /// Port to probe; defaults to APP_PORT.
         #[arg(long)]
         port: Option<u16>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminAction {
+    /// Create a verified account. The password is read from standard input when it is piped;
+    /// otherwise one is generated and printed once.
+    CreateUser {
+        #[arg(long)]
+        email: String,
+        /// Roles to give (repeatable); `user` is always given.
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        #[arg(long)]
+        display_name: Option<String>,
+    },
+    /// Give an existing account a role.
+    AssignRole {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        role: String,
     },
 }
 
@@ -144,6 +171,7 @@ pub fn main() -> ExitCode {
         match command {
             Command::Serve => serve(settings).await,
             Command::Migrate { action } => migrate(settings, action).await,
+            Command::Admin { action } => admin(settings, action).await,
             Command::CheckConfig => {
                 for (name, value) in settings.describe() {
                     println!("{name}={value}");
@@ -200,6 +228,98 @@ async fn migrate(settings: Settings, action: MigrateAction) -> anyhow::Result<Ex
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn admin(settings: Settings, action: AdminAction) -> anyhow::Result<ExitCode> {
+    use crate::features::auth::service::{NewAccount, create_account, invalidate_user};
+    use crate::features::users::service as users;
+
+    let (db, stores) = crate::app::connect(&settings).await?;
+    let state = crate::app::prepare_state(settings, db, stores).await?;
+    match action {
+        AdminAction::CreateUser {
+            email,
+            roles,
+            display_name,
+        } => {
+            let (password, generated) = read_or_generate_password()?;
+            let mut all_roles: Vec<&str> = vec![crate::features::users::permissions::USER_ROLE];
+            all_roles.extend(roles.iter().map(String::as_str));
+            let account = NewAccount {
+                email,
+                password: password.clone(),
+                username: None,
+                display_name,
+            };
+            match create_account(&state, account, &all_roles, true).await {
+                Ok(user) => {
+                    println!("created {} ({})", user.email, user.id);
+                    if generated {
+                        println!("password: {password}");
+                        println!("(shown once; store it now)");
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(error) => {
+                    eprintln!("cannot create the user: {}", describe(&error));
+                    Ok(ExitCode::from(2))
+                }
+            }
+        }
+        AdminAction::AssignRole { email, role } => {
+            let Some(user) = users::find_by_email(&state.db, &email).await? else {
+                eprintln!("no user with email {email}");
+                return Ok(ExitCode::from(2));
+            };
+            match users::assign_role(&state.db, user.id, &role).await {
+                Ok(added) => {
+                    invalidate_user(&state, user.id).await;
+                    println!(
+                        "{} {} the {role} role",
+                        user.email,
+                        if added { "now has" } else { "already had" }
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(error) => {
+                    eprintln!("cannot assign the role: {}", describe(&error));
+                    Ok(ExitCode::from(2))
+                }
+            }
+        }
+    }
+}
+
+/// The error as an operator should read it, with each invalid field.
+fn describe(error: &crate::error::AppError) -> String {
+    match error {
+        crate::error::AppError::BadUserInput { fields, .. } => fields
+            .iter()
+            .map(|(field, problem)| format!("{field} {problem}"))
+            .collect::<Vec<_>>()
+            .join("; "),
+        other => other.to_string(),
+    }
+}
+
+/// The first line of piped standard input, or a generated password.
+fn read_or_generate_password() -> anyhow::Result<(String, bool)> {
+    use std::io::{BufRead as _, IsTerminal as _};
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        let mut line = String::new();
+        stdin.lock().read_line(&mut line)?;
+        let line = line.trim_end_matches(['\r', '\n']).to_owned();
+        if !line.is_empty() {
+            return Ok((line, false));
+        }
+    }
+    let mut bytes = [0u8; 18];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+    Ok((
+        base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, bytes),
+        true,
+    ))
 }
 
 /// A dependency-free HTTP probe of 127.0.0.1:`port`/health/live.

@@ -101,6 +101,20 @@ pub struct WebSocketSettings {
 }
 
 #[derive(Debug, Clone)]
+pub struct AuthSettings {
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    /// `iss` and `aud` of access tokens; both are checked on every request.
+    pub jwt_issuer: String,
+    pub jwt_audience: String,
+    pub password_min_length: usize,
+    /// Failed logins per account (and ten times that per client IP) within the window before
+    /// further attempts are refused with `RATE_LIMITED`.
+    pub login_max_failures: u64,
+    pub login_failure_window: Duration,
+}
+
+#[derive(Debug, Clone)]
 pub struct Secrets {
     /// HMAC key for access tokens (≥ 32 bytes).
     pub jwt_secret: SecretString,
@@ -119,6 +133,7 @@ pub struct Settings {
     pub key_prefix: String,
     pub graphql: GraphqlSettings,
     pub websocket: WebSocketSettings,
+    pub auth: AuthSettings,
     pub secrets: Secrets,
     pub log_format: LogFormat,
     pub log_level: String,
@@ -456,6 +471,16 @@ impl Settings {
             max_subscriptions: r.number("WS_MAX_SUBSCRIPTIONS", 100usize, 1, 10_000),
         };
 
+        let auth = AuthSettings {
+            access_token_ttl: r.duration("ACCESS_TOKEN_TTL", Duration::from_secs(15 * 60)),
+            refresh_token_ttl: r.duration("REFRESH_TOKEN_TTL", Duration::from_secs(30 * 24 * 3600)),
+            jwt_issuer: r.raw("JWT_ISSUER").unwrap_or("multipult").to_owned(),
+            jwt_audience: r.raw("JWT_AUDIENCE").unwrap_or("multipult").to_owned(),
+            password_min_length: r.number("PASSWORD_MIN_LENGTH", 10usize, 8, 128),
+            login_max_failures: r.number("LOGIN_MAX_FAILURES", 5u64, 1, 1000),
+            login_failure_window: r.duration("LOGIN_FAILURE_WINDOW", Duration::from_secs(15 * 60)),
+        };
+
         let log_format = match r.raw("LOG_FORMAT").map(str::to_ascii_lowercase).as_deref() {
             None if production => LogFormat::Json,
             None => LogFormat::Pretty,
@@ -489,6 +514,7 @@ impl Settings {
             key_prefix,
             graphql,
             websocket,
+            auth,
             secrets: Secrets {
                 jwt_secret: jwt_secret.unwrap_or_default().into(),
                 secrets_key: secrets_key.unwrap_or_default().into(),
@@ -659,6 +685,19 @@ impl Settings {
                 "WS_MAX_SUBSCRIPTIONS",
                 self.websocket.max_subscriptions.to_string(),
             ),
+            ("ACCESS_TOKEN_TTL", secs(self.auth.access_token_ttl)),
+            ("REFRESH_TOKEN_TTL", secs(self.auth.refresh_token_ttl)),
+            ("JWT_ISSUER", self.auth.jwt_issuer.clone()),
+            ("JWT_AUDIENCE", self.auth.jwt_audience.clone()),
+            (
+                "PASSWORD_MIN_LENGTH",
+                self.auth.password_min_length.to_string(),
+            ),
+            (
+                "LOGIN_MAX_FAILURES",
+                self.auth.login_max_failures.to_string(),
+            ),
+            ("LOGIN_FAILURE_WINDOW", secs(self.auth.login_failure_window)),
             (
                 "LOG_FORMAT",
                 match self.log_format {

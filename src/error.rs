@@ -106,6 +106,9 @@ impl ErrorCode {
 pub enum AppError {
     #[error("authentication required")]
     Unauthenticated,
+    /// Unknown email and wrong password alike.
+    #[error("invalid email or password")]
+    InvalidCredentials,
     #[error("{0}")]
     Forbidden(String),
     /// Field name → message, for `extensions.fields`.
@@ -137,7 +140,7 @@ pub type AppResult<T> = Result<T, AppError>;
 impl AppError {
     pub fn code(&self) -> ErrorCode {
         match self {
-            Self::Unauthenticated => ErrorCode::Unauthenticated,
+            Self::Unauthenticated | Self::InvalidCredentials => ErrorCode::Unauthenticated,
             Self::Forbidden(_) => ErrorCode::Forbidden,
             Self::BadUserInput { .. } => ErrorCode::BadUserInput,
             Self::NotFound(_) => ErrorCode::NotFound,
@@ -215,6 +218,31 @@ pub trait GqlResultExt<T> {
 impl<T> GqlResultExt<T> for AppResult<T> {
     fn gql(self) -> async_graphql::Result<T> {
         self.map_err(|e| e.extend())
+    }
+}
+
+/// Collects every invalid field of an input before failing, so a client fixes them all at once.
+#[derive(Debug, Default)]
+pub struct FieldErrors(BTreeMap<String, String>);
+
+impl FieldErrors {
+    pub fn add(&mut self, field: &str, message: impl Into<String>) {
+        self.0
+            .entry(field.to_owned())
+            .or_insert_with(|| message.into());
+    }
+
+    /// # Errors
+    /// `BAD_USER_INPUT` naming every field added.
+    pub fn into_result(self) -> AppResult<()> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<&str> = self.0.keys().map(String::as_str).collect();
+        Err(AppError::BadUserInput {
+            message: format!("invalid input: {}", names.join(", ")),
+            fields: self.0,
+        })
     }
 }
 

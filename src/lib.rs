@@ -3,6 +3,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod entities;
 pub mod error;
 pub mod features;
 pub mod graphql;

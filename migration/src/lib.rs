@@ -1,11 +1,16 @@
 //! Database migrations, portable across SQLite and PostgreSQL (SeaQuery builders only).
+//! Name new files `mYYYYMMDD_NNNNNN_<verb>_<noun>.rs`; never edit one that has shipped.
+// `MigrationTrait`'s async methods need the elided (late-bound) lifetime of `&SchemaManager`.
+#![allow(elided_lifetimes_in_paths)]
 pub use sea_orm_migration::prelude::*;
+
+mod m20261122_000001_create_identity_tables;
 
 pub struct Migrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![]
+        vec![Box::new(m20261122_000001_create_identity_tables::Migration)]
     }
 }

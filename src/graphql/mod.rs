@@ -2,23 +2,28 @@
 
 pub mod context;
 pub mod extension;
+pub mod guards;
 
-use async_graphql::{EmptyMutation, MergedObject, MergedSubscription, Schema, SchemaBuilder};
+use async_graphql::{MergedObject, MergedSubscription, Schema, SchemaBuilder};
 
 pub use context::{ContextExt, RequestId};
 pub use extension::{RequestContext, RequestPhase};
+pub use guards::RequirePermission;
 
 use crate::config::Environment;
+use crate::features::auth::{AuthMutation, AuthQuery};
 use crate::features::meta::{MetaQuery, MetaSubscription};
+use crate::features::users::{UsersMutation, UsersQuery};
 use crate::state::AppState;
 
 #[derive(MergedObject, Default)]
-pub struct QueryRoot(MetaQuery);
+pub struct QueryRoot(MetaQuery, AuthQuery, UsersQuery);
+
+#[derive(MergedObject, Default)]
+pub struct MutationRoot(AuthMutation, UsersMutation);
 
 #[derive(MergedSubscription, Default)]
 pub struct SubscriptionRoot(MetaSubscription);
-
-pub type MutationRoot = EmptyMutation;
 
 pub type AppSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
@@ -26,7 +31,7 @@ pub type AppSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 pub fn schema_builder() -> SchemaBuilder<QueryRoot, MutationRoot, SubscriptionRoot> {
     Schema::build(
         QueryRoot::default(),
-        EmptyMutation,
+        MutationRoot::default(),
         SubscriptionRoot::default(),
     )
 }

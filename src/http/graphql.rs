@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use async_graphql::parser::types::{DocumentOperations, OperationType};
+use async_graphql::parser::types::{DocumentOperations, OperationType, Selection};
 use async_graphql::{ServerError, Variables};
 use axum::Extension;
 use axum::body::Bytes;
@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use super::HttpState;
 use super::errors::error_response_with_status;
 use crate::error::ErrorCode;
+use crate::features::auth::{Authentication, Caller, PUBLIC_ROOT_FIELDS, Viewer};
 use crate::graphql::{RequestId, RequestPhase};
 
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
@@ -207,6 +208,7 @@ fn wants_html(headers: &HeaderMap) -> bool {
 pub async fn get_handler(
     State(state): State<HttpState>,
     Extension(request_id): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Response {
@@ -223,7 +225,7 @@ pub async fn get_handler(
         return not_acceptable(&request_id);
     };
     match params {
-        Ok(Some(params)) => execute(&state, params, media, Method::Get, &request_id).await,
+        Ok(Some(params)) => execute(&state, params, media, Method::Get, &request_id, &caller).await,
         Ok(None) => request_error(
             StatusCode::BAD_REQUEST,
             ErrorCode::BadRequest,
@@ -244,6 +246,7 @@ pub async fn get_handler(
 pub async fn post_handler(
     State(state): State<HttpState>,
     Extension(request_id): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -325,13 +328,13 @@ pub async fn post_handler(
             }
             let mut results = Vec::with_capacity(params.len());
             for p in params {
-                results.push(run(&state, p, Method::Post, &request_id).await);
+                results.push(run(&state, p, Method::Post, &request_id, &caller).await);
             }
             let body = Value::Array(results.into_iter().map(|r| r.body).collect());
             respond(StatusCode::OK, media, &body, HeaderMap::new())
         }
         other => match params_from_json(other) {
-            Ok(params) => execute(&state, params, media, Method::Post, &request_id).await,
+            Ok(params) => execute(&state, params, media, Method::Post, &request_id, &caller).await,
             Err(message) => bad(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, &message),
         },
     }
@@ -358,8 +361,8 @@ struct Outcome {
     body: Value,
     /// `false` for request errors: nothing executed, and the body has no `data`.
     executed: bool,
-    /// GET asked for a mutation: 405.
-    method_not_allowed: bool,
+    /// A status decided before execution (405 for a GET mutation, 401 for bad credentials).
+    status: Option<StatusCode>,
     headers: HeaderMap,
 }
 
@@ -369,7 +372,11 @@ impl Outcome {
         Self {
             body: errors_body(vec![ServerError::new(message, None)], code, request_id),
             executed: false,
-            method_not_allowed: code == ErrorCode::MethodNotAllowed,
+            status: matches!(
+                code,
+                ErrorCode::MethodNotAllowed | ErrorCode::Unauthenticated
+            )
+            .then(|| code.status()),
             headers: HeaderMap::new(),
         }
     }
@@ -381,10 +388,11 @@ async fn execute(
     media: MediaType,
     method: Method,
     request_id: &RequestId,
+    caller: &Caller,
 ) -> Response {
-    let outcome = run(state, params, method, request_id).await;
-    let status = if outcome.method_not_allowed {
-        StatusCode::METHOD_NOT_ALLOWED
+    let outcome = run(state, params, method, request_id, caller).await;
+    let status = if let Some(status) = outcome.status {
+        status
     } else if outcome.executed || media == MediaType::Json {
         // Legacy `application/json` clients expect 200 with the errors in the body.
         StatusCode::OK
@@ -392,10 +400,19 @@ async fn execute(
         StatusCode::BAD_REQUEST
     };
     let mut response = respond(status, media, &outcome.body, outcome.headers);
-    if outcome.method_not_allowed {
-        response
-            .headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+    match status {
+        StatusCode::METHOD_NOT_ALLOWED => {
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        }
+        StatusCode::UNAUTHORIZED => {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer error=\"invalid_token\""),
+            );
+        }
+        _ => {}
     }
     response
 }
@@ -412,12 +429,18 @@ fn respond(status: StatusCode, media: MediaType, body: &Value, headers: HeaderMa
 
 /// Parses, checks the operation type against the method, executes, and records metrics and the
 /// operation name on the request span.
-async fn run(state: &HttpState, params: Params, method: Method, request_id: &RequestId) -> Outcome {
+async fn run(
+    state: &HttpState,
+    params: Params,
+    method: Method,
+    request_id: &RequestId,
+    caller: &Caller,
+) -> Outcome {
     let started = Instant::now();
     let requested_name = params.operation_name.clone();
     let mut request = params.into_request();
 
-    let (operation_name, operation_type) = match request.parsed_query() {
+    let (operation_name, operation_type, public) = match request.parsed_query() {
         Ok(document) => select_operation(document, requested_name.as_deref()),
         Err(error) => {
             state.app.metrics.graphql_operation(
@@ -429,7 +452,7 @@ async fn run(state: &HttpState, params: Params, method: Method, request_id: &Req
             return Outcome {
                 body: errors_body(vec![error], ErrorCode::GraphqlParseFailed, request_id),
                 executed: false,
-                method_not_allowed: false,
+                status: None,
                 headers: HeaderMap::new(),
             };
         }
@@ -459,8 +482,23 @@ async fn run(state: &HttpState, params: Params, method: Method, request_id: &Req
         );
     }
 
+    // A bad credential is an error, never anonymity — except for the fields that let a client
+    // sign in again.
+    let viewer = match &caller.authentication {
+        Authentication::Anonymous => Viewer::Anonymous,
+        Authentication::User(user) => Viewer::User(user.clone()),
+        Authentication::Invalid(_) if public => Viewer::Anonymous,
+        Authentication::Invalid(message) => {
+            return Outcome::refused(message, ErrorCode::Unauthenticated, request_id);
+        }
+    };
+
     let phase = Arc::new(RequestPhase::default());
-    let request = request.data(request_id.clone()).data(phase.clone());
+    let request = request
+        .data(request_id.clone())
+        .data(phase.clone())
+        .data(viewer)
+        .data(caller.client.clone());
     let response = state.schema.execute(request).await;
     let executed = phase.executed();
     let outcome = match (executed, response.errors.is_empty()) {
@@ -497,26 +535,42 @@ async fn run(state: &HttpState, params: Params, method: Method, request_id: &Req
     Outcome {
         body: Value::Object(body),
         executed,
-        method_not_allowed: false,
+        status: None,
         headers: response.http_headers,
     }
 }
 
-/// The name and type of the operation that would run, when the document says which.
+/// The name and type of the operation that would run, when the document says which, and whether
+/// it only selects root fields open to callers with bad credentials.
 fn select_operation(
     document: &async_graphql::parser::types::ExecutableDocument,
     requested: Option<&str>,
-) -> (Option<String>, Option<OperationType>) {
-    match &document.operations {
-        DocumentOperations::Single(op) => (requested.map(str::to_owned), Some(op.node.ty)),
+) -> (Option<String>, Option<OperationType>, bool) {
+    let (name, operation) = match &document.operations {
+        DocumentOperations::Single(op) => (requested.map(str::to_owned), Some(op)),
         DocumentOperations::Multiple(map) => match requested {
-            Some(name) => (Some(name.to_owned()), map.get(name).map(|op| op.node.ty)),
+            Some(name) => (Some(name.to_owned()), map.get(name)),
             None if map.len() == 1 => map.iter().next().map_or((None, None), |(name, op)| {
-                (Some(name.to_string()), Some(op.node.ty))
+                (Some(name.to_string()), Some(op))
             }),
             None => (None, None),
         },
-    }
+    };
+    let public = operation.is_some_and(|op| {
+        op.node
+            .selection_set
+            .node
+            .items
+            .iter()
+            .all(|selection| match &selection.node {
+                Selection::Field(field) => {
+                    PUBLIC_ROOT_FIELDS.contains(&field.node.name.node.as_str())
+                }
+                // Fragments could select anything: not public.
+                _ => false,
+            })
+    });
+    (name, operation.map(|op| op.node.ty), public)
 }
 
 /// `{"errors": [...]}` without `data`, each error carrying the code and request id.

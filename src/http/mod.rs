@@ -1,5 +1,6 @@
 //! The HTTP surface: routes and every tower layer, assembled in one place.
 
+pub mod auth;
 pub mod errors;
 pub mod graphql;
 pub mod health;
@@ -34,7 +35,7 @@ pub struct HttpState {
 
 /// The whole router, outermost layer first:
 /// request id → panic guard → trace span/log line → RED metrics → JSON error shape → CORS →
-/// compression → timeout → body limit → routes.
+/// authentication → compression → timeout → body limit → routes.
 pub fn router(app: AppState) -> Router {
     let settings = &app.settings;
     let state = HttpState {
@@ -70,6 +71,10 @@ pub fn router(app: AppState) -> Router {
         ))
         .layer(axum::middleware::from_fn(errors::json_error_shape))
         .option_layer(cors(&settings.http.cors_origins))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            auth::layer,
+        ))
         .layer(CompressionLayer::new())
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,

@@ -25,6 +25,7 @@ use super::HttpState;
 use super::errors::error_response_with_status;
 use super::graphql::Params;
 use crate::error::ErrorCode;
+use crate::features::auth::{Authentication, Caller, Viewer};
 use crate::graphql::{RequestId, RequestPhase};
 
 pub const TRANSPORT_WS: &str = "graphql-transport-ws";
@@ -67,6 +68,7 @@ impl Protocol {
 pub async fn handler(
     State(state): State<HttpState>,
     Extension(request_id): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
@@ -85,7 +87,7 @@ pub async fn handler(
         .max_message_size(max_message_size)
         .max_frame_size(max_message_size)
         .on_upgrade(move |socket| async move {
-            Connection::new(state, protocol, request_id)
+            Connection::new(state, protocol, request_id, caller)
                 .run(socket)
                 .await;
             drop(tracker_token);
@@ -137,6 +139,8 @@ struct Connection {
     state: HttpState,
     protocol: Protocol,
     request_id: RequestId,
+    /// Credentials of the upgrade request (used when `connection_init` carries none).
+    caller: Caller,
     acknowledged: bool,
     connection_data: Option<Arc<Data>>,
     operations: HashMap<String, AbortHandle>,
@@ -145,12 +149,13 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(state: HttpState, protocol: Protocol, request_id: RequestId) -> Self {
+    fn new(state: HttpState, protocol: Protocol, request_id: RequestId, caller: Caller) -> Self {
         let (outgoing, incoming) = mpsc::channel(64);
         Self {
             state,
             protocol,
             request_id,
+            caller,
             acknowledged: false,
             connection_data: None,
             operations: HashMap::new(),
@@ -237,7 +242,7 @@ impl Connection {
                 if self.acknowledged {
                     return Flow::Close(4429, "Too many initialisation requests".into());
                 }
-                match self.connection_init(payload) {
+                match self.connection_init(payload).await {
                     Ok(data) => {
                         self.connection_data = Some(Arc::new(data));
                         self.acknowledged = true;
@@ -286,11 +291,30 @@ impl Connection {
         }
     }
 
-    /// Accepts the connection and builds the data every operation on it sees. Identity (a token
-    /// in the payload) hooks in here; a refusal closes with 4403.
-    fn connection_init(&self, _payload: Option<Value>) -> Result<Data, (u16, String)> {
+    /// Authenticates the connection and builds the data every operation on it sees. The token
+    /// comes from the payload (`{"authorization": "Bearer …"}`, `{"token": "…"}` or
+    /// `{"accessToken": "…"}`), else from the upgrade request's `Authorization` header; none means
+    /// anonymous, and an invalid one closes with 4403.
+    async fn connection_init(&self, payload: Option<Value>) -> Result<Data, (u16, String)> {
+        let token = payload.as_ref().and_then(|p| {
+            ["authorization", "Authorization", "token", "accessToken"]
+                .iter()
+                .find_map(|key| p.get(*key)?.as_str())
+                .map(|t| t.strip_prefix("Bearer ").unwrap_or(t).trim().to_owned())
+        });
+        let authentication = match token {
+            Some(token) => crate::http::auth::authenticate_token(&self.state.app, &token).await,
+            None => self.caller.authentication.clone(),
+        };
+        let viewer = match authentication {
+            Authentication::Anonymous => Viewer::Anonymous,
+            Authentication::User(user) => Viewer::User(user),
+            Authentication::Invalid(_) => return Err((4403, "Forbidden".into())),
+        };
         let mut data = Data::default();
         data.insert(self.request_id.clone());
+        data.insert(viewer);
+        data.insert(self.caller.client.clone());
         Ok(data)
     }
 

@@ -209,3 +209,140 @@ fn migrate_commands_create_and_report_the_database() {
         "production settings are checked before anything runs: {stderr}"
     );
 }
+
+#[tokio::test]
+async fn an_admin_created_with_the_cli_can_log_in() {
+    use std::io::Write as _;
+    let dir =
+        std::env::temp_dir().join(format!("multipult-admin-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}/app.db?mode=rwc", dir.display());
+    let vars = [
+        ("APP_ENV", "test"),
+        ("DATABASE_URL", url.as_str()),
+        ("LOG_LEVEL", "warn"),
+    ];
+
+    let mut child = binary()
+        .envs(vars)
+        .args([
+            "admin",
+            "create-user",
+            "--email",
+            "Root@Example.com",
+            "--role",
+            "admin",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"a strong admin passphrase\n")
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("created root@example.com"));
+
+    // A generated password is printed once.
+    let (code, stdout, stderr) = run(
+        &vars,
+        &["admin", "create-user", "--email", "gen@example.com"],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let generated = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("password: "))
+        .unwrap()
+        .to_owned();
+
+    // Unknown role and invalid email are refused with exit code 2.
+    let (code, _, stderr) = run(
+        &vars,
+        &[
+            "admin",
+            "assign-role",
+            "--email",
+            "gen@example.com",
+            "--role",
+            "wizard",
+        ],
+    );
+    assert_eq!(code, 2, "{stderr}");
+    let (code, _, stderr) = run(&vars, &["admin", "create-user", "--email", "nope"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("email"), "{stderr}");
+
+    // Serve the same database and log in as both.
+    let mut server = tokio::process::Command::from(binary())
+        .envs(vars)
+        .envs([
+            ("APP_PORT", "0"),
+            ("LOG_FORMAT", "json"),
+            ("LOG_LEVEL", "info"),
+        ])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    let address = loop {
+        let line = lines.next_line().await.unwrap().expect("server output");
+        let value: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+        if value["message"] == "listening" {
+            break value["address"].as_str().unwrap().to_owned();
+        }
+    };
+    let client = reqwest::Client::new();
+    for (email, password) in [
+        ("root@example.com", "a strong admin passphrase"),
+        ("gen@example.com", generated.as_str()),
+    ] {
+        let body: Value = client
+            .post(format!("http://{address}/graphql"))
+            .json(&serde_json::json!({ "query": crate::helpers::LOGIN, "variables": { "input": { "email": email, "password": password } } }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(body["data"]["login"]["user"]["email"], email, "{body}");
+    }
+    let body: Value = client
+        .post(format!("http://{address}/graphql"))
+        .json(&serde_json::json!({ "query": crate::helpers::LOGIN, "variables": { "input": { "email": "root@example.com", "password": "a strong admin passphrase" } } }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = body["data"]["login"]["accessToken"].as_str().unwrap();
+    let me: Value = client
+        .post(format!("http://{address}/graphql"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({ "query": "{ me { roles { name } permissions } }" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        me["data"]["me"]["permissions"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("admin:delete")),
+        "{me}"
+    );
+    server.kill().await.ok();
+}

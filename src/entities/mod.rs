@@ -1,0 +1,8 @@
+//! SeaORM entities, one file per table. They never leave the crate as GraphQL types.
+
+pub mod permissions;
+pub mod refresh_tokens;
+pub mod role_permissions;
+pub mod roles;
+pub mod user_roles;
+pub mod users;

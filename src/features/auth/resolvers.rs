@@ -1,0 +1,113 @@
+use async_graphql::{Context, ID, Object, Result};
+
+use super::service::{self, NewAccount};
+use super::types::{AuthPayload, LoginInput, RegisterInput, RegisterPayload, Session};
+use crate::error::{AppError, GqlResultExt as _};
+use crate::graphql::ContextExt as _;
+
+#[derive(Default)]
+pub struct AuthQuery;
+
+#[Object]
+impl AuthQuery {
+    /// The caller's active sessions, newest first.
+    async fn sessions(&self, ctx: &Context<'_>) -> Result<Vec<Session>> {
+        let user = ctx.viewer().user().gql()?;
+        let sessions = service::sessions(ctx.state().gql()?, user).await.gql()?;
+        Ok(sessions.into_iter().map(Session::from).collect())
+    }
+}
+
+#[derive(Default)]
+pub struct AuthMutation;
+
+#[Object]
+impl AuthMutation {
+    /// Creates an account. The answer is the same whether or not the email was registered before.
+    async fn register(&self, ctx: &Context<'_>, input: RegisterInput) -> Result<RegisterPayload> {
+        let account = NewAccount {
+            email: input.email,
+            password: input.password,
+            username: input.username,
+            display_name: input.display_name,
+        };
+        service::register(ctx.state().gql()?, account).await.gql()?;
+        Ok(RegisterPayload {
+            message: "If this email can be registered, the account is ready to sign in.".into(),
+        })
+    }
+
+    /// Signs in. A wrong password and an unknown email give the same error.
+    async fn login(&self, ctx: &Context<'_>, input: LoginInput) -> Result<AuthPayload> {
+        let tokens = service::login(
+            ctx.state().gql()?,
+            &input.email,
+            &input.password,
+            &ctx.client(),
+        )
+        .await
+        .gql()?;
+        Ok(tokens.into())
+    }
+
+    /// Exchanges a refresh token (usable once) for a new pair. Presenting a used one ends the
+    /// whole session.
+    async fn refresh_session(
+        &self,
+        ctx: &Context<'_>,
+        refresh_token: String,
+    ) -> Result<AuthPayload> {
+        let tokens = service::refresh(ctx.state().gql()?, &refresh_token, &ctx.client())
+            .await
+            .gql()?;
+        Ok(tokens.into())
+    }
+
+    /// Ends the caller's current session.
+    async fn logout(&self, ctx: &Context<'_>) -> Result<bool> {
+        let user = ctx.viewer().user().gql()?;
+        service::logout(ctx.state().gql()?, user).await.gql()?;
+        Ok(true)
+    }
+
+    /// Ends every session of the caller, on every device.
+    async fn logout_all_sessions(&self, ctx: &Context<'_>) -> Result<bool> {
+        let user = ctx.viewer().user().gql()?;
+        service::logout_everywhere(ctx.state().gql()?, user.id)
+            .await
+            .gql()?;
+        Ok(true)
+    }
+
+    /// Ends one of the caller's sessions (see `sessions`).
+    async fn revoke_session(&self, ctx: &Context<'_>, id: ID) -> Result<bool> {
+        let user = ctx.viewer().user().gql()?;
+        let id = uuid::Uuid::parse_str(&id)
+            .map_err(|_| AppError::invalid("id", "is not a session id"))
+            .gql()?;
+        service::revoke_session(ctx.state().gql()?, user, id)
+            .await
+            .gql()?;
+        Ok(true)
+    }
+
+    /// Changes the password; every other session ends. Continue with the returned tokens.
+    async fn change_password(
+        &self,
+        ctx: &Context<'_>,
+        current_password: String,
+        new_password: String,
+    ) -> Result<AuthPayload> {
+        let user = ctx.viewer().user().gql()?;
+        let tokens = service::change_password(
+            ctx.state().gql()?,
+            user,
+            &current_password,
+            &new_password,
+            &ctx.client(),
+        )
+        .await
+        .gql()?;
+        Ok(tokens.into())
+    }
+}

@@ -1,0 +1,670 @@
+//! Registration, login, sessions and request authentication.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{
+    ActiveModelTrait as _, ColumnTrait as _, ConnectionTrait, EntityTrait as _, QueryFilter as _,
+    QueryOrder as _, Set, TransactionTrait as _,
+};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+use validator::ValidateEmail as _;
+
+use super::passwords;
+use super::tokens;
+use super::viewer::{AuthUser, ClientInfo};
+use crate::entities::{refresh_tokens, users};
+use crate::error::{AppError, AppResult, FieldErrors};
+use crate::features::users::permissions::USER_ROLE;
+use crate::features::users::service as users_service;
+use crate::state::AppState;
+
+/// How long a user's auth state stays cached in the shared store between changes.
+const USER_STATE_TTL: Duration = Duration::from_secs(60);
+
+/// A signed-in session: what `login` and `refreshSession` hand back.
+pub struct Tokens {
+    pub access_token: String,
+    pub access_expires_at: DateTime<Utc>,
+    pub refresh_token: String,
+    pub refresh_expires_at: DateTime<Utc>,
+    pub session_id: Uuid,
+    pub user: users::Model,
+}
+
+pub struct NewAccount {
+    pub email: String,
+    pub password: String,
+    pub username: Option<String>,
+    pub display_name: Option<String>,
+}
+
+/// What authentication needs to know about a user, cached in the shared store.
+#[derive(Serialize, Deserialize)]
+struct UserState {
+    epoch: i64,
+    active: bool,
+    banned: bool,
+    banned_until: Option<i64>,
+    roles: Vec<String>,
+    permissions: Vec<String>,
+}
+
+impl UserState {
+    fn usable(&self, now: DateTime<Utc>) -> bool {
+        let banned = self.banned
+            && self
+                .banned_until
+                .is_none_or(|until| until > now.timestamp());
+        self.active && !banned
+    }
+}
+
+fn user_state_key(user_id: Uuid) -> String {
+    format!("auth:user:{user_id}")
+}
+
+fn revoked_session_key(session_id: Uuid) -> String {
+    format!("auth:revoked-session:{session_id}")
+}
+
+/// Checks the shape of account fields shared by registration and profile updates.
+pub fn check_username(username: &str, errors: &mut FieldErrors) {
+    let valid_chars = username
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !(3..=32).contains(&username.len()) || !valid_chars {
+        errors.add("username", "must be 3 to 32 characters of a-z, 0-9 and _");
+    }
+}
+
+pub fn check_display_name(name: &str, errors: &mut FieldErrors) {
+    let length = name.trim().chars().count();
+    if length == 0 || length > 100 || name.chars().any(char::is_control) {
+        errors.add("displayName", "must be 1 to 100 printable characters");
+    }
+}
+
+fn check_email(email: &str, errors: &mut FieldErrors) {
+    if email.len() > 254 || !email.validate_email() {
+        errors.add("email", "is not a valid email address");
+    }
+}
+
+/// Creates an account with the `user` role. Answers the same whether or not the email was already
+/// registered (no account enumeration), and takes comparable time either way.
+///
+/// # Errors
+/// `BAD_USER_INPUT` naming each invalid field; the database fails.
+#[tracing::instrument(skip_all)]
+pub async fn register(state: &AppState, account: NewAccount) -> AppResult<()> {
+    match create_account(state, account, &[USER_ROLE], false).await {
+        Ok(_) | Err(AppError::Conflict(_)) => Ok(()),
+        Err(other) => Err(other),
+    }
+}
+
+/// Validates and inserts an account with the given roles, in one transaction.
+///
+/// # Errors
+/// `BAD_USER_INPUT`, `CONFLICT` when the email or username is taken, `NOT_FOUND` for an unknown
+/// role; the database fails.
+pub async fn create_account(
+    state: &AppState,
+    account: NewAccount,
+    roles: &[&str],
+    verified: bool,
+) -> AppResult<users::Model> {
+    let email = users_service::normalize_email(&account.email);
+    let mut errors = FieldErrors::default();
+    check_email(&email, &mut errors);
+    if let Some(problem) = passwords::policy_violation(
+        &account.password,
+        &email,
+        state.settings.auth.password_min_length,
+    ) {
+        errors.add("password", problem);
+    }
+    if let Some(username) = &account.username {
+        check_username(username, &mut errors);
+    }
+    if let Some(name) = &account.display_name {
+        check_display_name(name, &mut errors);
+    }
+    errors.into_result()?;
+
+    // Hash before looking the email up, so both outcomes cost the same.
+    let password_hash = passwords::hash(&account.password).await?;
+    let txn = state.db.begin().await?;
+    if users_service::find_by_email(&txn, &email).await?.is_some() {
+        return Err(AppError::Conflict(
+            "an account with this email exists".into(),
+        ));
+    }
+    let now = Utc::now();
+    let user = users::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        email: Set(email),
+        username: Set(account.username),
+        display_name: Set(account.display_name.map(|n| n.trim().to_owned())),
+        password_hash: Set(Some(password_hash)),
+        is_active: Set(true),
+        is_verified: Set(verified),
+        banned_at: Set(None),
+        ban_reason: Set(None),
+        banned_until: Set(None),
+        session_epoch: Set(0),
+        last_login_at: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+    .insert(&txn)
+    .await
+    .map_err(conflict_on_unique(
+        "an account with this email or username exists",
+    ))?;
+    for role in roles {
+        users_service::assign_role(&txn, user.id, role).await?;
+    }
+    txn.commit().await?;
+    Ok(user)
+}
+
+/// Maps a unique-constraint violation to `CONFLICT`, on PostgreSQL and SQLite alike.
+pub fn conflict_on_unique(message: &'static str) -> impl Fn(sea_orm::DbErr) -> AppError {
+    move |error| match error.sql_err() {
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => AppError::Conflict(message.into()),
+        _ => AppError::Database(error),
+    }
+}
+
+/// Signs in with email and password. Unknown email and wrong password answer identically; repeated
+/// failures per account and per client IP are refused with `RATE_LIMITED` for a while.
+///
+/// # Errors
+/// `UNAUTHENTICATED` for bad credentials, `FORBIDDEN` for a disabled account, `RATE_LIMITED`.
+#[tracing::instrument(skip_all)]
+pub async fn login(
+    state: &AppState,
+    email: &str,
+    password: &str,
+    client: &ClientInfo,
+) -> AppResult<Tokens> {
+    let email = users_service::normalize_email(email);
+    let throttles = throttle_keys(&email, client);
+    check_throttles(state, &throttles).await?;
+
+    let user = users_service::find_by_email(&state.db, &email).await?;
+    let hash = user.as_ref().and_then(|u| u.password_hash.as_deref());
+    if !passwords::verify(password, hash).await {
+        record_failure(state, &throttles).await;
+        return Err(AppError::InvalidCredentials);
+    }
+    let Some(user) = user else {
+        return Err(AppError::InvalidCredentials);
+    };
+    if !user.is_active {
+        return Err(AppError::Forbidden("this account is disabled".into()));
+    }
+    if user.is_banned_at(Utc::now()) {
+        return Err(AppError::Forbidden("this account is banned".into()));
+    }
+    let _ = state.stores.kv.delete(&throttles[0].0).await;
+
+    let now = Utc::now();
+    let mut active: users::ActiveModel = user.clone().into();
+    active.last_login_at = Set(Some(now));
+    let user = active.update(&state.db).await?;
+    start_session(state, &state.db, user, Uuid::now_v7(), client).await
+}
+
+/// `(key, limit)` pairs: per account, and (more generous) per client IP.
+fn throttle_keys(email: &str, client: &ClientInfo) -> Vec<(String, u64)> {
+    let mut keys = vec![(format!("auth:fail:account:{email}"), 1)];
+    if let Some(ip) = client.ip {
+        keys.push((format!("auth:fail:ip:{ip}"), 10));
+    }
+    keys
+}
+
+async fn check_throttles(state: &AppState, keys: &[(String, u64)]) -> AppResult<()> {
+    let max = state.settings.auth.login_max_failures;
+    for (key, factor) in keys {
+        let count = match state.stores.kv.get(key).await {
+            Ok(value) => value
+                .and_then(|v| String::from_utf8(v).ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0),
+            // Throttling fails open: a store outage must not lock everyone out.
+            Err(error) => {
+                tracing::warn!(error = %error, "login throttle unavailable");
+                0
+            }
+        };
+        if count >= max.saturating_mul(*factor) {
+            let retry = state
+                .stores
+                .kv
+                .ttl(key)
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or(state.settings.auth.login_failure_window);
+            return Err(AppError::RateLimited {
+                retry_after_secs: Ord::max(retry.as_secs(), 1),
+            });
+        }
+    }
+    Ok(())
+}
+
+async fn record_failure(state: &AppState, keys: &[(String, u64)]) {
+    let window = state.settings.auth.login_failure_window;
+    for (key, _) in keys {
+        if let Err(error) = state.stores.kv.increment(key, 1, Some(window)).await {
+            tracing::warn!(error = %error, "cannot record a failed login");
+        }
+    }
+}
+
+/// Issues the first refresh token of a session (or the next one of `family_id`) and an access
+/// token.
+async fn start_session(
+    state: &AppState,
+    db: &impl ConnectionTrait,
+    user: users::Model,
+    family_id: Uuid,
+    client: &ClientInfo,
+) -> AppResult<Tokens> {
+    let refresh = new_refresh_row(state, user.id, family_id, client)?;
+    refresh.row.insert(db).await?;
+    let (access_token, access_expires_at) =
+        tokens::issue_access_token(&state.settings, user.id, family_id, user.session_epoch)?;
+    Ok(Tokens {
+        access_token,
+        access_expires_at,
+        refresh_token: refresh.token,
+        refresh_expires_at: refresh.expires_at,
+        session_id: family_id,
+        user,
+    })
+}
+
+/// A new refresh token (returned once, stored hashed) for a session, and its row.
+struct NewRefresh {
+    token: String,
+    id: Uuid,
+    expires_at: DateTime<Utc>,
+    row: refresh_tokens::ActiveModel,
+}
+
+fn new_refresh_row(
+    state: &AppState,
+    user_id: Uuid,
+    family_id: Uuid,
+    client: &ClientInfo,
+) -> AppResult<NewRefresh> {
+    let (token, hash) = tokens::new_refresh_token();
+    let now = Utc::now();
+    let ttl = chrono::Duration::from_std(state.settings.auth.refresh_token_ttl)
+        .map_err(|e| AppError::Internal(e.into()))?;
+    let id = Uuid::now_v7();
+    let expires_at = now + ttl;
+    let row = refresh_tokens::ActiveModel {
+        id: Set(id),
+        user_id: Set(user_id),
+        token_hash: Set(hash),
+        family_id: Set(family_id),
+        expires_at: Set(expires_at),
+        revoked_at: Set(None),
+        replaced_by: Set(None),
+        user_agent: Set(client.user_agent.as_deref().map(|ua| truncate(ua, 255))),
+        ip: Set(client.ip.map(|ip| ip.to_string())),
+        created_at: Set(now),
+        last_used_at: Set(None),
+    };
+    Ok(NewRefresh {
+        token,
+        id,
+        expires_at,
+        row,
+    })
+}
+
+fn truncate(value: &str, max_chars: usize) -> String {
+    value.chars().take(max_chars).collect()
+}
+
+/// Exchanges a refresh token for a new pair. Each refresh token works once: presenting one that
+/// was already used revokes its whole session (family), since it must have been stolen.
+///
+/// # Errors
+/// `UNAUTHENTICATED` for unknown, used, revoked or expired tokens and unusable accounts.
+#[tracing::instrument(skip_all)]
+pub async fn refresh(
+    state: &AppState,
+    refresh_token: &str,
+    client: &ClientInfo,
+) -> AppResult<Tokens> {
+    let hash = tokens::hash_refresh_token(refresh_token);
+    let Some(current) = refresh_tokens::Entity::find()
+        .filter(refresh_tokens::Column::TokenHash.eq(hash))
+        .one(&state.db)
+        .await?
+    else {
+        return Err(AppError::Unauthenticated);
+    };
+    let now = Utc::now();
+    if current.revoked_at.is_some() {
+        tracing::warn!(session_id = %current.family_id, "refresh token reused; revoking the session");
+        revoke_family(state, current.family_id).await?;
+        return Err(AppError::Unauthenticated);
+    }
+    if current.expires_at <= now {
+        return Err(AppError::Unauthenticated);
+    }
+    let user = users_service::find_by_id(&state.db, current.user_id)
+        .await?
+        .filter(|u| u.is_active && !u.is_banned_at(now))
+        .ok_or(AppError::Unauthenticated)?;
+
+    let refresh = new_refresh_row(state, user.id, current.family_id, client)?;
+    let txn = state.db.begin().await?;
+    // Only one concurrent refresh with the same token can win this update.
+    let rotated = refresh_tokens::Entity::update_many()
+        .col_expr(refresh_tokens::Column::RevokedAt, Expr::value(now))
+        .col_expr(refresh_tokens::Column::ReplacedBy, Expr::value(refresh.id))
+        .col_expr(refresh_tokens::Column::LastUsedAt, Expr::value(now))
+        .filter(refresh_tokens::Column::Id.eq(current.id))
+        .filter(refresh_tokens::Column::RevokedAt.is_null())
+        .exec(&txn)
+        .await?;
+    if rotated.rows_affected != 1 {
+        txn.rollback().await?;
+        revoke_family(state, current.family_id).await?;
+        return Err(AppError::Unauthenticated);
+    }
+    refresh.row.insert(&txn).await?;
+    txn.commit().await?;
+
+    let (access_token, access_expires_at) = tokens::issue_access_token(
+        &state.settings,
+        user.id,
+        current.family_id,
+        user.session_epoch,
+    )?;
+    Ok(Tokens {
+        access_token,
+        access_expires_at,
+        refresh_token: refresh.token,
+        refresh_expires_at: refresh.expires_at,
+        session_id: current.family_id,
+        user,
+    })
+}
+
+/// Revokes every token of a session and kills its access tokens at once.
+async fn revoke_family(state: &AppState, family_id: Uuid) -> AppResult<u64> {
+    let result = refresh_tokens::Entity::update_many()
+        .col_expr(refresh_tokens::Column::RevokedAt, Expr::value(Utc::now()))
+        .filter(refresh_tokens::Column::FamilyId.eq(family_id))
+        .filter(refresh_tokens::Column::RevokedAt.is_null())
+        .exec(&state.db)
+        .await?;
+    mark_session_revoked(state, family_id).await;
+    Ok(result.rows_affected)
+}
+
+async fn mark_session_revoked(state: &AppState, family_id: Uuid) {
+    let ttl = state.settings.auth.access_token_ttl + Duration::from_secs(60);
+    if let Err(error) = state
+        .stores
+        .kv
+        .set(&revoked_session_key(family_id), b"1", Some(ttl))
+        .await
+    {
+        tracing::warn!(error = %error, "cannot mark a session revoked in the shared store");
+    }
+}
+
+/// Ends the caller's current session.
+///
+/// # Errors
+/// The database fails.
+pub async fn logout(state: &AppState, user: &AuthUser) -> AppResult<()> {
+    revoke_family(state, user.session_id).await?;
+    Ok(())
+}
+
+/// Ends every session of the user and invalidates every access token issued so far.
+///
+/// # Errors
+/// The database fails.
+pub async fn logout_everywhere(state: &AppState, user_id: Uuid) -> AppResult<()> {
+    let txn = state.db.begin().await?;
+    bump_epoch(&txn, user_id).await?;
+    revoke_all_refresh_tokens(&txn, user_id, None).await?;
+    txn.commit().await?;
+    invalidate_user(state, user_id).await;
+    Ok(())
+}
+
+async fn bump_epoch(db: &impl ConnectionTrait, user_id: Uuid) -> AppResult<()> {
+    users::Entity::update_many()
+        .col_expr(
+            users::Column::SessionEpoch,
+            ExprTrait::add(Expr::col(users::Column::SessionEpoch), 1),
+        )
+        .col_expr(users::Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(users::Column::Id.eq(user_id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+async fn revoke_all_refresh_tokens(
+    db: &impl ConnectionTrait,
+    user_id: Uuid,
+    except_family: Option<Uuid>,
+) -> AppResult<()> {
+    let mut update = refresh_tokens::Entity::update_many()
+        .col_expr(refresh_tokens::Column::RevokedAt, Expr::value(Utc::now()))
+        .filter(refresh_tokens::Column::UserId.eq(user_id))
+        .filter(refresh_tokens::Column::RevokedAt.is_null());
+    if let Some(family) = except_family {
+        update = update.filter(refresh_tokens::Column::FamilyId.ne(family));
+    }
+    update.exec(db).await?;
+    Ok(())
+}
+
+/// Changes the password after checking the current one. Every other session ends and every
+/// access token issued before stops working; the caller's session continues with the returned
+/// tokens.
+///
+/// # Errors
+/// `UNAUTHENTICATED` for a wrong current password, `BAD_USER_INPUT` for a new one that breaks the
+/// policy.
+pub async fn change_password(
+    state: &AppState,
+    viewer: &AuthUser,
+    current_password: &str,
+    new_password: &str,
+    client: &ClientInfo,
+) -> AppResult<Tokens> {
+    let user = users_service::find_by_id(&state.db, viewer.id)
+        .await?
+        .ok_or(AppError::Unauthenticated)?;
+    if !passwords::verify(current_password, user.password_hash.as_deref()).await {
+        return Err(AppError::invalid(
+            "currentPassword",
+            "is not your current password",
+        ));
+    }
+    if let Some(problem) = passwords::policy_violation(
+        new_password,
+        &user.email,
+        state.settings.auth.password_min_length,
+    ) {
+        return Err(AppError::invalid("newPassword", problem));
+    }
+    let hash = passwords::hash(new_password).await?;
+
+    let txn = state.db.begin().await?;
+    let next_epoch = user.session_epoch + 1;
+    let mut active: users::ActiveModel = user.into();
+    active.password_hash = Set(Some(hash));
+    active.session_epoch = Set(next_epoch);
+    active.updated_at = Set(Utc::now());
+    let user = active.update(&txn).await?;
+    revoke_all_refresh_tokens(&txn, user.id, None).await?;
+    let tokens = start_session(state, &txn, user, viewer.session_id, client).await?;
+    txn.commit().await?;
+    invalidate_user(state, viewer.id).await;
+    Ok(tokens)
+}
+
+/// A session of the caller: the live refresh token of a family.
+pub struct SessionInfo {
+    pub id: Uuid,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub expires_at: DateTime<Utc>,
+    pub current: bool,
+}
+
+/// # Errors
+/// The database fails.
+pub async fn sessions(state: &AppState, viewer: &AuthUser) -> AppResult<Vec<SessionInfo>> {
+    let live = refresh_tokens::Entity::find()
+        .filter(refresh_tokens::Column::UserId.eq(viewer.id))
+        .filter(refresh_tokens::Column::RevokedAt.is_null())
+        .filter(refresh_tokens::Column::ExpiresAt.gt(Utc::now()))
+        .order_by_desc(refresh_tokens::Column::CreatedAt)
+        .all(&state.db)
+        .await?;
+    Ok(live
+        .into_iter()
+        .map(|t| SessionInfo {
+            id: t.family_id,
+            user_agent: t.user_agent,
+            ip: t.ip,
+            created_at: t.created_at,
+            last_used_at: t.last_used_at,
+            expires_at: t.expires_at,
+            current: t.family_id == viewer.session_id,
+        })
+        .collect())
+}
+
+/// Ends one of the caller's sessions; `NOT_FOUND` when it is not theirs or already ended.
+///
+/// # Errors
+/// `NOT_FOUND`; the database fails.
+pub async fn revoke_session(
+    state: &AppState,
+    viewer: &AuthUser,
+    session_id: Uuid,
+) -> AppResult<()> {
+    let owned = refresh_tokens::Entity::find()
+        .filter(refresh_tokens::Column::FamilyId.eq(session_id))
+        .filter(refresh_tokens::Column::UserId.eq(viewer.id))
+        .filter(refresh_tokens::Column::RevokedAt.is_null())
+        .one(&state.db)
+        .await?;
+    if owned.is_none() {
+        return Err(AppError::NotFound("no such active session".into()));
+    }
+    revoke_family(state, session_id).await?;
+    Ok(())
+}
+
+/// Turns an access token into the caller, checking the user's current state: a token of a
+/// deactivated or banned user, of an ended session, or issued before the user's latest
+/// "log out everywhere" or password change fails. The state comes from the shared store when
+/// cached there, so most requests make no database round trip.
+///
+/// # Errors
+/// `UNAUTHENTICATED`.
+pub async fn authenticate(state: &AppState, token: &str) -> AppResult<AuthUser> {
+    let claims = tokens::verify_access_token(&state.settings, token)?;
+    let user_state = user_state(state, claims.sub)
+        .await?
+        .ok_or(AppError::Unauthenticated)?;
+    if !user_state.usable(Utc::now()) || user_state.epoch != claims.epoch {
+        return Err(AppError::Unauthenticated);
+    }
+    match state.stores.kv.get(&revoked_session_key(claims.sid)).await {
+        Ok(Some(_)) => return Err(AppError::Unauthenticated),
+        Ok(None) => {}
+        Err(error) => tracing::warn!(error = %error, "cannot check session revocation"),
+    }
+    Ok(AuthUser {
+        id: claims.sub,
+        session_id: claims.sid,
+        roles: user_state.roles.into_iter().collect(),
+        permissions: user_state.permissions.into_iter().collect(),
+    })
+}
+
+async fn user_state(state: &AppState, user_id: Uuid) -> AppResult<Option<UserState>> {
+    let key = user_state_key(user_id);
+    match state.stores.kv.get(&key).await {
+        Ok(Some(bytes)) => {
+            if let Ok(cached) = serde_json::from_slice::<UserState>(&bytes) {
+                return Ok(Some(cached));
+            }
+        }
+        Ok(None) => {}
+        Err(error) => tracing::warn!(error = %error, "user state cache unavailable"),
+    }
+    let Some(user) = users_service::find_by_id(&state.db, user_id).await? else {
+        return Ok(None);
+    };
+    let access = users_service::load_access(&state.db, user_id).await?;
+    let fresh = UserState {
+        epoch: user.session_epoch,
+        active: user.is_active,
+        banned: user.banned_at.is_some(),
+        banned_until: user.banned_until.map(|t| t.timestamp()),
+        roles: access.roles.into_iter().collect(),
+        permissions: access.permissions.into_iter().collect(),
+    };
+    if let Ok(bytes) = serde_json::to_vec(&fresh) {
+        let _ = state
+            .stores
+            .kv
+            .set(&key, &bytes, Some(USER_STATE_TTL))
+            .await;
+    }
+    Ok(Some(fresh))
+}
+
+/// Drops the cached auth state of a user; call after any change to their status, epoch or roles.
+pub async fn invalidate_user(state: &AppState, user_id: Uuid) {
+    if let Err(error) = state.stores.kv.delete(&user_state_key(user_id)).await {
+        tracing::warn!(error = %error, "cannot invalidate cached user state");
+    }
+}
+
+/// Deactivates (or reactivates) an account; its tokens stop working on the next request.
+///
+/// # Errors
+/// `NOT_FOUND`; the database fails.
+pub async fn set_active(state: &AppState, user_id: Uuid, active: bool) -> AppResult<()> {
+    let result = users::Entity::update_many()
+        .col_expr(users::Column::IsActive, Expr::value(active))
+        .col_expr(users::Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(users::Column::Id.eq(user_id))
+        .exec(&state.db)
+        .await?;
+    if result.rows_affected == 0 {
+        return Err(AppError::NotFound("no such user".into()));
+    }
+    invalidate_user(state, user_id).await;
+    Ok(())
+}

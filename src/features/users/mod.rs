@@ -1,0 +1,10 @@
+//! Accounts as the rest of the API sees them: profiles, roles and the closed catalogue of
+//! permissions, synced to the database at start.
+
+pub mod permissions;
+mod resolvers;
+pub mod service;
+pub mod types;
+
+pub use permissions::Permission;
+pub use resolvers::{UsersMutation, UsersQuery};

@@ -1,0 +1,80 @@
+use async_graphql::{Context, ID, InputObject, Object, Result, SimpleObject};
+use chrono::{DateTime, Utc};
+
+use super::service;
+use crate::entities::users;
+use crate::error::GqlResultExt as _;
+use crate::graphql::ContextExt as _;
+
+/// An account.
+pub struct User(pub users::Model);
+
+#[derive(SimpleObject)]
+pub struct Role {
+    pub name: String,
+    pub description: Option<String>,
+}
+
+#[Object]
+impl User {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+
+    async fn email(&self) -> &str {
+        &self.0.email
+    }
+
+    async fn username(&self) -> Option<&str> {
+        self.0.username.as_deref()
+    }
+
+    async fn display_name(&self) -> Option<&str> {
+        self.0.display_name.as_deref()
+    }
+
+    async fn is_verified(&self) -> bool {
+        self.0.is_verified
+    }
+
+    async fn is_active(&self) -> bool {
+        self.0.is_active
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+
+    async fn last_login_at(&self) -> Option<DateTime<Utc>> {
+        self.0.last_login_at
+    }
+
+    async fn roles(&self, ctx: &Context<'_>) -> Result<Vec<Role>> {
+        let roles = service::roles_of(&ctx.state().gql()?.db, self.0.id)
+            .await
+            .gql()?;
+        Ok(roles
+            .into_iter()
+            .map(|r| Role {
+                name: r.name,
+                description: r.description,
+            })
+            .collect())
+    }
+
+    /// Every permission the user holds through their roles.
+    async fn permissions(&self, ctx: &Context<'_>) -> Result<Vec<String>> {
+        let access = service::load_access(&ctx.state().gql()?.db, self.0.id)
+            .await
+            .gql()?;
+        Ok(access.permissions.into_iter().collect())
+    }
+}
+
+#[derive(InputObject)]
+pub struct UpdateProfileInput {
+    /// Unchanged when omitted.
+    pub display_name: Option<String>,
+    /// Unchanged when omitted; 3–32 characters of a-z, 0-9 and _.
+    pub username: Option<String>,
+}

@@ -1,0 +1,525 @@
+//! Identity: registration, login, sessions and token rotation, authentication of every request.
+
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use secrecy::ExposeSecret as _;
+use serde_json::{Value, json};
+
+use crate::helpers::{LOGIN, PASSWORD, REFRESH, Session, TestApp, header};
+
+const ME: &str = "{ me { id email roles { name } permissions } }";
+
+fn code(body: &Value) -> &str {
+    body["errors"][0]["extensions"]["code"]
+        .as_str()
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn register_login_me_refresh_reuse_and_logout() {
+    let app = TestApp::spawn().await;
+    let registered = app.register("Ada@Example.com", PASSWORD).await;
+    assert!(
+        registered["data"]["register"]["message"].is_string(),
+        "{registered}"
+    );
+
+    // Emails are case-insensitive.
+    let session = app.login("ada@example.COM", PASSWORD).await;
+    let (status, _, me) = app.graphql_as(Some(&session.access), ME, json!({})).await;
+    assert_eq!(status, 200);
+    assert_eq!(me["data"]["me"]["email"], "ada@example.com");
+    assert_eq!(me["data"]["me"]["id"], session.user_id.as_str());
+    assert_eq!(me["data"]["me"]["roles"], json!([{ "name": "user" }]));
+
+    // Rotation: the new pair works, and the old refresh token is spent.
+    let (_, _, rotated) = app
+        .graphql_as(None, REFRESH, json!({ "t": session.refresh }))
+        .await;
+    let second = Session::from_payload(&rotated["data"]["refreshSession"]);
+    assert_ne!(second.refresh, session.refresh);
+    let (status, _, _) = app.graphql_as(Some(&second.access), ME, json!({})).await;
+    assert_eq!(status, 200);
+
+    // Reusing the spent token fails and revokes the whole family: the newest one fails too.
+    let (_, _, reused) = app
+        .graphql_as(None, REFRESH, json!({ "t": session.refresh }))
+        .await;
+    assert_eq!(code(&reused), "UNAUTHENTICATED", "{reused}");
+    let (_, _, newest) = app
+        .graphql_as(None, REFRESH, json!({ "t": second.refresh }))
+        .await;
+    assert_eq!(code(&newest), "UNAUTHENTICATED", "{newest}");
+    // …and so do the session's access tokens.
+    let (status, _, _) = app.graphql_as(Some(&second.access), ME, json!({})).await;
+    assert_eq!(status, 401);
+
+    // A fresh login, then logout ends that session.
+    let third = app.login("ada@example.com", PASSWORD).await;
+    let (_, _, out) = app
+        .graphql_as(Some(&third.access), "mutation { logout }", json!({}))
+        .await;
+    assert_eq!(out["data"]["logout"], true, "{out}");
+    let (status, _, _) = app.graphql_as(Some(&third.access), ME, json!({})).await;
+    assert_eq!(status, 401);
+    let (_, _, after) = app
+        .graphql_as(None, REFRESH, json!({ "t": third.refresh }))
+        .await;
+    assert_eq!(code(&after), "UNAUTHENTICATED");
+}
+
+#[tokio::test]
+async fn registering_a_taken_email_answers_the_same_and_changes_nothing() {
+    let app = TestApp::spawn().await;
+    let first = app.register("taken@example.com", PASSWORD).await;
+    let second = app
+        .register("TAKEN@example.com", "a different passphrase")
+        .await;
+    assert_eq!(first, second);
+    // The original password still works, the second does not.
+    assert!(app.login_body("taken@example.com", PASSWORD).await["data"]["login"].is_object());
+    let body = app
+        .login_body("taken@example.com", "a different passphrase")
+        .await;
+    assert_eq!(code(&body), "UNAUTHENTICATED");
+}
+
+#[tokio::test]
+async fn wrong_password_and_unknown_email_give_the_same_error() {
+    let app = TestApp::spawn().await;
+    app.register("known@example.com", PASSWORD).await;
+    let wrong = app
+        .login_body("known@example.com", "not the password at all")
+        .await;
+    let unknown = app
+        .login_body("nobody@example.com", "not the password at all")
+        .await;
+    assert_eq!(code(&wrong), "UNAUTHENTICATED");
+    assert_eq!(
+        wrong["errors"][0]["message"],
+        unknown["errors"][0]["message"]
+    );
+    assert_eq!(
+        wrong["errors"][0]["extensions"]["code"],
+        unknown["errors"][0]["extensions"]["code"]
+    );
+    assert!(wrong["data"].is_null() && unknown["data"].is_null());
+}
+
+#[tokio::test]
+async fn repeated_failed_logins_are_throttled_with_retry_after() {
+    let app = TestApp::spawn_with(|s| s.auth.login_max_failures = 3).await;
+    app.register("target@example.com", PASSWORD).await;
+    for _ in 0..3 {
+        let body = app
+            .login_body("target@example.com", "wrong wrong wrong")
+            .await;
+        assert_eq!(code(&body), "UNAUTHENTICATED");
+    }
+    // Even the right password is refused while throttled.
+    let body = app.login_body("target@example.com", PASSWORD).await;
+    assert_eq!(code(&body), "RATE_LIMITED", "{body}");
+    assert!(
+        body["errors"][0]["extensions"]["retryAfter"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+}
+
+fn forged(
+    app: &TestApp,
+    session: &Session,
+    edit: impl FnOnce(&mut Value),
+    secret: Option<&[u8]>,
+    alg: Algorithm,
+) -> String {
+    let settings = &app.state.settings;
+    let now = chrono::Utc::now().timestamp();
+    let mut claims = json!({
+        "sub": session.user_id, "sid": uuid::Uuid::new_v4(), "epoch": 0,
+        "iss": settings.auth.jwt_issuer, "aud": settings.auth.jwt_audience,
+        "iat": now, "exp": now + 600, "jti": uuid::Uuid::new_v4(),
+    });
+    edit(&mut claims);
+    let key = secret.unwrap_or(settings.secrets.jwt_secret.expose_secret().as_bytes());
+    jsonwebtoken::encode(&Header::new(alg), &claims, &EncodingKey::from_secret(key)).unwrap()
+}
+
+#[tokio::test]
+async fn bad_tokens_are_unauthenticated_never_anonymous() {
+    let app = TestApp::spawn().await;
+    let session = app.signed_up("victim@example.com").await;
+
+    let mut tampered = session.access.clone();
+    let last = tampered.pop().unwrap();
+    tampered.push(if last == 'A' { 'B' } else { 'A' });
+    let unsigned = {
+        let mut parts = session.access.split('.');
+        let _ = parts.next();
+        let payload = parts.next().unwrap();
+        // {"alg":"none","typ":"JWT"}
+        format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{payload}.")
+    };
+    let cases = [
+        ("tampered signature", tampered),
+        ("alg none", unsigned),
+        (
+            "wrong audience",
+            forged(
+                &app,
+                &session,
+                |c| c["aud"] = json!("someone-else"),
+                None,
+                Algorithm::HS256,
+            ),
+        ),
+        (
+            "wrong issuer",
+            forged(
+                &app,
+                &session,
+                |c| c["iss"] = json!("evil"),
+                None,
+                Algorithm::HS256,
+            ),
+        ),
+        (
+            "expired",
+            forged(
+                &app,
+                &session,
+                |c| c["exp"] = json!(chrono::Utc::now().timestamp() - 3600),
+                None,
+                Algorithm::HS256,
+            ),
+        ),
+        (
+            "other key",
+            forged(&app, &session, |_| {}, Some(&[7u8; 48]), Algorithm::HS256),
+        ),
+        (
+            "other algorithm",
+            forged(&app, &session, |_| {}, None, Algorithm::HS512),
+        ),
+        ("garbage", "not.a.token".to_owned()),
+    ];
+    for (name, token) in cases {
+        // Even a field anyone may read is refused: a bad credential is never anonymity.
+        let (status, headers, body) = app
+            .graphql_as(Some(&token), "{ apiInfo { version } me { id } }", json!({}))
+            .await;
+        assert_eq!(status, 401, "{name}: {body}");
+        assert_eq!(code(&body), "UNAUTHENTICATED", "{name}");
+        assert!(body.get("data").is_none(), "{name}: {body}");
+        assert!(
+            header(&headers, "www-authenticate").starts_with("Bearer"),
+            "{name}"
+        );
+    }
+    // The genuine token still works.
+    let (status, _, _) = app.graphql_as(Some(&session.access), ME, json!({})).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn an_expired_access_token_does_not_block_refreshing_or_logging_in() {
+    let app = TestApp::spawn().await;
+    let session = app.signed_up("refresher@example.com").await;
+    let expired = forged(
+        &app,
+        &session,
+        |c| c["exp"] = json!(0),
+        None,
+        Algorithm::HS256,
+    );
+    let (status, _, body) = app
+        .graphql_as(Some(&expired), REFRESH, json!({ "t": session.refresh }))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["data"]["refreshSession"]["accessToken"].is_string());
+    let (status, _, body) = app
+        .graphql_as(
+            Some(&expired),
+            LOGIN,
+            json!({ "input": { "email": "refresher@example.com", "password": PASSWORD } }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn a_deactivated_users_unexpired_token_fails_on_the_next_request() {
+    let app = TestApp::spawn().await;
+    let session = app.signed_up("leaver@example.com").await;
+    assert_eq!(
+        app.graphql_as(Some(&session.access), ME, json!({})).await.0,
+        200
+    );
+    let id = uuid::Uuid::parse_str(&session.user_id).unwrap();
+    multipult::features::auth::service::set_active(&app.state, id, false)
+        .await
+        .unwrap();
+    let (status, _, body) = app.graphql_as(Some(&session.access), ME, json!({})).await;
+    assert_eq!(status, 401);
+    assert_eq!(code(&body), "UNAUTHENTICATED");
+    let (_, _, body) = app
+        .graphql_as(None, REFRESH, json!({ "t": session.refresh }))
+        .await;
+    assert_eq!(code(&body), "UNAUTHENTICATED");
+    assert_eq!(
+        code(&app.login_body("leaver@example.com", PASSWORD).await),
+        "FORBIDDEN"
+    );
+}
+
+#[tokio::test]
+async fn logging_out_everywhere_invalidates_every_token() {
+    let app = TestApp::spawn().await;
+    let laptop = app.signed_up("everywhere@example.com").await;
+    let phone = app.login("everywhere@example.com", PASSWORD).await;
+    let (_, _, body) = app
+        .graphql_as(
+            Some(&phone.access),
+            "mutation { logoutAllSessions }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(body["data"]["logoutAllSessions"], true, "{body}");
+    for session in [&laptop, &phone] {
+        assert_eq!(
+            app.graphql_as(Some(&session.access), ME, json!({})).await.0,
+            401
+        );
+        let (_, _, body) = app
+            .graphql_as(None, REFRESH, json!({ "t": session.refresh }))
+            .await;
+        assert_eq!(code(&body), "UNAUTHENTICATED");
+    }
+}
+
+#[tokio::test]
+async fn changing_the_password_ends_other_sessions_and_keeps_this_one() {
+    let app = TestApp::spawn().await;
+    let other = app.signed_up("changer@example.com").await;
+    let this = app.login("changer@example.com", PASSWORD).await;
+    let query = "mutation($c: String!, $n: String!) { changePassword(currentPassword: $c, newPassword: $n) { accessToken refreshToken user { id } } }";
+
+    let (_, _, wrong) = app
+        .graphql_as(
+            Some(&this.access),
+            query,
+            json!({ "c": "nope", "n": "a brand new passphrase" }),
+        )
+        .await;
+    assert_eq!(code(&wrong), "BAD_USER_INPUT");
+    assert!(wrong["errors"][0]["extensions"]["fields"]["currentPassword"].is_string());
+
+    let (_, _, changed) = app
+        .graphql_as(
+            Some(&this.access),
+            query,
+            json!({ "c": PASSWORD, "n": "a brand new passphrase" }),
+        )
+        .await;
+    let renewed = Session::from_payload(&changed["data"]["changePassword"]);
+    assert_eq!(
+        app.graphql_as(Some(&renewed.access), ME, json!({})).await.0,
+        200
+    );
+    for old in [&other.access, &this.access] {
+        assert_eq!(app.graphql_as(Some(old), ME, json!({})).await.0, 401);
+    }
+    let (_, _, body) = app
+        .graphql_as(None, REFRESH, json!({ "t": other.refresh }))
+        .await;
+    assert_eq!(code(&body), "UNAUTHENTICATED");
+    assert_eq!(
+        code(&app.login_body("changer@example.com", PASSWORD).await),
+        "UNAUTHENTICATED"
+    );
+    assert!(
+        app.login_body("changer@example.com", "a brand new passphrase")
+            .await["data"]["login"]
+            .is_object()
+    );
+}
+
+#[tokio::test]
+async fn sessions_are_listed_and_one_can_be_revoked() {
+    let app = TestApp::spawn().await;
+    let first = app.signed_up("devices@example.com").await;
+    let second = app.login("devices@example.com", PASSWORD).await;
+    let (_, _, body) = app
+        .graphql_as(
+            Some(&second.access),
+            "{ sessions { id current } }",
+            json!({}),
+        )
+        .await;
+    let sessions = body["data"]["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 2, "{body}");
+    let other = sessions.iter().find(|s| s["current"] == false).unwrap()["id"].clone();
+
+    let (_, _, revoked) = app
+        .graphql_as(
+            Some(&second.access),
+            "mutation($id: ID!) { revokeSession(id: $id) }",
+            json!({ "id": other }),
+        )
+        .await;
+    assert_eq!(revoked["data"]["revokeSession"], true, "{revoked}");
+    assert_eq!(
+        app.graphql_as(Some(&first.access), ME, json!({})).await.0,
+        401
+    );
+    assert_eq!(
+        app.graphql_as(Some(&second.access), ME, json!({})).await.0,
+        200
+    );
+
+    // Someone else's (or an ended) session is not found.
+    let stranger = app.signed_up("stranger@example.com").await;
+    let (_, _, body) = app
+        .graphql_as(
+            Some(&stranger.access),
+            "mutation($id: ID!) { revokeSession(id: $id) }",
+            json!({ "id": other }),
+        )
+        .await;
+    assert_eq!(code(&body), "NOT_FOUND");
+}
+
+#[tokio::test]
+async fn a_guarded_field_is_forbidden_without_the_permission_and_resolves_with_the_role() {
+    let app = TestApp::spawn().await;
+    let plain = app.signed_up("plain@example.com").await;
+    let query = "query($id: ID!) { user(id: $id) { email } }";
+    let vars = json!({ "id": plain.user_id });
+
+    let (_, _, anonymous) = app.graphql_as(None, query, vars.clone()).await;
+    assert_eq!(code(&anonymous), "UNAUTHENTICATED");
+    let (_, _, forbidden) = app
+        .graphql_as(Some(&plain.access), query, vars.clone())
+        .await;
+    assert_eq!(code(&forbidden), "FORBIDDEN", "{forbidden}");
+    assert!(forbidden["data"]["user"].is_null());
+
+    let moderator = app.signed_up("mod@example.com").await;
+    app.grant_role(&moderator.user_id, "moderator").await;
+    let (_, _, allowed) = app.graphql_as(Some(&moderator.access), query, vars).await;
+    assert_eq!(
+        allowed["data"]["user"]["email"], "plain@example.com",
+        "{allowed}"
+    );
+    let (_, _, me) = app.graphql_as(Some(&moderator.access), ME, json!({})).await;
+    assert!(
+        me["data"]["me"]["permissions"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("users:read"))
+    );
+}
+
+#[tokio::test]
+async fn invalid_input_names_every_field() {
+    let app = TestApp::spawn().await;
+    let (_, _, body) = app
+        .graphql_as(
+            None,
+            "mutation($input: RegisterInput!) { register(input: $input) { message } }",
+            json!({ "input": { "email": "not-an-email", "password": "short", "username": "Bad Name!", "displayName": "x".repeat(500) } }),
+        )
+        .await;
+    assert_eq!(code(&body), "BAD_USER_INPUT", "{body}");
+    let fields = &body["errors"][0]["extensions"]["fields"];
+    for field in ["email", "password", "username", "displayName"] {
+        assert!(fields[field].is_string(), "{field} missing: {body}");
+    }
+    let long_email = format!("{}@example.com", "a".repeat(300));
+    let (_, _, body) = app
+        .graphql_as(
+            None,
+            "mutation($input: RegisterInput!) { register(input: $input) { message } }",
+            json!({ "input": { "email": long_email, "password": "x".repeat(200) } }),
+        )
+        .await;
+    let fields = &body["errors"][0]["extensions"]["fields"];
+    assert!(
+        fields["email"].is_string() && fields["password"].is_string(),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn the_profile_can_be_updated_and_usernames_are_unique() {
+    let app = TestApp::spawn().await;
+    let first = app.signed_up("one@example.com").await;
+    let second = app.signed_up("two@example.com").await;
+    let query = "mutation($input: UpdateProfileInput!) { updateProfile(input: $input) { username displayName } }";
+    let (_, _, body) = app
+        .graphql_as(
+            Some(&first.access),
+            query,
+            json!({ "input": { "username": "first_user", "displayName": " First " } }),
+        )
+        .await;
+    assert_eq!(
+        body["data"]["updateProfile"],
+        json!({ "username": "first_user", "displayName": "First" }),
+        "{body}"
+    );
+    let (_, _, taken) = app
+        .graphql_as(
+            Some(&second.access),
+            query,
+            json!({ "input": { "username": "first_user" } }),
+        )
+        .await;
+    assert_eq!(code(&taken), "CONFLICT", "{taken}");
+}
+
+#[tokio::test]
+async fn websocket_init_authenticates_and_refuses_bad_tokens_with_4403() {
+    use crate::ws::{close_code, connect, next_json, send};
+    let app = TestApp::spawn().await;
+    let session = app.signed_up("socket@example.com").await;
+
+    let mut socket = connect(&app, "graphql-transport-ws").await.unwrap();
+    send(&mut socket, json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {}", session.access) } })).await;
+    assert_eq!(next_json(&mut socket).await["type"], "connection_ack");
+    send(
+        &mut socket,
+        json!({ "type": "subscribe", "id": "me", "payload": { "query": "{ me { email } }" } }),
+    )
+    .await;
+    let result = next_json(&mut socket).await;
+    assert_eq!(
+        result["payload"]["data"]["me"]["email"], "socket@example.com",
+        "{result}"
+    );
+
+    let mut socket = connect(&app, "graphql-transport-ws").await.unwrap();
+    send(
+        &mut socket,
+        json!({ "type": "connection_init", "payload": { "token": "forged.token.value" } }),
+    )
+    .await;
+    assert_eq!(close_code(&mut socket).await, 4403);
+
+    // Without a token the connection is anonymous: `me` is refused, public fields answer.
+    let mut socket = connect(&app, "graphql-transport-ws").await.unwrap();
+    crate::ws::init(&mut socket).await;
+    send(
+        &mut socket,
+        json!({ "type": "subscribe", "id": "1", "payload": { "query": "{ me { email } }" } }),
+    )
+    .await;
+    let result = next_json(&mut socket).await;
+    assert_eq!(
+        result["payload"]["errors"][0]["extensions"]["code"], "UNAUTHENTICATED",
+        "{result}"
+    );
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}
