@@ -8,7 +8,11 @@ use axum::Router;
 use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
 
+use std::sync::Arc;
+
 use crate::config::Settings;
+use crate::infra::jobs::Worker;
+use crate::infra::mailer::{SEND_EMAIL, SendEmailJob};
 use crate::infra::{SharedStores, db};
 use crate::state::AppState;
 
@@ -80,39 +84,67 @@ impl Application {
         self,
         signal: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let state = self.state;
+        let Self {
+            listener,
+            router,
+            state,
+        } = self;
         let grace = state.settings.http.shutdown_timeout;
-        let shutdown = state.shutdown.clone();
-        let stopping = async move {
-            signal.await;
-            tracing::info!("shutdown requested; finishing in-flight requests");
-            shutdown.cancel();
-        };
-        let server = axum::serve(
-            self.listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(stopping);
-        let server = tokio::spawn(server.into_future());
+        // Background jobs run beside the server and drain with it.
+        let worker = tokio::spawn(
+            Worker::new(state.jobs.clone(), state.metrics.clone())
+                .register(
+                    SEND_EMAIL,
+                    Arc::new(SendEmailJob {
+                        mailer: state.mailer.clone(),
+                    }),
+                )
+                .run(state.shutdown.clone(), grace),
+        );
+        let result = serve(listener, router, state.clone(), signal).await;
+        // Requests are done; let running jobs finish (the worker bounds this by SHUTDOWN_TIMEOUT).
+        state.shutdown.cancel();
+        let _ = worker.await;
+        result
+    }
+}
 
-        // Once shutdown starts, the server gets `SHUTDOWN_TIMEOUT` to drain.
-        let cancelled = state.shutdown.clone();
-        let mut server = server;
-        tokio::select! {
-            result = &mut server => return finish(result, &state).await,
-            () = cancelled.cancelled() => {}
-        }
-        match tokio::time::timeout(grace, &mut server).await {
-            Ok(result) => finish(result, &state).await,
-            Err(_) => {
-                tracing::warn!(
-                    timeout = %humantime::format_duration(grace),
-                    "in-flight requests did not finish in time; closing them"
-                );
-                server.abort();
-                Ok(())
-            }
+async fn serve(
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+    signal: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let grace = state.settings.http.shutdown_timeout;
+    let shutdown = state.shutdown.clone();
+    let stopping = async move {
+        signal.await;
+        tracing::info!("shutdown requested; finishing in-flight requests");
+        shutdown.cancel();
+    };
+    let server = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stopping);
+    let server = tokio::spawn(server.into_future());
+
+    // Once shutdown starts, the server gets `SHUTDOWN_TIMEOUT` to drain.
+    let cancelled = state.shutdown.clone();
+    let mut server = server;
+    tokio::select! {
+        result = &mut server => return finish(result, &state).await,
+        () = cancelled.cancelled() => {}
+    }
+    match tokio::time::timeout(grace, &mut server).await {
+        Ok(result) => finish(result, &state).await,
+        Err(_) => {
+            tracing::warn!(
+                timeout = %humantime::format_duration(grace),
+                "in-flight requests did not finish in time; closing them"
+            );
+            server.abort();
+            Ok(())
         }
     }
 }
@@ -144,7 +176,7 @@ pub async fn prepare_state(
     crate::features::users::service::sync_catalogue(&db)
         .await
         .context("cannot sync the permission catalogue (are migrations applied?)")?;
-    Ok(AppState::new(settings, db, stores))
+    AppState::new(settings, db, stores).context("cannot set up mail")
 }
 
 async fn finish(

@@ -115,6 +115,27 @@ pub struct AuthSettings {
 }
 
 #[derive(Debug, Clone)]
+pub struct MailSettings {
+    /// `smtp://host:port` (STARTTLS when offered), `smtps://…` (TLS); unset writes `.eml` files to
+    /// `DATA_DIR/outbox` instead.
+    pub smtp_url: Option<SecretString>,
+    pub from: String,
+    pub smtp_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct JobSettings {
+    /// Jobs this instance runs at once; 0 runs none (enqueue only).
+    pub workers: usize,
+    pub max_attempts: i32,
+    /// Delay before the first retry; each later retry waits twice as long (capped at an hour).
+    pub backoff_base: Duration,
+    pub poll_interval: Duration,
+    /// How long a claimed job stays claimed; a crashed worker's jobs run again after it.
+    pub lease: Duration,
+}
+
+#[derive(Debug, Clone)]
 pub struct Secrets {
     /// HMAC key for access tokens (≥ 32 bytes).
     pub jwt_secret: SecretString,
@@ -134,6 +155,8 @@ pub struct Settings {
     pub graphql: GraphqlSettings,
     pub websocket: WebSocketSettings,
     pub auth: AuthSettings,
+    pub mail: MailSettings,
+    pub jobs: JobSettings,
     pub secrets: Secrets,
     pub log_format: LogFormat,
     pub log_level: String,
@@ -481,6 +504,38 @@ impl Settings {
             login_failure_window: r.duration("LOGIN_FAILURE_WINDOW", Duration::from_secs(15 * 60)),
         };
 
+        let smtp_url = r.raw("SMTP_URL").map(str::to_owned);
+        if let Some(url) = &smtp_url
+            && !Url::parse(url)
+                .is_ok_and(|u| matches!(u.scheme(), "smtp" | "smtps") && u.has_host())
+        {
+            r.fail(
+                "SMTP_URL",
+                "must be an smtp:// or smtps:// URL such as smtp://127.0.0.1:1025",
+            );
+        }
+        let mail = MailSettings {
+            smtp_url: smtp_url.map(SecretString::from),
+            from: r
+                .raw("MAIL_FROM")
+                .unwrap_or("multipult <no-reply@localhost>")
+                .to_owned(),
+            smtp_timeout: r.duration("SMTP_TIMEOUT", Duration::from_secs(10)),
+        };
+        if mail.from.parse::<lettre::message::Mailbox>().is_err() {
+            r.fail(
+                "MAIL_FROM",
+                "must be an address such as \"App <no-reply@example.com>\"",
+            );
+        }
+        let jobs = JobSettings {
+            workers: r.number("JOB_WORKERS", 4usize, 0, 256),
+            max_attempts: r.number("JOB_MAX_ATTEMPTS", 5i32, 1, 100),
+            backoff_base: r.duration("JOB_BACKOFF_BASE", Duration::from_secs(2)),
+            poll_interval: r.duration("JOB_POLL_INTERVAL", Duration::from_secs(1)),
+            lease: r.duration("JOB_LEASE", Duration::from_secs(300)),
+        };
+
         let log_format = match r.raw("LOG_FORMAT").map(str::to_ascii_lowercase).as_deref() {
             None if production => LogFormat::Json,
             None => LogFormat::Pretty,
@@ -515,6 +570,8 @@ impl Settings {
             graphql,
             websocket,
             auth,
+            mail,
+            jobs,
             secrets: Secrets {
                 jwt_secret: jwt_secret.unwrap_or_default().into(),
                 secrets_key: secrets_key.unwrap_or_default().into(),
@@ -698,6 +755,20 @@ impl Settings {
                 self.auth.login_max_failures.to_string(),
             ),
             ("LOGIN_FAILURE_WINDOW", secs(self.auth.login_failure_window)),
+            (
+                "SMTP_URL",
+                self.mail.smtp_url.as_ref().map_or_else(
+                    || "(unset: mail goes to DATA_DIR/outbox)".to_owned(),
+                    |u| mask_url(u.expose_secret()),
+                ),
+            ),
+            ("MAIL_FROM", self.mail.from.clone()),
+            ("SMTP_TIMEOUT", secs(self.mail.smtp_timeout)),
+            ("JOB_WORKERS", self.jobs.workers.to_string()),
+            ("JOB_MAX_ATTEMPTS", self.jobs.max_attempts.to_string()),
+            ("JOB_BACKOFF_BASE", secs(self.jobs.backoff_base)),
+            ("JOB_POLL_INTERVAL", secs(self.jobs.poll_interval)),
+            ("JOB_LEASE", secs(self.jobs.lease)),
             (
                 "LOG_FORMAT",
                 match self.log_format {

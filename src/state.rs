@@ -10,6 +10,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Settings;
 use crate::infra::SharedStores;
+use crate::infra::jobs::JobQueue;
+use crate::infra::mailer::{self, Mailer};
 use crate::infra::metrics::Metrics;
 
 #[derive(Clone)]
@@ -19,6 +21,8 @@ pub struct AppInner {
     pub settings: Settings,
     pub db: DatabaseConnection,
     pub stores: SharedStores,
+    pub jobs: JobQueue,
+    pub mailer: Arc<dyn Mailer>,
     pub metrics: Arc<Metrics>,
     /// Cancelled when the server starts shutting down; long-lived tasks (WebSockets) watch it.
     pub shutdown: CancellationToken,
@@ -28,16 +32,26 @@ pub struct AppInner {
 }
 
 impl AppState {
-    pub fn new(settings: Settings, db: DatabaseConnection, stores: SharedStores) -> Self {
-        Self(Arc::new(AppInner {
+    /// # Errors
+    /// The mail transport cannot be set up from the settings.
+    pub fn new(
+        settings: Settings,
+        db: DatabaseConnection,
+        stores: SharedStores,
+    ) -> Result<Self, mailer::MailError> {
+        let mailer = mailer::from_settings(&settings)?;
+        let jobs = JobQueue::new(db.clone(), settings.jobs.clone());
+        Ok(Self(Arc::new(AppInner {
             settings,
             db,
             stores,
+            jobs,
+            mailer,
             metrics: Metrics::new(),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             started_at: Instant::now(),
-        }))
+        })))
     }
 }
 

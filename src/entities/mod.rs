@@ -1,5 +1,7 @@
 //! SeaORM entities, one file per table. They never leave the crate as GraphQL types.
 
+pub mod email_tokens;
+pub mod jobs;
 pub mod permissions;
 pub mod refresh_tokens;
 pub mod role_permissions;

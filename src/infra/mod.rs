@@ -2,8 +2,10 @@
 //! Redis implementation, chosen once at start from the configuration; nothing else knows which.
 
 pub mod db;
+pub mod jobs;
 pub mod kv;
 pub mod lock;
+pub mod mailer;
 pub mod memory;
 pub mod metrics;
 pub mod pubsub;

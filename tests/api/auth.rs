@@ -523,3 +523,217 @@ async fn websocket_init_authenticates_and_refuses_bad_tokens_with_4403() {
     );
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
+
+#[tokio::test]
+async fn registration_mails_a_verification_token_that_works_once() {
+    let app = TestApp::spawn().await;
+    app.register("verify@example.com", PASSWORD).await;
+    let mail = app
+        .wait_for_mail("verify@example.com", "Confirm your email address")
+        .await;
+    assert!(mail.contains("verify-email?token="), "{mail}");
+    let token = crate::helpers::mail_token(&mail);
+    assert_eq!(token.len(), 43);
+
+    let session = app.login("verify@example.com", PASSWORD).await;
+    let (_, _, me) = app
+        .graphql_as(Some(&session.access), "{ me { isVerified } }", json!({}))
+        .await;
+    assert_eq!(me["data"]["me"]["isVerified"], false);
+
+    let verify = "mutation($t: String!) { verifyEmail(token: $t) }";
+    let (_, _, body) = app.graphql_as(None, verify, json!({ "t": token })).await;
+    assert_eq!(body["data"]["verifyEmail"], true, "{body}");
+    let (_, _, me) = app
+        .graphql_as(Some(&session.access), "{ me { isVerified } }", json!({}))
+        .await;
+    assert_eq!(me["data"]["me"]["isVerified"], true);
+
+    let (_, _, again) = app.graphql_as(None, verify, json!({ "t": token })).await;
+    assert_eq!(code(&again), "BAD_USER_INPUT");
+    assert!(again["errors"][0]["extensions"]["fields"]["token"].is_string());
+}
+
+#[tokio::test]
+async fn a_second_registration_of_an_address_mails_its_owner_instead() {
+    let app = TestApp::spawn().await;
+    app.register("owner@example.com", PASSWORD).await;
+    app.wait_for_mail("owner@example.com", "Confirm your email address")
+        .await;
+    app.register("owner@example.com", "someone else entirely")
+        .await;
+    app.wait_for_mail("owner@example.com", "You already have an account")
+        .await;
+}
+
+#[tokio::test]
+async fn password_reset_end_to_end_ends_every_old_session() {
+    let app = TestApp::spawn().await;
+    let old = app.signed_up("forgetful@example.com").await;
+    let request = "mutation($e: String!) { requestPasswordReset(email: $e) }";
+
+    // Unknown addresses get the same answer and no mail.
+    let (_, _, unknown) = app
+        .graphql_as(None, request, json!({ "e": "ghost@example.com" }))
+        .await;
+    assert_eq!(unknown["data"]["requestPasswordReset"], true);
+
+    let (_, _, body) = app
+        .graphql_as(None, request, json!({ "e": "Forgetful@example.com" }))
+        .await;
+    assert_eq!(body["data"]["requestPasswordReset"], true);
+    let mail = app
+        .wait_for_mail("forgetful@example.com", "Reset your password")
+        .await;
+    let token = crate::helpers::mail_token(&mail);
+
+    let reset = "mutation($t: String!, $p: String!) { resetPassword(token: $t, newPassword: $p) }";
+    let (_, _, weak) = app
+        .graphql_as(None, reset, json!({ "t": token, "p": "short" }))
+        .await;
+    assert_eq!(code(&weak), "BAD_USER_INPUT");
+    let (_, _, done) = app
+        .graphql_as(
+            None,
+            reset,
+            json!({ "t": token, "p": "my new long passphrase" }),
+        )
+        .await;
+    assert_eq!(done["data"]["resetPassword"], true, "{done}");
+
+    assert_eq!(
+        app.graphql_as(Some(&old.access), ME, json!({})).await.0,
+        401
+    );
+    let (_, _, refresh) = app
+        .graphql_as(None, REFRESH, json!({ "t": old.refresh }))
+        .await;
+    assert_eq!(code(&refresh), "UNAUTHENTICATED");
+    assert_eq!(
+        code(&app.login_body("forgetful@example.com", PASSWORD).await),
+        "UNAUTHENTICATED"
+    );
+    assert!(
+        app.login_body("forgetful@example.com", "my new long passphrase")
+            .await["data"]["login"]
+            .is_object()
+    );
+    let (_, _, reused) = app
+        .graphql_as(
+            None,
+            reset,
+            json!({ "t": token, "p": "another long passphrase" }),
+        )
+        .await;
+    assert_eq!(code(&reused), "BAD_USER_INPUT");
+}
+
+#[tokio::test]
+async fn a_mail_job_that_keeps_failing_is_retried_with_growing_delays_then_dead() {
+    // SMTP on a port nothing listens on: every delivery fails.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let base = Duration::from_millis(150);
+    let app = TestApp::spawn_with(|s| {
+        s.mail.smtp_url = Some(format!("smtp://127.0.0.1:{port}").into());
+        s.mail.smtp_timeout = Duration::from_secs(2);
+        s.jobs.max_attempts = 3;
+        s.jobs.backoff_base = base;
+    })
+    .await;
+    let started = std::time::Instant::now();
+    app.register("unlucky@example.com", PASSWORD).await;
+    let mut stats = app.state.jobs.stats().await.unwrap();
+    for _ in 0..200 {
+        if stats.dead == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stats = app.state.jobs.stats().await.unwrap();
+    }
+    assert_eq!(stats.dead, 1, "{stats:?}");
+    assert_eq!(stats.pending, 0, "{stats:?}");
+    // Two retries waited base and then 2·base.
+    assert!(
+        started.elapsed() >= base * 3,
+        "dead after {:?}",
+        started.elapsed()
+    );
+
+    use sea_orm::EntityTrait as _;
+    let jobs = multipult::entities::jobs::Entity::find()
+        .all(&app.state.db)
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].attempts, 3);
+    assert_eq!(jobs[0].state, "dead");
+    assert!(
+        jobs[0]
+            .last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("delivery failed")
+    );
+    assert!(
+        jobs[0].request_id.is_some(),
+        "the job carries the request id"
+    );
+
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"jobs_total{kind="send_email",outcome="retry"} 2"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"jobs_total{kind="send_email",outcome="dead"} 1"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_job_enqueued_before_a_restart_is_delivered_after_it() {
+    let dir = std::env::temp_dir().join(format!(
+        "multipult-restart-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let database_url = match crate::helpers::test_database_url() {
+        // A database both instances share, made (and dropped) for this test.
+        Some(admin) => {
+            let (guard, url) = crate::helpers::TestDatabase::create(&admin).await;
+            std::mem::forget(guard);
+            url
+        }
+        None => format!("sqlite://{}/app.db?mode=rwc", dir.display()),
+    };
+    let first = TestApp::spawn_with(|s| {
+        s.database.url = database_url.clone().into();
+        s.database.max_connections = 2;
+        s.jobs.workers = 0; // enqueue only: this instance dies before delivering
+    })
+    .await;
+    first.register("patient@example.com", PASSWORD).await;
+    assert_eq!(first.state.jobs.stats().await.unwrap().pending, 1);
+    let mut first = first;
+    first.begin_shutdown().unwrap().await.unwrap().unwrap();
+    drop(first);
+
+    let second = TestApp::spawn_with(|s| {
+        s.database.url = database_url.clone().into();
+        s.database.max_connections = 2;
+    })
+    .await;
+    second
+        .wait_for_mail("patient@example.com", "Confirm your email address")
+        .await;
+}

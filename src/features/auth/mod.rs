@@ -1,6 +1,7 @@
 //! Who is calling: registration, login, sessions (rotating refresh tokens), access tokens, and the
 //! `Viewer` every request carries.
 
+mod emails;
 mod passwords;
 mod resolvers;
 pub mod service;
@@ -13,4 +14,12 @@ pub use viewer::{AuthUser, Authentication, Caller, ClientInfo, Viewer};
 
 /// Root fields a request may reach with an invalid or expired access token (it is then treated as
 /// anonymous), so a client can always log in again or refresh its session.
-pub const PUBLIC_ROOT_FIELDS: &[&str] = &["register", "login", "refreshSession", "__typename"];
+pub const PUBLIC_ROOT_FIELDS: &[&str] = &[
+    "register",
+    "login",
+    "refreshSession",
+    "verifyEmail",
+    "requestPasswordReset",
+    "resetPassword",
+    "__typename",
+];

@@ -31,7 +31,9 @@ impl AuthMutation {
             username: input.username,
             display_name: input.display_name,
         };
-        service::register(ctx.state().gql()?, account).await.gql()?;
+        service::register(ctx.state().gql()?, account, ctx.request_id())
+            .await
+            .gql()?;
         Ok(RegisterPayload {
             message: "If this email can be registered, the account is ready to sign in.".into(),
         })
@@ -86,6 +88,44 @@ impl AuthMutation {
             .map_err(|_| AppError::invalid("id", "is not a session id"))
             .gql()?;
         service::revoke_session(ctx.state().gql()?, user, id)
+            .await
+            .gql()?;
+        Ok(true)
+    }
+
+    /// Sends the caller a new verification mail (no-op when already verified).
+    async fn request_email_verification(&self, ctx: &Context<'_>) -> Result<bool> {
+        let user = ctx.viewer().user().gql()?;
+        service::request_email_verification(ctx.state().gql()?, user, ctx.request_id())
+            .await
+            .gql()?;
+        Ok(true)
+    }
+
+    /// Confirms an email address with the token from the verification mail.
+    async fn verify_email(&self, ctx: &Context<'_>, token: String) -> Result<bool> {
+        service::verify_email(ctx.state().gql()?, &token)
+            .await
+            .gql()?;
+        Ok(true)
+    }
+
+    /// Mails a reset link when the address has an account; answers `true` either way.
+    async fn request_password_reset(&self, ctx: &Context<'_>, email: String) -> Result<bool> {
+        service::request_password_reset(ctx.state().gql()?, &email, ctx.request_id())
+            .await
+            .gql()?;
+        Ok(true)
+    }
+
+    /// Sets a new password with the token from the reset mail; every session ends.
+    async fn reset_password(
+        &self,
+        ctx: &Context<'_>,
+        token: String,
+        new_password: String,
+    ) -> Result<bool> {
+        service::reset_password(ctx.state().gql()?, &token, &new_password)
             .await
             .gql()?;
         Ok(true)

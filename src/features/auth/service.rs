@@ -3,22 +3,24 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait as _, ColumnTrait as _, ConnectionTrait, EntityTrait as _, QueryFilter as _,
-    QueryOrder as _, Set, TransactionTrait as _,
+    ActiveModelTrait as _, ColumnTrait as _, ConnectionTrait, DatabaseTransaction,
+    EntityTrait as _, QueryFilter as _, QueryOrder as _, Set, TransactionTrait as _,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 use validator::ValidateEmail as _;
 
+use super::emails;
 use super::passwords;
 use super::tokens;
 use super::viewer::{AuthUser, ClientInfo};
-use crate::entities::{refresh_tokens, users};
+use crate::entities::{email_tokens, refresh_tokens, users};
 use crate::error::{AppError, AppResult, FieldErrors};
 use crate::features::users::permissions::USER_ROLE;
 use crate::features::users::service as users_service;
+use crate::infra::mailer::SEND_EMAIL;
 use crate::state::AppState;
 
 /// How long a user's auth state stays cached in the shared store between changes.
@@ -99,11 +101,228 @@ fn check_email(email: &str, errors: &mut FieldErrors) {
 /// # Errors
 /// `BAD_USER_INPUT` naming each invalid field; the database fails.
 #[tracing::instrument(skip_all)]
-pub async fn register(state: &AppState, account: NewAccount) -> AppResult<()> {
-    match create_account(state, account, &[USER_ROLE], false).await {
-        Ok(_) | Err(AppError::Conflict(_)) => Ok(()),
+pub async fn register(
+    state: &AppState,
+    account: NewAccount,
+    request_id: Option<&str>,
+) -> AppResult<()> {
+    let email = users_service::normalize_email(&account.email);
+    let password_hash = checked_password_hash(state, &account).await?;
+    let txn = state.db.begin().await?;
+    // The account and its verification mail are one change.
+    match create_account_in(&txn, account, password_hash, &[USER_ROLE], false).await {
+        Ok(user) => {
+            let token = new_email_token(&txn, user.id, Purpose::VerifyEmail).await?;
+            let mail = emails::verify_email(&state.settings.http.public_url, &user.email, &token);
+            state
+                .jobs
+                .enqueue(&txn, SEND_EMAIL, &mail, request_id)
+                .await?;
+            txn.commit().await?;
+            Ok(())
+        }
+        Err(AppError::Conflict(_)) => {
+            txn.rollback().await?;
+            state
+                .jobs
+                .enqueue(
+                    &state.db,
+                    SEND_EMAIL,
+                    &emails::already_registered(&email),
+                    request_id,
+                )
+                .await?;
+            Ok(())
+        }
         Err(other) => Err(other),
     }
+}
+
+/// What an emailed token is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    VerifyEmail,
+    ResetPassword,
+}
+
+impl Purpose {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::VerifyEmail => "verify_email",
+            Self::ResetPassword => "reset_password",
+        }
+    }
+
+    fn ttl(self) -> chrono::Duration {
+        match self {
+            Self::VerifyEmail => chrono::Duration::hours(24),
+            Self::ResetPassword => chrono::Duration::hours(1),
+        }
+    }
+}
+
+/// Stores (hashed) a new single-use token for `user_id` and returns it.
+async fn new_email_token(
+    db: &impl ConnectionTrait,
+    user_id: Uuid,
+    purpose: Purpose,
+) -> AppResult<String> {
+    let (token, hash) = tokens::new_refresh_token();
+    let now = Utc::now();
+    email_tokens::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        user_id: Set(user_id),
+        purpose: Set(purpose.as_str().to_owned()),
+        token_hash: Set(hash),
+        expires_at: Set(now + purpose.ttl()),
+        used_at: Set(None),
+        created_at: Set(now),
+    }
+    .insert(db)
+    .await?;
+    Ok(token)
+}
+
+/// Spends a token: the user it was issued to, once, while it is fresh.
+async fn use_email_token(
+    db: &impl ConnectionTrait,
+    token: &str,
+    purpose: Purpose,
+) -> AppResult<Uuid> {
+    let invalid = || AppError::invalid("token", "is invalid, used or expired");
+    let now = Utc::now();
+    let found = email_tokens::Entity::find()
+        .filter(email_tokens::Column::TokenHash.eq(tokens::hash_refresh_token(token)))
+        .filter(email_tokens::Column::Purpose.eq(purpose.as_str()))
+        .one(db)
+        .await?
+        .filter(|t| t.used_at.is_none() && t.expires_at > now)
+        .ok_or_else(invalid)?;
+    let spent = email_tokens::Entity::update_many()
+        .col_expr(email_tokens::Column::UsedAt, Expr::value(now))
+        .filter(email_tokens::Column::Id.eq(found.id))
+        .filter(email_tokens::Column::UsedAt.is_null())
+        .exec(db)
+        .await?;
+    if spent.rows_affected != 1 {
+        return Err(invalid());
+    }
+    Ok(found.user_id)
+}
+
+/// Sends a new verification mail to the caller (nothing when already verified).
+///
+/// # Errors
+/// The database fails.
+pub async fn request_email_verification(
+    state: &AppState,
+    viewer: &AuthUser,
+    request_id: Option<&str>,
+) -> AppResult<()> {
+    let user = users_service::find_by_id(&state.db, viewer.id)
+        .await?
+        .ok_or(AppError::Unauthenticated)?;
+    if user.is_verified {
+        return Ok(());
+    }
+    let txn = state.db.begin().await?;
+    let token = new_email_token(&txn, user.id, Purpose::VerifyEmail).await?;
+    let mail = emails::verify_email(&state.settings.http.public_url, &user.email, &token);
+    state
+        .jobs
+        .enqueue(&txn, SEND_EMAIL, &mail, request_id)
+        .await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+/// Marks the token's user verified.
+///
+/// # Errors
+/// `BAD_USER_INPUT` (field `token`) for an unknown, used or expired token.
+pub async fn verify_email(state: &AppState, token: &str) -> AppResult<()> {
+    let txn = state.db.begin().await?;
+    let user_id = use_email_token(&txn, token, Purpose::VerifyEmail).await?;
+    users::Entity::update_many()
+        .col_expr(users::Column::IsVerified, Expr::value(true))
+        .col_expr(users::Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(users::Column::Id.eq(user_id))
+        .exec(&txn)
+        .await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+/// Mails a reset link when the address has an account. Answers the same either way, and sends
+/// at most a few mails per address per hour.
+///
+/// # Errors
+/// The database fails.
+pub async fn request_password_reset(
+    state: &AppState,
+    email: &str,
+    request_id: Option<&str>,
+) -> AppResult<()> {
+    let email = users_service::normalize_email(email);
+    let Some(user) = users_service::find_by_email(&state.db, &email).await? else {
+        return Ok(());
+    };
+    let window = state
+        .stores
+        .kv
+        .sliding_window(
+            &format!("auth:reset:{}", user.id),
+            3,
+            Duration::from_secs(3600),
+        )
+        .await;
+    if window.is_ok_and(|w| !w.allowed) {
+        tracing::warn!("password reset requests throttled for an account");
+        return Ok(());
+    }
+    let txn = state.db.begin().await?;
+    let token = new_email_token(&txn, user.id, Purpose::ResetPassword).await?;
+    let mail = emails::reset_password(&state.settings.http.public_url, &user.email, &token);
+    state
+        .jobs
+        .enqueue(&txn, SEND_EMAIL, &mail, request_id)
+        .await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+/// Sets a new password from a reset token; every session ends and every earlier token stops
+/// working.
+///
+/// # Errors
+/// `BAD_USER_INPUT` for a bad token or a password that breaks the policy.
+pub async fn reset_password(state: &AppState, token: &str, new_password: &str) -> AppResult<()> {
+    if new_password.chars().count() > passwords::MAX_LENGTH {
+        return Err(AppError::invalid("newPassword", "is too long"));
+    }
+    let hash = passwords::hash(new_password).await?;
+    let txn = state.db.begin().await?;
+    let user_id = use_email_token(&txn, token, Purpose::ResetPassword).await?;
+    let user = users_service::find_by_id(&txn, user_id)
+        .await?
+        .ok_or_else(|| AppError::invalid("token", "is invalid, used or expired"))?;
+    if let Some(problem) = passwords::policy_violation(
+        new_password,
+        &user.email,
+        state.settings.auth.password_min_length,
+    ) {
+        return Err(AppError::invalid("newPassword", problem));
+    }
+    let next_epoch = user.session_epoch + 1;
+    let mut active: users::ActiveModel = user.into();
+    active.password_hash = Set(Some(hash));
+    active.session_epoch = Set(next_epoch);
+    active.updated_at = Set(Utc::now());
+    active.update(&txn).await?;
+    revoke_all_refresh_tokens(&txn, user_id, None).await?;
+    txn.commit().await?;
+    invalidate_user(state, user_id).await;
+    Ok(())
 }
 
 /// Validates and inserts an account with the given roles, in one transaction.
@@ -117,6 +336,16 @@ pub async fn create_account(
     roles: &[&str],
     verified: bool,
 ) -> AppResult<users::Model> {
+    let password_hash = checked_password_hash(state, &account).await?;
+    let txn = state.db.begin().await?;
+    let user = create_account_in(&txn, account, password_hash, roles, verified).await?;
+    txn.commit().await?;
+    Ok(user)
+}
+
+/// Checks every field of a new account, then hashes its password (before any lookup, so an
+/// existing and a new email cost the same).
+async fn checked_password_hash(state: &AppState, account: &NewAccount) -> AppResult<String> {
     let email = users_service::normalize_email(&account.email);
     let mut errors = FieldErrors::default();
     check_email(&email, &mut errors);
@@ -134,11 +363,18 @@ pub async fn create_account(
         check_display_name(name, &mut errors);
     }
     errors.into_result()?;
+    passwords::hash(&account.password).await
+}
 
-    // Hash before looking the email up, so both outcomes cost the same.
-    let password_hash = passwords::hash(&account.password).await?;
-    let txn = state.db.begin().await?;
-    if users_service::find_by_email(&txn, &email).await?.is_some() {
+async fn create_account_in(
+    txn: &DatabaseTransaction,
+    account: NewAccount,
+    password_hash: String,
+    roles: &[&str],
+    verified: bool,
+) -> AppResult<users::Model> {
+    let email = users_service::normalize_email(&account.email);
+    if users_service::find_by_email(txn, &email).await?.is_some() {
         return Err(AppError::Conflict(
             "an account with this email exists".into(),
         ));
@@ -160,15 +396,14 @@ pub async fn create_account(
         created_at: Set(now),
         updated_at: Set(now),
     }
-    .insert(&txn)
+    .insert(txn)
     .await
     .map_err(conflict_on_unique(
         "an account with this email or username exists",
     ))?;
     for role in roles {
-        users_service::assign_role(&txn, user.id, role).await?;
+        users_service::assign_role(txn, user.id, role).await?;
     }
-    txn.commit().await?;
     Ok(user)
 }
 
@@ -253,7 +488,7 @@ async fn check_throttles(state: &AppState, keys: &[(String, u64)]) -> AppResult<
                 .flatten()
                 .unwrap_or(state.settings.auth.login_failure_window);
             return Err(AppError::RateLimited {
-                retry_after_secs: Ord::max(retry.as_secs(), 1),
+                retry_after_secs: retry.as_secs().max(1),
             });
         }
     }
@@ -455,7 +690,7 @@ async fn bump_epoch(db: &impl ConnectionTrait, user_id: Uuid) -> AppResult<()> {
     users::Entity::update_many()
         .col_expr(
             users::Column::SessionEpoch,
-            ExprTrait::add(Expr::col(users::Column::SessionEpoch), 1),
+            sea_orm::sea_query::ExprTrait::add(Expr::col(users::Column::SessionEpoch), 1),
         )
         .col_expr(users::Column::UpdatedAt, Expr::value(Utc::now()))
         .filter(users::Column::Id.eq(user_id))
