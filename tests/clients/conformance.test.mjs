@@ -91,18 +91,69 @@ test('graphql-request runs a query over GET', async () => {
   assert.equal(data.apiInfo.environment, 'TEST');
 });
 
-test('graphql-ws runs a query over the socket', async () => {
-  const client = ws({ connectionParams: { token: 'client-token' } });
+const PASSWORD = 'correct horse battery staple';
+
+async function signIn(email) {
+  const client = http();
+  await client.request(
+    'mutation($input: RegisterInput!) { register(input: $input) { message } }',
+    { input: { email, password: PASSWORD } },
+  );
+  const { login } = await client.request(
+    'mutation($input: LoginInput!) { login(input: $input) { accessToken user { email } } }',
+    { input: { email, password: PASSWORD } },
+  );
+  return login;
+}
+
+test('graphql-request runs mutations and sends a bearer token', async () => {
+  const login = await signIn('js-client@example.com');
+  assert.equal(login.user.email, 'js-client@example.com');
+  const client = new GraphQLClient(`http://${address}/graphql`, {
+    headers: { authorization: `Bearer ${login.accessToken}` },
+  });
+  const data = await client.request('{ me { email roles { name } } }');
+  assert.deepEqual(data.me, { email: 'js-client@example.com', roles: [{ name: 'user' }] });
+});
+
+test('graphql-request gets 401 UNAUTHENTICATED for a bad token', async () => {
+  const client = new GraphQLClient(`http://${address}/graphql`, {
+    headers: { authorization: 'Bearer not-a-real-token' },
+  });
+  await assert.rejects(client.request('{ me { email } }'), (error) => {
+    assert.equal(error.response.status, 401);
+    assert.equal(error.response.errors[0].extensions.code, 'UNAUTHENTICATED');
+    return true;
+  });
+});
+
+test('graphql-ws authenticates with a token in connection_init and runs a query', async () => {
+  const login = await signIn('js-socket@example.com');
+  const client = ws({ connectionParams: { authorization: `Bearer ${login.accessToken}` } });
   try {
     const results = [];
-    for await (const result of client.iterate({ query: VERSION_QUERY })) {
+    for await (const result of client.iterate({ query: '{ me { email } apiInfo { environment } }' })) {
       results.push(result);
     }
     assert.equal(results.length, 1);
+    assert.equal(results[0].data.me.email, 'js-socket@example.com');
     assert.equal(results[0].data.apiInfo.environment, 'TEST');
   } finally {
     await client.dispose();
   }
+});
+
+test('graphql-ws is closed with 4403 for a forged token', async () => {
+  const closed = new Promise((resolve) => {
+    const client = ws({
+      connectionParams: { token: 'forged' },
+      on: { closed: (event) => resolve({ code: event.code, client }) },
+    });
+    client.iterate({ query: '{ __typename }' }).next().catch(() => {});
+  });
+  const { code, client } = await closed;
+  assert.equal(code, 4403);
+  await client.dispose();
 });
 
 test('graphql-ws subscribes and receives events until completion', async () => {
