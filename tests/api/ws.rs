@@ -286,3 +286,44 @@ async fn a_message_over_the_size_limit_closes_the_socket_with_1009() {
     };
     assert_eq!(code, Some(1009));
 }
+
+#[tokio::test]
+async fn the_server_sends_keep_alives_on_both_subprotocols() {
+    let app =
+        TestApp::spawn_with(|s| s.websocket.keepalive_interval = Duration::from_millis(100)).await;
+    for (protocol, beat) in [("graphql-transport-ws", "ping"), ("graphql-ws", "ka")] {
+        let mut socket = connect(&app, protocol).await.unwrap();
+        init(&mut socket).await;
+        let mut beats = 0;
+        while beats < 2 {
+            let message = tokio::time::timeout(Duration::from_secs(5), socket.next())
+                .await
+                .expect("a keep-alive within 5 s")
+                .unwrap()
+                .unwrap();
+            if let Message::Text(text) = message {
+                let value: Value = serde_json::from_str(&text).unwrap();
+                assert_eq!(value["type"], beat, "{protocol}: {value}");
+                beats += 1;
+            }
+        }
+        // A client answering pings keeps the connection open and usable.
+        if protocol == "graphql-transport-ws" {
+            send(&mut socket, json!({ "type": "pong" })).await;
+        }
+        let subscribe = if protocol == "graphql-ws" {
+            "start"
+        } else {
+            "subscribe"
+        };
+        send(
+            &mut socket,
+            json!({ "type": subscribe, "id": "q", "payload": { "query": "{ __typename }" } }),
+        )
+        .await;
+        assert_eq!(
+            next_json(&mut socket).await["payload"]["data"]["__typename"],
+            "QueryRoot"
+        );
+    }
+}
