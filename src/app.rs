@@ -176,7 +176,7 @@ pub async fn prepare_state(
     crate::features::users::service::sync_catalogue(&db)
         .await
         .context("cannot sync the permission catalogue (are migrations applied?)")?;
-    AppState::new(settings, db, stores).context("cannot set up mail")
+    AppState::new(settings, db, stores)
 }
 
 async fn finish(

@@ -20,6 +20,8 @@ pub enum ErrorCode {
     RateLimited,
     QueryTooComplex,
     PersistedQueryNotFound,
+    /// The password was right; a TOTP or backup code is needed too.
+    TwoFactorRequired,
     /// The HTTP request itself is malformed (body, parameters, unknown operation).
     BadRequest,
     GraphqlParseFailed,
@@ -44,6 +46,7 @@ impl ErrorCode {
             Self::RateLimited => "RATE_LIMITED",
             Self::QueryTooComplex => "QUERY_TOO_COMPLEX",
             Self::PersistedQueryNotFound => "PERSISTED_QUERY_NOT_FOUND",
+            Self::TwoFactorRequired => "TWO_FACTOR_REQUIRED",
             Self::BadRequest => "BAD_REQUEST",
             Self::GraphqlParseFailed => "GRAPHQL_PARSE_FAILED",
             Self::GraphqlValidationFailed => "GRAPHQL_VALIDATION_FAILED",
@@ -60,7 +63,7 @@ impl ErrorCode {
     /// The HTTP status a non-GraphQL path (or a request error) answers with.
     pub const fn status(self) -> StatusCode {
         match self {
-            Self::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Self::Unauthenticated | Self::TwoFactorRequired => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::Conflict => StatusCode::CONFLICT,
@@ -109,6 +112,10 @@ pub enum AppError {
     /// Unknown email and wrong password alike.
     #[error("invalid email or password")]
     InvalidCredentials,
+    #[error("a two-factor code is required")]
+    TwoFactorRequired,
+    #[error("invalid two-factor code")]
+    InvalidTwoFactorCode,
     #[error("{0}")]
     Forbidden(String),
     /// Field name → message, for `extensions.fields`.
@@ -133,6 +140,8 @@ pub enum AppError {
     Store(#[from] crate::infra::StoreError),
     #[error("internal server error")]
     Internal(#[from] anyhow::Error),
+    #[error("internal server error")]
+    Crypto(#[from] crate::infra::crypto::CryptoError),
 }
 
 pub type AppResult<T> = Result<T, AppError>;
@@ -140,7 +149,10 @@ pub type AppResult<T> = Result<T, AppError>;
 impl AppError {
     pub fn code(&self) -> ErrorCode {
         match self {
-            Self::Unauthenticated | Self::InvalidCredentials => ErrorCode::Unauthenticated,
+            Self::Unauthenticated | Self::InvalidCredentials | Self::InvalidTwoFactorCode => {
+                ErrorCode::Unauthenticated
+            }
+            Self::TwoFactorRequired => ErrorCode::TwoFactorRequired,
             Self::Forbidden(_) => ErrorCode::Forbidden,
             Self::BadUserInput { .. } => ErrorCode::BadUserInput,
             Self::NotFound(_) => ErrorCode::NotFound,
@@ -148,7 +160,7 @@ impl AppError {
             Self::RateLimited { .. } => ErrorCode::RateLimited,
             Self::BadRequest(_) => ErrorCode::BadRequest,
             Self::Unavailable(_) => ErrorCode::ServiceUnavailable,
-            Self::Database(_) | Self::Store(_) | Self::Internal(_) => {
+            Self::Database(_) | Self::Store(_) | Self::Internal(_) | Self::Crypto(_) => {
                 ErrorCode::InternalServerError
             }
         }
@@ -169,6 +181,7 @@ impl AppError {
             Self::Database(e) => tracing::error!(error = %e, "database error"),
             Self::Store(e) => tracing::error!(error = %e, "shared store error"),
             Self::Internal(e) => tracing::error!(error = format!("{e:#}"), "internal error"),
+            Self::Crypto(e) => tracing::error!(error = %e, "secret decryption failed"),
             Self::Unavailable(e) => {
                 tracing::warn!(error = format!("{e:#}"), "dependency unavailable")
             }

@@ -10,6 +10,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Settings;
 use crate::infra::SharedStores;
+use crate::infra::crypto::SecretBox;
 use crate::infra::jobs::JobQueue;
 use crate::infra::mailer::{self, Mailer};
 use crate::infra::metrics::Metrics;
@@ -23,6 +24,8 @@ pub struct AppInner {
     pub stores: SharedStores,
     pub jobs: JobQueue,
     pub mailer: Arc<dyn Mailer>,
+    /// Encrypts secrets stored in the database.
+    pub secret_box: SecretBox,
     pub metrics: Arc<Metrics>,
     /// Cancelled when the server starts shutting down; long-lived tasks (WebSockets) watch it.
     pub shutdown: CancellationToken,
@@ -33,13 +36,14 @@ pub struct AppInner {
 
 impl AppState {
     /// # Errors
-    /// The mail transport cannot be set up from the settings.
+    /// The mail transport or the secrets key cannot be set up from the settings.
     pub fn new(
         settings: Settings,
         db: DatabaseConnection,
         stores: SharedStores,
-    ) -> Result<Self, mailer::MailError> {
+    ) -> anyhow::Result<Self> {
         let mailer = mailer::from_settings(&settings)?;
+        let secret_box = SecretBox::from_settings(&settings)?;
         let jobs = JobQueue::new(db.clone(), settings.jobs.clone());
         Ok(Self(Arc::new(AppInner {
             settings,
@@ -47,6 +51,7 @@ impl AppState {
             stores,
             jobs,
             mailer,
+            secret_box,
             metrics: Metrics::new(),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),

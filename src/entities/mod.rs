@@ -6,5 +6,7 @@ pub mod permissions;
 pub mod refresh_tokens;
 pub mod role_permissions;
 pub mod roles;
+pub mod totp_backup_codes;
 pub mod user_roles;
+pub mod user_totp;
 pub mod users;

@@ -1,6 +1,7 @@
 //! Adapters to the outside world. Each shared concern is a small trait with an in-process and a
 //! Redis implementation, chosen once at start from the configuration; nothing else knows which.
 
+pub mod crypto;
 pub mod db;
 pub mod jobs;
 pub mod kv;

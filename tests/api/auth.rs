@@ -737,3 +737,108 @@ async fn a_job_enqueued_before_a_restart_is_delivered_after_it() {
         .wait_for_mail("patient@example.com", "Confirm your email address")
         .await;
 }
+
+fn totp_code(secret: &str, offset_secs: i64) -> String {
+    let totp = totp_rs::Builder::new()
+        .with_secret(totp_rs::Secret::try_from_base32(secret).unwrap())
+        .build_noncompliant();
+    let now = u64::try_from(chrono::Utc::now().timestamp() + offset_secs).unwrap();
+    totp.generate(now).to_string()
+}
+
+#[tokio::test]
+async fn two_factor_enrolment_login_backup_codes_and_disabling() {
+    let app = TestApp::spawn().await;
+    let session = app.signed_up("careful@example.com").await;
+    let token = Some(session.access.as_str());
+
+    let (_, _, setup) = app
+        .graphql_as(
+            token,
+            "mutation { enableTwoFactor { secret otpauthUri } }",
+            json!({}),
+        )
+        .await;
+    let secret = setup["data"]["enableTwoFactor"]["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let uri = setup["data"]["enableTwoFactor"]["otpauthUri"]
+        .as_str()
+        .unwrap();
+    assert!(
+        uri.starts_with("otpauth://totp/") && uri.contains("careful%40example.com"),
+        "{uri}"
+    );
+
+    // The secret is stored encrypted, never in the clear.
+    use sea_orm::EntityTrait as _;
+    let rows = multipult::entities::user_totp::Entity::find()
+        .all(&app.state.db)
+        .await
+        .unwrap();
+    assert!(
+        rows[0].secret_encrypted.starts_with("v1:") && !rows[0].secret_encrypted.contains(&secret)
+    );
+
+    let confirm = "mutation($c: String!) { confirmTwoFactor(code: $c) { backupCodes } }";
+    let (_, _, wrong) = app
+        .graphql_as(token, confirm, json!({ "c": "000000" }))
+        .await;
+    assert_eq!(code(&wrong), "BAD_USER_INPUT", "{wrong}");
+    let (_, _, confirmed) = app
+        .graphql_as(token, confirm, json!({ "c": totp_code(&secret, 0) }))
+        .await;
+    let backup: Vec<String> =
+        serde_json::from_value(confirmed["data"]["confirmTwoFactor"]["backupCodes"].clone())
+            .unwrap();
+    assert_eq!(backup.len(), 10, "{confirmed}");
+    let (_, _, me) = app
+        .graphql_as(token, "{ me { twoFactorEnabled } }", json!({}))
+        .await;
+    assert_eq!(me["data"]["me"]["twoFactorEnabled"], true);
+
+    let login = |code: Option<String>| {
+        let input =
+            json!({ "email": "careful@example.com", "password": PASSWORD, "twoFactorCode": code });
+        app.graphql_as(None, LOGIN, json!({ "input": input }))
+    };
+    let (_, _, without) = login(None).await;
+    assert_eq!(code(&without), "TWO_FACTOR_REQUIRED", "{without}");
+    assert!(without["data"].is_null());
+    let (_, _, bad) = login(Some("123456".into())).await;
+    assert_eq!(code(&bad), "UNAUTHENTICATED");
+    // The code used to confirm is spent; the next step's code works once.
+    let (_, _, replay) = login(Some(totp_code(&secret, 0))).await;
+    assert_eq!(code(&replay), "UNAUTHENTICATED", "{replay}");
+    let next = totp_code(&secret, 30);
+    let (_, _, ok) = login(Some(next.clone())).await;
+    assert!(ok["data"]["login"]["accessToken"].is_string(), "{ok}");
+    let (_, _, again) = login(Some(next)).await;
+    assert_eq!(code(&again), "UNAUTHENTICATED");
+
+    // Each backup code works once (formatting is forgiving).
+    let (_, _, with_backup) = login(Some(backup[0].to_uppercase())).await;
+    assert!(
+        with_backup["data"]["login"]["accessToken"].is_string(),
+        "{with_backup}"
+    );
+    let (_, _, reused) = login(Some(backup[0].clone())).await;
+    assert_eq!(code(&reused), "UNAUTHENTICATED");
+
+    let disable = "mutation($p: String!, $c: String!) { disableTwoFactor(password: $p, code: $c) }";
+    let (_, _, refused) = app
+        .graphql_as(
+            token,
+            disable,
+            json!({ "p": "wrong password!!", "c": backup[1] }),
+        )
+        .await;
+    assert_eq!(code(&refused), "BAD_USER_INPUT");
+    let (_, _, off) = app
+        .graphql_as(token, disable, json!({ "p": PASSWORD, "c": backup[1] }))
+        .await;
+    assert_eq!(off["data"]["disableTwoFactor"], true, "{off}");
+    let (_, _, plain) = login(None).await;
+    assert!(plain["data"]["login"]["accessToken"].is_string(), "{plain}");
+}

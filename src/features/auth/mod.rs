@@ -6,6 +6,7 @@ mod passwords;
 mod resolvers;
 pub mod service;
 mod tokens;
+pub mod two_factor;
 mod types;
 pub mod viewer;
 

@@ -1,7 +1,11 @@
 use async_graphql::{Context, ID, Object, Result};
 
 use super::service::{self, NewAccount};
-use super::types::{AuthPayload, LoginInput, RegisterInput, RegisterPayload, Session};
+use super::two_factor;
+use super::types::{
+    AuthPayload, LoginInput, RegisterInput, RegisterPayload, Session, TwoFactorConfirmation,
+    TwoFactorSetup,
+};
 use crate::error::{AppError, GqlResultExt as _};
 use crate::graphql::ContextExt as _;
 
@@ -45,6 +49,7 @@ impl AuthMutation {
             ctx.state().gql()?,
             &input.email,
             &input.password,
+            input.two_factor_code.as_deref(),
             &ctx.client(),
         )
         .await
@@ -126,6 +131,43 @@ impl AuthMutation {
         new_password: String,
     ) -> Result<bool> {
         service::reset_password(ctx.state().gql()?, &token, &new_password)
+            .await
+            .gql()?;
+        Ok(true)
+    }
+
+    /// Starts turning on two-factor authentication.
+    async fn enable_two_factor(&self, ctx: &Context<'_>) -> Result<TwoFactorSetup> {
+        let user = ctx.viewer().user().gql()?;
+        let setup = two_factor::enable(ctx.state().gql()?, user).await.gql()?;
+        Ok(TwoFactorSetup {
+            secret: setup.secret,
+            otpauth_uri: setup.otpauth_uri,
+        })
+    }
+
+    /// Turns two-factor on with a first code from the authenticator.
+    async fn confirm_two_factor(
+        &self,
+        ctx: &Context<'_>,
+        code: String,
+    ) -> Result<TwoFactorConfirmation> {
+        let user = ctx.viewer().user().gql()?;
+        let backup_codes = two_factor::confirm(ctx.state().gql()?, user, &code)
+            .await
+            .gql()?;
+        Ok(TwoFactorConfirmation { backup_codes })
+    }
+
+    /// Turns two-factor off (needs the password and a current or backup code).
+    async fn disable_two_factor(
+        &self,
+        ctx: &Context<'_>,
+        password: String,
+        code: String,
+    ) -> Result<bool> {
+        let user = ctx.viewer().user().gql()?;
+        two_factor::disable(ctx.state().gql()?, user, &password, &code)
             .await
             .gql()?;
         Ok(true)

@@ -425,6 +425,7 @@ pub async fn login(
     state: &AppState,
     email: &str,
     password: &str,
+    two_factor_code: Option<&str>,
     client: &ClientInfo,
 ) -> AppResult<Tokens> {
     let email = users_service::normalize_email(email);
@@ -445,6 +446,15 @@ pub async fn login(
     }
     if user.is_banned_at(Utc::now()) {
         return Err(AppError::Forbidden("this account is banned".into()));
+    }
+    if super::two_factor::is_enabled(&state.db, user.id).await? {
+        let Some(code) = two_factor_code.filter(|c| !c.trim().is_empty()) else {
+            return Err(AppError::TwoFactorRequired);
+        };
+        if !super::two_factor::verify_second_factor(state, &user, code).await? {
+            record_failure(state, &throttles).await;
+            return Err(AppError::InvalidTwoFactorCode);
+        }
     }
     let _ = state.stores.kv.delete(&throttles[0].0).await;
 

@@ -23,6 +23,21 @@ pub struct RegisterPayload {
 pub struct LoginInput {
     pub email: String,
     pub password: String,
+    /// The authenticator's current code, or a backup code, when two-factor is on.
+    pub two_factor_code: Option<String>,
+}
+
+/// Scan `otpauthUri` as a QR code (or type `secret`), then confirm with a code.
+#[derive(SimpleObject)]
+pub struct TwoFactorSetup {
+    pub secret: String,
+    pub otpauth_uri: String,
+}
+
+#[derive(SimpleObject)]
+pub struct TwoFactorConfirmation {
+    /// Ten single-use codes for when the authenticator is lost. Shown once.
+    pub backup_codes: Vec<String>,
 }
 
 /// A signed-in session. Send `accessToken` as `Authorization: Bearer …`; exchange `refreshToken`

@@ -49,6 +49,13 @@ impl User {
         self.0.last_login_at
     }
 
+    /// Whether signing in needs a second factor.
+    async fn two_factor_enabled(&self, ctx: &Context<'_>) -> Result<bool> {
+        crate::features::auth::two_factor::is_enabled(&ctx.state().gql()?.db, self.0.id)
+            .await
+            .gql()
+    }
+
     async fn roles(&self, ctx: &Context<'_>) -> Result<Vec<Role>> {
         let roles = service::roles_of(&ctx.state().gql()?.db, self.0.id)
             .await
