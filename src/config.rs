@@ -114,6 +114,27 @@ pub struct AuthSettings {
     pub login_failure_window: Duration,
 }
 
+/// One OAuth2 provider's client registration.
+#[derive(Debug, Clone)]
+pub struct OAuthProvider {
+    pub client_id: String,
+    pub client_secret: SecretString,
+    pub auth_url: Url,
+    pub token_url: Url,
+    pub userinfo_url: Url,
+    pub scopes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SocialSettings {
+    /// By name: `google`, `github`, `generic`.
+    pub oauth: BTreeMap<String, OAuthProvider>,
+    /// Frontend URLs tokens may be handed back to (exact scheme, host, port and path prefix).
+    pub redirect_allowlist: Vec<Url>,
+    pub telegram_bot_token: Option<SecretString>,
+    pub telegram_max_age: Duration,
+}
+
 #[derive(Debug, Clone)]
 pub struct MailSettings {
     /// `smtp://host:port` (STARTTLS when offered), `smtps://…` (TLS); unset writes `.eml` files to
@@ -155,6 +176,7 @@ pub struct Settings {
     pub graphql: GraphqlSettings,
     pub websocket: WebSocketSettings,
     pub auth: AuthSettings,
+    pub social: SocialSettings,
     pub mail: MailSettings,
     pub jobs: JobSettings,
     pub secrets: Secrets,
@@ -504,6 +526,8 @@ impl Settings {
             login_failure_window: r.duration("LOGIN_FAILURE_WINDOW", Duration::from_secs(15 * 60)),
         };
 
+        let social = read_social(&mut r);
+
         let smtp_url = r.raw("SMTP_URL").map(str::to_owned);
         if let Some(url) = &smtp_url
             && !Url::parse(url)
@@ -570,6 +594,7 @@ impl Settings {
             graphql,
             websocket,
             auth,
+            social,
             mail,
             jobs,
             secrets: Secrets {
@@ -764,6 +789,32 @@ impl Settings {
             ),
             ("MAIL_FROM", self.mail.from.clone()),
             ("SMTP_TIMEOUT", secs(self.mail.smtp_timeout)),
+            (
+                "OAUTH_PROVIDERS",
+                self.social
+                    .oauth
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            (
+                "OAUTH_REDIRECT_ALLOWLIST",
+                self.social
+                    .redirect_allowlist
+                    .iter()
+                    .map(Url::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            (
+                "TELEGRAM_BOT_TOKEN",
+                self.social
+                    .telegram_bot_token
+                    .as_ref()
+                    .map_or_else(|| "(unset)".to_owned(), mask),
+            ),
+            ("TELEGRAM_AUTH_MAX_AGE", secs(self.social.telegram_max_age)),
             ("JOB_WORKERS", self.jobs.workers.to_string()),
             ("JOB_MAX_ATTEMPTS", self.jobs.max_attempts.to_string()),
             ("JOB_BACKOFF_BASE", secs(self.jobs.backoff_base)),
@@ -779,6 +830,120 @@ impl Settings {
             ("LOG_LEVEL", self.log_level.clone()),
         ]);
         out
+    }
+}
+
+/// OAuth providers (`OAUTH_<NAME>_CLIENT_ID`/`_CLIENT_SECRET`; the generic one also needs
+/// `_AUTH_URL`, `_TOKEN_URL`, `_USERINFO_URL`), the redirect allowlist and Telegram.
+fn read_social(r: &mut Reader<'_>) -> SocialSettings {
+    let known = [
+        (
+            "google",
+            Some((
+                "https://accounts.google.com/o/oauth2/v2/auth",
+                "https://oauth2.googleapis.com/token",
+                "https://openidconnect.googleapis.com/v1/userinfo",
+                "openid email profile",
+            )),
+        ),
+        (
+            "github",
+            Some((
+                "https://github.com/login/oauth/authorize",
+                "https://github.com/login/oauth/access_token",
+                "https://api.github.com/user",
+                "read:user user:email",
+            )),
+        ),
+        ("generic", None),
+    ];
+    let mut oauth = BTreeMap::new();
+    for (name, defaults) in known {
+        let upper = name.to_ascii_uppercase();
+        let var = |suffix: &str| format!("OAUTH_{upper}_{suffix}");
+        let Some(client_id) = r.raw(&var("CLIENT_ID")).map(str::to_owned) else {
+            continue;
+        };
+        let Some(client_secret) = r.raw(&var("CLIENT_SECRET")).map(str::to_owned) else {
+            r.fail(
+                &var("CLIENT_SECRET"),
+                format!("is required with {}", var("CLIENT_ID")),
+            );
+            continue;
+        };
+        let mut url = |suffix: &str, default: Option<&str>| -> Option<Url> {
+            let name = var(suffix);
+            match r.raw(&name).or(default) {
+                Some(value) => Url::parse(value)
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https"))
+                    .or_else(|| {
+                        r.fail(&name, "must be an absolute http(s) URL");
+                        None
+                    }),
+                None => {
+                    r.fail(&name, format!("is required with {}", var("CLIENT_ID")));
+                    None
+                }
+            }
+        };
+        let (auth, token, userinfo) = (
+            url("AUTH_URL", defaults.map(|d| d.0)),
+            url("TOKEN_URL", defaults.map(|d| d.1)),
+            url("USERINFO_URL", defaults.map(|d| d.2)),
+        );
+        let scopes = r
+            .raw(&var("SCOPES"))
+            .or(defaults.map(|d| d.3))
+            .unwrap_or("openid email profile")
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        if let (Some(auth_url), Some(token_url), Some(userinfo_url)) = (auth, token, userinfo) {
+            oauth.insert(
+                name.to_owned(),
+                OAuthProvider {
+                    client_id,
+                    client_secret: client_secret.into(),
+                    auth_url,
+                    token_url,
+                    userinfo_url,
+                    scopes,
+                },
+            );
+        }
+    }
+    let mut redirect_allowlist = Vec::new();
+    for entry in r
+        .raw("OAUTH_REDIRECT_ALLOWLIST")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+    {
+        match Url::parse(entry) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => {
+                redirect_allowlist.push(url);
+            }
+            _ => r.fail(
+                "OAUTH_REDIRECT_ALLOWLIST",
+                format!("{entry:?} is not an absolute http(s) URL"),
+            ),
+        }
+    }
+    if !oauth.is_empty() && redirect_allowlist.is_empty() {
+        r.fail(
+            "OAUTH_REDIRECT_ALLOWLIST",
+            "is required when an OAuth provider is configured (where may tokens be handed back?)",
+        );
+    }
+    SocialSettings {
+        oauth,
+        redirect_allowlist,
+        telegram_bot_token: r
+            .raw("TELEGRAM_BOT_TOKEN")
+            .map(|t| SecretString::from(t.to_owned())),
+        telegram_max_age: r.duration("TELEGRAM_AUTH_MAX_AGE", Duration::from_secs(3600)),
     }
 }
 

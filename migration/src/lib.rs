@@ -7,6 +7,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261122_000001_create_identity_tables;
 mod m20261122_000002_create_jobs_and_email_tokens;
 mod m20261122_000003_create_two_factor_tables;
+mod m20261122_000004_create_linked_accounts;
 
 pub struct Migrator;
 
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000001_create_identity_tables::Migration),
             Box::new(m20261122_000002_create_jobs_and_email_tokens::Migration),
             Box::new(m20261122_000003_create_two_factor_tables::Migration),
+            Box::new(m20261122_000004_create_linked_accounts::Migration),
         ]
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod email_tokens;
 pub mod jobs;
+pub mod linked_accounts;
 pub mod permissions;
 pub mod refresh_tokens;
 pub mod role_permissions;

@@ -842,3 +842,80 @@ async fn two_factor_enrolment_login_backup_codes_and_disabling() {
     let (_, _, plain) = login(None).await;
     assert!(plain["data"]["login"]["accessToken"].is_string(), "{plain}");
 }
+
+fn telegram_payload(bot_token: &str, auth_date: i64) -> serde_json::Map<String, Value> {
+    use hmac::{KeyInit as _, Mac as _};
+    use sha2::Digest as _;
+    let mut data = serde_json::Map::new();
+    data.insert("id".into(), json!(987654321012_i64));
+    data.insert("first_name".into(), json!("Grace"));
+    data.insert("last_name".into(), json!("Hopper"));
+    data.insert("username".into(), json!("grace"));
+    data.insert("auth_date".into(), json!(auth_date));
+    let mut keys: Vec<_> = data.keys().cloned().collect();
+    keys.sort();
+    let check = keys
+        .iter()
+        .map(|k| match &data[k] {
+            Value::String(s) => format!("{k}={s}"),
+            other => format!("{k}={other}"),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let secret = sha2::Sha256::digest(bot_token.as_bytes());
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&secret).unwrap();
+    mac.update(check.as_bytes());
+    data.insert(
+        "hash".into(),
+        json!(hex::encode(mac.finalize().into_bytes())),
+    );
+    data
+}
+
+#[tokio::test]
+async fn telegram_login_accepts_only_fresh_correctly_signed_payloads() {
+    let bot = "123456:telegram-test-bot-token";
+    let app =
+        TestApp::spawn_with(|s| s.social.telegram_bot_token = Some(bot.to_owned().into())).await;
+    let query = "mutation($d: JSON!) { loginWithTelegram(data: $d) { accessToken user { id displayName } } }";
+    let now = chrono::Utc::now().timestamp();
+
+    let (_, _, ok) = app
+        .graphql_as(None, query, json!({ "d": telegram_payload(bot, now) }))
+        .await;
+    let user = &ok["data"]["loginWithTelegram"]["user"];
+    assert_eq!(user["displayName"], "Grace Hopper", "{ok}");
+    // The same Telegram account signs in to the same user.
+    let (_, _, again) = app
+        .graphql_as(None, query, json!({ "d": telegram_payload(bot, now) }))
+        .await;
+    assert_eq!(again["data"]["loginWithTelegram"]["user"]["id"], user["id"]);
+
+    let mut modified = telegram_payload(bot, now);
+    modified.insert("username".into(), json!("mallory"));
+    let (_, _, body) = app.graphql_as(None, query, json!({ "d": modified })).await;
+    assert_eq!(code(&body), "UNAUTHENTICATED", "{body}");
+
+    let (_, _, stale) = app
+        .graphql_as(
+            None,
+            query,
+            json!({ "d": telegram_payload(bot, now - 2 * 3600) }),
+        )
+        .await;
+    assert_eq!(code(&stale), "UNAUTHENTICATED");
+
+    let (_, _, other_bot) = app
+        .graphql_as(
+            None,
+            query,
+            json!({ "d": telegram_payload("999:other", now) }),
+        )
+        .await;
+    assert_eq!(code(&other_bot), "UNAUTHENTICATED");
+
+    let mut unsigned = telegram_payload(bot, now);
+    unsigned.remove("hash");
+    let (_, _, body) = app.graphql_as(None, query, json!({ "d": unsigned })).await;
+    assert_eq!(code(&body), "UNAUTHENTICATED");
+}

@@ -5,6 +5,7 @@ mod emails;
 mod passwords;
 mod resolvers;
 pub mod service;
+pub mod social;
 mod tokens;
 pub mod two_factor;
 mod types;
@@ -22,5 +23,6 @@ pub const PUBLIC_ROOT_FIELDS: &[&str] = &[
     "verifyEmail",
     "requestPasswordReset",
     "resetPassword",
+    "loginWithTelegram",
     "__typename",
 ];

@@ -1,11 +1,11 @@
 use async_graphql::{Context, ID, Object, Result};
 
 use super::service::{self, NewAccount};
-use super::two_factor;
 use super::types::{
     AuthPayload, LoginInput, RegisterInput, RegisterPayload, Session, TwoFactorConfirmation,
     TwoFactorSetup,
 };
+use super::{social, two_factor};
 use crate::error::{AppError, GqlResultExt as _};
 use crate::graphql::ContextExt as _;
 
@@ -54,6 +54,20 @@ impl AuthMutation {
         )
         .await
         .gql()?;
+        Ok(tokens.into())
+    }
+
+    /// Signs in with the Telegram Login Widget's payload (passed as it is, `hash` included).
+    async fn login_with_telegram(
+        &self,
+        ctx: &Context<'_>,
+        data: async_graphql::Json<std::collections::BTreeMap<String, serde_json::Value>>,
+    ) -> Result<AuthPayload> {
+        let state = ctx.state().gql()?;
+        let identity = social::verify_telegram(state, &data.0).gql()?;
+        let tokens = social::sign_in(state, identity, &ctx.client())
+            .await
+            .gql()?;
         Ok(tokens.into())
     }
 

@@ -516,7 +516,7 @@ async fn record_failure(state: &AppState, keys: &[(String, u64)]) {
 
 /// Issues the first refresh token of a session (or the next one of `family_id`) and an access
 /// token.
-async fn start_session(
+pub(super) async fn start_session(
     state: &AppState,
     db: &impl ConnectionTrait,
     user: users::Model,
