@@ -26,6 +26,8 @@ pub struct AppInner {
     pub mailer: Arc<dyn Mailer>,
     /// Encrypts secrets stored in the database.
     pub secret_box: SecretBox,
+    /// Outbound HTTP (OAuth providers, integrations): rustls, timeouts, no redirects.
+    pub http_client: reqwest::Client,
     pub metrics: Arc<Metrics>,
     /// Cancelled when the server starts shutting down; long-lived tasks (WebSockets) watch it.
     pub shutdown: CancellationToken,
@@ -44,6 +46,11 @@ impl AppState {
     ) -> anyhow::Result<Self> {
         let mailer = mailer::from_settings(&settings)?;
         let secret_box = SecretBox::from_settings(&settings)?;
+        let http_client = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .timeout(std::time::Duration::from_secs(15))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
         let jobs = JobQueue::new(db.clone(), settings.jobs.clone());
         Ok(Self(Arc::new(AppInner {
             settings,
@@ -52,6 +59,7 @@ impl AppState {
             jobs,
             mailer,
             secret_box,
+            http_client,
             metrics: Metrics::new(),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),

@@ -5,6 +5,7 @@ pub mod errors;
 pub mod graphql;
 pub mod health;
 pub mod metrics;
+pub mod oauth;
 pub mod request_id;
 pub mod ws;
 
@@ -49,6 +50,8 @@ pub fn router(app: AppState) -> Router {
             get(graphql::get_handler).post(graphql::post_handler),
         )
         .route("/graphql/ws", get(ws::handler))
+        .route("/auth/oauth/{provider}/start", get(oauth::start))
+        .route("/auth/oauth/{provider}/callback", get(oauth::callback))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/metrics", get(metrics::handler))

@@ -919,3 +919,214 @@ async fn telegram_login_accepts_only_fresh_correctly_signed_payloads() {
     let (_, _, body) = app.graphql_as(None, query, json!({ "d": unsigned })).await;
     assert_eq!(code(&body), "UNAUTHENTICATED");
 }
+
+mod oauth {
+    use base64::Engine as _;
+    use serde_json::{Value, json};
+    use sha2::Digest as _;
+    use wiremock::matchers::{header, method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    use crate::helpers::TestApp;
+
+    const FRONTEND: &str = "http://frontend.test/auth/done";
+
+    async fn provider(userinfo: Value) -> MockServer {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/token"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "access_token": "provider-access-token", "token_type": "Bearer", "expires_in": 3600
+            })))
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/userinfo"))
+            .and(header("authorization", "Bearer provider-access-token"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(userinfo))
+            .mount(&server)
+            .await;
+        server
+    }
+
+    async fn app_for(server: &MockServer) -> TestApp {
+        let base = server.uri();
+        TestApp::spawn_with(|s| {
+            s.social.oauth.insert(
+                "generic".into(),
+                multipult::config::OAuthProvider {
+                    client_id: "client-123".into(),
+                    client_secret: "client-secret".to_owned().into(),
+                    auth_url: format!("{base}/authorize").parse().unwrap(),
+                    token_url: format!("{base}/token").parse().unwrap(),
+                    userinfo_url: format!("{base}/userinfo").parse().unwrap(),
+                    scopes: vec!["openid".into(), "email".into()],
+                },
+            );
+            s.social.redirect_allowlist = vec![FRONTEND.parse().unwrap()];
+        })
+        .await
+    }
+
+    fn query(url: &url::Url) -> std::collections::HashMap<String, String> {
+        url.query_pairs().into_owned().collect()
+    }
+
+    fn fragment(location: &str) -> std::collections::HashMap<String, String> {
+        let url = url::Url::parse(location).unwrap();
+        url::form_urlencoded::parse(url.fragment().unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect()
+    }
+
+    async fn start(app: &TestApp, redirect_uri: &str) -> reqwest::Response {
+        app.client
+            .get(app.url("/auth/oauth/generic/start"))
+            .query(&[("redirect_uri", redirect_uri)])
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn callback(app: &TestApp, code: &str, state: &str) -> reqwest::Response {
+        app.client
+            .get(app.url("/auth/oauth/generic/callback"))
+            .query(&[("code", code), ("state", state)])
+            .send()
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_code_flow_with_pkce_signs_in_and_hands_tokens_to_the_frontend() {
+        let server = provider(json!({ "sub": "g-42", "email": "Oauth@Example.com", "email_verified": true, "name": "Octo Cat" })).await;
+        let app = app_for(&server).await;
+
+        let started = start(&app, &format!("{FRONTEND}?next=/home")).await;
+        assert_eq!(started.status(), 302);
+        let location = url::Url::parse(started.headers()["location"].to_str().unwrap()).unwrap();
+        assert!(
+            location
+                .as_str()
+                .starts_with(&format!("{}/authorize", server.uri()))
+        );
+        let params = query(&location);
+        assert_eq!(params["client_id"], "client-123");
+        assert_eq!(params["code_challenge_method"], "S256");
+        assert_eq!(params["response_type"], "code");
+        let state = params["state"].clone();
+        let challenge = params["code_challenge"].clone();
+
+        let finished = callback(&app, "the-code", &state).await;
+        assert_eq!(finished.status(), 302);
+        let location = finished.headers()["location"].to_str().unwrap().to_owned();
+        assert!(
+            location.starts_with(&format!("{FRONTEND}?next=/home#")),
+            "{location}"
+        );
+        let tokens = fragment(&location);
+        assert!(tokens.contains_key("refresh_token"), "{location}");
+
+        // The token request proved possession of the PKCE verifier.
+        let requests = server.received_requests().await.unwrap();
+        let token_request = requests.iter().find(|r| r.url.path() == "/token").unwrap();
+        let form: std::collections::HashMap<String, String> =
+            url::form_urlencoded::parse(&token_request.body)
+                .into_owned()
+                .collect();
+        assert_eq!(form["code"], "the-code");
+        let verifier = &form["code_verifier"];
+        let expected = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(sha2::Sha256::digest(verifier.as_bytes()));
+        assert_eq!(expected, challenge);
+
+        let (status, _, me) = app
+            .graphql_as(
+                Some(&tokens["access_token"]),
+                "{ me { email isVerified displayName } }",
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            me["data"]["me"],
+            json!({ "email": "oauth@example.com", "isVerified": true, "displayName": "Octo Cat" })
+        );
+
+        // The state is single use.
+        let replay = callback(&app, "the-code", &state).await;
+        assert_eq!(replay.status(), 400);
+        let body: Value = replay.json().await.unwrap();
+        assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+    }
+
+    #[tokio::test]
+    async fn unknown_state_and_foreign_redirect_uris_are_refused() {
+        let server = provider(json!({ "sub": "x" })).await;
+        let app = app_for(&server).await;
+        let forged = callback(&app, "code", "made-up-state").await;
+        assert_eq!(forged.status(), 400);
+
+        for bad in [
+            "https://evil.example/steal",
+            "http://frontend.test.evil.com/auth/done",
+            "http://frontend.test/other",
+            "javascript:alert(1)",
+            "",
+        ] {
+            let refused = start(&app, bad).await;
+            assert_eq!(refused.status(), 400, "{bad}");
+            let body: Value = refused.json().await.unwrap();
+            assert_eq!(
+                body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+                "{bad}"
+            );
+        }
+        let unknown = app
+            .client
+            .get(app.url("/auth/oauth/myspace/start"))
+            .query(&[("redirect_uri", FRONTEND)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(unknown.status(), 404);
+    }
+
+    #[tokio::test]
+    async fn an_existing_account_is_linked_only_when_the_provider_verified_the_email() {
+        // Unverified at the provider: no takeover of the existing account.
+        let server = provider(
+            json!({ "sub": "u-1", "email": "owner@example.com", "email_verified": false }),
+        )
+        .await;
+        let app = app_for(&server).await;
+        app.signed_up("owner@example.com").await;
+        let started = start(&app, FRONTEND).await;
+        let state = query(
+            &url::Url::parse(started.headers()["location"].to_str().unwrap()).unwrap(),
+        )["state"]
+            .clone();
+        let finished = callback(&app, "code", &state).await;
+        let result = fragment(finished.headers()["location"].to_str().unwrap());
+        assert_eq!(result["error"], "CONFLICT", "{result:?}");
+
+        // Verified: the same account.
+        let server = provider(
+            json!({ "sub": "v-1", "email": "linked@example.com", "email_verified": "true" }),
+        )
+        .await;
+        let app = app_for(&server).await;
+        let existing = app.signed_up("linked@example.com").await;
+        let started = start(&app, FRONTEND).await;
+        let state = query(
+            &url::Url::parse(started.headers()["location"].to_str().unwrap()).unwrap(),
+        )["state"]
+            .clone();
+        let finished = callback(&app, "code", &state).await;
+        let tokens = fragment(finished.headers()["location"].to_str().unwrap());
+        let (_, _, me) = app
+            .graphql_as(Some(&tokens["access_token"]), "{ me { id } }", json!({}))
+            .await;
+        assert_eq!(me["data"]["me"]["id"], existing.user_id.as_str());
+    }
+}

@@ -2,6 +2,7 @@
 //! `Viewer` every request carries.
 
 mod emails;
+pub mod oauth;
 mod passwords;
 mod resolvers;
 pub mod service;
