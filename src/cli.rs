@@ -63,6 +63,13 @@ enum AdminAction {
         #[arg(long)]
         display_name: Option<String>,
     },
+    /// Create demo accounts for development (refused in production). Idempotent: existing
+    /// accounts are left alone.
+    Seed {
+        /// Plain demo users besides the admin and the moderator.
+        #[arg(long, default_value_t = 20)]
+        users: usize,
+    },
     /// Give an existing account a role.
     AssignRole {
         #[arg(long)]
@@ -266,6 +273,7 @@ async fn admin(settings: Settings, action: AdminAction) -> anyhow::Result<ExitCo
                 }
             }
         }
+        AdminAction::Seed { users } => seed(&state, users).await,
         AdminAction::AssignRole { email, role } => {
             let Some(user) = users::find_by_email(&state.db, &email).await? else {
                 eprintln!("no user with email {email}");
@@ -288,6 +296,60 @@ async fn admin(settings: Settings, action: AdminAction) -> anyhow::Result<ExitCo
             }
         }
     }
+}
+
+/// The password every seeded account gets (development data only).
+pub const SEED_PASSWORD: &str = "demo-password-123";
+
+async fn seed(state: &crate::state::AppState, users: usize) -> anyhow::Result<ExitCode> {
+    use crate::features::auth::service::{NewAccount, create_account};
+    use crate::features::users::permissions::{ADMIN_ROLE, MODERATOR_ROLE, USER_ROLE};
+
+    if state.settings.environment == Environment::Production {
+        eprintln!("refusing to seed demo accounts in production");
+        return Ok(ExitCode::from(2));
+    }
+    let mut accounts: Vec<(String, String, Vec<&str>)> = vec![
+        (
+            "admin@example.com".into(),
+            "Demo Admin".into(),
+            vec![USER_ROLE, ADMIN_ROLE],
+        ),
+        (
+            "moderator@example.com".into(),
+            "Demo Moderator".into(),
+            vec![USER_ROLE, MODERATOR_ROLE],
+        ),
+    ];
+    accounts.extend((1..=users).map(|n| {
+        (
+            format!("user{n:03}@example.com"),
+            format!("Demo User {n}"),
+            vec![USER_ROLE],
+        )
+    }));
+    let total = accounts.len();
+    let (mut created, mut existing) = (0, 0);
+    for (index, (email, name, roles)) in accounts.into_iter().enumerate() {
+        let account = NewAccount {
+            email: email.clone(),
+            password: SEED_PASSWORD.to_owned(),
+            username: None,
+            display_name: Some(name),
+        };
+        match create_account(state, account, &roles, true).await {
+            Ok(_) => created += 1,
+            Err(crate::error::AppError::Conflict(_)) => existing += 1,
+            Err(error) => return Err(anyhow::anyhow!("seeding {email}: {error}")),
+        }
+        if (index + 1) % 10 == 0 || index + 1 == total {
+            println!("seeded {}/{total} accounts", index + 1);
+        }
+    }
+    println!(
+        "done: {created} created, {existing} already there; password for all: {SEED_PASSWORD}"
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The error as an operator should read it, with each invalid field.

@@ -346,3 +346,42 @@ async fn an_admin_created_with_the_cli_can_log_in() {
     );
     server.kill().await.ok();
 }
+
+#[test]
+fn seeding_is_idempotent_reports_progress_and_is_refused_in_production() {
+    let dir =
+        std::env::temp_dir().join(format!("multipult-seed-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}/app.db?mode=rwc", dir.display());
+    let vars = [
+        ("APP_ENV", "development"),
+        ("DATA_DIR", dir.to_str().unwrap()),
+        ("DATABASE_URL", url.as_str()),
+        ("LOG_LEVEL", "warn"),
+    ];
+    let (code, stdout, stderr) = run(&vars, &["admin", "seed", "--users", "12"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("seeded 10/14 accounts") && stdout.contains("seeded 14/14 accounts"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("14 created, 0 already there"), "{stdout}");
+    let (code, stdout, _) = run(&vars, &["admin", "seed", "--users", "12"]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("0 created, 14 already there"), "{stdout}");
+
+    let production = [
+        ("APP_ENV", "production"),
+        ("DATABASE_URL", url.as_str()),
+        ("REDIS_URL", "redis://127.0.0.1:1"),
+        ("JWT_SECRET", "a-production-secret-of-at-least-32-bytes"),
+        (
+            "SECRETS_KEY",
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        ),
+        ("AUTO_MIGRATE", "false"),
+    ];
+    let (code, _, stderr) = run(&production, &["admin", "seed"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("production"), "{stderr}");
+}
