@@ -707,14 +707,13 @@ async fn a_job_enqueued_before_a_restart_is_delivered_after_it() {
         uuid::Uuid::new_v4().simple()
     ));
     std::fs::create_dir_all(&dir).unwrap();
-    let database_url = match crate::helpers::test_database_url() {
-        // A database both instances share, made (and dropped) for this test.
+    // A database both instances share, made for this test and dropped when `_shared` goes.
+    let (_shared, database_url) = match crate::helpers::test_database_url() {
         Some(admin) => {
             let (guard, url) = crate::helpers::TestDatabase::create(&admin).await;
-            std::mem::forget(guard);
-            url
+            (Some(guard), url)
         }
-        None => format!("sqlite://{}/app.db?mode=rwc", dir.display()),
+        None => (None, format!("sqlite://{}/app.db?mode=rwc", dir.display())),
     };
     let first = TestApp::spawn_with(|s| {
         s.database.url = database_url.clone().into();
