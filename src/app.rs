@@ -101,10 +101,14 @@ impl Application {
                 )
                 .run(state.shutdown.clone(), grace),
         );
+        let retention = tokio::spawn(crate::features::audit::service::run_retention(
+            state.clone(),
+        ));
         let result = serve(listener, router, state.clone(), signal).await;
         // Requests are done; let running jobs finish (the worker bounds this by SHUTDOWN_TIMEOUT).
         state.shutdown.cancel();
         let _ = worker.await;
+        let _ = retention.await;
         result
     }
 }

@@ -136,6 +136,13 @@ pub struct SocialSettings {
 }
 
 #[derive(Debug, Clone)]
+pub struct AuditSettings {
+    /// Entries older than this many days are removed; `None` keeps everything.
+    pub retention_days: Option<u32>,
+    pub retention_interval: Duration,
+}
+
+#[derive(Debug, Clone)]
 pub struct MailSettings {
     /// `smtp://host:port` (STARTTLS when offered), `smtps://…` (TLS); unset writes `.eml` files to
     /// `DATA_DIR/outbox` instead.
@@ -177,6 +184,7 @@ pub struct Settings {
     pub websocket: WebSocketSettings,
     pub auth: AuthSettings,
     pub social: SocialSettings,
+    pub audit: AuditSettings,
     pub mail: MailSettings,
     pub jobs: JobSettings,
     pub secrets: Secrets,
@@ -527,6 +535,13 @@ impl Settings {
         };
 
         let social = read_social(&mut r);
+        let audit = AuditSettings {
+            retention_days: r
+                .raw("AUDIT_RETENTION_DAYS")
+                .is_some()
+                .then(|| r.number("AUDIT_RETENTION_DAYS", 365u32, 1, 36_500)),
+            retention_interval: r.duration("AUDIT_RETENTION_INTERVAL", Duration::from_secs(3600)),
+        };
 
         let smtp_url = r.raw("SMTP_URL").map(str::to_owned);
         if let Some(url) = &smtp_url
@@ -595,6 +610,7 @@ impl Settings {
             websocket,
             auth,
             social,
+            audit,
             mail,
             jobs,
             secrets: Secrets {
@@ -815,6 +831,16 @@ impl Settings {
                     .map_or_else(|| "(unset)".to_owned(), mask),
             ),
             ("TELEGRAM_AUTH_MAX_AGE", secs(self.social.telegram_max_age)),
+            (
+                "AUDIT_RETENTION_DAYS",
+                self.audit
+                    .retention_days
+                    .map_or_else(|| "(unset: keep)".to_owned(), |d| d.to_string()),
+            ),
+            (
+                "AUDIT_RETENTION_INTERVAL",
+                secs(self.audit.retention_interval),
+            ),
             ("JOB_WORKERS", self.jobs.workers.to_string()),
             ("JOB_MAX_ATTEMPTS", self.jobs.max_attempts.to_string()),
             ("JOB_BACKOFF_BASE", secs(self.jobs.backoff_base)),

@@ -22,6 +22,8 @@ pub enum ErrorCode {
     PersistedQueryNotFound,
     /// The password was right; a TOTP or backup code is needed too.
     TwoFactorRequired,
+    /// The account is banned (`extensions.bannedUntil` when the ban ends).
+    AccountBanned,
     /// The HTTP request itself is malformed (body, parameters, unknown operation).
     BadRequest,
     GraphqlParseFailed,
@@ -47,6 +49,7 @@ impl ErrorCode {
             Self::QueryTooComplex => "QUERY_TOO_COMPLEX",
             Self::PersistedQueryNotFound => "PERSISTED_QUERY_NOT_FOUND",
             Self::TwoFactorRequired => "TWO_FACTOR_REQUIRED",
+            Self::AccountBanned => "ACCOUNT_BANNED",
             Self::BadRequest => "BAD_REQUEST",
             Self::GraphqlParseFailed => "GRAPHQL_PARSE_FAILED",
             Self::GraphqlValidationFailed => "GRAPHQL_VALIDATION_FAILED",
@@ -64,7 +67,7 @@ impl ErrorCode {
     pub const fn status(self) -> StatusCode {
         match self {
             Self::Unauthenticated | Self::TwoFactorRequired => StatusCode::UNAUTHORIZED,
-            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::Forbidden | Self::AccountBanned => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::Conflict => StatusCode::CONFLICT,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
@@ -118,6 +121,16 @@ pub enum AppError {
     InvalidTwoFactorCode,
     #[error("{0}")]
     Forbidden(String),
+    /// A safety rule refused the action; `reason` is a stable machine-readable name.
+    #[error("{message}")]
+    Refused {
+        reason: &'static str,
+        message: String,
+    },
+    #[error("this account is banned")]
+    AccountBanned {
+        until: Option<chrono::DateTime<chrono::Utc>>,
+    },
     /// Field name → message, for `extensions.fields`.
     #[error("{message}")]
     BadUserInput {
@@ -153,7 +166,8 @@ impl AppError {
                 ErrorCode::Unauthenticated
             }
             Self::TwoFactorRequired => ErrorCode::TwoFactorRequired,
-            Self::Forbidden(_) => ErrorCode::Forbidden,
+            Self::Forbidden(_) | Self::Refused { .. } => ErrorCode::Forbidden,
+            Self::AccountBanned { .. } => ErrorCode::AccountBanned,
             Self::BadUserInput { .. } => ErrorCode::BadUserInput,
             Self::NotFound(_) => ErrorCode::NotFound,
             Self::Conflict(_) => ErrorCode::Conflict,
@@ -195,6 +209,10 @@ impl AppError {
         match self {
             Self::BadUserInput { fields, .. } => ext["fields"] = json!(fields),
             Self::RateLimited { retry_after_secs } => ext["retryAfter"] = json!(retry_after_secs),
+            Self::Refused { reason, .. } => ext["reason"] = json!(reason),
+            Self::AccountBanned { until: Some(until) } => {
+                ext["bannedUntil"] = json!(until.to_rfc3339())
+            }
             _ => {}
         }
         ext

@@ -8,6 +8,7 @@ mod m20261122_000001_create_identity_tables;
 mod m20261122_000002_create_jobs_and_email_tokens;
 mod m20261122_000003_create_two_factor_tables;
 mod m20261122_000004_create_linked_accounts;
+mod m20261122_000005_create_audit_log;
 
 pub struct Migrator;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000002_create_jobs_and_email_tokens::Migration),
             Box::new(m20261122_000003_create_two_factor_tables::Migration),
             Box::new(m20261122_000004_create_linked_accounts::Migration),
+            Box::new(m20261122_000005_create_audit_log::Migration),
         ]
     }
 }

@@ -1,5 +1,6 @@
 //! SeaORM entities, one file per table. They never leave the crate as GraphQL types.
 
+pub mod audit_log;
 pub mod email_tokens;
 pub mod jobs;
 pub mod linked_accounts;

@@ -11,16 +11,18 @@ pub use extension::{RequestContext, RequestPhase};
 pub use guards::RequirePermission;
 
 use crate::config::Environment;
+use crate::features::admin::{AdminMutation, AdminQuery};
+use crate::features::audit::AuditQuery;
 use crate::features::auth::{AuthMutation, AuthQuery};
 use crate::features::meta::{MetaQuery, MetaSubscription};
 use crate::features::users::{UsersMutation, UsersQuery};
 use crate::state::AppState;
 
 #[derive(MergedObject, Default)]
-pub struct QueryRoot(MetaQuery, AuthQuery, UsersQuery);
+pub struct QueryRoot(MetaQuery, AuthQuery, UsersQuery, AdminQuery, AuditQuery);
 
 #[derive(MergedObject, Default)]
-pub struct MutationRoot(AuthMutation, UsersMutation);
+pub struct MutationRoot(AuthMutation, UsersMutation, AdminMutation);
 
 #[derive(MergedSubscription, Default)]
 pub struct SubscriptionRoot(MetaSubscription);

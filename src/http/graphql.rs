@@ -18,6 +18,7 @@ use super::HttpState;
 use super::errors::error_response_with_status;
 use crate::error::ErrorCode;
 use crate::features::auth::{Authentication, Caller, PUBLIC_ROOT_FIELDS, Viewer};
+use crate::features::users::loaders::Loaders;
 use crate::graphql::{RequestId, RequestPhase};
 
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
@@ -498,7 +499,8 @@ async fn run(
         .data(request_id.clone())
         .data(phase.clone())
         .data(viewer)
-        .data(caller.client.clone());
+        .data(caller.client.clone())
+        .data(Loaders::new(&state.app.db));
     let response = state.schema.execute(request).await;
     let executed = phase.executed();
     let outcome = match (executed, response.errors.is_empty()) {

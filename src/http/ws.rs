@@ -26,6 +26,7 @@ use super::errors::error_response_with_status;
 use super::graphql::Params;
 use crate::error::ErrorCode;
 use crate::features::auth::{Authentication, Caller, Viewer};
+use crate::features::users::loaders::Loaders;
 use crate::graphql::{RequestId, RequestPhase};
 
 pub const TRANSPORT_WS: &str = "graphql-transport-ws";
@@ -334,7 +335,10 @@ impl Connection {
     fn start(&mut self, id: String, payload: Params) {
         let request = payload.into_request();
         let phase = Arc::new(RequestPhase::default());
-        let request = request.data(self.request_id.clone()).data(phase.clone());
+        let request = request
+            .data(self.request_id.clone())
+            .data(phase.clone())
+            .data(Loaders::new(&self.state.app.db));
         let schema = self.state.schema.clone();
         let session = self.connection_data.clone().unwrap_or_default();
         let outgoing = self.outgoing.clone();

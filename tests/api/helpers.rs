@@ -145,6 +145,8 @@ pub fn base_settings() -> Settings {
 }
 
 pub struct TestApp {
+    /// SQL statements this app has run (for N+1 checks).
+    pub statements: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     pub address: String,
     pub port: u16,
     pub client: reqwest::Client,
@@ -176,10 +178,15 @@ impl TestApp {
             .is_some()
             .then(|| RedisCleanupGuard::for_settings(&settings));
 
-        let connection = db::connect(&settings.database)
+        let mut connection = db::connect(&settings.database)
             .await
             .expect("connect database");
         db::migrate(&connection).await.expect("migrate");
+        let statements = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = statements.clone();
+        connection.set_metric_callback(move |_| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        });
         let stores = SharedStores::from_settings(&settings).expect("stores");
         let app = Application::build_with(settings, connection, stores)
             .await
@@ -191,6 +198,7 @@ impl TestApp {
             let _ = stopped.await;
         }));
         Self {
+            statements,
             address: format!("http://127.0.0.1:{port}"),
             port,
             client: reqwest::Client::builder()
@@ -402,4 +410,41 @@ pub fn mail_token(mail: &str) -> String {
         .chars()
         .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
         .collect()
+}
+
+impl TestApp {
+    /// A signed-in user with extra roles (created directly, verified).
+    pub async fn user_with_roles(&self, email: &str, roles: &[&str]) -> Session {
+        let mut all = vec!["user"];
+        all.extend_from_slice(roles);
+        multipult::features::auth::service::create_account(
+            &self.state,
+            multipult::features::auth::service::NewAccount {
+                email: email.to_owned(),
+                password: PASSWORD.to_owned(),
+                username: None,
+                display_name: None,
+            },
+            &all,
+            true,
+        )
+        .await
+        .expect("create account");
+        self.login(email, PASSWORD).await
+    }
+
+    pub async fn admin(&self) -> Session {
+        self.user_with_roles("root@example.com", &["admin"]).await
+    }
+
+    /// Audit entries, newest first, straight from the database.
+    pub async fn audit_entries(&self) -> Vec<multipult::entities::audit_log::Model> {
+        use sea_orm::{EntityTrait as _, QueryOrder as _};
+        multipult::entities::audit_log::Entity::find()
+            .order_by_desc(multipult::entities::audit_log::Column::CreatedAt)
+            .order_by_desc(multipult::entities::audit_log::Column::Id)
+            .all(&self.state.db)
+            .await
+            .unwrap()
+    }
 }

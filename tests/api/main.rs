@@ -1,6 +1,7 @@
 //! The one integration-test binary: every module drives the server through its public interface.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod admin;
 mod auth;
 mod cli;
 mod health;

@@ -7,7 +7,12 @@ use super::types::{
 };
 use super::{social, two_factor};
 use crate::error::{AppError, GqlResultExt as _};
+use crate::features::audit::Actor;
 use crate::graphql::ContextExt as _;
+
+fn actor(ctx: &Context<'_>) -> Actor {
+    Actor::new(ctx.viewer(), ctx.request_id(), &ctx.client())
+}
 
 #[derive(Default)]
 pub struct AuthQuery;
@@ -51,6 +56,7 @@ impl AuthMutation {
             &input.password,
             input.two_factor_code.as_deref(),
             &ctx.client(),
+            &actor(ctx),
         )
         .await
         .gql()?;
@@ -94,7 +100,7 @@ impl AuthMutation {
     /// Ends every session of the caller, on every device.
     async fn logout_all_sessions(&self, ctx: &Context<'_>) -> Result<bool> {
         let user = ctx.viewer().user().gql()?;
-        service::logout_everywhere(ctx.state().gql()?, user.id)
+        service::logout_everywhere(ctx.state().gql()?, user.id, &actor(ctx))
             .await
             .gql()?;
         Ok(true)
@@ -144,7 +150,7 @@ impl AuthMutation {
         token: String,
         new_password: String,
     ) -> Result<bool> {
-        service::reset_password(ctx.state().gql()?, &token, &new_password)
+        service::reset_password(ctx.state().gql()?, &token, &new_password, &actor(ctx))
             .await
             .gql()?;
         Ok(true)
@@ -167,7 +173,7 @@ impl AuthMutation {
         code: String,
     ) -> Result<TwoFactorConfirmation> {
         let user = ctx.viewer().user().gql()?;
-        let backup_codes = two_factor::confirm(ctx.state().gql()?, user, &code)
+        let backup_codes = two_factor::confirm(ctx.state().gql()?, user, &code, &actor(ctx))
             .await
             .gql()?;
         Ok(TwoFactorConfirmation { backup_codes })
@@ -181,7 +187,7 @@ impl AuthMutation {
         code: String,
     ) -> Result<bool> {
         let user = ctx.viewer().user().gql()?;
-        two_factor::disable(ctx.state().gql()?, user, &password, &code)
+        two_factor::disable(ctx.state().gql()?, user, &password, &code, &actor(ctx))
             .await
             .gql()?;
         Ok(true)
@@ -201,6 +207,7 @@ impl AuthMutation {
             &current_password,
             &new_password,
             &ctx.client(),
+            &actor(ctx),
         )
         .await
         .gql()?;

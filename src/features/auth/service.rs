@@ -18,10 +18,12 @@ use super::tokens;
 use super::viewer::{AuthUser, ClientInfo};
 use crate::entities::{email_tokens, refresh_tokens, users};
 use crate::error::{AppError, AppResult, FieldErrors};
+use crate::features::audit::{Actor, service as audit};
 use crate::features::users::permissions::USER_ROLE;
 use crate::features::users::service as users_service;
 use crate::infra::mailer::SEND_EMAIL;
 use crate::state::AppState;
+use serde_json::json;
 
 /// How long a user's auth state stays cached in the shared store between changes.
 const USER_STATE_TTL: Duration = Duration::from_secs(60);
@@ -46,6 +48,7 @@ pub struct NewAccount {
 /// What authentication needs to know about a user, cached in the shared store.
 #[derive(Serialize, Deserialize)]
 struct UserState {
+    email: String,
     epoch: i64,
     active: bool,
     banned: bool,
@@ -296,7 +299,12 @@ pub async fn request_password_reset(
 ///
 /// # Errors
 /// `BAD_USER_INPUT` for a bad token or a password that breaks the policy.
-pub async fn reset_password(state: &AppState, token: &str, new_password: &str) -> AppResult<()> {
+pub async fn reset_password(
+    state: &AppState,
+    token: &str,
+    new_password: &str,
+    actor: &Actor,
+) -> AppResult<()> {
     if new_password.chars().count() > passwords::MAX_LENGTH {
         return Err(AppError::invalid("newPassword", "is too long"));
     }
@@ -318,8 +326,16 @@ pub async fn reset_password(state: &AppState, token: &str, new_password: &str) -
     active.password_hash = Set(Some(hash));
     active.session_epoch = Set(next_epoch);
     active.updated_at = Set(Utc::now());
-    active.update(&txn).await?;
+    let user = active.update(&txn).await?;
     revoke_all_refresh_tokens(&txn, user_id, None).await?;
+    audit::record(
+        &txn,
+        &actor.as_user(user.id, &user.email),
+        "auth.password_reset",
+        Some(("user", user_id.to_string())),
+        json!({}),
+    )
+    .await?;
     txn.commit().await?;
     invalidate_user(state, user_id).await;
     Ok(())
@@ -427,6 +443,7 @@ pub async fn login(
     password: &str,
     two_factor_code: Option<&str>,
     client: &ClientInfo,
+    actor: &Actor,
 ) -> AppResult<Tokens> {
     let email = users_service::normalize_email(email);
     let throttles = throttle_keys(&email, client);
@@ -436,6 +453,7 @@ pub async fn login(
     let hash = user.as_ref().and_then(|u| u.password_hash.as_deref());
     if !passwords::verify(password, hash).await {
         record_failure(state, &throttles).await;
+        audit_failed_login(state, actor, &email, user.as_ref(), "password").await;
         return Err(AppError::InvalidCredentials);
     }
     let Some(user) = user else {
@@ -445,7 +463,9 @@ pub async fn login(
         return Err(AppError::Forbidden("this account is disabled".into()));
     }
     if user.is_banned_at(Utc::now()) {
-        return Err(AppError::Forbidden("this account is banned".into()));
+        return Err(AppError::AccountBanned {
+            until: user.banned_until,
+        });
     }
     if super::two_factor::is_enabled(&state.db, user.id).await? {
         let Some(code) = two_factor_code.filter(|c| !c.trim().is_empty()) else {
@@ -453,16 +473,51 @@ pub async fn login(
         };
         if !super::two_factor::verify_second_factor(state, &user, code).await? {
             record_failure(state, &throttles).await;
+            audit_failed_login(state, actor, &email, Some(&user), "two_factor").await;
             return Err(AppError::InvalidTwoFactorCode);
         }
     }
     let _ = state.stores.kv.delete(&throttles[0].0).await;
 
     let now = Utc::now();
+    let txn = state.db.begin().await?;
     let mut active: users::ActiveModel = user.clone().into();
     active.last_login_at = Set(Some(now));
-    let user = active.update(&state.db).await?;
-    start_session(state, &state.db, user, Uuid::now_v7(), client).await
+    let user = active.update(&txn).await?;
+    let tokens = start_session(state, &txn, user, Uuid::now_v7(), client).await?;
+    audit::record(
+        &txn,
+        &actor.as_user(tokens.user.id, &tokens.user.email),
+        "auth.login",
+        Some(("user", tokens.user.id.to_string())),
+        json!({ "method": "password", "sessionId": tokens.session_id }),
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(tokens)
+}
+
+/// Failed logins are audited outside any transaction (there is no change to roll back). The
+/// entry's target is the account when the email matched one.
+async fn audit_failed_login(
+    state: &AppState,
+    actor: &Actor,
+    email: &str,
+    user: Option<&users::Model>,
+    stage: &str,
+) {
+    let target = user.map(|u| ("user", u.id.to_string()));
+    let result = audit::record(
+        &state.db,
+        actor,
+        "auth.login_failed",
+        target,
+        json!({ "email": email, "stage": stage }),
+    )
+    .await;
+    if let Err(error) = result {
+        tracing::warn!(error = %error, "cannot audit a failed login");
+    }
 }
 
 /// `(key, limit)` pairs: per account, and (more generous) per client IP.
@@ -687,10 +742,18 @@ pub async fn logout(state: &AppState, user: &AuthUser) -> AppResult<()> {
 ///
 /// # Errors
 /// The database fails.
-pub async fn logout_everywhere(state: &AppState, user_id: Uuid) -> AppResult<()> {
+pub async fn logout_everywhere(state: &AppState, user_id: Uuid, actor: &Actor) -> AppResult<()> {
     let txn = state.db.begin().await?;
     bump_epoch(&txn, user_id).await?;
     revoke_all_refresh_tokens(&txn, user_id, None).await?;
+    audit::record(
+        &txn,
+        actor,
+        "auth.logout_all",
+        Some(("user", user_id.to_string())),
+        json!({}),
+    )
+    .await?;
     txn.commit().await?;
     invalidate_user(state, user_id).await;
     Ok(())
@@ -707,6 +770,15 @@ async fn bump_epoch(db: &impl ConnectionTrait, user_id: Uuid) -> AppResult<()> {
         .exec(db)
         .await?;
     Ok(())
+}
+
+/// Revokes every refresh token of a user on `db` (pass the transaction of the change that needs
+/// it); bump the epoch too, or their access tokens live until they expire.
+///
+/// # Errors
+/// The database fails.
+pub async fn revoke_sessions_of(db: &impl ConnectionTrait, user_id: Uuid) -> AppResult<()> {
+    revoke_all_refresh_tokens(db, user_id, None).await
 }
 
 async fn revoke_all_refresh_tokens(
@@ -738,6 +810,7 @@ pub async fn change_password(
     current_password: &str,
     new_password: &str,
     client: &ClientInfo,
+    actor: &Actor,
 ) -> AppResult<Tokens> {
     let user = users_service::find_by_id(&state.db, viewer.id)
         .await?
@@ -766,6 +839,14 @@ pub async fn change_password(
     let user = active.update(&txn).await?;
     revoke_all_refresh_tokens(&txn, user.id, None).await?;
     let tokens = start_session(state, &txn, user, viewer.session_id, client).await?;
+    audit::record(
+        &txn,
+        actor,
+        "auth.password_change",
+        Some(("user", viewer.id.to_string())),
+        json!({}),
+    )
+    .await?;
     txn.commit().await?;
     invalidate_user(state, viewer.id).await;
     Ok(tokens)
@@ -850,6 +931,7 @@ pub async fn authenticate(state: &AppState, token: &str) -> AppResult<AuthUser> 
     }
     Ok(AuthUser {
         id: claims.sub,
+        email: user_state.email,
         session_id: claims.sid,
         roles: user_state.roles.into_iter().collect(),
         permissions: user_state.permissions.into_iter().collect(),
@@ -872,6 +954,7 @@ async fn user_state(state: &AppState, user_id: Uuid) -> AppResult<Option<UserSta
     };
     let access = users_service::load_access(&state.db, user_id).await?;
     let fresh = UserState {
+        email: user.email.clone(),
         epoch: user.session_epoch,
         active: user.is_active,
         banned: user.banned_at.is_some(),

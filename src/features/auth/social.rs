@@ -87,7 +87,9 @@ pub async fn sign_in(
         return Err(AppError::Forbidden("this account is disabled".into()));
     }
     if user.is_banned_at(Utc::now()) {
-        return Err(AppError::Forbidden("this account is banned".into()));
+        return Err(AppError::AccountBanned {
+            until: user.banned_until,
+        });
     }
     let mut active: users::ActiveModel = user.into();
     active.last_login_at = Set(Some(Utc::now()));

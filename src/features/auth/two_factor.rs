@@ -16,8 +16,10 @@ use super::passwords;
 use super::viewer::AuthUser;
 use crate::entities::{totp_backup_codes, user_totp, users};
 use crate::error::{AppError, AppResult};
+use crate::features::audit::{Actor, service as audit};
 use crate::features::users::service as users_service;
 use crate::state::AppState;
+use serde_json::json;
 
 pub const BACKUP_CODES: usize = 10;
 const ISSUER: &str = "multipult";
@@ -100,7 +102,12 @@ pub async fn enable(state: &AppState, viewer: &AuthUser) -> AppResult<Setup> {
 ///
 /// # Errors
 /// `NOT_FOUND` without a pending enrolment, `BAD_USER_INPUT` for a wrong code.
-pub async fn confirm(state: &AppState, viewer: &AuthUser, code: &str) -> AppResult<Vec<String>> {
+pub async fn confirm(
+    state: &AppState,
+    viewer: &AuthUser,
+    code: &str,
+    actor: &Actor,
+) -> AppResult<Vec<String>> {
     let user = users_service::find_by_id(&state.db, viewer.id)
         .await?
         .ok_or(AppError::Unauthenticated)?;
@@ -139,6 +146,14 @@ pub async fn confirm(state: &AppState, viewer: &AuthUser, code: &str) -> AppResu
         }
     }))
     .exec(&txn)
+    .await?;
+    audit::record(
+        &txn,
+        actor,
+        "auth.two_factor_enabled",
+        Some(("user", user.id.to_string())),
+        json!({}),
+    )
     .await?;
     txn.commit().await?;
     Ok(codes)
@@ -222,6 +237,7 @@ pub async fn disable(
     viewer: &AuthUser,
     password: &str,
     code: &str,
+    actor: &Actor,
 ) -> AppResult<()> {
     let user = users_service::find_by_id(&state.db, viewer.id)
         .await?
@@ -243,6 +259,14 @@ pub async fn disable(
         .exec(&txn)
         .await?;
     user_totp::Entity::delete_by_id(user.id).exec(&txn).await?;
+    audit::record(
+        &txn,
+        actor,
+        "auth.two_factor_disabled",
+        Some(("user", user.id.to_string())),
+        json!({}),
+    )
+    .await?;
     txn.commit().await?;
     Ok(())
 }

@@ -13,6 +13,7 @@ use crate::features::users::Permission;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthUser {
     pub id: Uuid,
+    pub email: String,
     /// The session (refresh-token family) the access token belongs to.
     pub session_id: Uuid,
     pub roles: BTreeSet<String>,

@@ -212,3 +212,32 @@ pub async fn update_profile(
         .await
         .map_err(conflict_on_unique("this username is taken"))
 }
+
+/// Live sessions (unrevoked, unexpired refresh tokens).
+///
+/// # Errors
+/// The database fails.
+pub async fn active_sessions(db: &impl ConnectionTrait, user_id: Uuid) -> AppResult<u64> {
+    use crate::entities::refresh_tokens;
+    use sea_orm::PaginatorTrait as _;
+    Ok(refresh_tokens::Entity::find()
+        .filter(refresh_tokens::Column::UserId.eq(user_id))
+        .filter(refresh_tokens::Column::RevokedAt.is_null())
+        .filter(refresh_tokens::Column::ExpiresAt.gt(Utc::now()))
+        .count(db)
+        .await?)
+}
+
+/// # Errors
+/// The database fails.
+pub async fn linked_providers(db: &impl ConnectionTrait, user_id: Uuid) -> AppResult<Vec<String>> {
+    use crate::entities::linked_accounts;
+    let links = linked_accounts::Entity::find()
+        .filter(linked_accounts::Column::UserId.eq(user_id))
+        .all(db)
+        .await?;
+    let mut providers: Vec<String> = links.into_iter().map(|l| l.provider).collect();
+    providers.sort();
+    providers.dedup();
+    Ok(providers)
+}

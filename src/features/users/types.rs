@@ -1,10 +1,12 @@
 use async_graphql::{Context, ID, InputObject, Object, Result, SimpleObject};
 use chrono::{DateTime, Utc};
 
+use super::loaders::Loaders;
+use super::permissions::Permission;
 use super::service;
 use crate::entities::users;
-use crate::error::GqlResultExt as _;
-use crate::graphql::ContextExt as _;
+use crate::error::{AppError, GqlResultExt as _};
+use crate::graphql::{ContextExt as _, RequirePermission};
 
 /// An account.
 pub struct User(pub users::Model);
@@ -57,9 +59,18 @@ impl User {
     }
 
     async fn roles(&self, ctx: &Context<'_>) -> Result<Vec<Role>> {
-        let roles = service::roles_of(&ctx.state().gql()?.db, self.0.id)
-            .await
-            .gql()?;
+        let roles = match ctx.data_opt::<Loaders>() {
+            Some(loaders) => loaders
+                .roles
+                .load_one(self.0.id)
+                .await
+                .map_err(|e| AppError::Database((*e).clone()))
+                .gql()?
+                .unwrap_or_default(),
+            None => service::roles_of(&ctx.state().gql()?.db, self.0.id)
+                .await
+                .gql()?,
+        };
         Ok(roles
             .into_iter()
             .map(|r| Role {
@@ -71,10 +82,55 @@ impl User {
 
     /// Every permission the user holds through their roles.
     async fn permissions(&self, ctx: &Context<'_>) -> Result<Vec<String>> {
-        let access = service::load_access(&ctx.state().gql()?.db, self.0.id)
+        let permissions = match ctx.data_opt::<Loaders>() {
+            Some(loaders) => loaders
+                .permissions
+                .load_one(self.0.id)
+                .await
+                .map_err(|e| AppError::Database((*e).clone()))
+                .gql()?
+                .unwrap_or_default(),
+            None => {
+                service::load_access(&ctx.state().gql()?.db, self.0.id)
+                    .await
+                    .gql()?
+                    .permissions
+            }
+        };
+        Ok(permissions.into_iter().collect())
+    }
+
+    /// Banned now (a timed ban that ended no longer counts). Admins only.
+    #[graphql(guard = "RequirePermission(Permission::AdminRead)")]
+    async fn is_banned(&self) -> bool {
+        self.0.is_banned_at(Utc::now())
+    }
+
+    #[graphql(guard = "RequirePermission(Permission::AdminRead)")]
+    async fn ban_reason(&self) -> Option<&str> {
+        self.0.ban_reason.as_deref()
+    }
+
+    /// When a timed ban ends. Admins only.
+    #[graphql(guard = "RequirePermission(Permission::AdminRead)")]
+    async fn banned_until(&self) -> Option<DateTime<Utc>> {
+        self.0.banned_until
+    }
+
+    /// Active sessions. Admins only.
+    #[graphql(guard = "RequirePermission(Permission::AdminRead)")]
+    async fn sessions_count(&self, ctx: &Context<'_>) -> Result<u64> {
+        service::active_sessions(&ctx.state().gql()?.db, self.0.id)
             .await
-            .gql()?;
-        Ok(access.permissions.into_iter().collect())
+            .gql()
+    }
+
+    /// Providers the account can sign in with (`google`, `github`, `telegram`, …). Admins only.
+    #[graphql(guard = "RequirePermission(Permission::AdminRead)")]
+    async fn linked_providers(&self, ctx: &Context<'_>) -> Result<Vec<String>> {
+        service::linked_providers(&ctx.state().gql()?.db, self.0.id)
+            .await
+            .gql()
     }
 }
 

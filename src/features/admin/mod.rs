@@ -1,0 +1,8 @@
+//! The admin API: users, bans, permanent deletion, bulk roles, role management, system stats.
+//! Every mutation is audited in its own transaction.
+
+mod resolvers;
+pub mod service;
+mod types;
+
+pub use resolvers::{AdminMutation, AdminQuery};

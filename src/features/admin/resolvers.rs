@@ -1,0 +1,269 @@
+use async_graphql::{Context, ID, Object, Result};
+use chrono::{DateTime, Utc};
+use sea_orm::Order;
+use uuid::Uuid;
+
+use super::service::{self, OrderField};
+use super::types::{
+    BulkRoleResult, JobStats, RoleCount, RoleDetails, SortDirection, SystemStats, UserFilter,
+    UserOrder, UserOrderField, UserPage, UserStats,
+};
+use crate::error::{AppError, AppResult, GqlResultExt as _};
+use crate::features::audit::Actor;
+use crate::features::users::Permission;
+use crate::features::users::types::User;
+use crate::graphql::{ContextExt as _, RequirePermission};
+
+fn parse_id(field: &str, id: &ID) -> AppResult<Uuid> {
+    Uuid::parse_str(id).map_err(|_| AppError::invalid(field, "is not a valid id"))
+}
+
+fn actor(ctx: &Context<'_>) -> Actor {
+    Actor::new(ctx.viewer(), ctx.request_id(), &ctx.client())
+}
+
+#[derive(Default)]
+pub struct AdminQuery;
+
+#[Object]
+impl AdminQuery {
+    /// Users matching a filter, one page at a time (`limit` 1–100).
+    #[graphql(guard = "RequirePermission(Permission::AdminRead)")]
+    async fn all_users(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<UserFilter>,
+        order_by: Option<UserOrder>,
+        #[graphql(default = 20)] limit: i32,
+        #[graphql(default = 0)] offset: i32,
+    ) -> Result<UserPage> {
+        let f = filter.unwrap_or_default();
+        let filter = service::UserFilter {
+            is_active: f.is_active,
+            is_verified: f.is_verified,
+            is_banned: f.is_banned,
+            role_name: f.role_name,
+            search: f.search,
+            created_after: f.created_after,
+            created_before: f.created_before,
+        };
+        let order = order_by.map_or((OrderField::CreatedAt, Order::Desc), |o| {
+            let field = match o.field {
+                UserOrderField::CreatedAt => OrderField::CreatedAt,
+                UserOrderField::Email => OrderField::Email,
+                UserOrderField::LastLoginAt => OrderField::LastLoginAt,
+            };
+            let direction = match o.direction {
+                SortDirection::Asc => Order::Asc,
+                SortDirection::Desc => Order::Desc,
+            };
+            (field, direction)
+        });
+        let (items, total) = service::list_users(
+            &ctx.state().gql()?.db,
+            &filter,
+            order,
+            i64::from(limit),
+            i64::from(offset),
+        )
+        .await
+        .gql()?;
+        Ok(UserPage {
+            items: items.into_iter().map(User).collect(),
+            total_count: total,
+            limit,
+            offset,
+        })
+    }
+
+    /// Counts for a dashboard.
+    #[graphql(guard = "RequirePermission(Permission::AdminRead)")]
+    async fn system_stats(&self, ctx: &Context<'_>) -> Result<SystemStats> {
+        let state = ctx.state().gql()?;
+        let stats = service::stats(state).await.gql()?;
+        Ok(SystemStats {
+            users: UserStats {
+                total: stats.total,
+                active: stats.active,
+                verified: stats.verified,
+                banned: stats.banned,
+                new_last_30_days: stats.new_last_30_days,
+            },
+            role_distribution: stats
+                .roles
+                .into_iter()
+                .map(|(role, users)| RoleCount { role, users })
+                .collect(),
+            audit_entries_last_24_hours: stats.audit_last_24h,
+            jobs: JobStats {
+                pending: stats.jobs.pending,
+                running: stats.jobs.running,
+                dead: stats.jobs.dead,
+            },
+            database_backend: crate::infra::db::backend_name(&state.db).to_owned(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            uptime_seconds: state.started_at.elapsed().as_secs(),
+        })
+    }
+
+    /// Every role with its permissions and holders.
+    #[graphql(guard = "RequirePermission(Permission::RolesManage)")]
+    async fn roles(&self, ctx: &Context<'_>) -> Result<Vec<RoleDetails>> {
+        let roles = service::list_roles(&ctx.state().gql()?.db).await.gql()?;
+        Ok(roles.into_iter().map(role_details).collect())
+    }
+}
+
+fn role_details(r: service::RoleDetails) -> RoleDetails {
+    RoleDetails {
+        id: ID(r.role.id.to_string()),
+        name: r.role.name,
+        description: r.role.description,
+        is_system: r.role.is_system,
+        permissions: r.permissions,
+        user_count: r.users,
+    }
+}
+
+fn bulk(result: service::BulkResult) -> BulkRoleResult {
+    BulkRoleResult {
+        updated: i32::try_from(result.updated.len()).unwrap_or(i32::MAX),
+        unchanged: i32::try_from(result.unchanged.len()).unwrap_or(i32::MAX),
+        not_found: result
+            .not_found
+            .into_iter()
+            .map(|id| ID(id.to_string()))
+            .collect(),
+    }
+}
+
+fn parse_ids(ids: &[ID]) -> AppResult<Vec<Uuid>> {
+    ids.iter().map(|id| parse_id("userIds", id)).collect()
+}
+
+#[derive(Default)]
+pub struct AdminMutation;
+
+#[Object]
+impl AdminMutation {
+    /// Bans a user now; every session ends at once. With `until`, the ban ends by itself.
+    #[graphql(guard = "RequirePermission(Permission::AdminUpdate)")]
+    async fn ban_user(
+        &self,
+        ctx: &Context<'_>,
+        user_id: ID,
+        reason: String,
+        until: Option<DateTime<Utc>>,
+    ) -> Result<User> {
+        let id = parse_id("userId", &user_id).gql()?;
+        let user = service::ban(ctx.state().gql()?, &actor(ctx), id, &reason, until)
+            .await
+            .gql()?;
+        Ok(User(user))
+    }
+
+    #[graphql(guard = "RequirePermission(Permission::AdminUpdate)")]
+    async fn unban_user(&self, ctx: &Context<'_>, user_id: ID) -> Result<User> {
+        let id = parse_id("userId", &user_id).gql()?;
+        let user = service::unban(ctx.state().gql()?, &actor(ctx), id)
+            .await
+            .gql()?;
+        Ok(User(user))
+    }
+
+    /// Deletes a user and everything they own, irreversibly. `confirmEmail` must be their email.
+    #[graphql(guard = "RequirePermission(Permission::AdminDelete)")]
+    async fn delete_user_permanently(
+        &self,
+        ctx: &Context<'_>,
+        user_id: ID,
+        confirm_email: String,
+    ) -> Result<bool> {
+        let id = parse_id("userId", &user_id).gql()?;
+        service::delete_permanently(ctx.state().gql()?, &actor(ctx), id, &confirm_email)
+            .await
+            .gql()?;
+        Ok(true)
+    }
+
+    /// Gives a role to up to 500 users at once, all or nothing.
+    #[graphql(guard = "RequirePermission(Permission::AdminUpdate)")]
+    async fn bulk_assign_role(
+        &self,
+        ctx: &Context<'_>,
+        user_ids: Vec<ID>,
+        role: String,
+    ) -> Result<BulkRoleResult> {
+        let ids = parse_ids(&user_ids).gql()?;
+        let result = service::bulk_assign_role(ctx.state().gql()?, &actor(ctx), &ids, &role)
+            .await
+            .gql()?;
+        Ok(bulk(result))
+    }
+
+    /// Takes a role from up to 500 users at once, all or nothing.
+    #[graphql(guard = "RequirePermission(Permission::AdminUpdate)")]
+    async fn bulk_remove_role(
+        &self,
+        ctx: &Context<'_>,
+        user_ids: Vec<ID>,
+        role: String,
+    ) -> Result<BulkRoleResult> {
+        let ids = parse_ids(&user_ids).gql()?;
+        let result = service::bulk_remove_role(ctx.state().gql()?, &actor(ctx), &ids, &role)
+            .await
+            .gql()?;
+        Ok(bulk(result))
+    }
+
+    #[graphql(guard = "RequirePermission(Permission::RolesManage)")]
+    async fn create_role(
+        &self,
+        ctx: &Context<'_>,
+        name: String,
+        description: Option<String>,
+        permissions: Vec<String>,
+    ) -> Result<RoleDetails> {
+        let state = ctx.state().gql()?;
+        let role = service::create_role(state, &actor(ctx), &name, description, &permissions)
+            .await
+            .gql()?;
+        let details = service::list_roles(&state.db).await.gql()?;
+        details
+            .into_iter()
+            .find(|r| r.role.id == role.id)
+            .map(role_details)
+            .ok_or_else(|| AppError::NotFound("role".into()))
+            .gql()
+    }
+
+    /// Replaces a role's permissions.
+    #[graphql(guard = "RequirePermission(Permission::RolesManage)")]
+    async fn update_role_permissions(
+        &self,
+        ctx: &Context<'_>,
+        name: String,
+        permissions: Vec<String>,
+    ) -> Result<RoleDetails> {
+        let state = ctx.state().gql()?;
+        let role = service::update_role_permissions(state, &actor(ctx), &name, &permissions)
+            .await
+            .gql()?;
+        let details = service::list_roles(&state.db).await.gql()?;
+        details
+            .into_iter()
+            .find(|r| r.role.id == role.id)
+            .map(role_details)
+            .ok_or_else(|| AppError::NotFound("role".into()))
+            .gql()
+    }
+
+    /// Deletes a role (built-in roles cannot be deleted); its holders lose it.
+    #[graphql(guard = "RequirePermission(Permission::RolesManage)")]
+    async fn delete_role(&self, ctx: &Context<'_>, name: String) -> Result<bool> {
+        service::delete_role(ctx.state().gql()?, &actor(ctx), &name)
+            .await
+            .gql()?;
+        Ok(true)
+    }
+}

@@ -1,0 +1,723 @@
+//! Administration: listing users, bans, permanent deletion, bulk role changes, role management
+//! and system statistics. Every change is one transaction that includes its audit entry, and no
+//! change may lock the system out of administration.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Expr, ExprTrait as _, Func, LikeExpr, Query};
+use sea_orm::{
+    ActiveModelTrait as _, ColumnTrait as _, Condition, ConnectionTrait, DatabaseTransaction,
+    EntityTrait as _, Order, PaginatorTrait as _, QueryFilter as _, QueryOrder as _,
+    QuerySelect as _, Select, Set, TransactionTrait as _,
+};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::entities::{role_permissions, roles, user_roles, users};
+use crate::error::{AppError, AppResult, FieldErrors};
+use crate::features::audit::{self, Actor};
+use crate::features::auth::service::{invalidate_user, revoke_sessions_of};
+use crate::features::users::permissions::{ADMIN_ROLE, Permission};
+use crate::state::AppState;
+
+pub const MAX_PAGE: u64 = 100;
+pub const MAX_BULK: usize = 500;
+
+#[derive(Debug, Clone, Default)]
+pub struct UserFilter {
+    pub is_active: Option<bool>,
+    pub is_verified: Option<bool>,
+    pub is_banned: Option<bool>,
+    pub role_name: Option<String>,
+    pub search: Option<String>,
+    pub created_after: Option<DateTime<Utc>>,
+    pub created_before: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderField {
+    CreatedAt,
+    Email,
+    LastLoginAt,
+}
+
+fn banned_now(now: DateTime<Utc>) -> Condition {
+    Condition::all()
+        .add(users::Column::BannedAt.is_not_null())
+        .add(
+            Condition::any()
+                .add(users::Column::BannedUntil.is_null())
+                .add(users::Column::BannedUntil.gt(now)),
+        )
+}
+
+fn filtered(filter: &UserFilter) -> Select<users::Entity> {
+    let now = Utc::now();
+    let mut query = users::Entity::find();
+    if let Some(active) = filter.is_active {
+        query = query.filter(users::Column::IsActive.eq(active));
+    }
+    if let Some(verified) = filter.is_verified {
+        query = query.filter(users::Column::IsVerified.eq(verified));
+    }
+    match filter.is_banned {
+        Some(true) => query = query.filter(banned_now(now)),
+        Some(false) => query = query.filter(banned_now(now).not()),
+        None => {}
+    }
+    if let Some(role) = &filter.role_name {
+        query = query.filter(
+            users::Column::Id.in_subquery(
+                Query::select()
+                    .column((user_roles::Entity, user_roles::Column::UserId))
+                    .from(user_roles::Entity)
+                    .inner_join(
+                        roles::Entity,
+                        Expr::col((roles::Entity, roles::Column::Id))
+                            .equals((user_roles::Entity, user_roles::Column::RoleId)),
+                    )
+                    .and_where(roles::Column::Name.eq(role.as_str()))
+                    .to_owned(),
+            ),
+        );
+    }
+    if let Some(search) = filter
+        .search
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        // Case-insensitive on every backend: compare lower-cased columns with a lower-cased,
+        // escaped pattern.
+        let escaped = search
+            .to_lowercase()
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        let pattern = || LikeExpr::new(format!("%{escaped}%")).escape('\\');
+        let lower = |column: users::Column| Expr::expr(Func::lower(Expr::col(column)));
+        query = query.filter(
+            Condition::any()
+                .add(lower(users::Column::Email).like(pattern()))
+                .add(lower(users::Column::Username).like(pattern()))
+                .add(lower(users::Column::DisplayName).like(pattern())),
+        );
+    }
+    if let Some(after) = filter.created_after {
+        query = query.filter(users::Column::CreatedAt.gte(after));
+    }
+    if let Some(before) = filter.created_before {
+        query = query.filter(users::Column::CreatedAt.lt(before));
+    }
+    query
+}
+
+/// A page of users with the total for the filter.
+///
+/// # Errors
+/// `BAD_USER_INPUT` for a limit outside 1–100 or a negative offset.
+pub async fn list_users(
+    db: &impl ConnectionTrait,
+    filter: &UserFilter,
+    order: (OrderField, Order),
+    limit: i64,
+    offset: i64,
+) -> AppResult<(Vec<users::Model>, u64)> {
+    let mut errors = FieldErrors::default();
+    let limit = u64::try_from(limit)
+        .ok()
+        .filter(|l| (1..=MAX_PAGE).contains(l));
+    if limit.is_none() {
+        errors.add("limit", format!("must be from 1 to {MAX_PAGE}"));
+    }
+    let offset = u64::try_from(offset).ok();
+    if offset.is_none() {
+        errors.add("offset", "must not be negative");
+    }
+    errors.into_result()?;
+    let (Some(limit), Some(offset)) = (limit, offset) else {
+        return Err(AppError::invalid("limit", "is invalid"));
+    };
+    let total = filtered(filter).count(db).await?;
+    let column = match order.0 {
+        OrderField::CreatedAt => users::Column::CreatedAt,
+        OrderField::Email => users::Column::Email,
+        OrderField::LastLoginAt => users::Column::LastLoginAt,
+    };
+    let items = filtered(filter)
+        .order_by(column, order.1.clone())
+        .order_by(users::Column::Id, order.1)
+        .limit(limit)
+        .offset(offset)
+        .all(db)
+        .await?;
+    Ok((items, total))
+}
+
+async fn target(db: &impl ConnectionTrait, id: Uuid) -> AppResult<users::Model> {
+    users::Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .ok_or_else(|| AppError::NotFound("no such user".into()))
+}
+
+fn refuse_self(actor: &Actor, target: Uuid, what: &str) -> AppResult<()> {
+    if actor.id == Some(target) {
+        return Err(AppError::Refused {
+            reason: "SELF_ACTION",
+            message: format!("you cannot {what} yourself"),
+        });
+    }
+    Ok(())
+}
+
+async fn admin_role(db: &impl ConnectionTrait) -> AppResult<roles::Model> {
+    roles::Entity::find()
+        .filter(roles::Column::Name.eq(ADMIN_ROLE))
+        .one(db)
+        .await?
+        .ok_or_else(|| AppError::Internal(anyhow::anyhow!("the admin role is missing")))
+}
+
+/// Active, unbanned holders of `admin`, other than `excluding`.
+async fn other_active_admins(db: &impl ConnectionTrait, excluding: &[Uuid]) -> AppResult<u64> {
+    let admin = admin_role(db).await?;
+    let now = Utc::now();
+    Ok(users::Entity::find()
+        .filter(users::Column::IsActive.eq(true))
+        .filter(banned_now(now).not())
+        .filter(users::Column::Id.is_not_in(excluding.iter().copied()))
+        .filter(
+            users::Column::Id.in_subquery(
+                Query::select()
+                    .column(user_roles::Column::UserId)
+                    .from(user_roles::Entity)
+                    .and_where(user_roles::Column::RoleId.eq(admin.id))
+                    .to_owned(),
+            ),
+        )
+        .count(db)
+        .await?)
+}
+
+async fn is_admin(db: &impl ConnectionTrait, user_id: Uuid) -> AppResult<bool> {
+    let admin = admin_role(db).await?;
+    Ok(user_roles::Entity::find_by_id((user_id, admin.id))
+        .one(db)
+        .await?
+        .is_some())
+}
+
+/// Refuses when removing `users` from administration would leave no active admin.
+async fn keep_an_admin(db: &impl ConnectionTrait, users: &[Uuid], what: &str) -> AppResult<()> {
+    let mut any_admin = false;
+    for user in users {
+        any_admin |= is_admin(db, *user).await?;
+    }
+    if any_admin && other_active_admins(db, users).await? == 0 {
+        return Err(AppError::Refused {
+            reason: "LAST_ADMIN",
+            message: format!("you cannot {what} the last active admin"),
+        });
+    }
+    Ok(())
+}
+
+/// Bans a user (until a time, or indefinitely): every session ends at once.
+///
+/// # Errors
+/// `NOT_FOUND`, `FORBIDDEN` (self, last admin), `BAD_USER_INPUT` (an end in the past, a long
+/// reason).
+pub async fn ban(
+    state: &AppState,
+    actor: &Actor,
+    user_id: Uuid,
+    reason: &str,
+    until: Option<DateTime<Utc>>,
+) -> AppResult<users::Model> {
+    let mut errors = FieldErrors::default();
+    if reason.trim().is_empty() || reason.chars().count() > 500 {
+        errors.add("reason", "must be 1 to 500 characters");
+    }
+    if until.is_some_and(|u| u <= Utc::now()) {
+        errors.add("until", "must be in the future");
+    }
+    errors.into_result()?;
+    refuse_self(actor, user_id, "ban")?;
+    let txn = state.db.begin().await?;
+    let user = target(&txn, user_id).await?;
+    keep_an_admin(&txn, &[user_id], "ban").await?;
+    let before = json!({ "bannedAt": user.banned_at, "banReason": user.ban_reason, "bannedUntil": user.banned_until });
+    let next_epoch = user.session_epoch + 1;
+    let mut active: users::ActiveModel = user.into();
+    active.banned_at = Set(Some(Utc::now()));
+    active.ban_reason = Set(Some(reason.trim().to_owned()));
+    active.banned_until = Set(until);
+    active.session_epoch = Set(next_epoch);
+    active.updated_at = Set(Utc::now());
+    let user = active.update(&txn).await?;
+    revoke_sessions_of(&txn, user_id).await?;
+    audit::service::record(
+        &txn,
+        actor,
+        "user.ban",
+        Some(("user", user_id.to_string())),
+        json!({ "reason": reason.trim(), "until": until, "before": before, "targetEmail": user.email }),
+    )
+    .await?;
+    txn.commit().await?;
+    invalidate_user(state, user_id).await;
+    Ok(user)
+}
+
+/// # Errors
+/// `NOT_FOUND`.
+pub async fn unban(state: &AppState, actor: &Actor, user_id: Uuid) -> AppResult<users::Model> {
+    let txn = state.db.begin().await?;
+    let user = target(&txn, user_id).await?;
+    let before = json!({ "bannedAt": user.banned_at, "banReason": user.ban_reason, "bannedUntil": user.banned_until });
+    let mut active: users::ActiveModel = user.into();
+    active.banned_at = Set(None);
+    active.ban_reason = Set(None);
+    active.banned_until = Set(None);
+    active.updated_at = Set(Utc::now());
+    let user = active.update(&txn).await?;
+    audit::service::record(
+        &txn,
+        actor,
+        "user.unban",
+        Some(("user", user_id.to_string())),
+        json!({ "before": before, "targetEmail": user.email }),
+    )
+    .await?;
+    txn.commit().await?;
+    invalidate_user(state, user_id).await;
+    Ok(user)
+}
+
+/// Deletes a user and everything they own (sessions, roles, links, tokens) for good. The audit
+/// entry keeps their email.
+///
+/// # Errors
+/// `NOT_FOUND`, `FORBIDDEN` (self, last admin), `BAD_USER_INPUT` when `confirm_email` differs.
+pub async fn delete_permanently(
+    state: &AppState,
+    actor: &Actor,
+    user_id: Uuid,
+    confirm_email: &str,
+) -> AppResult<()> {
+    refuse_self(actor, user_id, "delete")?;
+    let txn = state.db.begin().await?;
+    let user = target(&txn, user_id).await?;
+    if crate::features::users::service::normalize_email(confirm_email) != user.email {
+        return Err(AppError::invalid(
+            "confirmEmail",
+            "does not match the user's email",
+        ));
+    }
+    keep_an_admin(&txn, &[user_id], "delete").await?;
+    let roles = crate::features::users::service::roles_of(&txn, user_id).await?;
+    audit::service::record(
+        &txn,
+        actor,
+        "user.delete",
+        Some(("user", user_id.to_string())),
+        json!({
+            "email": user.email,
+            "roles": roles.iter().map(|r| r.name.clone()).collect::<Vec<_>>(),
+            "createdAt": user.created_at,
+        }),
+    )
+    .await?;
+    users::Entity::delete_by_id(user_id).exec(&txn).await?;
+    txn.commit().await?;
+    invalidate_user(state, user_id).await;
+    Ok(())
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BulkResult {
+    pub updated: Vec<Uuid>,
+    pub unchanged: Vec<Uuid>,
+    pub not_found: Vec<Uuid>,
+}
+
+fn check_bulk(ids: &[Uuid]) -> AppResult<Vec<Uuid>> {
+    if ids.is_empty() || ids.len() > MAX_BULK {
+        return Err(AppError::invalid(
+            "userIds",
+            format!("must hold 1 to {MAX_BULK} ids"),
+        ));
+    }
+    let unique: BTreeSet<Uuid> = ids.iter().copied().collect();
+    Ok(unique.into_iter().collect())
+}
+
+async fn role_by_name(db: &impl ConnectionTrait, name: &str) -> AppResult<roles::Model> {
+    roles::Entity::find()
+        .filter(roles::Column::Name.eq(name))
+        .one(db)
+        .await?
+        .ok_or_else(|| AppError::NotFound(format!("no role named {name:?}")))
+}
+
+async fn existing_users(txn: &DatabaseTransaction, ids: &[Uuid]) -> AppResult<BTreeSet<Uuid>> {
+    let found: Vec<Uuid> = users::Entity::find()
+        .select_only()
+        .column(users::Column::Id)
+        .filter(users::Column::Id.is_in(ids.iter().copied()))
+        .into_tuple()
+        .all(txn)
+        .await?;
+    Ok(found.into_iter().collect())
+}
+
+/// Gives a role to up to 500 users, all or nothing.
+///
+/// # Errors
+/// `BAD_USER_INPUT` for too many ids, `NOT_FOUND` for an unknown role.
+pub async fn bulk_assign_role(
+    state: &AppState,
+    actor: &Actor,
+    ids: &[Uuid],
+    role: &str,
+) -> AppResult<BulkResult> {
+    let ids = check_bulk(ids)?;
+    let txn = state.db.begin().await?;
+    let role = role_by_name(&txn, role).await?;
+    let existing = existing_users(&txn, &ids).await?;
+    let mut result = BulkResult::default();
+    for id in ids {
+        if !existing.contains(&id) {
+            result.not_found.push(id);
+            continue;
+        }
+        let inserted = user_roles::Entity::insert(user_roles::ActiveModel {
+            user_id: Set(id),
+            role_id: Set(role.id),
+            created_at: Set(Utc::now()),
+        })
+        .on_conflict_do_nothing_on([user_roles::Column::UserId, user_roles::Column::RoleId])
+        .exec(&txn)
+        .await?;
+        match inserted {
+            sea_orm::TryInsertResult::Inserted(_) => result.updated.push(id),
+            _ => result.unchanged.push(id),
+        }
+    }
+    record_bulk(&txn, actor, "role.bulk_assign", &role.name, &result).await?;
+    txn.commit().await?;
+    for id in &result.updated {
+        invalidate_user(state, *id).await;
+    }
+    Ok(result)
+}
+
+/// Takes a role from up to 500 users, all or nothing; never your own `admin`, never the last one.
+///
+/// # Errors
+/// `BAD_USER_INPUT`, `NOT_FOUND`, `FORBIDDEN` (self-demotion, last admin).
+pub async fn bulk_remove_role(
+    state: &AppState,
+    actor: &Actor,
+    ids: &[Uuid],
+    role: &str,
+) -> AppResult<BulkResult> {
+    let ids = check_bulk(ids)?;
+    let txn = state.db.begin().await?;
+    let role = role_by_name(&txn, role).await?;
+    if role.name == ADMIN_ROLE {
+        if let Some(me) = actor.id.filter(|me| ids.contains(me)) {
+            refuse_self(actor, me, "demote")?;
+        }
+        keep_an_admin(&txn, &ids, "demote").await?;
+    }
+    let existing = existing_users(&txn, &ids).await?;
+    let mut result = BulkResult::default();
+    for id in ids {
+        if !existing.contains(&id) {
+            result.not_found.push(id);
+            continue;
+        }
+        let removed = user_roles::Entity::delete_by_id((id, role.id))
+            .exec(&txn)
+            .await?;
+        if removed.rows_affected == 1 {
+            result.updated.push(id);
+        } else {
+            result.unchanged.push(id);
+        }
+    }
+    record_bulk(&txn, actor, "role.bulk_remove", &role.name, &result).await?;
+    txn.commit().await?;
+    for id in &result.updated {
+        invalidate_user(state, *id).await;
+    }
+    Ok(result)
+}
+
+async fn record_bulk(
+    txn: &DatabaseTransaction,
+    actor: &Actor,
+    action: &str,
+    role: &str,
+    result: &BulkResult,
+) -> AppResult<()> {
+    audit::service::record(
+        txn,
+        actor,
+        action,
+        Some(("role", role.to_owned())),
+        json!({
+            "updated": result.updated,
+            "unchanged": result.unchanged.len(),
+            "notFound": result.not_found,
+        }),
+    )
+    .await
+}
+
+/// A role with its permissions and how many users hold it.
+pub struct RoleDetails {
+    pub role: roles::Model,
+    pub permissions: Vec<String>,
+    pub users: u64,
+}
+
+/// # Errors
+/// The database fails.
+pub async fn list_roles(db: &impl ConnectionTrait) -> AppResult<Vec<RoleDetails>> {
+    let all = roles::Entity::find()
+        .order_by_asc(roles::Column::Name)
+        .all(db)
+        .await?;
+    let grants = role_permissions::Entity::find().all(db).await?;
+    let counts: Vec<(Uuid, i64)> = user_roles::Entity::find()
+        .select_only()
+        .column(user_roles::Column::RoleId)
+        .column_as(user_roles::Column::UserId.count(), "n")
+        .group_by(user_roles::Column::RoleId)
+        .into_tuple()
+        .all(db)
+        .await?;
+    let counts: BTreeMap<Uuid, i64> = counts.into_iter().collect();
+    Ok(all
+        .into_iter()
+        .map(|role| {
+            let mut permissions: Vec<String> = grants
+                .iter()
+                .filter(|g| g.role_id == role.id)
+                .map(|g| g.permission.clone())
+                .collect();
+            permissions.sort();
+            let users = u64::try_from(counts.get(&role.id).copied().unwrap_or(0)).unwrap_or(0);
+            RoleDetails {
+                role,
+                permissions,
+                users,
+            }
+        })
+        .collect())
+}
+
+fn check_permissions(names: &[String]) -> AppResult<Vec<Permission>> {
+    let unknown: Vec<&str> = names
+        .iter()
+        .filter(|n| Permission::parse(n).is_none())
+        .map(String::as_str)
+        .collect();
+    if !unknown.is_empty() {
+        return Err(AppError::invalid(
+            "permissions",
+            format!("unknown: {}", unknown.join(", ")),
+        ));
+    }
+    let set: BTreeSet<Permission> = names.iter().filter_map(|n| Permission::parse(n)).collect();
+    Ok(set.into_iter().collect())
+}
+
+async fn replace_grants(
+    txn: &DatabaseTransaction,
+    role_id: Uuid,
+    permissions: &[Permission],
+) -> AppResult<()> {
+    role_permissions::Entity::delete_many()
+        .filter(role_permissions::Column::RoleId.eq(role_id))
+        .exec(txn)
+        .await?;
+    if !permissions.is_empty() {
+        role_permissions::Entity::insert_many(permissions.iter().map(|p| {
+            role_permissions::ActiveModel {
+                role_id: Set(role_id),
+                permission: Set(p.as_str().to_owned()),
+            }
+        }))
+        .exec(txn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// # Errors
+/// `BAD_USER_INPUT` (name, unknown permissions), `CONFLICT` for a taken name.
+pub async fn create_role(
+    state: &AppState,
+    actor: &Actor,
+    name: &str,
+    description: Option<String>,
+    permissions: &[String],
+) -> AppResult<roles::Model> {
+    let valid_name = (2..=64).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if !valid_name {
+        return Err(AppError::invalid(
+            "name",
+            "must be 2 to 64 characters of a-z, 0-9, _ and -, starting with a letter",
+        ));
+    }
+    let grants = check_permissions(permissions)?;
+    let txn = state.db.begin().await?;
+    let role = roles::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        name: Set(name.to_owned()),
+        description: Set(description.map(|d| d.chars().take(500).collect())),
+        is_system: Set(false),
+        created_at: Set(Utc::now()),
+    }
+    .insert(&txn)
+    .await
+    .map_err(crate::features::auth::service::conflict_on_unique(
+        "a role with this name exists",
+    ))?;
+    replace_grants(&txn, role.id, &grants).await?;
+    audit::service::record(
+        &txn,
+        actor,
+        "role.create",
+        Some(("role", role.name.clone())),
+        json!({ "permissions": grants.iter().map(|p| p.as_str()).collect::<Vec<_>>() }),
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(role)
+}
+
+/// Replaces a role's permissions (`admin` always keeps every permission).
+///
+/// # Errors
+/// `NOT_FOUND`, `BAD_USER_INPUT`, `FORBIDDEN` for `admin`.
+pub async fn update_role_permissions(
+    state: &AppState,
+    actor: &Actor,
+    name: &str,
+    permissions: &[String],
+) -> AppResult<roles::Model> {
+    let grants = check_permissions(permissions)?;
+    let txn = state.db.begin().await?;
+    let role = role_by_name(&txn, name).await?;
+    if role.name == ADMIN_ROLE {
+        return Err(AppError::Refused {
+            reason: "ADMIN_ROLE",
+            message: "the admin role always has every permission".into(),
+        });
+    }
+    let before: Vec<String> = role_permissions::Entity::find()
+        .filter(role_permissions::Column::RoleId.eq(role.id))
+        .all(&txn)
+        .await?
+        .into_iter()
+        .map(|g| g.permission)
+        .collect();
+    replace_grants(&txn, role.id, &grants).await?;
+    let holders: Vec<Uuid> = user_roles::Entity::find()
+        .select_only()
+        .column(user_roles::Column::UserId)
+        .filter(user_roles::Column::RoleId.eq(role.id))
+        .into_tuple()
+        .all(&txn)
+        .await?;
+    audit::service::record(
+        &txn,
+        actor,
+        "role.update_permissions",
+        Some(("role", role.name.clone())),
+        json!({ "before": before, "after": grants.iter().map(|p| p.as_str()).collect::<Vec<_>>() }),
+    )
+    .await?;
+    txn.commit().await?;
+    for holder in holders {
+        invalidate_user(state, holder).await;
+    }
+    Ok(role)
+}
+
+/// # Errors
+/// `NOT_FOUND`, `FORBIDDEN` for system roles.
+pub async fn delete_role(state: &AppState, actor: &Actor, name: &str) -> AppResult<()> {
+    let txn = state.db.begin().await?;
+    let role = role_by_name(&txn, name).await?;
+    if role.is_system {
+        return Err(AppError::Refused {
+            reason: "SYSTEM_ROLE",
+            message: format!("the {name} role is built in and cannot be deleted"),
+        });
+    }
+    let holders: Vec<Uuid> = user_roles::Entity::find()
+        .select_only()
+        .column(user_roles::Column::UserId)
+        .filter(user_roles::Column::RoleId.eq(role.id))
+        .into_tuple()
+        .all(&txn)
+        .await?;
+    audit::service::record(
+        &txn,
+        actor,
+        "role.delete",
+        Some(("role", role.name.clone())),
+        json!({ "holders": holders.len() }),
+    )
+    .await?;
+    roles::Entity::delete_by_id(role.id).exec(&txn).await?;
+    txn.commit().await?;
+    for holder in holders {
+        invalidate_user(state, holder).await;
+    }
+    Ok(())
+}
+
+pub struct Stats {
+    pub total: u64,
+    pub active: u64,
+    pub verified: u64,
+    pub banned: u64,
+    pub new_last_30_days: u64,
+    pub roles: Vec<(String, u64)>,
+    pub audit_last_24h: u64,
+    pub jobs: crate::infra::jobs::QueueStats,
+}
+
+/// # Errors
+/// The database fails.
+pub async fn stats(state: &AppState) -> AppResult<Stats> {
+    let db = &state.db;
+    let now = Utc::now();
+    let count = |condition: Condition| users::Entity::find().filter(condition).count(db);
+    let roles = list_roles(db).await?;
+    Ok(Stats {
+        total: users::Entity::find().count(db).await?,
+        active: count(Condition::all().add(users::Column::IsActive.eq(true))).await?,
+        verified: count(Condition::all().add(users::Column::IsVerified.eq(true))).await?,
+        banned: count(banned_now(now)).await?,
+        new_last_30_days: count(
+            Condition::all().add(users::Column::CreatedAt.gte(now - chrono::Duration::days(30))),
+        )
+        .await?,
+        roles: roles.into_iter().map(|r| (r.role.name, r.users)).collect(),
+        audit_last_24h: audit::service::count_since(db, now - chrono::Duration::hours(24)).await?,
+        jobs: state.jobs.stats().await?,
+    })
+}

@@ -1,0 +1,103 @@
+use async_graphql::{Enum, ID, InputObject, SimpleObject};
+use chrono::{DateTime, Utc};
+
+use crate::features::users::types::User;
+
+#[derive(InputObject, Default)]
+pub struct UserFilter {
+    pub is_active: Option<bool>,
+    pub is_verified: Option<bool>,
+    pub is_banned: Option<bool>,
+    pub role_name: Option<String>,
+    /// Case-insensitive substring of email, username or display name.
+    pub search: Option<String>,
+    /// Inclusive.
+    pub created_after: Option<DateTime<Utc>>,
+    /// Exclusive.
+    pub created_before: Option<DateTime<Utc>>,
+}
+
+#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+pub enum UserOrderField {
+    CreatedAt,
+    Email,
+    LastLoginAt,
+}
+
+#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+pub enum SortDirection {
+    Asc,
+    Desc,
+}
+
+#[derive(InputObject)]
+pub struct UserOrder {
+    pub field: UserOrderField,
+    #[graphql(default_with = "SortDirection::Desc")]
+    pub direction: SortDirection,
+}
+
+#[derive(SimpleObject)]
+pub struct UserPage {
+    pub items: Vec<User>,
+    pub total_count: u64,
+    pub limit: i32,
+    pub offset: i32,
+}
+
+/// What a bulk role change did.
+#[derive(SimpleObject)]
+pub struct BulkRoleResult {
+    /// Users whose roles changed.
+    pub updated: i32,
+    /// Users who already had (or already lacked) the role.
+    pub unchanged: i32,
+    /// Ids that match no user.
+    pub not_found: Vec<ID>,
+}
+
+#[derive(SimpleObject)]
+pub struct RoleDetails {
+    pub id: ID,
+    pub name: String,
+    pub description: Option<String>,
+    /// Built in: cannot be deleted.
+    pub is_system: bool,
+    pub permissions: Vec<String>,
+    pub user_count: u64,
+}
+
+#[derive(SimpleObject)]
+pub struct UserStats {
+    pub total: u64,
+    pub active: u64,
+    pub verified: u64,
+    pub banned: u64,
+    pub new_last_30_days: u64,
+}
+
+#[derive(SimpleObject)]
+pub struct RoleCount {
+    pub role: String,
+    pub users: u64,
+}
+
+#[derive(SimpleObject)]
+pub struct JobStats {
+    pub pending: u64,
+    pub running: u64,
+    /// Jobs that failed for good.
+    pub dead: u64,
+}
+
+#[derive(SimpleObject)]
+pub struct SystemStats {
+    pub users: UserStats,
+    pub role_distribution: Vec<RoleCount>,
+    pub audit_entries_last_24_hours: u64,
+    pub jobs: JobStats,
+    /// `sqlite` or `postgres`.
+    pub database_backend: String,
+    pub version: String,
+    pub uptime_seconds: u64,
+}

@@ -1,0 +1,55 @@
+use async_graphql::{Context, Object, Result};
+
+use super::service::{self, AuditFilter};
+use super::types::{AuditEntry, AuditLogFilter, AuditPage};
+use crate::error::{AppError, GqlResultExt as _};
+use crate::features::users::Permission;
+use crate::graphql::{ContextExt as _, RequirePermission};
+
+#[derive(Default)]
+pub struct AuditQuery;
+
+#[Object]
+impl AuditQuery {
+    /// The audit trail, newest first.
+    #[graphql(guard = "RequirePermission(Permission::AuditRead)")]
+    async fn audit_log(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<AuditLogFilter>,
+        #[graphql(default = 20)] limit: i32,
+        #[graphql(default = 0)] offset: i32,
+    ) -> Result<AuditPage> {
+        let filter = filter.unwrap_or_default();
+        let actor_id = match filter.actor_id {
+            Some(id) => Some(
+                uuid::Uuid::parse_str(&id)
+                    .map_err(|_| AppError::invalid("actorId", "is not a user id"))
+                    .gql()?,
+            ),
+            None => None,
+        };
+        let limit = u64::try_from(limit)
+            .map_err(|_| AppError::invalid("limit", "must be from 1 to 100"))
+            .gql()?;
+        let offset = u64::try_from(offset)
+            .map_err(|_| AppError::invalid("offset", "must not be negative"))
+            .gql()?;
+        let query = AuditFilter {
+            actor_id,
+            action: filter.action,
+            target_id: filter.target_id,
+            from: filter.from,
+            to: filter.to,
+        };
+        let (items, total) = service::list(&ctx.state().gql()?.db, query, limit, offset)
+            .await
+            .gql()?;
+        Ok(AuditPage {
+            items: items.into_iter().map(AuditEntry::from).collect(),
+            total_count: total,
+            limit,
+            offset,
+        })
+    }
+}

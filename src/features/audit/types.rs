@@ -1,0 +1,60 @@
+use async_graphql::{ID, InputObject, Json, SimpleObject};
+use chrono::{DateTime, Utc};
+
+use crate::entities::audit_log;
+
+#[derive(InputObject, Default)]
+pub struct AuditLogFilter {
+    pub actor_id: Option<ID>,
+    /// e.g. `user.ban`
+    pub action: Option<String>,
+    pub target_id: Option<String>,
+    /// Inclusive.
+    pub from: Option<DateTime<Utc>>,
+    /// Exclusive.
+    pub to: Option<DateTime<Utc>>,
+}
+
+/// One recorded action.
+#[derive(SimpleObject)]
+pub struct AuditEntry {
+    pub id: ID,
+    pub actor_id: Option<ID>,
+    /// The actor's email when the action happened.
+    pub actor_email: Option<String>,
+    pub action: String,
+    pub target_type: Option<String>,
+    pub target_id: Option<String>,
+    pub request_id: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    /// Reason, before/after values, counts.
+    pub metadata: Json<serde_json::Value>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<audit_log::Model> for AuditEntry {
+    fn from(m: audit_log::Model) -> Self {
+        Self {
+            id: ID(m.id.to_string()),
+            actor_id: m.actor_id.map(|id| ID(id.to_string())),
+            actor_email: m.actor_email,
+            action: m.action,
+            target_type: m.target_type,
+            target_id: m.target_id,
+            request_id: m.request_id,
+            ip: m.ip,
+            user_agent: m.user_agent,
+            metadata: Json(serde_json::from_str(&m.metadata).unwrap_or(serde_json::Value::Null)),
+            created_at: m.created_at,
+        }
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct AuditPage {
+    pub items: Vec<AuditEntry>,
+    pub total_count: u64,
+    pub limit: u64,
+    pub offset: u64,
+}

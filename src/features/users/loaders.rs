@@ -1,0 +1,97 @@
+//! Request-scoped batch loaders, so a page of users costs a fixed number of queries.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use async_graphql::dataloader::{DataLoader, Loader};
+use sea_orm::{
+    ColumnTrait as _, DatabaseConnection, EntityTrait as _, QueryFilter as _, QueryOrder as _,
+};
+use uuid::Uuid;
+
+use crate::entities::{role_permissions, roles, user_roles};
+
+/// Loaders of one request (or one WebSocket operation).
+pub struct Loaders {
+    pub roles: DataLoader<RolesByUser>,
+    pub permissions: DataLoader<PermissionsByUser>,
+}
+
+impl Loaders {
+    pub fn new(db: &DatabaseConnection) -> Self {
+        Self {
+            roles: DataLoader::new(RolesByUser { db: db.clone() }, tokio::spawn),
+            permissions: DataLoader::new(PermissionsByUser { db: db.clone() }, tokio::spawn),
+        }
+    }
+}
+
+pub struct RolesByUser {
+    db: DatabaseConnection,
+}
+
+impl Loader<Uuid> for RolesByUser {
+    type Value = Vec<roles::Model>;
+    type Error = Arc<sea_orm::DbErr>;
+
+    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Self::Value>, Self::Error> {
+        let rows = user_roles::Entity::find()
+            .filter(user_roles::Column::UserId.is_in(keys.iter().copied()))
+            .find_also_related(roles::Entity)
+            .order_by_asc(user_roles::Column::CreatedAt)
+            .all(&self.db)
+            .await
+            .map_err(Arc::new)?;
+        let mut out: HashMap<Uuid, Vec<roles::Model>> = keys.iter().map(|k| (*k, vec![])).collect();
+        for (link, role) in rows {
+            if let Some(role) = role {
+                out.entry(link.user_id).or_default().push(role);
+            }
+        }
+        Ok(out)
+    }
+}
+
+pub struct PermissionsByUser {
+    db: DatabaseConnection,
+}
+
+impl Loader<Uuid> for PermissionsByUser {
+    type Value = BTreeSet<String>;
+    type Error = Arc<sea_orm::DbErr>;
+
+    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Self::Value>, Self::Error> {
+        let links = user_roles::Entity::find()
+            .filter(user_roles::Column::UserId.is_in(keys.iter().copied()))
+            .all(&self.db)
+            .await
+            .map_err(Arc::new)?;
+        let role_ids: BTreeSet<Uuid> = links.iter().map(|l| l.role_id).collect();
+        let grants = if role_ids.is_empty() {
+            vec![]
+        } else {
+            role_permissions::Entity::find()
+                .filter(role_permissions::Column::RoleId.is_in(role_ids))
+                .all(&self.db)
+                .await
+                .map_err(Arc::new)?
+        };
+        let mut by_role: HashMap<Uuid, Vec<String>> = HashMap::new();
+        for grant in grants {
+            by_role
+                .entry(grant.role_id)
+                .or_default()
+                .push(grant.permission);
+        }
+        let mut out: HashMap<Uuid, BTreeSet<String>> =
+            keys.iter().map(|k| (*k, BTreeSet::new())).collect();
+        for link in links {
+            if let Some(permissions) = by_role.get(&link.role_id) {
+                out.entry(link.user_id)
+                    .or_default()
+                    .extend(permissions.iter().cloned());
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,757 @@
+//! The admin API and its audit trail.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use sea_orm::{ConnectionTrait as _, DatabaseBackend};
+use serde_json::{Value, json};
+
+use crate::helpers::{PASSWORD, REFRESH, Session, TestApp, header};
+
+fn code(body: &Value) -> &str {
+    body["errors"][0]["extensions"]["code"]
+        .as_str()
+        .unwrap_or_default()
+}
+
+async fn gql(app: &TestApp, session: &Session, query: &str, vars: Value) -> Value {
+    app.graphql_as(Some(&session.access), query, vars).await.2
+}
+
+#[tokio::test]
+async fn every_admin_operation_needs_its_permission() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin().await;
+    let plain = app.signed_up("plain@example.com").await;
+    let target = app.signed_up("target@example.com").await;
+    let t = target.user_id.as_str();
+    let operations = [
+        ("{ allUsers { totalCount } }", json!({})),
+        ("{ systemStats { users { total } } }", json!({})),
+        ("{ roles { name } }", json!({})),
+        ("{ auditLog { totalCount } }", json!({})),
+        (
+            "query($id: ID!) { user(id: $id) { email isBanned } }",
+            json!({ "id": t }),
+        ),
+        (
+            "mutation($id: ID!) { banUser(userId: $id, reason: \"spam\") { id } }",
+            json!({ "id": t }),
+        ),
+        (
+            "mutation($id: ID!) { unbanUser(userId: $id) { id } }",
+            json!({ "id": t }),
+        ),
+        (
+            "mutation($ids: [ID!]!) { bulkAssignRole(userIds: $ids, role: \"moderator\") { updated } }",
+            json!({ "ids": [t] }),
+        ),
+        (
+            "mutation($ids: [ID!]!) { bulkRemoveRole(userIds: $ids, role: \"moderator\") { updated } }",
+            json!({ "ids": [t] }),
+        ),
+        (
+            "mutation { createRole(name: \"editor\", permissions: [\"users:read\"]) { name } }",
+            json!({}),
+        ),
+        (
+            "mutation { updateRolePermissions(name: \"editor\", permissions: []) { name } }",
+            json!({}),
+        ),
+        ("mutation { deleteRole(name: \"editor\") }", json!({})),
+        (
+            "mutation($id: ID!) { deleteUserPermanently(userId: $id, confirmEmail: \"target@example.com\") }",
+            json!({ "id": t }),
+        ),
+    ];
+    for (query, vars) in &operations {
+        let (_, _, anonymous) = app.graphql_as(None, query, vars.clone()).await;
+        assert_eq!(code(&anonymous), "UNAUTHENTICATED", "{query}: {anonymous}");
+        let forbidden = gql(&app, &plain, query, vars.clone()).await;
+        assert_eq!(code(&forbidden), "FORBIDDEN", "{query}: {forbidden}");
+    }
+    for (query, vars) in operations {
+        let allowed = gql(&app, &admin, query, vars).await;
+        assert!(allowed.get("errors").is_none(), "{query}: {allowed}");
+    }
+}
+
+#[tokio::test]
+async fn all_users_filters_searches_orders_and_pages() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin().await;
+    for i in 0..24 {
+        let email = format!("member{i:02}@example.com");
+        let session = app.signed_up(&email).await;
+        if i % 3 == 0 {
+            app.grant_role(&session.user_id, "moderator").await;
+        }
+        if i % 4 == 0 {
+            multipult::features::auth::service::set_active(
+                &app.state,
+                uuid::Uuid::parse_str(&session.user_id).unwrap(),
+                false,
+            )
+            .await
+            .unwrap();
+        }
+    }
+    app.signed_up("Needle.Person@Example.com").await;
+    let (_, _, profile) = app
+        .graphql_as(
+            Some(&app.login("needle.person@example.com", PASSWORD).await.access),
+            "mutation { updateProfile(input: { displayName: \"Héloïse NEEDLE\", username: \"needle_user\" }) { username } }",
+            json!({}),
+        )
+        .await;
+    assert!(profile.get("errors").is_none(), "{profile}");
+
+    let list = |vars: Value| {
+        let admin = admin.clone();
+        let app = &app;
+        async move {
+            gql(
+                app,
+                &admin,
+                "query($f: UserFilter, $o: UserOrder, $l: Int!, $off: Int!) { allUsers(filter: $f, orderBy: $o, limit: $l, offset: $off) { totalCount limit offset items { email } } }",
+                vars,
+            )
+            .await
+        }
+    };
+    let emails = |body: &Value| -> Vec<String> {
+        body["data"]["allUsers"]["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["email"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    // 24 members + needle + admin.
+    let all = list(json!({ "l": 100, "off": 0 })).await;
+    assert_eq!(all["data"]["allUsers"]["totalCount"], 26, "{all}");
+
+    let moderators = list(json!({ "f": { "roleName": "moderator" }, "l": 100, "off": 0 })).await;
+    assert_eq!(moderators["data"]["allUsers"]["totalCount"], 8);
+    let inactive = list(json!({ "f": { "isActive": false }, "l": 100, "off": 0 })).await;
+    assert_eq!(inactive["data"]["allUsers"]["totalCount"], 6);
+    let both =
+        list(json!({ "f": { "isActive": false, "roleName": "moderator" }, "l": 100, "off": 0 }))
+            .await;
+    assert_eq!(
+        both["data"]["allUsers"]["totalCount"], 2,
+        "members 0 and 12"
+    );
+
+    for term in ["NEEDLE", "needle_u", "héloïse", "person@example"] {
+        let found = list(json!({ "f": { "search": term }, "l": 10, "off": 0 })).await;
+        assert_eq!(
+            emails(&found),
+            vec!["needle.person@example.com"],
+            "{term}: {found}"
+        );
+    }
+    // LIKE wildcards are taken literally.
+    let literal = list(json!({ "f": { "search": "%" }, "l": 10, "off": 0 })).await;
+    assert_eq!(literal["data"]["allUsers"]["totalCount"], 0);
+
+    let ordered = list(json!({ "f": { "search": "member" }, "o": { "field": "EMAIL", "direction": "ASC" }, "l": 5, "off": 5 })).await;
+    assert_eq!(
+        emails(&ordered),
+        vec![
+            "member05@example.com",
+            "member06@example.com",
+            "member07@example.com",
+            "member08@example.com",
+            "member09@example.com"
+        ]
+    );
+    assert_eq!(ordered["data"]["allUsers"]["totalCount"], 24);
+    assert_eq!(ordered["data"]["allUsers"]["offset"], 5);
+    let last = list(json!({ "f": { "search": "member" }, "o": { "field": "EMAIL", "direction": "DESC" }, "l": 1, "off": 0 })).await;
+    assert_eq!(emails(&last), vec!["member23@example.com"]);
+
+    let future =
+        list(json!({ "f": { "createdAfter": "2999-01-01T00:00:00Z" }, "l": 10, "off": 0 })).await;
+    assert_eq!(future["data"]["allUsers"]["totalCount"], 0);
+
+    let too_many = list(json!({ "l": 101, "off": 0 })).await;
+    assert_eq!(code(&too_many), "BAD_USER_INPUT", "{too_many}");
+    assert!(too_many["errors"][0]["extensions"]["fields"]["limit"].is_string());
+    let negative = list(json!({ "l": 10, "off": -1 })).await;
+    assert_eq!(code(&negative), "BAD_USER_INPUT");
+}
+
+#[tokio::test]
+async fn a_ban_ends_sessions_at_once_and_login_says_banned_until_unbanned() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin().await;
+    let victim = app.signed_up("victim@example.com").await;
+    let ban = "mutation($id: ID!, $until: DateTime) { banUser(userId: $id, reason: \"abuse\", until: $until) { isBanned banReason } }";
+    let banned = gql(&app, &admin, ban, json!({ "id": victim.user_id })).await;
+    assert_eq!(
+        banned["data"]["banUser"],
+        json!({ "isBanned": true, "banReason": "abuse" }),
+        "{banned}"
+    );
+
+    assert_eq!(
+        app.graphql_as(Some(&victim.access), "{ me { id } }", json!({}))
+            .await
+            .0,
+        401
+    );
+    let (_, _, refresh) = app
+        .graphql_as(None, REFRESH, json!({ "t": victim.refresh }))
+        .await;
+    assert_eq!(code(&refresh), "UNAUTHENTICATED");
+    let login = app.login_body("victim@example.com", PASSWORD).await;
+    assert_eq!(code(&login), "ACCOUNT_BANNED", "{login}");
+
+    let unbanned = gql(
+        &app,
+        &admin,
+        "mutation($id: ID!) { unbanUser(userId: $id) { isBanned } }",
+        json!({ "id": victim.user_id }),
+    )
+    .await;
+    assert_eq!(unbanned["data"]["unbanUser"]["isBanned"], false);
+    assert!(app.login_body("victim@example.com", PASSWORD).await["data"]["login"].is_object());
+
+    // A timed ban ends by itself.
+    let until = (chrono::Utc::now() + chrono::Duration::milliseconds(1500)).to_rfc3339();
+    let timed = gql(
+        &app,
+        &admin,
+        ban,
+        json!({ "id": victim.user_id, "until": until }),
+    )
+    .await;
+    assert_eq!(timed["data"]["banUser"]["isBanned"], true);
+    let login = app.login_body("victim@example.com", PASSWORD).await;
+    assert_eq!(code(&login), "ACCOUNT_BANNED");
+    assert!(login["errors"][0]["extensions"]["bannedUntil"].is_string());
+    tokio::time::sleep(Duration::from_millis(1700)).await;
+    assert!(app.login_body("victim@example.com", PASSWORD).await["data"]["login"].is_object());
+
+    let past = gql(
+        &app,
+        &admin,
+        ban,
+        json!({ "id": victim.user_id, "until": "2000-01-01T00:00:00Z" }),
+    )
+    .await;
+    assert_eq!(code(&past), "BAD_USER_INPUT");
+}
+
+#[tokio::test]
+async fn admins_cannot_lock_the_system_out_of_administration() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin().await;
+    // Admin actions only (sign-ins of the accounts made below are audited too).
+    let admin_entries = || async {
+        app.audit_entries().await.into_iter().filter(|e| !e.action.starts_with("auth.")).count()
+    };
+    let before = admin_entries().await;
+    let me = admin.user_id.as_str();
+
+    let cases = [
+        (
+            "mutation($id: ID!) { banUser(userId: $id, reason: \"x\") { id } }",
+            json!({ "id": me }),
+            "SELF_ACTION",
+        ),
+        (
+            "mutation($id: ID!) { deleteUserPermanently(userId: $id, confirmEmail: \"root@example.com\") }",
+            json!({ "id": me }),
+            "SELF_ACTION",
+        ),
+        (
+            "mutation($ids: [ID!]!) { bulkRemoveRole(userIds: $ids, role: \"admin\") { updated } }",
+            json!({ "ids": [me] }),
+            "SELF_ACTION",
+        ),
+        (
+            "mutation { deleteRole(name: \"admin\") }",
+            json!({}),
+            "SYSTEM_ROLE",
+        ),
+        (
+            "mutation { updateRolePermissions(name: \"admin\", permissions: []) { name } }",
+            json!({}),
+            "ADMIN_ROLE",
+        ),
+    ];
+    for (query, vars, reason) in cases {
+        let body = gql(&app, &admin, query, vars).await;
+        assert_eq!(code(&body), "FORBIDDEN", "{query}: {body}");
+        assert_eq!(body["errors"][0]["extensions"]["reason"], reason, "{query}");
+    }
+
+    // A second admin (not the last one) can act on the first — but not once it is the last.
+    let other = app.user_with_roles("other@example.com", &["admin"]).await;
+    multipult::features::auth::service::set_active(
+        &app.state,
+        uuid::Uuid::parse_str(&other.user_id).unwrap(),
+        false,
+    )
+    .await
+    .unwrap();
+    let second = app.user_with_roles("second@example.com", &["admin"]).await;
+    let body = gql(
+        &app,
+        &second,
+        "mutation($ids: [ID!]!) { bulkRemoveRole(userIds: $ids, role: \"admin\") { updated } }",
+        json!({ "ids": [me] }),
+    )
+    .await;
+    assert_eq!(body["data"]["bulkRemoveRole"]["updated"], 1, "{body}");
+    // Now `second` is the last active admin; the (former) admin cannot act anyway, and `second`
+    // cannot remove itself.
+    let body = gql(
+        &app,
+        &second,
+        "mutation($ids: [ID!]!) { bulkRemoveRole(userIds: $ids, role: \"admin\") { updated } }",
+        json!({ "ids": [second.user_id] }),
+    )
+    .await;
+    assert_eq!(body["errors"][0]["extensions"]["reason"], "SELF_ACTION");
+
+    // Nothing changed but the one successful demotion: one new audit entry.
+    assert_eq!(admin_entries().await, before + 1);
+    let (_, _, me_now) = app
+        .graphql_as(Some(&second.access), "{ me { roles { name } } }", json!({}))
+        .await;
+    assert!(
+        me_now["data"]["me"]["roles"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({ "name": "admin" }))
+    );
+}
+
+#[tokio::test]
+async fn the_last_admin_cannot_be_banned_deleted_or_demoted_by_a_moderator_role_holder_either() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin().await;
+    // A custom role that may ban and change roles, but is not admin.
+    let operator = app
+        .user_with_roles("operator@example.com", &["moderator"])
+        .await;
+    let ban = gql(
+        &app,
+        &operator,
+        "mutation($id: ID!) { banUser(userId: $id, reason: \"coup\") { id } }",
+        json!({ "id": admin.user_id }),
+    )
+    .await;
+    assert_eq!(
+        ban["errors"][0]["extensions"]["reason"], "LAST_ADMIN",
+        "{ban}"
+    );
+    let demote = gql(
+        &app,
+        &operator,
+        "mutation($ids: [ID!]!) { bulkRemoveRole(userIds: $ids, role: \"admin\") { updated } }",
+        json!({ "ids": [admin.user_id] }),
+    )
+    .await;
+    assert_eq!(
+        demote["errors"][0]["extensions"]["reason"], "LAST_ADMIN",
+        "{demote}"
+    );
+    assert_eq!(
+        app.graphql_as(Some(&admin.access), "{ me { id } }", json!({}))
+            .await
+            .0,
+        200
+    );
+}
+
+#[tokio::test]
+async fn bulk_assign_reports_unknown_ids_and_is_all_or_nothing() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin().await;
+    let mut ids = vec![];
+    for i in 0..6 {
+        ids.push(app.signed_up(&format!("bulk{i}@example.com")).await.user_id);
+    }
+    app.grant_role(&ids[0], "moderator").await;
+    let ghost = uuid::Uuid::new_v4().to_string();
+    let mut with_ghost = ids.clone();
+    with_ghost.push(ghost.clone());
+    let assign = "mutation($ids: [ID!]!) { bulkAssignRole(userIds: $ids, role: \"moderator\") { updated unchanged notFound } }";
+    let body = gql(&app, &admin, assign, json!({ "ids": with_ghost })).await;
+    assert_eq!(
+        body["data"]["bulkAssignRole"],
+        json!({ "updated": 5, "unchanged": 1, "notFound": [ghost] }),
+        "{body}"
+    );
+
+    let too_many: Vec<String> = (0..501).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    let body = gql(&app, &admin, assign, json!({ "ids": too_many })).await;
+    assert_eq!(code(&body), "BAD_USER_INPUT");
+    let unknown_role = gql(
+        &app,
+        &admin,
+        "mutation($ids: [ID!]!) { bulkAssignRole(userIds: $ids, role: \"wizard\") { updated } }",
+        json!({ "ids": [ids[0]] }),
+    )
+    .await;
+    assert_eq!(code(&unknown_role), "NOT_FOUND");
+
+    // A database failure part way (on the 4th of 6 users) undoes everything: no role, no entry.
+    let audit_before = app.audit_entries().await.len();
+    let doomed = ids[3].clone();
+    let db = &app.state.db;
+    let blob = |id: &str| uuid::Uuid::parse_str(id).unwrap().as_simple().to_string();
+    match db.get_database_backend() {
+        DatabaseBackend::Sqlite => {
+            db.execute_unprepared(&format!(
+                "CREATE TRIGGER fail_bulk BEFORE INSERT ON user_roles WHEN hex(NEW.user_id) = upper('{}') OR NEW.user_id = '{}' BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+                blob(&doomed), doomed
+            ))
+            .await
+            .unwrap();
+        }
+        _ => {
+            db.execute_unprepared(&format!(
+                "CREATE FUNCTION fail_bulk() RETURNS trigger AS $$ BEGIN IF NEW.user_id = '{doomed}' THEN RAISE EXCEPTION 'injected failure'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql;
+                 CREATE TRIGGER fail_bulk BEFORE INSERT ON user_roles FOR EACH ROW EXECUTE FUNCTION fail_bulk();"
+            ))
+            .await
+            .unwrap();
+        }
+    }
+    let body = gql(
+        &app,
+        &admin,
+        "mutation($ids: [ID!]!) { bulkAssignRole(userIds: $ids, role: \"admin\") { updated } }",
+        json!({ "ids": ids }),
+    )
+    .await;
+    assert_eq!(code(&body), "INTERNAL_SERVER_ERROR", "{body}");
+    assert!(
+        !body.to_string().contains("injected"),
+        "no internals leak: {body}"
+    );
+    assert_eq!(app.audit_entries().await.len(), audit_before);
+    let admins = gql(
+        &app,
+        &admin,
+        "{ allUsers(filter: { roleName: \"admin\" }) { totalCount } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        admins["data"]["allUsers"]["totalCount"], 1,
+        "nobody became admin: {admins}"
+    );
+}
+
+#[tokio::test]
+async fn permanent_deletion_removes_everything_but_the_audit_entry() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin().await;
+    let gone = app.signed_up("Gone@Example.com").await;
+    let delete =
+        "mutation($id: ID!, $e: String!) { deleteUserPermanently(userId: $id, confirmEmail: $e) }";
+    let wrong = gql(
+        &app,
+        &admin,
+        delete,
+        json!({ "id": gone.user_id, "e": "someone@example.com" }),
+    )
+    .await;
+    assert_eq!(code(&wrong), "BAD_USER_INPUT");
+    assert!(wrong["errors"][0]["extensions"]["fields"]["confirmEmail"].is_string());
+
+    let done = gql(
+        &app,
+        &admin,
+        delete,
+        json!({ "id": gone.user_id, "e": "gone@example.com" }),
+    )
+    .await;
+    assert_eq!(done["data"]["deleteUserPermanently"], true, "{done}");
+    assert_eq!(
+        app.graphql_as(Some(&gone.access), "{ me { id } }", json!({}))
+            .await
+            .0,
+        401
+    );
+    let (_, _, refresh) = app
+        .graphql_as(None, REFRESH, json!({ "t": gone.refresh }))
+        .await;
+    assert_eq!(code(&refresh), "UNAUTHENTICATED");
+    let lookup = gql(
+        &app,
+        &admin,
+        "query($id: ID!) { user(id: $id) { id } }",
+        json!({ "id": gone.user_id }),
+    )
+    .await;
+    assert!(lookup["data"]["user"].is_null());
+    for table in ["refresh_tokens", "user_roles", "email_tokens"] {
+        let id = uuid::Uuid::parse_str(&gone.user_id).unwrap();
+        let rows = app
+            .state
+            .db
+            .query_all_raw(sea_orm::Statement::from_sql_and_values(
+                app.state.db.get_database_backend(),
+                format!(
+                    "SELECT user_id FROM {table} WHERE user_id = {}",
+                    if app.state.db.get_database_backend() == DatabaseBackend::Postgres {
+                        "$1"
+                    } else {
+                        "?"
+                    }
+                ),
+                [id.into()],
+            ))
+            .await
+            .unwrap();
+        assert!(
+            rows.is_empty(),
+            "{table} still has rows of the deleted user"
+        );
+    }
+    let entry = app
+        .audit_entries()
+        .await
+        .into_iter()
+        .find(|e| e.action == "user.delete")
+        .unwrap();
+    assert_eq!(entry.target_id.as_deref(), Some(gone.user_id.as_str()));
+    let metadata: Value = serde_json::from_str(&entry.metadata).unwrap();
+    assert_eq!(metadata["email"], "gone@example.com");
+}
+
+#[tokio::test]
+async fn each_admin_mutation_leaves_exactly_its_audit_entry_with_the_request_id() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin().await;
+    let target = app.signed_up("audited@example.com").await;
+    let t = target.user_id.as_str();
+    let cases = [
+        (
+            "mutation($id: ID!) { banUser(userId: $id, reason: \"spam\") { id } }",
+            json!({ "id": t }),
+            "user.ban",
+            Some(t.to_owned()),
+        ),
+        (
+            "mutation($id: ID!) { unbanUser(userId: $id) { id } }",
+            json!({ "id": t }),
+            "user.unban",
+            Some(t.to_owned()),
+        ),
+        (
+            "mutation($ids: [ID!]!) { bulkAssignRole(userIds: $ids, role: \"moderator\") { updated } }",
+            json!({ "ids": [t] }),
+            "role.bulk_assign",
+            Some("moderator".to_owned()),
+        ),
+        (
+            "mutation($ids: [ID!]!) { bulkRemoveRole(userIds: $ids, role: \"moderator\") { updated } }",
+            json!({ "ids": [t] }),
+            "role.bulk_remove",
+            Some("moderator".to_owned()),
+        ),
+        (
+            "mutation { createRole(name: \"support\", permissions: [\"users:read\"]) { name } }",
+            json!({}),
+            "role.create",
+            Some("support".to_owned()),
+        ),
+        (
+            "mutation { updateRolePermissions(name: \"support\", permissions: [\"audit:read\"]) { name } }",
+            json!({}),
+            "role.update_permissions",
+            Some("support".to_owned()),
+        ),
+        (
+            "mutation { deleteRole(name: \"support\") }",
+            json!({}),
+            "role.delete",
+            Some("support".to_owned()),
+        ),
+        (
+            "mutation($id: ID!) { deleteUserPermanently(userId: $id, confirmEmail: \"audited@example.com\") }",
+            json!({ "id": t }),
+            "user.delete",
+            Some(t.to_owned()),
+        ),
+    ];
+    for (query, vars, action, target_id) in cases {
+        let before = app.audit_entries().await.len();
+        let (status, headers, body) = app.graphql_as(Some(&admin.access), query, vars).await;
+        assert_eq!(status, 200);
+        assert!(body.get("errors").is_none(), "{query}: {body}");
+        let entries = app.audit_entries().await;
+        assert_eq!(entries.len(), before + 1, "{action}");
+        let entry = &entries[0];
+        assert_eq!(entry.action, action);
+        assert_eq!(
+            entry.actor_id.map(|id| id.to_string()),
+            Some(admin.user_id.clone())
+        );
+        assert_eq!(entry.actor_email.as_deref(), Some("root@example.com"));
+        assert_eq!(entry.target_id, target_id, "{action}");
+        assert_eq!(
+            entry.request_id.as_deref(),
+            Some(header(&headers, "x-request-id")),
+            "{action}"
+        );
+        assert_eq!(entry.ip.as_deref(), Some("127.0.0.1"));
+    }
+
+    // The log is readable (with filters) through the API.
+    let log = gql(
+        &app,
+        &admin,
+        "query($a: ID) { auditLog(filter: { actorId: $a, action: \"user.ban\" }) { totalCount items { action actorEmail targetId metadata } } }",
+        json!({ "a": admin.user_id }),
+    )
+    .await;
+    assert_eq!(log["data"]["auditLog"]["totalCount"], 1, "{log}");
+    assert_eq!(
+        log["data"]["auditLog"]["items"][0]["metadata"]["reason"],
+        "spam"
+    );
+}
+
+#[tokio::test]
+async fn sign_in_events_are_audited() {
+    let app = TestApp::spawn().await;
+    app.signed_up("events@example.com").await;
+    app.login_body("events@example.com", "definitely wrong")
+        .await;
+    let actions: Vec<String> = app
+        .audit_entries()
+        .await
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert!(actions.contains(&"auth.login".to_owned()), "{actions:?}");
+    assert!(
+        actions.contains(&"auth.login_failed".to_owned()),
+        "{actions:?}"
+    );
+}
+
+#[tokio::test]
+async fn listing_users_with_roles_runs_a_bounded_number_of_statements() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin().await;
+    let query =
+        "{ allUsers(limit: 100) { totalCount items { email roles { name } permissions } } }";
+    let mut counts = vec![];
+    for batch in [5, 40] {
+        for i in 0..batch {
+            app.user_with_roles(&format!("n{batch}-{i}@example.com"), &["moderator"])
+                .await;
+        }
+        // Warm up the caller's cached state, then count one request.
+        gql(&app, &admin, "{ me { id } }", json!({})).await;
+        let before = app.statements.load(Ordering::SeqCst);
+        let body = gql(&app, &admin, query, json!({})).await;
+        let after = app.statements.load(Ordering::SeqCst);
+        assert!(
+            body["data"]["allUsers"]["items"].as_array().unwrap().len() > batch,
+            "{body}"
+        );
+        counts.push(after - before);
+    }
+    // A count, a page, one batch of roles, one of permissions (a batch may split in two under
+    // load): far below one query per user either way.
+    assert!(
+        counts.iter().all(|c| *c <= 8),
+        "statements must not grow with the users: {counts:?}"
+    );
+}
+
+#[tokio::test]
+async fn system_stats_count_what_is_there() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin().await;
+    app.signed_up("s1@example.com").await;
+    let s2 = app.signed_up("s2@example.com").await;
+    gql(
+        &app,
+        &admin,
+        "mutation($id: ID!) { banUser(userId: $id, reason: \"x\") { id } }",
+        json!({ "id": s2.user_id }),
+    )
+    .await;
+    let stats = gql(&app, &admin, "{ systemStats { users { total active verified banned newLast30Days } roleDistribution { role users } auditEntriesLast24Hours jobs { pending dead } databaseBackend version uptimeSeconds } }", json!({})).await;
+    let s = &stats["data"]["systemStats"];
+    assert_eq!(s["users"]["total"], 3, "{stats}");
+    assert_eq!(s["users"]["banned"], 1);
+    assert_eq!(
+        s["users"]["verified"], 1,
+        "only the admin (created verified)"
+    );
+    assert_eq!(s["users"]["newLast30Days"], 3);
+    assert!(
+        s["roleDistribution"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({ "role": "admin", "users": 1 }))
+    );
+    assert!(
+        s["auditEntriesLast24Hours"].as_u64().unwrap() >= 4,
+        "logins and the ban"
+    );
+    assert!(["sqlite", "postgres"].contains(&s["databaseBackend"].as_str().unwrap()));
+}
+
+#[tokio::test]
+async fn retention_removes_only_entries_older_than_configured() {
+    let app = TestApp::spawn_with(|s| {
+        s.audit.retention_days = Some(30);
+        s.audit.retention_interval = Duration::from_millis(100);
+    })
+    .await;
+    use sea_orm::{ActiveModelTrait as _, Set};
+    multipult::entities::audit_log::ActiveModel {
+        id: Set(uuid::Uuid::now_v7()),
+        actor_id: Set(None),
+        actor_email: Set(None),
+        action: Set("ancient.event".into()),
+        target_type: Set(None),
+        target_id: Set(None),
+        request_id: Set(None),
+        ip: Set(None),
+        user_agent: Set(None),
+        metadata: Set("{}".into()),
+        created_at: Set(chrono::Utc::now() - chrono::Duration::days(31)),
+    }
+    .insert(&app.state.db)
+    .await
+    .unwrap();
+    app.signed_up("recent@example.com").await;
+    for _ in 0..50 {
+        if !app
+            .audit_entries()
+            .await
+            .iter()
+            .any(|e| e.action == "ancient.event")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let actions: Vec<String> = app
+        .audit_entries()
+        .await
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert!(
+        !actions.contains(&"ancient.event".to_owned()),
+        "{actions:?}"
+    );
+    assert!(actions.contains(&"auth.login".to_owned()));
+}
