@@ -251,7 +251,11 @@ async fn admins_cannot_lock_the_system_out_of_administration() {
     let admin = app.admin().await;
     // Admin actions only (sign-ins of the accounts made below are audited too).
     let admin_entries = || async {
-        app.audit_entries().await.into_iter().filter(|e| !e.action.starts_with("auth.")).count()
+        app.audit_entries()
+            .await
+            .into_iter()
+            .filter(|e| !e.action.starts_with("auth."))
+            .count()
     };
     let before = admin_entries().await;
     let me = admin.user_id.as_str();
