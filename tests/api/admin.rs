@@ -759,3 +759,29 @@ async fn retention_removes_only_entries_older_than_configured() {
     );
     assert!(actions.contains(&"auth.login".to_owned()));
 }
+
+#[tokio::test]
+async fn audit_entries_resolve_their_actors_in_one_batch() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin().await;
+    for i in 0..15 {
+        app.signed_up(&format!("actor{i}@example.com")).await;
+    }
+    let query = "{ auditLog(limit: 100) { totalCount items { action actor { email } } } }";
+    gql(&app, &admin, "{ me { id } }", json!({})).await;
+    let before = app.statements.load(Ordering::SeqCst);
+    let body = gql(&app, &admin, query, json!({})).await;
+    let statements = app.statements.load(Ordering::SeqCst) - before;
+    let items = body["data"]["auditLog"]["items"].as_array().unwrap();
+    assert!(items.len() >= 16, "{body}");
+    assert!(
+        items
+            .iter()
+            .any(|e| e["actor"]["email"] == "actor7@example.com"),
+        "{body}"
+    );
+    assert!(
+        statements <= 5,
+        "one count, one page, one batch of actors: {statements}"
+    );
+}

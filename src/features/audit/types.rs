@@ -1,7 +1,10 @@
-use async_graphql::{ID, InputObject, Json, SimpleObject};
+use async_graphql::{ComplexObject, Context, ID, InputObject, Json, Result, SimpleObject};
 use chrono::{DateTime, Utc};
 
 use crate::entities::audit_log;
+use crate::error::{AppError, GqlResultExt as _};
+use crate::features::users::loaders::Loaders;
+use crate::features::users::types::User;
 
 #[derive(InputObject, Default)]
 pub struct AuditLogFilter {
@@ -17,7 +20,10 @@ pub struct AuditLogFilter {
 
 /// One recorded action.
 #[derive(SimpleObject)]
+#[graphql(complex)]
 pub struct AuditEntry {
+    #[graphql(skip)]
+    pub actor_uuid: Option<uuid::Uuid>,
     pub id: ID,
     pub actor_id: Option<ID>,
     /// The actor's email when the action happened.
@@ -36,6 +42,7 @@ pub struct AuditEntry {
 impl From<audit_log::Model> for AuditEntry {
     fn from(m: audit_log::Model) -> Self {
         Self {
+            actor_uuid: m.actor_id,
             id: ID(m.id.to_string()),
             actor_id: m.actor_id.map(|id| ID(id.to_string())),
             actor_email: m.actor_email,
@@ -48,6 +55,26 @@ impl From<audit_log::Model> for AuditEntry {
             metadata: Json(serde_json::from_str(&m.metadata).unwrap_or(serde_json::Value::Null)),
             created_at: m.created_at,
         }
+    }
+}
+
+#[ComplexObject]
+impl AuditEntry {
+    /// The acting account, while it exists (loaded in one batch per page).
+    async fn actor(&self, ctx: &Context<'_>) -> Result<Option<User>> {
+        let Some(id) = self.actor_uuid else {
+            return Ok(None);
+        };
+        let Some(loaders) = ctx.data_opt::<Loaders>() else {
+            return Ok(None);
+        };
+        let user = loaders
+            .users
+            .load_one(id)
+            .await
+            .map_err(|e| AppError::Database((*e).clone()))
+            .gql()?;
+        Ok(user.map(User))
     }
 }
 

@@ -9,12 +9,13 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use crate::entities::{role_permissions, roles, user_roles};
+use crate::entities::{role_permissions, roles, user_roles, users};
 
 /// Loaders of one request (or one WebSocket operation).
 pub struct Loaders {
     pub roles: DataLoader<RolesByUser>,
     pub permissions: DataLoader<PermissionsByUser>,
+    pub users: DataLoader<UsersById>,
 }
 
 impl Loaders {
@@ -22,6 +23,7 @@ impl Loaders {
         Self {
             roles: DataLoader::new(RolesByUser { db: db.clone() }, tokio::spawn),
             permissions: DataLoader::new(PermissionsByUser { db: db.clone() }, tokio::spawn),
+            users: DataLoader::new(UsersById { db: db.clone() }, tokio::spawn),
         }
     }
 }
@@ -93,5 +95,23 @@ impl Loader<Uuid> for PermissionsByUser {
             }
         }
         Ok(out)
+    }
+}
+
+pub struct UsersById {
+    db: DatabaseConnection,
+}
+
+impl Loader<Uuid> for UsersById {
+    type Value = users::Model;
+    type Error = Arc<sea_orm::DbErr>;
+
+    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Self::Value>, Self::Error> {
+        let found = users::Entity::find()
+            .filter(users::Column::Id.is_in(keys.iter().copied()))
+            .all(&self.db)
+            .await
+            .map_err(Arc::new)?;
+        Ok(found.into_iter().map(|u| (u.id, u)).collect())
     }
 }
