@@ -135,6 +135,66 @@ pub struct SocialSettings {
     pub telegram_max_age: Duration,
 }
 
+/// A number of requests per sliding window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    pub limit: u64,
+    pub window: Duration,
+}
+
+impl Quota {
+    /// `100/1m`, `5/30s`.
+    pub fn parse(text: &str) -> Option<Self> {
+        let (limit, window) = text.trim().split_once('/')?;
+        let limit: u64 = limit.trim().parse().ok().filter(|l| *l > 0)?;
+        let window = humantime::parse_duration(window.trim())
+            .ok()
+            .filter(|w| !w.is_zero())?;
+        Some(Self { limit, window })
+    }
+}
+
+impl fmt::Display for Quota {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}/{}",
+            self.limit,
+            humantime::format_duration(self.window)
+        )
+    }
+}
+
+/// What a rule applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuleTarget {
+    /// A GraphQL root field (`login`): requests selecting it count against the rule.
+    Field(String),
+    /// A path prefix (`/auth/oauth`).
+    Path(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct RateLimitSettings {
+    pub enabled: bool,
+    pub user: Quota,
+    pub anonymous: Quota,
+    pub rules: Vec<(RuleTarget, Quota)>,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Clients never limited.
+    pub allowlist: Vec<ipnet::IpNet>,
+    /// Refuse (503) instead of letting requests through when the store is unreachable.
+    pub fail_closed: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct CsrfSettings {
+    pub enabled: bool,
+    /// Any of these (non-empty) marks a request as not sendable cross-site without a preflight.
+    pub headers: Vec<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct AuditSettings {
     /// Entries older than this many days are removed; `None` keeps everything.
@@ -184,6 +244,8 @@ pub struct Settings {
     pub websocket: WebSocketSettings,
     pub auth: AuthSettings,
     pub social: SocialSettings,
+    pub rate_limit: RateLimitSettings,
+    pub csrf: CsrfSettings,
     pub audit: AuditSettings,
     pub mail: MailSettings,
     pub jobs: JobSettings,
@@ -535,6 +597,24 @@ impl Settings {
         };
 
         let social = read_social(&mut r);
+        let rate_limit = read_rate_limits(&mut r);
+        let csrf = CsrfSettings {
+            enabled: r.boolean("CSRF_PREVENTION", true),
+            headers: {
+                let mut headers = vec![
+                    "apollo-require-preflight".to_owned(),
+                    "x-apollo-operation-name".to_owned(),
+                ];
+                headers.extend(
+                    r.raw("CSRF_REQUIRED_HEADERS")
+                        .unwrap_or_default()
+                        .split(',')
+                        .map(|h| h.trim().to_ascii_lowercase())
+                        .filter(|h| !h.is_empty()),
+                );
+                headers
+            },
+        };
         let audit = AuditSettings {
             retention_days: r
                 .raw("AUDIT_RETENTION_DAYS")
@@ -610,6 +690,8 @@ impl Settings {
             websocket,
             auth,
             social,
+            rate_limit,
+            csrf,
             audit,
             mail,
             jobs,
@@ -831,6 +913,48 @@ impl Settings {
                     .map_or_else(|| "(unset)".to_owned(), mask),
             ),
             ("TELEGRAM_AUTH_MAX_AGE", secs(self.social.telegram_max_age)),
+            ("RATE_LIMIT_ENABLED", self.rate_limit.enabled.to_string()),
+            ("RATE_LIMIT_USER", self.rate_limit.user.to_string()),
+            (
+                "RATE_LIMIT_ANONYMOUS",
+                self.rate_limit.anonymous.to_string(),
+            ),
+            (
+                "RATE_LIMIT_RULES",
+                self.rate_limit
+                    .rules
+                    .iter()
+                    .map(|(target, quota)| match target {
+                        RuleTarget::Field(f) => format!("{f}={quota}"),
+                        RuleTarget::Path(p) => format!("path:{p}={quota}"),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            (
+                "TRUSTED_PROXIES",
+                self.rate_limit
+                    .trusted_proxies
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            (
+                "RATE_LIMIT_ALLOWLIST",
+                self.rate_limit
+                    .allowlist
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            (
+                "RATE_LIMIT_FAIL_CLOSED",
+                self.rate_limit.fail_closed.to_string(),
+            ),
+            ("CSRF_PREVENTION", self.csrf.enabled.to_string()),
+            ("CSRF_REQUIRED_HEADERS", self.csrf.headers.join(",")),
             (
                 "AUDIT_RETENTION_DAYS",
                 self.audit
@@ -856,6 +980,97 @@ impl Settings {
             ("LOG_LEVEL", self.log_level.clone()),
         ]);
         out
+    }
+}
+
+fn read_cidrs(r: &mut Reader<'_>, name: &str) -> Vec<ipnet::IpNet> {
+    let mut out = vec![];
+    for entry in r
+        .raw(name)
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+    {
+        let parsed = entry
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| entry.parse::<IpAddr>().map(ipnet::IpNet::from));
+        match parsed {
+            Ok(net) => out.push(net),
+            Err(_) => r.fail(
+                name,
+                format!("{entry:?} is not an IP address or CIDR such as 10.0.0.0/8"),
+            ),
+        }
+    }
+    out
+}
+
+fn read_rate_limits(r: &mut Reader<'_>) -> RateLimitSettings {
+    let mut quota = |name: &str, default: Quota| match r.raw(name) {
+        None => default,
+        Some(text) => Quota::parse(text).unwrap_or_else(|| {
+            r.fail(
+                name,
+                format!("must be requests/window such as 100/1m, got {text:?}"),
+            );
+            default
+        }),
+    };
+    let user = quota(
+        "RATE_LIMIT_USER",
+        Quota {
+            limit: 100,
+            window: Duration::from_secs(60),
+        },
+    );
+    let anonymous = quota(
+        "RATE_LIMIT_ANONYMOUS",
+        Quota {
+            limit: 20,
+            window: Duration::from_secs(60),
+        },
+    );
+    let mut rules = vec![];
+    for entry in r
+        .raw("RATE_LIMIT_RULES")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+    {
+        let parsed = entry.split_once('=').and_then(|(target, q)| {
+            let target = target.trim();
+            let target = match target.strip_prefix("path:") {
+                Some(path) if path.starts_with('/') => RuleTarget::Path(path.to_owned()),
+                Some(_) => return None,
+                None if !target.is_empty()
+                    && target
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+                {
+                    RuleTarget::Field(target.to_owned())
+                }
+                None => return None,
+            };
+            Quota::parse(q).map(|q| (target, q))
+        });
+        match parsed {
+            Some(rule) => rules.push(rule),
+            None => r.fail(
+                "RATE_LIMIT_RULES",
+                format!("{entry:?} is not field=N/window or path:/prefix=N/window"),
+            ),
+        }
+    }
+    RateLimitSettings {
+        enabled: r.boolean("RATE_LIMIT_ENABLED", true),
+        user,
+        anonymous,
+        rules,
+        trusted_proxies: read_cidrs(r, "TRUSTED_PROXIES"),
+        allowlist: read_cidrs(r, "RATE_LIMIT_ALLOWLIST"),
+        fail_closed: r.boolean("RATE_LIMIT_FAIL_CLOSED", false),
     }
 }
 

@@ -14,6 +14,7 @@ use crate::infra::crypto::SecretBox;
 use crate::infra::jobs::JobQueue;
 use crate::infra::mailer::{self, Mailer};
 use crate::infra::metrics::Metrics;
+use crate::infra::rate_limit::RateLimiter;
 
 #[derive(Clone)]
 pub struct AppState(Arc<AppInner>);
@@ -29,6 +30,7 @@ pub struct AppInner {
     /// Outbound HTTP (OAuth providers, integrations): rustls, timeouts, no redirects.
     pub http_client: reqwest::Client,
     pub metrics: Arc<Metrics>,
+    pub rate_limiter: RateLimiter,
     /// Cancelled when the server starts shutting down; long-lived tasks (WebSockets) watch it.
     pub shutdown: CancellationToken,
     /// Work that outlives its request (upgraded WebSockets); shutdown waits for it.
@@ -52,6 +54,12 @@ impl AppState {
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
         let jobs = JobQueue::new(db.clone(), settings.jobs.clone());
+        let metrics = Metrics::new();
+        let rate_limiter = RateLimiter::new(
+            stores.kv.clone(),
+            metrics.clone(),
+            settings.rate_limit.fail_closed,
+        );
         Ok(Self(Arc::new(AppInner {
             settings,
             db,
@@ -60,7 +68,8 @@ impl AppState {
             mailer,
             secret_box,
             http_client,
-            metrics: Metrics::new(),
+            metrics,
+            rate_limiter,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             started_at: Instant::now(),

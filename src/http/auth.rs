@@ -1,7 +1,7 @@
 //! Authentication: turns the request's credentials into an [`Authentication`] (once per request,
 //! before anything that depends on the caller), and records where the request comes from.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
@@ -14,11 +14,18 @@ use crate::features::auth::{Authentication, Caller, ClientInfo, service};
 use crate::state::AppState;
 
 pub async fn layer(State(app): State<AppState>, mut request: Request, next: Next) -> Response {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip());
     let client = ClientInfo {
-        ip: request
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|info| info.0.ip()),
+        ip: peer.map(|peer| {
+            client_ip(
+                peer,
+                request.headers(),
+                &app.settings.rate_limit.trusted_proxies,
+            )
+        }),
         user_agent: request
             .headers()
             .get(header::USER_AGENT)
@@ -58,6 +65,30 @@ pub async fn authenticate_token(app: &AppState, token: &str) -> Authentication {
             Authentication::Invalid("authentication is unavailable; retry later".into())
         }
     }
+}
+
+/// The socket peer, unless it is a trusted proxy: then the right-most `X-Forwarded-For` entry that
+/// is not a trusted proxy (entries further left are whatever the client claimed).
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let chain: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .map_while(|entry| entry.parse::<IpAddr>().ok())
+        .collect();
+    chain
+        .iter()
+        .rev()
+        .find(|ip| !is_trusted(ip))
+        .or_else(|| chain.first())
+        .copied()
+        .unwrap_or(peer)
 }
 
 fn bearer_token(value: &str) -> Option<&str> {

@@ -16,10 +16,13 @@ use tokio::time::Instant;
 
 use super::HttpState;
 use super::errors::error_response_with_status;
+use super::rate_limit;
+use crate::config::RuleTarget;
 use crate::error::ErrorCode;
 use crate::features::auth::{Authentication, Caller, PUBLIC_ROOT_FIELDS, Viewer};
 use crate::features::users::loaders::Loaders;
 use crate::graphql::{RequestId, RequestPhase};
+use crate::infra::rate_limit::Decision;
 
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
 const APPLICATION_JSON: &str = "application/json";
@@ -441,7 +444,7 @@ async fn run(
     let requested_name = params.operation_name.clone();
     let mut request = params.into_request();
 
-    let (operation_name, operation_type, public) = match request.parsed_query() {
+    let (operation_name, operation_type, public, root_fields) = match request.parsed_query() {
         Ok(document) => select_operation(document, requested_name.as_deref()),
         Err(error) => {
             state.app.metrics.graphql_operation(
@@ -494,6 +497,49 @@ async fn run(
         }
     };
 
+    // Rules on root fields (`login=5/1m`): counted per principal, whatever the operation is named.
+    if let Some((principal, _, _)) = rate_limit::principal(&state.app, caller) {
+        for (target, quota) in &state.app.settings.rate_limit.rules {
+            let RuleTarget::Field(field) = target else {
+                continue;
+            };
+            if !root_fields.iter().any(|f| f == field) {
+                continue;
+            }
+            let key = format!("field:{field}:{principal}");
+            match state.app.rate_limiter.hit(field, &key, *quota).await {
+                Decision::Limited(window) => {
+                    let retry = window.outcome.retry_after.as_millis().div_ceil(1000).max(1);
+                    let mut headers = rate_limit::headers(&window);
+                    if let Ok(value) = HeaderValue::from_str(&retry.to_string()) {
+                        headers.insert(header::RETRY_AFTER, value);
+                    }
+                    return Outcome {
+                        body: json!({ "errors": [{
+                            "message": format!("too many requests; retry after {retry} s"),
+                            "extensions": {
+                                "code": ErrorCode::RateLimited.as_str(),
+                                "retryAfter": retry,
+                                "requestId": request_id.0,
+                            },
+                        }] }),
+                        executed: false,
+                        status: Some(StatusCode::TOO_MANY_REQUESTS),
+                        headers,
+                    };
+                }
+                Decision::Unavailable => {
+                    return Outcome::refused(
+                        "rate limiting is unavailable; retry shortly",
+                        ErrorCode::ServiceUnavailable,
+                        request_id,
+                    );
+                }
+                Decision::Allowed(_) | Decision::StoreDown => {}
+            }
+        }
+    }
+
     let phase = Arc::new(RequestPhase::default());
     let request = request
         .data(request_id.clone())
@@ -542,12 +588,12 @@ async fn run(
     }
 }
 
-/// The name and type of the operation that would run, when the document says which, and whether
-/// it only selects root fields open to callers with bad credentials.
+/// The name and type of the operation that would run, when the document says which, whether it
+/// only selects root fields open to callers with bad credentials, and its root field names.
 fn select_operation(
     document: &async_graphql::parser::types::ExecutableDocument,
     requested: Option<&str>,
-) -> (Option<String>, Option<OperationType>, bool) {
+) -> (Option<String>, Option<OperationType>, bool, Vec<String>) {
     let (name, operation) = match &document.operations {
         DocumentOperations::Single(op) => (requested.map(str::to_owned), Some(op)),
         DocumentOperations::Multiple(map) => match requested {
@@ -572,7 +618,19 @@ fn select_operation(
                 _ => false,
             })
     });
-    (name, operation.map(|op| op.node.ty), public)
+    let fields = operation.map_or_else(Vec::new, |op| {
+        op.node
+            .selection_set
+            .node
+            .items
+            .iter()
+            .filter_map(|selection| match &selection.node {
+                Selection::Field(field) => Some(field.node.name.node.to_string()),
+                _ => None,
+            })
+            .collect()
+    });
+    (name, operation.map(|op| op.node.ty), public, fields)
 }
 
 /// `{"errors": [...]}` without `data`, each error carrying the code and request id.

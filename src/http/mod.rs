@@ -1,11 +1,13 @@
 //! The HTTP surface: routes and every tower layer, assembled in one place.
 
 pub mod auth;
+pub mod csrf;
 pub mod errors;
 pub mod graphql;
 pub mod health;
 pub mod metrics;
 pub mod oauth;
+pub mod rate_limit;
 pub mod request_id;
 pub mod ws;
 
@@ -36,7 +38,7 @@ pub struct HttpState {
 
 /// The whole router, outermost layer first:
 /// request id → panic guard → trace span/log line → RED metrics → JSON error shape → CORS →
-/// authentication → compression → timeout → body limit → routes.
+/// authentication → CSRF check → rate limit → compression → timeout → body limit → routes.
 pub fn router(app: AppState) -> Router {
     let settings = &app.settings;
     let state = HttpState {
@@ -78,6 +80,14 @@ pub fn router(app: AppState) -> Router {
             app.clone(),
             auth::layer,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            csrf::layer,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            rate_limit::layer,
+        ))
         .layer(CompressionLayer::new())
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -108,7 +118,16 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
                 HeaderName::from_static("apollo-require-preflight"),
                 HeaderName::from_static("x-apollo-operation-name"),
             ])
-            .expose_headers([X_REQUEST_ID, header::RETRY_AFTER, header::ETAG])
+            .expose_headers([
+                X_REQUEST_ID,
+                header::RETRY_AFTER,
+                header::ETAG,
+                HeaderName::from_static("x-ratelimit-limit"),
+                HeaderName::from_static("x-ratelimit-remaining"),
+                HeaderName::from_static("x-ratelimit-reset"),
+                HeaderName::from_static("ratelimit"),
+                HeaderName::from_static("ratelimit-policy"),
+            ])
             .allow_credentials(true)
             .max_age(Duration::from_secs(600)),
     )

@@ -24,8 +24,10 @@ pub struct WindowOutcome {
     /// Hits inside the window after this call (including this one when allowed).
     pub count: u64,
     pub limit: u64,
-    /// Time until the oldest hit in the window ages out, i.e. until one more hit is allowed.
+    /// When refused: time until the oldest hit ages out, i.e. until one more hit is allowed.
     pub retry_after: Duration,
+    /// Time until the oldest hit in the window ages out (a slot frees), allowed or not.
+    pub reset_after: Duration,
 }
 
 impl WindowOutcome {

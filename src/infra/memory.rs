@@ -228,18 +228,15 @@ impl KeyValueStore for MemoryStore {
                 log.push_back(now);
             }
             entry.expires_at = Some(now + window);
-            let retry_after = if allowed {
-                Duration::ZERO
-            } else {
-                log.front().map_or(window, |oldest| {
-                    (*oldest + window).saturating_duration_since(now)
-                })
-            };
+            let reset_after = log.front().map_or(window, |oldest| {
+                (*oldest + window).saturating_duration_since(now)
+            });
             Ok(WindowOutcome {
                 allowed,
                 count: log.len() as u64,
                 limit,
-                retry_after,
+                retry_after: if allowed { Duration::ZERO } else { reset_after },
+                reset_after,
             })
         })
         .await

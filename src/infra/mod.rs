@@ -10,6 +10,7 @@ pub mod mailer;
 pub mod memory;
 pub mod metrics;
 pub mod pubsub;
+pub mod rate_limit;
 pub mod redis;
 
 use std::sync::Arc;

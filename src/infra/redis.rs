@@ -125,12 +125,10 @@ static SLIDING_WINDOW: LazyLock<Script> = LazyLock::new(|| {
             allowed = 1
           end
           redis.call('PEXPIRE', KEYS[1], window)
-          local retry = 0
-          if allowed == 0 then
-            local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-            if oldest[2] then retry = tonumber(oldest[2]) + window - now else retry = window end
-          end
-          return {allowed, count, retry}",
+          local reset = window
+          local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+          if oldest[2] then reset = tonumber(oldest[2]) + window - now end
+          return {allowed, count, reset}",
     )
 });
 
@@ -274,7 +272,7 @@ impl KeyValueStore for RedisStore {
         let key = self.client.key(key);
         // Unique member per hit, so two hits in the same millisecond both count.
         let member = uuid::Uuid::new_v4().simple().to_string();
-        let (allowed, count, retry): (u8, u64, u64) = self
+        let (allowed, count, reset): (u8, u64, u64) = self
             .client
             .run(|mut c| async move {
                 SLIDING_WINDOW
@@ -286,11 +284,17 @@ impl KeyValueStore for RedisStore {
                     .await
             })
             .await?;
+        let reset_after = Duration::from_millis(reset);
         Ok(WindowOutcome {
             allowed: allowed == 1,
             count,
             limit,
-            retry_after: Duration::from_millis(retry),
+            retry_after: if allowed == 1 {
+                Duration::ZERO
+            } else {
+                reset_after
+            },
+            reset_after,
         })
     }
 

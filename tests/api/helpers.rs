@@ -141,6 +141,8 @@ pub fn base_settings() -> Settings {
         std::env::temp_dir().join(format!("multipult-test-{}", uuid::Uuid::new_v4().simple()));
     settings.jobs.poll_interval = Duration::from_millis(50);
     settings.jobs.backoff_base = Duration::from_millis(50);
+    // Every test client is 127.0.0.1: rate-limit tests turn limits on themselves.
+    settings.rate_limit.enabled = false;
     settings
 }
 
@@ -234,6 +236,7 @@ impl TestApp {
         let response = self
             .client
             .get(self.url("/graphql"))
+            .header("apollo-require-preflight", "true")
             .query(params)
             .send()
             .await

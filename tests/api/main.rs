@@ -9,6 +9,7 @@ mod helpers;
 mod http;
 mod metrics;
 mod protocol;
+mod rate_limit;
 mod schema;
 mod shutdown;
 mod stores;

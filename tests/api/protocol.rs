@@ -122,15 +122,22 @@ async fn variables_that_fail_coercion_are_a_request_error() {
 }
 
 #[tokio::test]
-async fn post_without_a_json_content_type_is_415() {
+async fn post_without_a_json_content_type_is_415_once_past_csrf_prevention() {
     let app = TestApp::spawn().await;
     for content_type in [
         None,
         Some("text/plain"),
         Some("application/x-www-form-urlencoded"),
     ] {
-        let (status, headers, body) =
-            post(&app, None, content_type, r#"{"query":"{ __typename }"}"#).await;
+        let mut request = app
+            .client
+            .post(app.url("/graphql"))
+            .header("apollo-require-preflight", "true")
+            .body(r#"{"query":"{ __typename }"}"#);
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        let (status, headers, body) = read(request.send().await.unwrap()).await;
         assert_eq!(status, 415, "{content_type:?}");
         assert_eq!(
             body["errors"][0]["extensions"]["code"],

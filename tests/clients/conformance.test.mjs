@@ -24,6 +24,7 @@ before(async () => {
       DATABASE_URL: 'sqlite::memory:',
       LOG_FORMAT: 'json',
       WS_CONNECTION_INIT_TIMEOUT: '500ms',
+      RATE_LIMIT_ANONYMOUS: '10000/1m',
     },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
@@ -86,7 +87,11 @@ test('graphql-request surfaces a validation error with its code and the 400 stat
 test('graphql-request runs a query over GET', async () => {
   // (The client itself sends mutations over POST; the server's 405 for GET mutations is covered by
   // the Rust tests.)
-  const client = new GraphQLClient(`http://${address}/graphql`, { method: 'GET' });
+  // GET needs a header a cross-site form cannot send (CSRF prevention).
+  const client = new GraphQLClient(`http://${address}/graphql`, {
+    method: 'GET',
+    headers: { 'apollo-require-preflight': 'true' },
+  });
   const data = await client.request(VERSION_QUERY);
   assert.equal(data.apiInfo.environment, 'TEST');
 });

@@ -13,10 +13,11 @@ pub enum Permission {
     AuditRead,
     NotificationsBroadcast,
     LangfuseManage,
+    RateLimitBypass,
 }
 
 impl Permission {
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::UsersRead,
         Self::AdminRead,
         Self::AdminUpdate,
@@ -25,6 +26,7 @@ impl Permission {
         Self::AuditRead,
         Self::NotificationsBroadcast,
         Self::LangfuseManage,
+        Self::RateLimitBypass,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -37,6 +39,7 @@ impl Permission {
             Self::AuditRead => "audit:read",
             Self::NotificationsBroadcast => "notifications:broadcast",
             Self::LangfuseManage => "langfuse:manage",
+            Self::RateLimitBypass => "ratelimit:bypass",
         }
     }
 
@@ -50,6 +53,7 @@ impl Permission {
             Self::AuditRead => "Read the audit log",
             Self::NotificationsBroadcast => "Send notifications to many users",
             Self::LangfuseManage => "Manage an organization's Langfuse settings",
+            Self::RateLimitBypass => "Not subject to request rate limits (service accounts)",
         }
     }
 
