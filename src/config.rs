@@ -189,6 +189,14 @@ pub struct RateLimitSettings {
 }
 
 #[derive(Debug, Clone)]
+pub struct CacheSettings {
+    /// `max-age` for anonymous query responses without a schema hint.
+    pub public_max_age: u32,
+    /// `max-age` for authenticated query responses (always `private`).
+    pub private_max_age: u32,
+}
+
+#[derive(Debug, Clone)]
 pub struct CsrfSettings {
     pub enabled: bool,
     /// Any of these (non-empty) marks a request as not sendable cross-site without a preflight.
@@ -246,6 +254,7 @@ pub struct Settings {
     pub social: SocialSettings,
     pub rate_limit: RateLimitSettings,
     pub csrf: CsrfSettings,
+    pub cache: CacheSettings,
     pub audit: AuditSettings,
     pub mail: MailSettings,
     pub jobs: JobSettings,
@@ -615,6 +624,10 @@ impl Settings {
                 headers
             },
         };
+        let cache = CacheSettings {
+            public_max_age: r.number("CACHE_PUBLIC_MAX_AGE", 0u32, 0, 31_536_000),
+            private_max_age: r.number("CACHE_PRIVATE_MAX_AGE", 0u32, 0, 31_536_000),
+        };
         let audit = AuditSettings {
             retention_days: r
                 .raw("AUDIT_RETENTION_DAYS")
@@ -692,6 +705,7 @@ impl Settings {
             social,
             rate_limit,
             csrf,
+            cache,
             audit,
             mail,
             jobs,
@@ -952,6 +966,14 @@ impl Settings {
             (
                 "RATE_LIMIT_FAIL_CLOSED",
                 self.rate_limit.fail_closed.to_string(),
+            ),
+            (
+                "CACHE_PUBLIC_MAX_AGE",
+                self.cache.public_max_age.to_string(),
+            ),
+            (
+                "CACHE_PRIVATE_MAX_AGE",
+                self.cache.private_max_age.to_string(),
             ),
             ("CSRF_PREVENTION", self.csrf.enabled.to_string()),
             ("CSRF_REQUIRED_HEADERS", self.csrf.headers.join(",")),

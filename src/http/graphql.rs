@@ -15,6 +15,7 @@ use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
 use super::HttpState;
+use super::caching::{self, Cacheable};
 use super::errors::error_response_with_status;
 use super::rate_limit;
 use crate::config::RuleTarget;
@@ -229,7 +230,18 @@ pub async fn get_handler(
         return not_acceptable(&request_id);
     };
     match params {
-        Ok(Some(params)) => execute(&state, params, media, Method::Get, &request_id, &caller).await,
+        Ok(Some(params)) => {
+            execute(
+                &state,
+                params,
+                media,
+                Method::Get,
+                &request_id,
+                &caller,
+                &headers,
+            )
+            .await
+        }
         Ok(None) => request_error(
             StatusCode::BAD_REQUEST,
             ErrorCode::BadRequest,
@@ -338,7 +350,18 @@ pub async fn post_handler(
             respond(StatusCode::OK, media, &body, HeaderMap::new())
         }
         other => match params_from_json(other) {
-            Ok(params) => execute(&state, params, media, Method::Post, &request_id, &caller).await,
+            Ok(params) => {
+                execute(
+                    &state,
+                    params,
+                    media,
+                    Method::Post,
+                    &request_id,
+                    &caller,
+                    &headers,
+                )
+                .await
+            }
             Err(message) => bad(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, &message),
         },
     }
@@ -368,6 +391,8 @@ struct Outcome {
     /// A status decided before execution (405 for a GET mutation, 401 for bad credentials).
     status: Option<StatusCode>,
     headers: HeaderMap,
+    /// Set for queries that executed without errors: they may be cached.
+    cacheable: Option<Cacheable>,
 }
 
 impl Outcome {
@@ -382,6 +407,7 @@ impl Outcome {
             )
             .then(|| code.status()),
             headers: HeaderMap::new(),
+            cacheable: None,
         }
     }
 }
@@ -393,6 +419,7 @@ async fn execute(
     method: Method,
     request_id: &RequestId,
     caller: &Caller,
+    request_headers: &HeaderMap,
 ) -> Response {
     let outcome = run(state, params, method, request_id, caller).await;
     let status = if let Some(status) = outcome.status {
@@ -403,7 +430,16 @@ async fn execute(
     } else {
         StatusCode::BAD_REQUEST
     };
-    let mut response = respond(status, media, &outcome.body, outcome.headers);
+    let bytes = serde_json::to_vec(&outcome.body).unwrap_or_else(|_| b"{}".to_vec());
+    let mut response = respond_bytes(status, media, bytes.clone(), outcome.headers);
+    response = caching::apply(
+        response,
+        &bytes,
+        outcome.cacheable,
+        &state.app.settings.cache,
+        request_headers,
+        &state.app.metrics,
+    );
     match status {
         StatusCode::METHOD_NOT_ALLOWED => {
             response
@@ -423,6 +459,19 @@ async fn execute(
 
 fn respond(status: StatusCode, media: MediaType, body: &Value, headers: HeaderMap) -> Response {
     let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    let mut response = respond_bytes(status, media, bytes, headers);
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn respond_bytes(
+    status: StatusCode,
+    media: MediaType,
+    bytes: Vec<u8>,
+    headers: HeaderMap,
+) -> Response {
     let mut response = (status, bytes).into_response();
     response.headers_mut().extend(headers);
     response
@@ -458,6 +507,7 @@ async fn run(
                 executed: false,
                 status: None,
                 headers: HeaderMap::new(),
+                cacheable: None,
             };
         }
     };
@@ -488,6 +538,7 @@ async fn run(
 
     // A bad credential is an error, never anonymity — except for the fields that let a client
     // sign in again.
+    let caller_is_user = matches!(caller.authentication, Authentication::User(_));
     let viewer = match &caller.authentication {
         Authentication::Anonymous => Viewer::Anonymous,
         Authentication::User(user) => Viewer::User(user.clone()),
@@ -526,6 +577,7 @@ async fn run(
                         executed: false,
                         status: Some(StatusCode::TOO_MANY_REQUESTS),
                         headers,
+                        cacheable: None,
                     };
                 }
                 Decision::Unavailable => {
@@ -580,11 +632,18 @@ async fn run(
             serde_json::to_value(&response.extensions).unwrap_or_else(|_| json!({})),
         );
     }
+    let cacheable =
+        (executed && response.errors.is_empty() && operation_type == Some(OperationType::Query))
+            .then_some(Cacheable {
+                hint: response.cache_control,
+                authenticated: caller_is_user,
+            });
     Outcome {
         body: Value::Object(body),
         executed,
         status: None,
         headers: response.http_headers,
+        cacheable,
     }
 }
 

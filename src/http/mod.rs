@@ -1,6 +1,7 @@
 //! The HTTP surface: routes and every tower layer, assembled in one place.
 
 pub mod auth;
+pub mod caching;
 pub mod csrf;
 pub mod errors;
 pub mod graphql;

@@ -3,6 +3,7 @@
 
 mod admin;
 mod auth;
+mod caching;
 mod cli;
 mod health;
 mod helpers;

@@ -11,7 +11,8 @@ pub struct MetaQuery;
 
 #[Object]
 impl MetaQuery {
-    /// Version and environment of the server answering.
+    /// Version and environment of the server answering (changes only with a deploy).
+    #[graphql(cache_control(max_age = 60))]
     async fn api_info(&self, ctx: &Context<'_>) -> Result<ApiInfo> {
         Ok(service::api_info(ctx.state().gql()?))
     }

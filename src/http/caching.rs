@@ -1,0 +1,137 @@
+//! HTTP caching of query responses: `Cache-Control` from the schema's cache hints (or the
+//! configured defaults), a strong `ETag` over the response bytes (a fast hash, the same on every
+//! instance and after a restart), and `304 Not Modified` for a matching `If-None-Match`.
+//! Mutations, subscriptions and responses with errors are `no-store` and get no `ETag`.
+
+use async_graphql::CacheControl;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse as _, Response};
+
+use crate::config::CacheSettings;
+use crate::infra::metrics::Metrics;
+
+/// What decides a response's caching.
+pub struct Cacheable {
+    pub hint: CacheControl,
+    pub authenticated: bool,
+}
+
+pub fn etag(body: &[u8]) -> String {
+    format!("\"{:032x}\"", xxhash_rust::xxh3::xxh3_128(body))
+}
+
+/// Weak comparison (RFC 9110 §13.1.2): `*`, or any listed tag equal to ours ignoring `W/`.
+pub fn if_none_match_matches(request: &HeaderMap, etag: &str) -> bool {
+    let ours = etag.trim_start_matches("W/");
+    request
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.trim_start_matches("W/") == ours)
+}
+
+fn cache_control_value(cacheable: &Cacheable, settings: &CacheSettings) -> String {
+    let hint = cacheable.hint;
+    if hint.max_age < 0 {
+        return if cacheable.authenticated || !hint.public {
+            "private, no-cache"
+        } else {
+            "no-cache"
+        }
+        .to_owned();
+    }
+    let default = if cacheable.authenticated {
+        settings.private_max_age
+    } else {
+        settings.public_max_age
+    };
+    // The schema's hint wins, capped by a configured default; without a hint, the default.
+    let max_age = match hint.max_age.unsigned_abs() {
+        0 => default,
+        hinted if default > 0 => hinted.min(default),
+        hinted => hinted,
+    };
+    let scope = if cacheable.authenticated || !hint.public {
+        "private"
+    } else {
+        "public"
+    };
+    format!("{scope}, max-age={max_age}")
+}
+
+/// Adds caching headers to a finished response, or answers 304.
+pub fn apply(
+    response: Response,
+    body: &[u8],
+    cacheable: Option<Cacheable>,
+    settings: &CacheSettings,
+    request: &HeaderMap,
+    metrics: &Metrics,
+) -> Response {
+    let mut response = response;
+    let Some(cacheable) = cacheable.filter(|_| response.status() == StatusCode::OK) else {
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        return response;
+    };
+    let tag = etag(body);
+    let mut headers = HeaderMap::new();
+    if let Ok(value) = HeaderValue::from_str(&tag) {
+        headers.insert(header::ETAG, value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&cache_control_value(&cacheable, settings)) {
+        headers.insert(header::CACHE_CONTROL, value);
+    }
+    headers.insert(
+        header::VARY,
+        HeaderValue::from_static(if cacheable.authenticated {
+            "Accept, Authorization"
+        } else {
+            "Accept"
+        }),
+    );
+    let hit = if_none_match_matches(request, &tag);
+    let result = if hit { "hit" } else { "miss" };
+    metrics.record(|| metrics::counter!("http_cache_total", "result" => result).increment(1));
+    if hit {
+        let mut not_modified = StatusCode::NOT_MODIFIED.into_response();
+        not_modified.headers_mut().extend(headers);
+        // Keep the negotiated content type and the rate-limit/request-id headers.
+        for (name, value) in response.headers() {
+            if name != header::CONTENT_LENGTH && !not_modified.headers().contains_key(name) {
+                not_modified
+                    .headers_mut()
+                    .insert(name.clone(), value.clone());
+            }
+        }
+        not_modified.headers_mut().remove(header::CONTENT_TYPE);
+        return not_modified;
+    }
+    response.headers_mut().extend(headers);
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn if_none_match_handles_lists_stars_and_weak_tags() {
+        let tag = etag(b"{\"data\":{}}");
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::IF_NONE_MATCH,
+            HeaderValue::from_str(&format!("\"other\", W/{tag}")).unwrap(),
+        );
+        assert!(if_none_match_matches(&headers, &tag));
+        headers.insert(header::IF_NONE_MATCH, HeaderValue::from_static("*"));
+        assert!(if_none_match_matches(&headers, &tag));
+        headers.insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"nope\""));
+        assert!(!if_none_match_matches(&headers, &tag));
+        assert_eq!(etag(b"same"), etag(b"same"));
+        assert_ne!(etag(b"same"), etag(b"different"));
+    }
+}

@@ -1,0 +1,132 @@
+//! HTTP caching: Cache-Control from hints and defaults, ETags, 304s.
+
+use serde_json::json;
+
+use crate::helpers::{TestApp, header, read};
+
+async fn get(
+    app: &TestApp,
+    query: &str,
+    token: Option<&str>,
+    if_none_match: Option<&str>,
+) -> reqwest::Response {
+    let mut request = app
+        .client
+        .get(app.url("/graphql"))
+        .header("apollo-require-preflight", "true")
+        .query(&[("query", query)]);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(tag) = if_none_match {
+        request = request.header("if-none-match", tag);
+    }
+    request.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_query_gets_a_stable_etag_and_a_matching_revalidation_is_304() {
+    let app = TestApp::spawn().await;
+    let first = get(&app, "{ apiInfo { version } }", None, None).await;
+    assert_eq!(first.status(), 200);
+    let tag = header(first.headers(), "etag").to_owned();
+    assert!(tag.starts_with('"') && tag.len() == 34, "{tag}");
+    assert_eq!(
+        header(first.headers(), "cache-control"),
+        "public, max-age=60",
+        "the field's hint"
+    );
+    assert_eq!(header(first.headers(), "vary"), "Accept");
+
+    let second = get(&app, "{ apiInfo { version } }", None, None).await;
+    assert_eq!(header(second.headers(), "etag"), tag);
+
+    // Another instance (and so a restart) computes the same tag for the same bytes.
+    let other = TestApp::spawn().await;
+    let elsewhere = get(&other, "{ apiInfo { version } }", None, None).await;
+    assert_eq!(header(elsewhere.headers(), "etag"), tag);
+
+    for candidate in [
+        tag.clone(),
+        format!("W/{tag}"),
+        format!("\"stale\", {tag}"),
+        "*".to_owned(),
+    ] {
+        let revalidated = get(&app, "{ apiInfo { version } }", None, Some(&candidate)).await;
+        assert_eq!(revalidated.status(), 304, "{candidate}");
+        assert_eq!(header(revalidated.headers(), "etag"), tag);
+        assert_eq!(
+            header(revalidated.headers(), "cache-control"),
+            "public, max-age=60"
+        );
+        assert!(!header(revalidated.headers(), "x-request-id").is_empty());
+        assert!(revalidated.bytes().await.unwrap().is_empty());
+    }
+    let changed = get(&app, "{ apiInfo { version } }", None, Some("\"stale\"")).await;
+    assert_eq!(changed.status(), 200);
+
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"http_cache_total{result="hit"} 4"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn configured_defaults_apply_and_cap_hints() {
+    let app = TestApp::spawn_with(|s| s.cache.public_max_age = 30).await;
+    let capped = get(&app, "{ apiInfo { version } }", None, None).await;
+    assert_eq!(
+        header(capped.headers(), "cache-control"),
+        "public, max-age=30"
+    );
+    let unhinted = get(&app, "{ __typename }", None, None).await;
+    assert_eq!(
+        header(unhinted.headers(), "cache-control"),
+        "public, max-age=30"
+    );
+}
+
+#[tokio::test]
+async fn authenticated_responses_are_private_and_vary_by_authorization() {
+    let app = TestApp::spawn_with(|s| s.cache.private_max_age = 10).await;
+    let session = app.signed_up("cached@example.com").await;
+    let response = get(&app, "{ me { email } }", Some(&session.access), None).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        header(response.headers(), "cache-control"),
+        "private, max-age=10"
+    );
+    assert_eq!(header(response.headers(), "vary"), "Accept, Authorization");
+    assert!(!header(response.headers(), "etag").is_empty());
+}
+
+#[tokio::test]
+async fn mutations_errors_and_partial_errors_are_never_cacheable() {
+    let app = TestApp::spawn_with(|s| s.cache.public_max_age = 60).await;
+    let (_, headers, _) = app
+        .graphql_as(None, "mutation { register(input: { email: \"c@example.com\", password: \"correct horse battery\" }) { message } }", json!({}))
+        .await;
+    assert_eq!(header(&headers, "cache-control"), "no-store");
+    assert!(headers.get("etag").is_none());
+
+    let failed = get(&app, "{ nope }", None, None).await;
+    assert_eq!(header(failed.headers(), "cache-control"), "no-store");
+    assert!(failed.headers().get("etag").is_none());
+
+    // A field error (anonymous `me`) next to data: partial, so not cacheable.
+    let partial = get(&app, "{ apiInfo { version } sessions { id } }", None, None).await;
+    let headers = partial.headers().clone();
+    let (_, _, body) = read(partial).await;
+    assert!(body["errors"].is_array(), "{body}");
+    assert_eq!(header(&headers, "cache-control"), "no-store");
+    assert!(headers.get("etag").is_none());
+}
