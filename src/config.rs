@@ -188,6 +188,25 @@ pub struct RateLimitSettings {
     pub fail_closed: bool,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PersistedQueryMode {
+    Off,
+    /// Apollo automatic persisted queries: any document may be registered by its hash.
+    Apq,
+    /// Only documents from the manifest run.
+    Safelist,
+}
+
+#[derive(Debug, Clone)]
+pub struct PersistedQuerySettings {
+    pub mode: PersistedQueryMode,
+    /// hash → document, from `PERSISTED_QUERIES_MANIFEST` (required for `safelist`).
+    pub manifest: std::sync::Arc<BTreeMap<String, String>>,
+    pub manifest_path: Option<PathBuf>,
+    /// How long a registered APQ document is kept in the shared store.
+    pub apq_ttl: Duration,
+}
+
 #[derive(Debug, Clone)]
 pub struct CacheSettings {
     /// `max-age` for anonymous query responses without a schema hint.
@@ -255,6 +274,7 @@ pub struct Settings {
     pub rate_limit: RateLimitSettings,
     pub csrf: CsrfSettings,
     pub cache: CacheSettings,
+    pub persisted_queries: PersistedQuerySettings,
     pub audit: AuditSettings,
     pub mail: MailSettings,
     pub jobs: JobSettings,
@@ -628,6 +648,7 @@ impl Settings {
             public_max_age: r.number("CACHE_PUBLIC_MAX_AGE", 0u32, 0, 31_536_000),
             private_max_age: r.number("CACHE_PRIVATE_MAX_AGE", 0u32, 0, 31_536_000),
         };
+        let persisted_queries = read_persisted_queries(&mut r);
         let audit = AuditSettings {
             retention_days: r
                 .raw("AUDIT_RETENTION_DAYS")
@@ -706,6 +727,7 @@ impl Settings {
             rate_limit,
             csrf,
             cache,
+            persisted_queries,
             audit,
             mail,
             jobs,
@@ -975,6 +997,29 @@ impl Settings {
                 "CACHE_PRIVATE_MAX_AGE",
                 self.cache.private_max_age.to_string(),
             ),
+            (
+                "PERSISTED_QUERIES",
+                match self.persisted_queries.mode {
+                    PersistedQueryMode::Off => "off",
+                    PersistedQueryMode::Apq => "apq",
+                    PersistedQueryMode::Safelist => "safelist",
+                }
+                .to_owned(),
+            ),
+            (
+                "PERSISTED_QUERIES_MANIFEST",
+                self.persisted_queries.manifest_path.as_ref().map_or_else(
+                    || "(unset)".to_owned(),
+                    |p| {
+                        format!(
+                            "{} ({} documents)",
+                            p.display(),
+                            self.persisted_queries.manifest.len()
+                        )
+                    },
+                ),
+            ),
+            ("APQ_TTL", secs(self.persisted_queries.apq_ttl)),
             ("CSRF_PREVENTION", self.csrf.enabled.to_string()),
             ("CSRF_REQUIRED_HEADERS", self.csrf.headers.join(",")),
             (
@@ -1002,6 +1047,96 @@ impl Settings {
             ("LOG_LEVEL", self.log_level.clone()),
         ]);
         out
+    }
+}
+
+/// Reads a manifest: Apollo's `{"format":"apollo-persisted-query-manifest","operations":[{"id",
+/// "body"}]}` or a plain `{"<sha256>": "<document>"}` map (graphql-codegen's client preset). Every
+/// id must be the SHA-256 of its document.
+pub fn parse_manifest(text: &str) -> Result<BTreeMap<String, String>, String> {
+    use sha2::{Digest as _, Sha256};
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("is not JSON: {e}"))?;
+    let mut out = BTreeMap::new();
+    if let Some(operations) = value.get("operations").and_then(|o| o.as_array()) {
+        for operation in operations {
+            let id = operation.get("id").and_then(|v| v.as_str());
+            let body = operation.get("body").and_then(|v| v.as_str());
+            match (id, body) {
+                (Some(id), Some(body)) => {
+                    out.insert(id.to_ascii_lowercase(), body.to_owned());
+                }
+                _ => return Err("has an operation without id and body".into()),
+            }
+        }
+    } else if let Some(map) = value.as_object() {
+        for (id, body) in map {
+            let body = body
+                .as_str()
+                .ok_or("maps a hash to something other than a document")?;
+            out.insert(id.to_ascii_lowercase(), body.to_owned());
+        }
+    } else {
+        return Err("is neither an Apollo manifest nor a hash → document map".into());
+    }
+    for (id, body) in &out {
+        if hex::encode(Sha256::digest(body.as_bytes())) != *id {
+            return Err(format!("lists {id} with a document whose SHA-256 differs"));
+        }
+    }
+    Ok(out)
+}
+
+fn read_persisted_queries(r: &mut Reader<'_>) -> PersistedQuerySettings {
+    let mode = match r
+        .raw("PERSISTED_QUERIES")
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("apq") => PersistedQueryMode::Apq,
+        Some("off") => PersistedQueryMode::Off,
+        Some("safelist") => PersistedQueryMode::Safelist,
+        Some(other) => {
+            r.fail(
+                "PERSISTED_QUERIES",
+                format!("must be off, apq or safelist, got {other:?}"),
+            );
+            PersistedQueryMode::Apq
+        }
+    };
+    let manifest_path = r.raw("PERSISTED_QUERIES_MANIFEST").map(PathBuf::from);
+    let manifest = match &manifest_path {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(text) => parse_manifest(&text).unwrap_or_else(|problem| {
+                r.fail(
+                    "PERSISTED_QUERIES_MANIFEST",
+                    format!("{}: {problem}", path.display()),
+                );
+                BTreeMap::new()
+            }),
+            Err(e) => {
+                r.fail(
+                    "PERSISTED_QUERIES_MANIFEST",
+                    format!("cannot read {}: {e}", path.display()),
+                );
+                BTreeMap::new()
+            }
+        },
+        None => {
+            if mode == PersistedQueryMode::Safelist {
+                r.fail(
+                    "PERSISTED_QUERIES_MANIFEST",
+                    "is required with PERSISTED_QUERIES=safelist",
+                );
+            }
+            BTreeMap::new()
+        }
+    };
+    PersistedQuerySettings {
+        mode,
+        manifest: std::sync::Arc::new(manifest),
+        manifest_path,
+        apq_ttl: r.duration("APQ_TTL", Duration::from_secs(24 * 3600)),
     }
 }
 

@@ -20,6 +20,8 @@ pub enum ErrorCode {
     RateLimited,
     QueryTooComplex,
     PersistedQueryNotFound,
+    /// Safelist mode: the document is not in the manifest.
+    PersistedQueryNotAllowed,
     /// The password was right; a TOTP or backup code is needed too.
     TwoFactorRequired,
     /// The account is banned (`extensions.bannedUntil` when the ban ends).
@@ -48,6 +50,7 @@ impl ErrorCode {
             Self::RateLimited => "RATE_LIMITED",
             Self::QueryTooComplex => "QUERY_TOO_COMPLEX",
             Self::PersistedQueryNotFound => "PERSISTED_QUERY_NOT_FOUND",
+            Self::PersistedQueryNotAllowed => "PERSISTED_QUERY_NOT_ALLOWED",
             Self::TwoFactorRequired => "TWO_FACTOR_REQUIRED",
             Self::AccountBanned => "ACCOUNT_BANNED",
             Self::BadRequest => "BAD_REQUEST",
@@ -74,6 +77,7 @@ impl ErrorCode {
             Self::BadUserInput
             | Self::QueryTooComplex
             | Self::PersistedQueryNotFound
+            | Self::PersistedQueryNotAllowed
             | Self::BadRequest
             | Self::GraphqlParseFailed
             | Self::GraphqlValidationFailed => StatusCode::BAD_REQUEST,

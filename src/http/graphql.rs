@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use super::HttpState;
 use super::caching::{self, Cacheable};
 use super::errors::error_response_with_status;
+use super::persisted;
 use super::rate_limit;
 use crate::config::RuleTarget;
 use crate::error::ErrorCode;
@@ -104,18 +105,21 @@ fn request_error(
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Params {
-    query: String,
+    /// Absent when a persisted query's hash stands for it.
+    #[serde(default)]
+    pub(crate) query: Option<String>,
     #[serde(default)]
     operation_name: Option<String>,
     #[serde(default)]
     variables: Option<Map<String, Value>>,
     #[serde(default)]
-    extensions: Option<Map<String, Value>>,
+    pub(crate) extensions: Option<Map<String, Value>>,
 }
 
 impl Params {
-    pub(crate) fn into_request(self) -> async_graphql::Request {
-        let mut request = async_graphql::Request::new(self.query);
+    /// The request for `document` (the query itself, or what a persisted hash resolved to).
+    pub(crate) fn into_request(self, document: String) -> async_graphql::Request {
+        let mut request = async_graphql::Request::new(document);
         if let Some(name) = self.operation_name {
             request = request.operation_name(name);
         }
@@ -136,8 +140,8 @@ fn params_from_json(value: Value) -> Result<Params, String> {
         return Err("the request body must be a JSON object".into());
     };
     let query = match object.remove("query") {
-        Some(Value::String(q)) => q,
-        None | Some(Value::Null) => return Err("the 'query' parameter is required".into()),
+        Some(Value::String(q)) => Some(q),
+        None | Some(Value::Null) => None,
         Some(_) => return Err("the 'query' parameter must be a string".into()),
     };
     let operation_name = match object.remove("operationName") {
@@ -147,6 +151,13 @@ fn params_from_json(value: Value) -> Result<Params, String> {
     };
     let variables = optional_object(object.remove("variables"), "variables")?;
     let extensions = optional_object(object.remove("extensions"), "extensions")?;
+    if query.is_none()
+        && !extensions
+            .as_ref()
+            .is_some_and(|e| e.contains_key("persistedQuery"))
+    {
+        return Err("the 'query' parameter is required".into());
+    }
     Ok(Params {
         query,
         operation_name,
@@ -181,9 +192,9 @@ fn params_from_query_string(raw: &str) -> Result<Option<Params>, String> {
         }
         *slot = Some(value.into_owned());
     }
-    let Some(query) = query else {
+    if query.is_none() && extensions.is_none() {
         return Ok(None);
-    };
+    }
     let parse_object =
         |text: Option<String>, name: &str| -> Result<Option<Map<String, Value>>, String> {
             match text.filter(|t| !t.is_empty()) {
@@ -491,7 +502,23 @@ async fn run(
 ) -> Outcome {
     let started = Instant::now();
     let requested_name = params.operation_name.clone();
-    let mut request = params.into_request();
+    let mut params = params;
+    let document =
+        match persisted::resolve(&state.app, params.query.take(), params.extensions.as_ref()).await
+        {
+            Ok(document) => document,
+            Err(refusal) => {
+                let mut outcome = Outcome::refused(&refusal.message, refusal.code, request_id);
+                // Apollo clients expect 200 here, then retry with the document.
+                outcome.status = match refusal.code {
+                    ErrorCode::PersistedQueryNotFound => Some(StatusCode::OK),
+                    ErrorCode::BadRequest => Some(StatusCode::BAD_REQUEST),
+                    _ => None,
+                };
+                return outcome;
+            }
+        };
+    let mut request = params.into_request(document);
 
     let (operation_name, operation_type, public, root_fields) = match request.parsed_query() {
         Ok(document) => select_operation(document, requested_name.as_deref()),

@@ -8,6 +8,7 @@ pub mod graphql;
 pub mod health;
 pub mod metrics;
 pub mod oauth;
+pub mod persisted;
 pub mod rate_limit;
 pub mod request_id;
 pub mod ws;

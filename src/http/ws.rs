@@ -24,6 +24,7 @@ use tokio::task::AbortHandle;
 use super::HttpState;
 use super::errors::error_response_with_status;
 use super::graphql::Params;
+use super::persisted;
 use crate::error::ErrorCode;
 use crate::features::auth::{Authentication, Caller, Viewer};
 use crate::features::users::loaders::Loaders;
@@ -332,13 +333,10 @@ impl Connection {
     }
 
     /// Runs one operation in its own task; its results come back through the channel.
-    fn start(&mut self, id: String, payload: Params) {
-        let request = payload.into_request();
+    fn start(&mut self, id: String, mut payload: Params) {
         let phase = Arc::new(RequestPhase::default());
-        let request = request
-            .data(self.request_id.clone())
-            .data(phase.clone())
-            .data(Loaders::new(&self.state.app.db));
+        let request_id = self.request_id.clone();
+        let app = self.state.app.clone();
         let schema = self.state.schema.clone();
         let session = self.connection_data.clone().unwrap_or_default();
         let outgoing = self.outgoing.clone();
@@ -350,6 +348,31 @@ impl Connection {
         let error_template = self.error_message(&id, Value::Null);
         let task_id = id.clone();
         let task = tokio::spawn(async move {
+            // Persisted queries (and the safelist) apply on sockets too.
+            let resolved =
+                persisted::resolve(&app, payload.query.take(), payload.extensions.as_ref()).await;
+            let document = match resolved {
+                Ok(document) => document,
+                Err(refusal) => {
+                    let errors = json!([{
+                        "message": refusal.message,
+                        "extensions": { "code": refusal.code.as_str(), "requestId": request_id.0 },
+                    }]);
+                    let mut message = error_template.clone();
+                    message["payload"] = match protocol {
+                        Protocol::TransportWs => errors,
+                        Protocol::Legacy => errors.get(0).cloned().unwrap_or(Value::Null),
+                    };
+                    let _ = outgoing.send(Outgoing::Text(message.to_string())).await;
+                    let _ = outgoing.send(Outgoing::Finished(task_id)).await;
+                    return;
+                }
+            };
+            let request = payload
+                .into_request(document)
+                .data(request_id)
+                .data(phase.clone())
+                .data(Loaders::new(&app.db));
             let mut responses = schema.execute_stream_with_session_data(request, session);
             let mut first = true;
             while let Some(response) = responses.next().await {

@@ -9,6 +9,7 @@ mod health;
 mod helpers;
 mod http;
 mod metrics;
+mod persisted;
 mod protocol;
 mod rate_limit;
 mod schema;

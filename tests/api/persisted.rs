@@ -1,0 +1,210 @@
+//! Persisted queries: Apollo APQ across instances, and safelist mode.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use multipult::config::PersistedQueryMode;
+use serde_json::{Value, json};
+use sha2::Digest as _;
+
+use crate::helpers::{TestApp, read, unique_prefix};
+
+const DOCUMENT: &str = "query Version { apiInfo { version } }";
+
+fn sha(document: &str) -> String {
+    hex::encode(sha2::Sha256::digest(document.as_bytes()))
+}
+
+fn extension(hash: &str) -> Value {
+    json!({ "persistedQuery": { "version": 1, "sha256Hash": hash } })
+}
+
+async fn by_hash_over_get(app: &TestApp, hash: &str) -> (u16, Value) {
+    let response = app
+        .client
+        .get(app.url("/graphql"))
+        .header("apollo-require-preflight", "true")
+        .query(&[("extensions", extension(hash).to_string())])
+        .send()
+        .await
+        .unwrap();
+    let (status, _, body) = read(response).await;
+    (status, body)
+}
+
+async fn post(app: &TestApp, body: Value) -> (u16, Value) {
+    let response = app
+        .client
+        .post(app.url("/graphql"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let (status, _, body) = read(response).await;
+    (status, body)
+}
+
+#[tokio::test]
+async fn apq_registers_a_document_and_then_runs_it_by_hash() {
+    let app = TestApp::spawn().await;
+    let hash = sha(DOCUMENT);
+
+    let (status, body) = by_hash_over_get(&app, &hash).await;
+    assert_eq!(status, 200, "Apollo clients retry on a 200 with this code");
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "PERSISTED_QUERY_NOT_FOUND",
+        "{body}"
+    );
+    assert_eq!(body["errors"][0]["message"], "PersistedQueryNotFound");
+
+    let (status, body) = post(
+        &app,
+        json!({ "query": DOCUMENT, "extensions": extension(&hash) }),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["data"]["apiInfo"]["version"],
+        env!("CARGO_PKG_VERSION")
+    );
+
+    let (status, body) = by_hash_over_get(&app, &hash).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["data"]["apiInfo"]["version"],
+        env!("CARGO_PKG_VERSION")
+    );
+
+    let (status, body) = post(
+        &app,
+        json!({ "query": "{ __typename }", "extensions": extension(&hash) }),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_REQUEST");
+
+    let (status, _) = post(
+        &app,
+        json!({ "extensions": { "persistedQuery": { "version": 2, "sha256Hash": hash } } }),
+    )
+    .await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn a_hash_registered_on_one_instance_resolves_on_another() {
+    let Some(redis) = crate::helpers::test_redis_settings() else {
+        return; // Needs TEST_REDIS_URL (CI's second run).
+    };
+    let prefix = unique_prefix();
+    let first = TestApp::spawn_with(|s| {
+        s.redis = Some(redis.clone());
+        s.key_prefix = prefix.clone();
+    })
+    .await;
+    let second = TestApp::spawn_with(|s| {
+        s.redis = Some(redis.clone());
+        s.key_prefix = prefix.clone();
+    })
+    .await;
+    let hash = sha(DOCUMENT);
+    post(
+        &first,
+        json!({ "query": DOCUMENT, "extensions": extension(&hash) }),
+    )
+    .await;
+    let (_, body) = by_hash_over_get(&second, &hash).await;
+    assert_eq!(
+        body["data"]["apiInfo"]["version"],
+        env!("CARGO_PKG_VERSION"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn safelist_mode_runs_only_manifest_documents() {
+    let manifest: BTreeMap<String, String> = [(sha(DOCUMENT), DOCUMENT.to_owned())].into();
+    let app = TestApp::spawn_with(|s| {
+        s.persisted_queries.mode = PersistedQueryMode::Safelist;
+        s.persisted_queries.manifest = Arc::new(manifest);
+    })
+    .await;
+    let (status, body) = by_hash_over_get(&app, &sha(DOCUMENT)).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["data"]["apiInfo"]["version"],
+        env!("CARGO_PKG_VERSION")
+    );
+    let (_, body) = post(&app, json!({ "query": DOCUMENT })).await;
+    assert_eq!(
+        body["data"]["apiInfo"]["version"],
+        env!("CARGO_PKG_VERSION"),
+        "the full text of a listed document is fine"
+    );
+
+    let (_, body) = post(&app, json!({ "query": "{ __typename }" })).await;
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "PERSISTED_QUERY_NOT_ALLOWED",
+        "{body}"
+    );
+    assert!(body.get("data").is_none());
+    let (_, body) = by_hash_over_get(&app, &sha("{ __typename }")).await;
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"],
+        "PERSISTED_QUERY_NOT_ALLOWED"
+    );
+
+    // The socket obeys the same list.
+    use crate::ws::{connect, init, next_json, send};
+    let mut socket = connect(&app, "graphql-transport-ws").await.unwrap();
+    init(&mut socket).await;
+    send(
+        &mut socket,
+        json!({ "type": "subscribe", "id": "x", "payload": { "query": "{ __typename }" } }),
+    )
+    .await;
+    let message = next_json(&mut socket).await;
+    assert_eq!(message["type"], "error");
+    assert_eq!(
+        message["payload"][0]["extensions"]["code"],
+        "PERSISTED_QUERY_NOT_ALLOWED"
+    );
+}
+
+#[test]
+fn manifests_in_both_formats_are_read_and_checked() {
+    let apollo = json!({
+        "format": "apollo-persisted-query-manifest", "version": 1,
+        "operations": [{ "id": sha(DOCUMENT), "name": "Version", "type": "query", "body": DOCUMENT }]
+    });
+    let parsed = multipult::config::parse_manifest(&apollo.to_string()).unwrap();
+    assert_eq!(
+        parsed.get(&sha(DOCUMENT)).map(String::as_str),
+        Some(DOCUMENT)
+    );
+    let map = json!({ sha(DOCUMENT): DOCUMENT });
+    assert_eq!(
+        multipult::config::parse_manifest(&map.to_string())
+            .unwrap()
+            .len(),
+        1
+    );
+    let wrong = json!({ sha("{ other }"): DOCUMENT });
+    assert!(multipult::config::parse_manifest(&wrong.to_string()).is_err());
+}
+
+#[test]
+fn safelist_mode_without_a_readable_manifest_is_a_configuration_error() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_multipult"))
+        .env_clear()
+        .envs([
+            ("APP_ENV", "test"),
+            ("PERSISTED_QUERIES", "safelist"),
+            ("PERSISTED_QUERIES_MANIFEST", "/nonexistent/manifest.json"),
+        ])
+        .arg("check-config")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("PERSISTED_QUERIES_MANIFEST"));
+}
