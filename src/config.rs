@@ -86,6 +86,17 @@ pub struct RedisSettings {
 pub struct GraphqlSettings {
     pub max_depth: usize,
     pub max_complexity: usize,
+    /// The ceiling for callers holding `admin:read`.
+    pub admin_max_complexity: usize,
+    pub max_aliases: usize,
+    pub max_root_fields: usize,
+    /// Operations costlier than this are logged with their cost, name, user and request id.
+    pub cost_warn_threshold: usize,
+    /// Report `extensions.cost {requested, limit}` on every response.
+    pub cost_extension: bool,
+    /// Points per window an authenticated caller may spend (each operation costs its complexity).
+    pub user_budget: Option<Quota>,
+    pub anonymous_budget: Option<Quota>,
     pub introspection: bool,
     pub graphiql: bool,
     /// Maximum operations in one batched (JSON array) request; 0 disables batching.
@@ -603,6 +614,18 @@ impl Settings {
         let graphql = GraphqlSettings {
             max_depth: r.number("GRAPHQL_MAX_DEPTH", 15usize, 1, 1000),
             max_complexity: r.number("GRAPHQL_MAX_COMPLEXITY", 1000usize, 1, 1_000_000),
+            admin_max_complexity: r.number(
+                "GRAPHQL_ADMIN_MAX_COMPLEXITY",
+                10_000usize,
+                1,
+                10_000_000,
+            ),
+            max_aliases: r.number("GRAPHQL_MAX_ALIASES", 30usize, 1, 10_000),
+            max_root_fields: r.number("GRAPHQL_MAX_ROOT_FIELDS", 20usize, 1, 10_000),
+            cost_warn_threshold: r.number("GRAPHQL_COST_WARN_THRESHOLD", 500usize, 1, 10_000_000),
+            cost_extension: r.boolean("GRAPHQL_COST_EXTENSION", false),
+            user_budget: budget(&mut r, "COST_BUDGET_USER", "5000/1h"),
+            anonymous_budget: budget(&mut r, "COST_BUDGET_ANONYMOUS", "500/1h"),
             introspection: r.boolean("GRAPHQL_INTROSPECTION", !production),
             graphiql: r.boolean("GRAPHIQL", !production),
             max_batch_size: r.number("GRAPHQL_MAX_BATCH_SIZE", 0usize, 0, 100),
@@ -1138,6 +1161,21 @@ fn read_persisted_queries(r: &mut Reader<'_>) -> PersistedQuerySettings {
         manifest_path,
         apq_ttl: r.duration("APQ_TTL", Duration::from_secs(24 * 3600)),
     }
+}
+
+/// A budget (`5000/1h`), or `off`.
+fn budget(r: &mut Reader<'_>, name: &str, default: &str) -> Option<Quota> {
+    let text = r.raw(name).unwrap_or(default).to_owned();
+    if text.eq_ignore_ascii_case("off") {
+        return None;
+    }
+    Quota::parse(&text).or_else(|| {
+        r.fail(
+            name,
+            format!("must be points/window such as 5000/1h, or off, got {text:?}"),
+        );
+        None
+    })
 }
 
 fn read_cidrs(r: &mut Reader<'_>, name: &str) -> Vec<ipnet::IpNet> {

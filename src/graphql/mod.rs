@@ -7,7 +7,7 @@ pub mod guards;
 use async_graphql::{MergedObject, MergedSubscription, Schema, SchemaBuilder};
 
 pub use context::{ContextExt, RequestId};
-pub use extension::{RequestContext, RequestPhase};
+pub use extension::{Budget, Cost, RequestContext, RequestPhase};
 pub use guards::RequirePermission;
 
 use crate::config::Environment;
@@ -41,10 +41,10 @@ pub fn schema_builder() -> SchemaBuilder<QueryRoot, MutationRoot, SubscriptionRo
 /// The served schema: state, depth/complexity limits, and production policies.
 pub fn build_schema(state: &AppState) -> AppSchema {
     let settings = &state.settings;
+    // Depth and complexity are enforced per caller by `RequestContext` (admins get a higher
+    // ceiling), with the measured values in the error.
     let mut builder = schema_builder()
         .data(state.clone())
-        .limit_depth(settings.graphql.max_depth)
-        .limit_complexity(settings.graphql.max_complexity)
         .extension(RequestContext);
     if !settings.graphql.introspection {
         builder = builder.disable_introspection();

@@ -143,6 +143,8 @@ pub fn base_settings() -> Settings {
     settings.jobs.backoff_base = Duration::from_millis(50);
     // Every test client is 127.0.0.1: rate-limit tests turn limits on themselves.
     settings.rate_limit.enabled = false;
+    settings.graphql.user_budget = None;
+    settings.graphql.anonymous_budget = None;
     settings
 }
 

@@ -11,6 +11,7 @@ mod http;
 mod metrics;
 mod persisted;
 mod protocol;
+mod query_limits;
 mod rate_limit;
 mod schema;
 mod shutdown;

@@ -27,8 +27,12 @@ pub struct AdminQuery;
 
 #[Object]
 impl AdminQuery {
-    /// Users matching a filter, one page at a time (`limit` 1–100).
-    #[graphql(guard = "RequirePermission(Permission::AdminRead)")]
+    /// Users matching a filter, one page at a time (`limit` 1–100). Costs `limit` × the
+    /// selection per user.
+    #[graphql(
+        guard = "RequirePermission(Permission::AdminRead)",
+        complexity = "(limit.max(1) as usize).saturating_mul(child_complexity)"
+    )]
     async fn all_users(
         &self,
         ctx: &Context<'_>,

@@ -11,8 +11,11 @@ pub struct AuditQuery;
 
 #[Object]
 impl AuditQuery {
-    /// The audit trail, newest first.
-    #[graphql(guard = "RequirePermission(Permission::AuditRead)")]
+    /// The audit trail, newest first. Costs `limit` × the selection per entry.
+    #[graphql(
+        guard = "RequirePermission(Permission::AuditRead)",
+        complexity = "(limit.max(1) as usize).saturating_mul(child_complexity)"
+    )]
     async fn audit_log(
         &self,
         ctx: &Context<'_>,

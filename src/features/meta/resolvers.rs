@@ -2,9 +2,12 @@ use async_graphql::{Context, Object, Result, Subscription};
 use futures_util::Stream;
 
 use super::service;
-use super::types::{ApiInfo, Heartbeat};
+use std::sync::Arc;
+
+use super::types::{ApiInfo, Heartbeat, RateLimitStatus};
 use crate::error::GqlResultExt as _;
 use crate::graphql::ContextExt as _;
+use crate::graphql::RequestPhase;
 
 #[derive(Default)]
 pub struct MetaQuery;
@@ -16,10 +19,26 @@ impl MetaQuery {
     async fn api_info(&self, ctx: &Context<'_>) -> Result<ApiInfo> {
         Ok(service::api_info(ctx.state().gql()?))
     }
+
+    /// The caller's cost budget after this operation; null when budgets are off for the caller.
+    async fn rate_limit(&self, ctx: &Context<'_>) -> Option<RateLimitStatus> {
+        rate_limit_status(ctx)
+    }
 }
 
 #[derive(Default)]
 pub struct MetaSubscription;
+
+fn rate_limit_status(ctx: &Context<'_>) -> Option<RateLimitStatus> {
+    let cost = ctx.data_opt::<Arc<RequestPhase>>()?.cost()?;
+    let budget = cost.budget?;
+    Some(RateLimitStatus {
+        limit: budget.limit,
+        cost: u64::try_from(cost.requested).unwrap_or(u64::MAX),
+        remaining: budget.remaining,
+        reset_at: budget.reset_at,
+    })
+}
 
 #[Subscription]
 impl MetaSubscription {

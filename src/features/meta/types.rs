@@ -18,3 +18,14 @@ pub struct Heartbeat {
     pub sequence: i32,
     pub at: DateTime<Utc>,
 }
+
+/// The caller's cost budget after this operation (GitHub-style points per window).
+#[derive(SimpleObject)]
+pub struct RateLimitStatus {
+    /// Points per window.
+    pub limit: u64,
+    /// What this operation cost.
+    pub cost: u64,
+    pub remaining: u64,
+    pub reset_at: DateTime<Utc>,
+}

@@ -1,0 +1,137 @@
+//! Query cost and shape limits, and cost budgets.
+
+use std::time::Duration;
+
+use multipult::config::Quota;
+use serde_json::{Value, json};
+
+use crate::helpers::TestApp;
+
+fn code(body: &Value) -> &str {
+    body["errors"][0]["extensions"]["code"]
+        .as_str()
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_deep_query_is_refused_with_its_depth_and_nothing_runs() {
+    let app = TestApp::spawn_with(|s| s.graphql.max_depth = 4).await;
+    let (status, _, body) = app
+        .post_graphql(
+            "{ __schema { types { fields { type { ofType { name } } } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(code(&body), "QUERY_TOO_COMPLEX", "{body}");
+    assert_eq!(body["errors"][0]["extensions"]["limit"], 4);
+    assert!(body["errors"][0]["extensions"]["depth"].as_u64().unwrap() > 4);
+    assert!(body.get("data").is_none());
+}
+
+#[tokio::test]
+async fn an_alias_flood_is_refused_before_anything_executes() {
+    let app = TestApp::spawn().await;
+    app.register("flood@example.com", crate::helpers::PASSWORD)
+        .await;
+    let sent_before = app.state.jobs.stats().await.unwrap().pending;
+    let aliases: String = (0..200)
+        .map(|i| format!("a{i}: requestPasswordReset(email: \"flood@example.com\") "))
+        .collect();
+    let (_, _, body) = app
+        .post_graphql(&format!("mutation {{ {aliases} }}"), json!({}))
+        .await;
+    assert_eq!(code(&body), "QUERY_TOO_COMPLEX", "{body}");
+    assert_eq!(body["errors"][0]["extensions"]["aliases"], 200);
+    assert_eq!(body["errors"][0]["extensions"]["limit"], 30);
+    assert!(body.get("data").is_none());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stats = app.state.jobs.stats().await.unwrap();
+    assert!(stats.pending <= sent_before, "no reset mail was queued");
+}
+
+#[tokio::test]
+async fn too_many_root_fields_are_refused() {
+    let app = TestApp::spawn_with(|s| {
+        s.graphql.max_root_fields = 3;
+        s.graphql.max_aliases = 100;
+    })
+    .await;
+    let (_, _, body) = app
+        .post_graphql(
+            "{ a: __typename b: __typename c: __typename d: __typename }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(code(&body), "QUERY_TOO_COMPLEX", "{body}");
+    assert_eq!(body["errors"][0]["extensions"]["rootFields"], 4);
+}
+
+#[tokio::test]
+async fn list_fields_cost_what_they_load_and_admins_get_a_higher_ceiling() {
+    let app = TestApp::spawn_with(|s| {
+        s.graphql.max_complexity = 100;
+        s.graphql.admin_max_complexity = 2000;
+    })
+    .await;
+    let admin = app.admin().await;
+    let moderator = app.user_with_roles("mod@example.com", &["moderator"]).await;
+    let huge = "{ allUsers(limit: 10000) { items { email } } }";
+    let (_, _, body) = app.graphql_as(Some(&admin.access), huge, json!({})).await;
+    assert_eq!(code(&body), "QUERY_TOO_COMPLEX", "{body}");
+    assert!(body["errors"][0]["extensions"]["cost"].as_u64().unwrap() >= 10_000);
+    assert_eq!(body["errors"][0]["extensions"]["limit"], 2000);
+
+    // ~100 × (items, email, roles, name): over the normal ceiling, under the admin one.
+    let heavy = "{ allUsers(limit: 100) { items { email roles { name } } } }";
+    let (_, _, body) = app.graphql_as(Some(&admin.access), heavy, json!({})).await;
+    assert!(body.get("errors").is_none(), "{body}");
+    // A moderator (admin:read, so the admin ceiling) also passes; an anonymous caller does not.
+    let (_, _, body) = app
+        .graphql_as(Some(&moderator.access), heavy, json!({}))
+        .await;
+    assert!(body.get("errors").is_none(), "{body}");
+    let (_, _, body) = app.graphql_as(None, heavy, json!({})).await;
+    assert_eq!(code(&body), "QUERY_TOO_COMPLEX");
+    assert_eq!(body["errors"][0]["extensions"]["limit"], 100);
+}
+
+#[tokio::test]
+async fn the_budget_decreases_by_the_cost_and_is_refused_when_used_up() {
+    let app = TestApp::spawn_with(|s| {
+        s.graphql.anonymous_budget = Some(Quota {
+            limit: 12,
+            window: Duration::from_secs(3600),
+        });
+        s.graphql.cost_extension = true;
+    })
+    .await;
+    let query = "{ rateLimit { limit cost remaining resetAt } }";
+    let (_, _, first) = app.post_graphql(query, json!({})).await;
+    let status = &first["data"]["rateLimit"];
+    assert_eq!(status["limit"], 12, "{first}");
+    let cost = status["cost"].as_u64().unwrap();
+    assert!(cost >= 1);
+    assert_eq!(status["remaining"], 12 - cost);
+    assert_eq!(first["extensions"]["cost"]["requested"], cost);
+    assert_eq!(first["extensions"]["cost"]["limit"], 1000);
+    let (_, _, second) = app.post_graphql(query, json!({})).await;
+    assert_eq!(second["data"]["rateLimit"]["remaining"], 12 - 2 * cost);
+
+    let mut refused = None;
+    for _ in 0..20 {
+        let (_, _, body) = app.post_graphql(query, json!({})).await;
+        if code(&body) == "RATE_LIMITED" {
+            refused = Some(body);
+            break;
+        }
+    }
+    let refused = refused.expect("the budget runs out");
+    assert!(
+        refused["errors"][0]["extensions"]["retryAfter"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    assert!(refused.get("data").is_none());
+}
