@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 use tokio::time::Instant;
 
 use super::kv::{KeyValueStore, StoreError, StoreResult, WindowOutcome};
@@ -40,11 +40,13 @@ impl MemoryStore {
         Self::default()
     }
 
+    /// Runs `f` under the lock. The critical sections never await, so a blocking mutex is both
+    /// correct and much cheaper than an async one.
     async fn with_entries<T>(
         &self,
         f: impl FnOnce(&mut HashMap<String, Entry>, Instant) -> T,
     ) -> T {
-        let mut entries = self.entries.lock().await;
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
         if self.writes.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
             entries.retain(|_, e| e.live(now));
