@@ -129,6 +129,16 @@ fn role_details(r: service::RoleDetails) -> RoleDetails {
     }
 }
 
+async fn details_of(state: &crate::state::AppState, role_id: Uuid) -> Result<RoleDetails> {
+    let details = service::list_roles(&state.db).await.gql()?;
+    details
+        .into_iter()
+        .find(|r| r.role.id == role_id)
+        .map(role_details)
+        .ok_or_else(|| AppError::NotFound("role".into()))
+        .gql()
+}
+
 fn bulk(result: service::BulkResult) -> BulkRoleResult {
     BulkRoleResult {
         updated: i32::try_from(result.updated.len()).unwrap_or(i32::MAX),
@@ -232,13 +242,7 @@ impl AdminMutation {
         let role = service::create_role(state, &actor(ctx), &name, description, &permissions)
             .await
             .gql()?;
-        let details = service::list_roles(&state.db).await.gql()?;
-        details
-            .into_iter()
-            .find(|r| r.role.id == role.id)
-            .map(role_details)
-            .ok_or_else(|| AppError::NotFound("role".into()))
-            .gql()
+        details_of(state, role.id).await
     }
 
     /// Replaces a role's permissions.
@@ -253,13 +257,7 @@ impl AdminMutation {
         let role = service::update_role_permissions(state, &actor(ctx), &name, &permissions)
             .await
             .gql()?;
-        let details = service::list_roles(&state.db).await.gql()?;
-        details
-            .into_iter()
-            .find(|r| r.role.id == role.id)
-            .map(role_details)
-            .ok_or_else(|| AppError::NotFound("role".into()))
-            .gql()
+        details_of(state, role.id).await
     }
 
     /// Deletes a role (built-in roles cannot be deleted); its holders lose it.

@@ -633,13 +633,7 @@ pub async fn update_role_permissions(
         .map(|g| g.permission)
         .collect();
     replace_grants(&txn, role.id, &grants).await?;
-    let holders: Vec<Uuid> = user_roles::Entity::find()
-        .select_only()
-        .column(user_roles::Column::UserId)
-        .filter(user_roles::Column::RoleId.eq(role.id))
-        .into_tuple()
-        .all(&txn)
-        .await?;
+    let holders = holders_of(&txn, role.id).await?;
     audit::service::record(
         &txn,
         actor,
@@ -655,6 +649,16 @@ pub async fn update_role_permissions(
     Ok(role)
 }
 
+async fn holders_of(db: &impl ConnectionTrait, role_id: Uuid) -> AppResult<Vec<Uuid>> {
+    Ok(user_roles::Entity::find()
+        .select_only()
+        .column(user_roles::Column::UserId)
+        .filter(user_roles::Column::RoleId.eq(role_id))
+        .into_tuple()
+        .all(db)
+        .await?)
+}
+
 /// # Errors
 /// `NOT_FOUND`, `FORBIDDEN` for system roles.
 pub async fn delete_role(state: &AppState, actor: &Actor, name: &str) -> AppResult<()> {
@@ -666,13 +670,7 @@ pub async fn delete_role(state: &AppState, actor: &Actor, name: &str) -> AppResu
             message: format!("the {name} role is built in and cannot be deleted"),
         });
     }
-    let holders: Vec<Uuid> = user_roles::Entity::find()
-        .select_only()
-        .column(user_roles::Column::UserId)
-        .filter(user_roles::Column::RoleId.eq(role.id))
-        .into_tuple()
-        .all(&txn)
-        .await?;
+    let holders = holders_of(&txn, role.id).await?;
     audit::service::record(
         &txn,
         actor,

@@ -213,6 +213,28 @@ async fn use_email_token(
     Ok(found.user_id)
 }
 
+/// Stores a new token for `user` and queues the mail carrying it, in one transaction.
+async fn mail_token(
+    state: &AppState,
+    user: &users::Model,
+    purpose: Purpose,
+    request_id: Option<&str>,
+) -> AppResult<()> {
+    let txn = state.db.begin().await?;
+    let token = new_email_token(&txn, user.id, purpose).await?;
+    let base = &state.settings.http.public_url;
+    let mail = match purpose {
+        Purpose::VerifyEmail => emails::verify_email(base, &user.email, &token),
+        Purpose::ResetPassword => emails::reset_password(base, &user.email, &token),
+    };
+    state
+        .jobs
+        .enqueue(&txn, SEND_EMAIL, &mail, request_id)
+        .await?;
+    txn.commit().await?;
+    Ok(())
+}
+
 /// Sends a new verification mail to the caller (nothing when already verified).
 ///
 /// # Errors
@@ -228,15 +250,7 @@ pub async fn request_email_verification(
     if user.is_verified {
         return Ok(());
     }
-    let txn = state.db.begin().await?;
-    let token = new_email_token(&txn, user.id, Purpose::VerifyEmail).await?;
-    let mail = emails::verify_email(&state.settings.http.public_url, &user.email, &token);
-    state
-        .jobs
-        .enqueue(&txn, SEND_EMAIL, &mail, request_id)
-        .await?;
-    txn.commit().await?;
-    Ok(())
+    mail_token(state, &user, Purpose::VerifyEmail, request_id).await
 }
 
 /// Marks the token's user verified.
@@ -283,15 +297,7 @@ pub async fn request_password_reset(
         tracing::warn!("password reset requests throttled for an account");
         return Ok(());
     }
-    let txn = state.db.begin().await?;
-    let token = new_email_token(&txn, user.id, Purpose::ResetPassword).await?;
-    let mail = emails::reset_password(&state.settings.http.public_url, &user.email, &token);
-    state
-        .jobs
-        .enqueue(&txn, SEND_EMAIL, &mail, request_id)
-        .await?;
-    txn.commit().await?;
-    Ok(())
+    mail_token(state, &user, Purpose::ResetPassword, request_id).await
 }
 
 /// Sets a new password from a reset token; every session ends and every earlier token stops
