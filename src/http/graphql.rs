@@ -587,20 +587,9 @@ async fn run(
             let key = format!("field:{field}:{principal}");
             match state.app.rate_limiter.hit(field, &key, *quota).await {
                 Decision::Limited(window) => {
-                    let retry = window.outcome.retry_after.as_millis().div_ceil(1000).max(1);
-                    let mut headers = rate_limit::headers(&window);
-                    if let Ok(value) = HeaderValue::from_str(&retry.to_string()) {
-                        headers.insert(header::RETRY_AFTER, value);
-                    }
+                    let (body, headers) = rate_limit::limited_parts(&window, Some(request_id));
                     return Outcome {
-                        body: json!({ "errors": [{
-                            "message": format!("too many requests; retry after {retry} s"),
-                            "extensions": {
-                                "code": ErrorCode::RateLimited.as_str(),
-                                "retryAfter": retry,
-                                "requestId": request_id.0,
-                            },
-                        }] }),
+                        body,
                         executed: false,
                         status: Some(StatusCode::TOO_MANY_REQUESTS),
                         headers,

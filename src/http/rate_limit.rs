@@ -87,9 +87,12 @@ pub fn headers(window: &Window) -> HeaderMap {
     out
 }
 
-/// The 429 answer in the GraphQL error shape, with `Retry-After`, the pacing headers and
-/// `extensions.retryAfter`.
-pub fn limited_response(window: &Window, request_id: Option<&RequestId>) -> Response {
+/// The body and headers of a refusal: the GraphQL error shape with `extensions.retryAfter`, plus
+/// `Retry-After` and the pacing headers. The HTTP layer and the GraphQL handler both answer with it.
+pub fn limited_parts(
+    window: &Window,
+    request_id: Option<&RequestId>,
+) -> (serde_json::Value, HeaderMap) {
     let retry = secs_ceil(window.outcome.retry_after).max(1);
     let body = serde_json::json!({
         "errors": [{
@@ -101,15 +104,22 @@ pub fn limited_response(window: &Window, request_id: Option<&RequestId>) -> Resp
             }
         }]
     });
+    let mut headers = headers(window);
+    if let Ok(value) = HeaderValue::from_str(&retry.to_string()) {
+        headers.insert(header::RETRY_AFTER, value);
+    }
+    (body, headers)
+}
+
+/// The 429 answer.
+pub fn limited_response(window: &Window, request_id: Option<&RequestId>) -> Response {
+    let (body, headers) = limited_parts(window, request_id);
     let mut response = (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json; charset=utf-8"),
     );
-    response.headers_mut().extend(headers(window));
-    if let Ok(value) = HeaderValue::from_str(&retry.to_string()) {
-        response.headers_mut().insert(header::RETRY_AFTER, value);
-    }
+    response.headers_mut().extend(headers);
     response
 }
 
