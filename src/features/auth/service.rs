@@ -526,7 +526,7 @@ async fn audit_failed_login(
     }
 }
 
-/// `(key, limit)` pairs: per account, and (more generous) per client IP.
+/// `(key, factor)` pairs: per account (`LOGIN_MAX_FAILURES`), and per client IP (ten times that).
 fn throttle_keys(email: &str, client: &ClientInfo) -> Vec<(String, u64)> {
     let mut keys = vec![(format!("auth:fail:account:{email}"), 1)];
     if let Some(ip) = client.ip {
