@@ -14,8 +14,8 @@ use chrono::Utc;
 use migration::{Migrator, MigratorTrait as _};
 use multipult::config::Settings;
 use multipult::entities::{roles, user_roles, users};
-use multipult::features::auth::{AuthUser, Viewer};
-use multipult::features::users::loaders::Loaders;
+use multipult::graphql::document;
+use multipult::identity::{AuthUser, Viewer};
 use multipult::infra::{SharedStores, db};
 use multipult::state::AppState;
 use sea_orm::{ColumnTrait as _, EntityTrait as _, QueryFilter as _, Set};
@@ -57,17 +57,26 @@ async fn main() {
     let ids = seed(&state, total).await;
     println!("seeded in {:.1} s", seeded.elapsed().as_secs_f64());
 
-    let schema = multipult::graphql::build_schema(&state);
+    let schema = multipult::schema::build_schema(&state);
     let admin = Viewer::User(Arc::new(AuthUser {
         id: ids[0],
         email: "bench-admin@example.com".into(),
         session_id: Uuid::nil(),
         roles: ["admin".to_owned()].into(),
-        permissions: multipult::features::users::Permission::ALL
+        permissions: state
+            .catalogue
+            .all()
             .iter()
             .map(|p| p.as_str().to_owned())
             .collect(),
+        expires_at: Utc::now() + chrono::Duration::hours(1),
     }));
+    // What the transports do before executing: measure the document, attach the loaders.
+    let prepare = |request: Request| {
+        let mut request = request;
+        let phase = document::vet(&mut request, &state.settings.graphql).expect("within limits");
+        multipult::schema::attach_loaders(&state, request.data(phase))
+    };
 
     let cases = [
         ("page 1, no filter", json!({ "l": 20, "off": 0 })),
@@ -99,10 +108,11 @@ async fn main() {
     for (name, vars) in cases {
         let mut samples = Vec::with_capacity(SAMPLES);
         for _ in 0..SAMPLES {
-            let request = Request::new(query)
-                .variables(async_graphql::Variables::from_json(vars.clone()))
-                .data(admin.clone())
-                .data(Loaders::new(&state.db));
+            let request = prepare(
+                Request::new(query)
+                    .variables(async_graphql::Variables::from_json(vars.clone()))
+                    .data(admin.clone()),
+            );
             let started = Instant::now();
             let response = schema.execute(request).await;
             samples.push(started.elapsed());
@@ -121,9 +131,11 @@ async fn main() {
         .map(Uuid::to_string)
         .collect();
     let mutation = "mutation($ids: [ID!]!) { bulkAssignRole(userIds: $ids, role: \"moderator\") { updated unchanged } }";
-    let request = Request::new(mutation)
-        .variables(async_graphql::Variables::from_json(json!({ "ids": bulk })))
-        .data(admin.clone());
+    let request = prepare(
+        Request::new(mutation)
+            .variables(async_graphql::Variables::from_json(json!({ "ids": bulk })))
+            .data(admin.clone()),
+    );
     let started = Instant::now();
     let response = schema.execute(request).await;
     let elapsed = started.elapsed();

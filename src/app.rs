@@ -15,6 +15,7 @@ use crate::infra::jobs::Worker;
 use crate::infra::mailer::{SEND_EMAIL, SendEmailJob};
 use crate::infra::{SharedStores, db};
 use crate::state::AppState;
+use crate::{identity, schema};
 
 pub struct Application {
     listener: TcpListener,
@@ -91,24 +92,27 @@ impl Application {
         } = self;
         let grace = state.settings.http.shutdown_timeout;
         // Background jobs run beside the server and drain with it.
-        let worker = tokio::spawn(
-            Worker::new(state.jobs.clone(), state.metrics.clone())
-                .register(
-                    SEND_EMAIL,
-                    Arc::new(SendEmailJob {
-                        mailer: state.mailer.clone(),
-                    }),
-                )
-                .run(state.shutdown.clone(), grace),
+        let mut worker = Worker::new(state.jobs.clone(), state.metrics.clone()).register(
+            SEND_EMAIL,
+            Arc::new(SendEmailJob {
+                mailer: state.mailer.clone(),
+            }),
         );
-        let retention = tokio::spawn(crate::features::audit::service::run_retention(
-            state.clone(),
-        ));
+        for job in schema::jobs() {
+            worker = worker.register(job.kind, (job.handler)(&state));
+        }
+        let worker = tokio::spawn(worker.run(state.shutdown.clone(), grace));
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(identity::events::listen(state.clone()));
+        tasks.spawn(crate::maintenance::run(state.clone()));
+        for task in schema::tasks() {
+            tasks.spawn((task.run)(state.clone()));
+        }
         let result = serve(listener, router, state.clone(), signal).await;
         // Requests are done; let running jobs finish (the worker bounds this by SHUTDOWN_TIMEOUT).
         state.shutdown.cancel();
         let _ = worker.await;
-        let _ = retention.await;
+        while tasks.join_next().await.is_some() {}
         result
     }
 }
@@ -177,10 +181,11 @@ pub async fn prepare_state(
     db: DatabaseConnection,
     stores: SharedStores,
 ) -> anyhow::Result<AppState> {
-    crate::features::users::service::sync_catalogue(&db)
+    let catalogue = schema::catalogue();
+    identity::permissions::sync_catalogue(&db, &catalogue)
         .await
         .context("cannot sync the permission catalogue (are migrations applied?)")?;
-    AppState::new(settings, db, stores)
+    AppState::new(settings, db, stores, catalogue)
 }
 
 async fn finish(

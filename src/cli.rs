@@ -106,7 +106,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Some(Command::ExportSchema) => {
             // Needs no configuration: the schema's shape does not depend on it.
-            print!("{}", crate::graphql::sdl());
+            print!("{}", crate::schema::sdl());
             return ExitCode::SUCCESS;
         }
         Some(Command::Healthcheck { port }) => {
@@ -238,8 +238,8 @@ async fn migrate(settings: Settings, action: MigrateAction) -> anyhow::Result<Ex
 }
 
 async fn admin(settings: Settings, action: AdminAction) -> anyhow::Result<ExitCode> {
-    use crate::features::auth::service::{NewAccount, create_account, invalidate_user};
-    use crate::features::users::service as users;
+    use crate::identity::accounts::{self as users, NewAccount, create_account};
+    use crate::identity::user_changed;
 
     let (db, stores) = crate::app::connect(&settings).await?;
     let state = crate::app::prepare_state(settings, db, stores).await?;
@@ -250,7 +250,7 @@ async fn admin(settings: Settings, action: AdminAction) -> anyhow::Result<ExitCo
             display_name,
         } => {
             let (password, generated) = read_or_generate_password()?;
-            let mut all_roles: Vec<&str> = vec![crate::features::users::permissions::USER_ROLE];
+            let mut all_roles: Vec<&str> = vec![crate::identity::permissions::USER_ROLE];
             all_roles.extend(roles.iter().map(String::as_str));
             let account = NewAccount {
                 email,
@@ -281,7 +281,7 @@ async fn admin(settings: Settings, action: AdminAction) -> anyhow::Result<ExitCo
             };
             match users::assign_role(&state.db, user.id, &role).await {
                 Ok(added) => {
-                    invalidate_user(&state, user.id).await;
+                    user_changed(&state, user.id).await;
                     println!(
                         "{} {} the {role} role",
                         user.email,
@@ -302,8 +302,8 @@ async fn admin(settings: Settings, action: AdminAction) -> anyhow::Result<ExitCo
 pub const SEED_PASSWORD: &str = "demo-password-123";
 
 async fn seed(state: &crate::state::AppState, users: usize) -> anyhow::Result<ExitCode> {
-    use crate::features::auth::service::{NewAccount, create_account};
-    use crate::features::users::permissions::{ADMIN_ROLE, MODERATOR_ROLE, USER_ROLE};
+    use crate::identity::accounts::{NewAccount, create_account};
+    use crate::identity::permissions::{ADMIN_ROLE, MODERATOR_ROLE, USER_ROLE};
 
     if state.settings.environment == Environment::Production {
         eprintln!("refusing to seed demo accounts in production");

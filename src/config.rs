@@ -80,10 +80,28 @@ pub struct RedisSettings {
     pub pool_size: usize,
     /// Upper bound for one command, so a stalled Redis adds bounded latency.
     pub timeout: Duration,
+    /// Consecutive errors that open the circuit breaker (a timeout opens it at once).
+    pub circuit_threshold: u32,
+    /// How long an open circuit fails fast before one probe call is let through.
+    pub circuit_cooldown: Duration,
 }
 
 #[derive(Debug, Clone)]
 pub struct GraphqlSettings {
+    /// Bytes of one document's text.
+    pub max_document_size: usize,
+    /// Lexical tokens of one document.
+    pub max_tokens: usize,
+    /// Field selections after expanding fragments (`__typename` included).
+    pub max_selections: usize,
+    /// Fragment definitions in one document.
+    pub max_fragments: usize,
+    /// Fragment spreads in one selection set.
+    pub max_spreads: usize,
+    /// Errors in one response (the rest are summarised in one more).
+    pub max_errors: usize,
+    /// An operation (query or mutation) still running after this is stopped.
+    pub execution_timeout: Duration,
     pub max_depth: usize,
     pub max_complexity: usize,
     /// The ceiling for callers holding `admin:read`.
@@ -109,6 +127,9 @@ pub struct WebSocketSettings {
     pub keepalive_interval: Duration,
     pub max_message_size: usize,
     pub max_subscriptions: usize,
+    /// An authenticated socket re-checks its session at least this often (it also does on every
+    /// operation and whenever its user changes).
+    pub reauth_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -123,6 +144,9 @@ pub struct AuthSettings {
     /// further attempts are refused with `RATE_LIMITED`.
     pub login_max_failures: u64,
     pub login_failure_window: Duration,
+    /// Mails a stranger can trigger (verification, reset, "already registered"), per kind and
+    /// recipient.
+    pub mail_limit: Quota,
 }
 
 /// One OAuth2 provider's client registration.
@@ -214,8 +238,12 @@ pub struct PersistedQuerySettings {
     /// hash → document, from `PERSISTED_QUERIES_MANIFEST` (required for `safelist`).
     pub manifest: std::sync::Arc<BTreeMap<String, String>>,
     pub manifest_path: Option<PathBuf>,
-    /// How long a registered APQ document is kept in the shared store.
+    /// How long a registered APQ document is kept after its last use.
     pub apq_ttl: Duration,
+    /// Registered documents kept at most (least recently used evicted first).
+    pub max_entries: usize,
+    /// Registrations per principal and window.
+    pub registrations: Quota,
 }
 
 #[derive(Debug, Clone)]
@@ -259,6 +287,10 @@ pub struct JobSettings {
     pub poll_interval: Duration,
     /// How long a claimed job stays claimed; a crashed worker's jobs run again after it.
     pub lease: Duration,
+    /// Finished jobs are deleted after this long (their payloads are of no use once delivered).
+    pub retention: Duration,
+    /// Dead jobs are kept longer, for inspection and requeueing.
+    pub dead_retention: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -550,6 +582,8 @@ impl Settings {
                     url: value.to_owned().into(),
                     pool_size: r.number("REDIS_POOL_SIZE", 16usize, 1, 1024),
                     timeout: r.duration("REDIS_TIMEOUT", Duration::from_millis(500)),
+                    circuit_threshold: r.number("REDIS_CIRCUIT_THRESHOLD", 3u32, 1, 1000),
+                    circuit_cooldown: r.duration("REDIS_CIRCUIT_COOLDOWN", Duration::from_secs(2)),
                 })
             }
         };
@@ -612,6 +646,13 @@ impl Settings {
         };
 
         let graphql = GraphqlSettings {
+            max_document_size: r.byte_size("GRAPHQL_MAX_DOCUMENT_SIZE", 32 * 1024),
+            max_tokens: r.number("GRAPHQL_MAX_TOKENS", 10_000usize, 10, 1_000_000),
+            max_selections: r.number("GRAPHQL_MAX_SELECTIONS", 2_000usize, 1, 1_000_000),
+            max_fragments: r.number("GRAPHQL_MAX_FRAGMENTS", 100usize, 0, 10_000),
+            max_spreads: r.number("GRAPHQL_MAX_SPREADS", 50usize, 1, 10_000),
+            max_errors: r.number("GRAPHQL_MAX_ERRORS", 20usize, 1, 1_000),
+            execution_timeout: r.duration("GRAPHQL_EXECUTION_TIMEOUT", Duration::from_secs(10)),
             max_depth: r.number("GRAPHQL_MAX_DEPTH", 15usize, 1, 1000),
             max_complexity: r.number("GRAPHQL_MAX_COMPLEXITY", 1000usize, 1, 1_000_000),
             admin_max_complexity: r.number(
@@ -636,6 +677,7 @@ impl Settings {
             keepalive_interval: r.duration("WS_KEEPALIVE_INTERVAL", Duration::from_secs(15)),
             max_message_size: r.byte_size("WS_MAX_MESSAGE_SIZE", 64 * 1024),
             max_subscriptions: r.number("WS_MAX_SUBSCRIPTIONS", 100usize, 1, 10_000),
+            reauth_interval: r.duration("WS_REAUTH_INTERVAL", Duration::from_secs(60)),
         };
 
         let auth = AuthSettings {
@@ -646,6 +688,7 @@ impl Settings {
             password_min_length: r.number("PASSWORD_MIN_LENGTH", 10usize, 8, 128),
             login_max_failures: r.number("LOGIN_MAX_FAILURES", 5u64, 1, 1000),
             login_failure_window: r.duration("LOGIN_FAILURE_WINDOW", Duration::from_secs(15 * 60)),
+            mail_limit: quota(&mut r, "AUTH_MAIL_LIMIT", "3/1h"),
         };
 
         let social = read_social(&mut r);
@@ -710,6 +753,8 @@ impl Settings {
             backoff_base: r.duration("JOB_BACKOFF_BASE", Duration::from_secs(2)),
             poll_interval: r.duration("JOB_POLL_INTERVAL", Duration::from_secs(1)),
             lease: r.duration("JOB_LEASE", Duration::from_secs(300)),
+            retention: r.duration("JOB_RETENTION", Duration::from_secs(7 * 24 * 3600)),
+            dead_retention: r.duration("JOB_DEAD_RETENTION", Duration::from_secs(30 * 24 * 3600)),
         };
 
         let log_format = match r.raw("LOG_FORMAT").map(str::to_ascii_lowercase).as_deref() {
@@ -875,6 +920,11 @@ impl Settings {
                 ("REDIS_URL", mask_url(redis.url.expose_secret())),
                 ("REDIS_POOL_SIZE", redis.pool_size.to_string()),
                 ("REDIS_TIMEOUT", secs(redis.timeout)),
+                (
+                    "REDIS_CIRCUIT_THRESHOLD",
+                    redis.circuit_threshold.to_string(),
+                ),
+                ("REDIS_CIRCUIT_COOLDOWN", secs(redis.circuit_cooldown)),
             ]),
             None => out.push(("REDIS_URL", "(unset: in-process stores)".to_owned())),
         }
@@ -894,6 +944,25 @@ impl Settings {
                     .map_or_else(|| "(unset)".to_owned(), mask),
             ),
             ("HEALTH_CHECK_TIMEOUT", secs(self.http.health_check_timeout)),
+            (
+                "GRAPHQL_MAX_DOCUMENT_SIZE",
+                self.graphql.max_document_size.to_string(),
+            ),
+            ("GRAPHQL_MAX_TOKENS", self.graphql.max_tokens.to_string()),
+            (
+                "GRAPHQL_MAX_SELECTIONS",
+                self.graphql.max_selections.to_string(),
+            ),
+            (
+                "GRAPHQL_MAX_FRAGMENTS",
+                self.graphql.max_fragments.to_string(),
+            ),
+            ("GRAPHQL_MAX_SPREADS", self.graphql.max_spreads.to_string()),
+            ("GRAPHQL_MAX_ERRORS", self.graphql.max_errors.to_string()),
+            (
+                "GRAPHQL_EXECUTION_TIMEOUT",
+                secs(self.graphql.execution_timeout),
+            ),
             ("GRAPHQL_MAX_DEPTH", self.graphql.max_depth.to_string()),
             (
                 "GRAPHQL_MAX_COMPLEXITY",
@@ -924,6 +993,7 @@ impl Settings {
                 "WS_MAX_SUBSCRIPTIONS",
                 self.websocket.max_subscriptions.to_string(),
             ),
+            ("WS_REAUTH_INTERVAL", secs(self.websocket.reauth_interval)),
             ("ACCESS_TOKEN_TTL", secs(self.auth.access_token_ttl)),
             ("REFRESH_TOKEN_TTL", secs(self.auth.refresh_token_ttl)),
             ("JWT_ISSUER", self.auth.jwt_issuer.clone()),
@@ -937,6 +1007,7 @@ impl Settings {
                 self.auth.login_max_failures.to_string(),
             ),
             ("LOGIN_FAILURE_WINDOW", secs(self.auth.login_failure_window)),
+            ("AUTH_MAIL_LIMIT", self.auth.mail_limit.to_string()),
             (
                 "SMTP_URL",
                 self.mail.smtp_url.as_ref().map_or_else(
@@ -1043,6 +1114,14 @@ impl Settings {
                 ),
             ),
             ("APQ_TTL", secs(self.persisted_queries.apq_ttl)),
+            (
+                "APQ_MAX_ENTRIES",
+                self.persisted_queries.max_entries.to_string(),
+            ),
+            (
+                "APQ_REGISTRATIONS",
+                self.persisted_queries.registrations.to_string(),
+            ),
             ("CSRF_PREVENTION", self.csrf.enabled.to_string()),
             ("CSRF_REQUIRED_HEADERS", self.csrf.headers.join(",")),
             (
@@ -1060,6 +1139,8 @@ impl Settings {
             ("JOB_BACKOFF_BASE", secs(self.jobs.backoff_base)),
             ("JOB_POLL_INTERVAL", secs(self.jobs.poll_interval)),
             ("JOB_LEASE", secs(self.jobs.lease)),
+            ("JOB_RETENTION", secs(self.jobs.retention)),
+            ("JOB_DEAD_RETENTION", secs(self.jobs.dead_retention)),
             (
                 "LOG_FORMAT",
                 match self.log_format {
@@ -1160,7 +1241,24 @@ fn read_persisted_queries(r: &mut Reader<'_>) -> PersistedQuerySettings {
         manifest: std::sync::Arc::new(manifest),
         manifest_path,
         apq_ttl: r.duration("APQ_TTL", Duration::from_secs(24 * 3600)),
+        max_entries: r.number("APQ_MAX_ENTRIES", 2_000usize, 1, 1_000_000),
+        registrations: quota(r, "APQ_REGISTRATIONS", "30/1m"),
     }
+}
+
+/// A number per window (`3/1h`).
+fn quota(r: &mut Reader<'_>, name: &str, default: &str) -> Quota {
+    let text = r.raw(name).unwrap_or(default).to_owned();
+    Quota::parse(&text).unwrap_or_else(|| {
+        r.fail(
+            name,
+            format!("must be count/window such as 3/1h, got {text:?}"),
+        );
+        Quota::parse(default).unwrap_or(Quota {
+            limit: 1,
+            window: Duration::from_secs(3600),
+        })
+    })
 }
 
 /// A budget (`5000/1h`), or `off`.

@@ -1,12 +1,15 @@
-//! One closed error type for the whole crate, mapped to a stable `extensions.code`.
+//! One closed error type for the whole crate, mapped to a stable `extensions.code`, and the one
+//! builder of the error body every path answers with (GraphQL, HTTP layers, WebSocket, OAuth).
 //!
 //! Infrastructure variants display as "internal server error" so that even a stray `?` or
-//! `Display` conversion cannot leak SQL, paths or secrets; their source is logged once.
+//! `Display` conversion cannot leak SQL, paths or secrets; their cause chain is logged once, with
+//! the request id, where the error is answered ([`AppError::report`]).
 
 use std::collections::BTreeMap;
 
 use async_graphql::ErrorExtensions as _;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 /// The vocabulary of `extensions.code`. Clients switch on these strings; never rename one.
@@ -116,6 +119,9 @@ impl ErrorCode {
 pub enum AppError {
     #[error("authentication required")]
     Unauthenticated,
+    /// A credential was presented but is invalid, expired or revoked.
+    #[error("{0}")]
+    InvalidToken(String),
     /// Unknown email and wrong password alike.
     #[error("invalid email or password")]
     InvalidCredentials,
@@ -149,6 +155,9 @@ pub enum AppError {
     RateLimited { retry_after_secs: u64 },
     #[error("{0}")]
     BadRequest(String),
+    /// The operation ran past its deadline and was stopped.
+    #[error("the operation took longer than {} and was stopped", humantime::format_duration(*.0))]
+    Timeout(std::time::Duration),
     #[error("service unavailable")]
     Unavailable(#[source] anyhow::Error),
     #[error("internal server error")]
@@ -166,9 +175,10 @@ pub type AppResult<T> = Result<T, AppError>;
 impl AppError {
     pub fn code(&self) -> ErrorCode {
         match self {
-            Self::Unauthenticated | Self::InvalidCredentials | Self::InvalidTwoFactorCode => {
-                ErrorCode::Unauthenticated
-            }
+            Self::Unauthenticated
+            | Self::InvalidToken(_)
+            | Self::InvalidCredentials
+            | Self::InvalidTwoFactorCode => ErrorCode::Unauthenticated,
             Self::TwoFactorRequired => ErrorCode::TwoFactorRequired,
             Self::Forbidden(_) | Self::Refused { .. } => ErrorCode::Forbidden,
             Self::AccountBanned { .. } => ErrorCode::AccountBanned,
@@ -177,6 +187,7 @@ impl AppError {
             Self::Conflict(_) => ErrorCode::Conflict,
             Self::RateLimited { .. } => ErrorCode::RateLimited,
             Self::BadRequest(_) => ErrorCode::BadRequest,
+            Self::Timeout(_) => ErrorCode::Timeout,
             Self::Unavailable(_) => ErrorCode::ServiceUnavailable,
             Self::Database(_) | Self::Store(_) | Self::Internal(_) | Self::Crypto(_) => {
                 ErrorCode::InternalServerError
@@ -193,33 +204,127 @@ impl AppError {
         }
     }
 
-    /// Logs the hidden cause of infrastructure errors once; the span carries the request id.
-    fn log_source(&self) {
+    /// Logs the hidden cause of an infrastructure error — its whole `source()` chain — once, where
+    /// the error is answered; the current span carries the request id. Other errors are the
+    /// caller's, not ours, and are not logged.
+    pub fn report(&self) {
         match self {
-            Self::Database(e) => tracing::error!(error = %e, "database error"),
-            Self::Store(e) => tracing::error!(error = %e, "shared store error"),
-            Self::Internal(e) => tracing::error!(error = format!("{e:#}"), "internal error"),
-            Self::Crypto(e) => tracing::error!(error = %e, "secret decryption failed"),
-            Self::Unavailable(e) => {
-                tracing::warn!(error = format!("{e:#}"), "dependency unavailable")
+            Self::Database(_) | Self::Store(_) | Self::Internal(_) | Self::Crypto(_) => {
+                tracing::error!(error = ?ErrorChain(self), "internal error");
+            }
+            Self::Unavailable(_) => {
+                tracing::warn!(error = ?ErrorChain(self), "dependency unavailable");
             }
             _ => {}
         }
     }
 
-    /// The `extensions` object for this error (without `requestId`, which the transport adds).
+    /// Seconds a client should wait before retrying, for errors that have one.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::RateLimited { retry_after_secs } => Some(*retry_after_secs),
+            Self::Unavailable(_) => Some(UNAVAILABLE_RETRY_AFTER),
+            _ => None,
+        }
+    }
+
+    /// The `extensions` object for this error, with the current request's id.
     pub fn extensions(&self) -> serde_json::Value {
         let mut ext = json!({ "code": self.code().as_str() });
         match self {
             Self::BadUserInput { fields, .. } => ext["fields"] = json!(fields),
-            Self::RateLimited { retry_after_secs } => ext["retryAfter"] = json!(retry_after_secs),
             Self::Refused { reason, .. } => ext["reason"] = json!(reason),
             Self::AccountBanned { until: Some(until) } => {
                 ext["bannedUntil"] = json!(until.to_rfc3339())
             }
             _ => {}
         }
+        if let Some(retry) = self.retry_after() {
+            ext["retryAfter"] = json!(retry);
+        }
+        if let Some(id) = crate::telemetry::current_request_id() {
+            ext["requestId"] = json!(id);
+        }
         ext
+    }
+}
+
+/// How long clients are told to wait when a dependency is down.
+pub const UNAVAILABLE_RETRY_AFTER: u64 = 5;
+
+/// Formats an error with every `source()` below it: `a: b: c`.
+struct ErrorChain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Debug for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The sanitised `Display` of our own infrastructure variants says nothing: start below.
+        let mut current: Option<&(dyn std::error::Error + 'static)> = Some(self.0);
+        let mut first = true;
+        while let Some(error) = current {
+            let text = error.to_string();
+            if !(first && text == "internal server error") {
+                if !first {
+                    f.write_str(": ")?;
+                }
+                write!(f, "{text}")?;
+                first = false;
+            }
+            current = error.source();
+        }
+        Ok(())
+    }
+}
+
+/// The body every error answers with: the GraphQL error shape.
+pub fn error_body(message: &str, extensions: serde_json::Value) -> serde_json::Value {
+    json!({ "errors": [{ "message": message, "extensions": extensions }] })
+}
+
+/// A JSON error response: the body of [`error_body`] with `code` and the current request id, the
+/// status, and the headers that go with the code (`Retry-After`, `WWW-Authenticate`).
+pub fn error_response(
+    status: StatusCode,
+    code: ErrorCode,
+    message: &str,
+    extensions: Option<serde_json::Value>,
+) -> Response {
+    let mut ext = extensions.unwrap_or_else(|| json!({}));
+    ext["code"] = json!(code.as_str());
+    if ext.get("requestId").is_none()
+        && let Some(id) = crate::telemetry::current_request_id()
+    {
+        ext["requestId"] = json!(id);
+    }
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    if let Some(retry) = ext.get("retryAfter").and_then(serde_json::Value::as_u64)
+        && let Ok(value) = HeaderValue::from_str(&retry.to_string())
+    {
+        headers.insert(header::RETRY_AFTER, value);
+    }
+    if status == StatusCode::UNAUTHORIZED {
+        headers.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer error=\"invalid_token\""),
+        );
+    }
+    let body = serde_json::to_vec(&error_body(message, ext)).unwrap_or_default();
+    (status, headers, body).into_response()
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        self.report();
+        let code = self.code();
+        error_response(
+            code.status(),
+            code,
+            &self.to_string(),
+            Some(self.extensions()),
+        )
     }
 }
 
@@ -228,7 +333,7 @@ impl AppError {
 /// async-graphql's `Display` conversion, but would lose the code; the message stays sanitised.)
 impl async_graphql::ErrorExtensions for AppError {
     fn extend(&self) -> async_graphql::Error {
-        self.log_source();
+        self.report();
         let extensions = self.extensions();
         async_graphql::Error::new(self.to_string()).extend_with(|_, e| {
             if let serde_json::Value::Object(map) = &extensions {
@@ -281,9 +386,12 @@ impl FieldErrors {
     }
 }
 
-/// The body every non-GraphQL error path answers with: the GraphQL error shape.
-pub fn error_body(message: &str, extensions: serde_json::Value) -> serde_json::Value {
-    json!({ "errors": [{ "message": message, "extensions": extensions }] })
+/// Maps a unique-constraint violation to `CONFLICT`, on PostgreSQL and SQLite alike.
+pub fn conflict_on_unique(message: &'static str) -> impl Fn(sea_orm::DbErr) -> AppError {
+    move |error| match error.sql_err() {
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => AppError::Conflict(message.into()),
+        _ => AppError::Database(error),
+    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Settings;
+use crate::identity::Catalogue;
+use crate::identity::events::Watchers;
 use crate::infra::SharedStores;
 use crate::infra::crypto::SecretBox;
 use crate::infra::jobs::JobQueue;
@@ -31,6 +33,10 @@ pub struct AppInner {
     pub http_client: reqwest::Client,
     pub metrics: Arc<Metrics>,
     pub rate_limiter: RateLimiter,
+    /// Every permission the application knows (identity's and each feature's).
+    pub catalogue: Catalogue,
+    /// Open sockets of this instance watching their users' identity changes.
+    pub identity_watchers: Arc<Watchers>,
     /// Cancelled when the server starts shutting down; long-lived tasks (WebSockets) watch it.
     pub shutdown: CancellationToken,
     /// Work that outlives its request (upgraded WebSockets); shutdown waits for it.
@@ -45,6 +51,7 @@ impl AppState {
         settings: Settings,
         db: DatabaseConnection,
         stores: SharedStores,
+        catalogue: Catalogue,
     ) -> anyhow::Result<Self> {
         let mailer = mailer::from_settings(&settings)?;
         let secret_box = SecretBox::from_settings(&settings)?;
@@ -70,6 +77,8 @@ impl AppState {
             http_client,
             metrics,
             rate_limiter,
+            catalogue,
+            identity_watchers: Arc::new(Watchers::default()),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             started_at: Instant::now(),

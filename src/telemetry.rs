@@ -13,6 +13,24 @@ use tracing_subscriber::fmt::format::FmtSpan;
 
 use crate::config::{LogFormat, Settings};
 
+/// The id of the HTTP request (or WebSocket connection) a piece of work belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(pub String);
+
+tokio::task_local! {
+    static CURRENT_REQUEST: RequestId;
+}
+
+/// Runs `work` as part of request `id`: error bodies built inside it carry the id.
+pub async fn in_request<F: Future>(id: RequestId, work: F) -> F::Output {
+    CURRENT_REQUEST.scope(id, work).await
+}
+
+/// The id of the request the current task works for, if any.
+pub fn current_request_id() -> Option<String> {
+    CURRENT_REQUEST.try_with(|id| id.0.clone()).ok()
+}
+
 const SENSITIVE: &[&str] = &[
     "password",
     "passwd",

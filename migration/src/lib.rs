@@ -9,6 +9,7 @@ mod m20261122_000002_create_jobs_and_email_tokens;
 mod m20261122_000003_create_two_factor_tables;
 mod m20261122_000004_create_linked_accounts;
 mod m20261122_000005_create_audit_log;
+mod m20261123_000006_create_revoked_sessions;
 
 pub struct Migrator;
 
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000003_create_two_factor_tables::Migration),
             Box::new(m20261122_000004_create_linked_accounts::Migration),
             Box::new(m20261122_000005_create_audit_log::Migration),
+            Box::new(m20261123_000006_create_revoked_sessions::Migration),
         ]
     }
 }

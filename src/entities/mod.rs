@@ -6,6 +6,7 @@ pub mod jobs;
 pub mod linked_accounts;
 pub mod permissions;
 pub mod refresh_tokens;
+pub mod revoked_sessions;
 pub mod role_permissions;
 pub mod roles;
 pub mod totp_backup_codes;

@@ -1,33 +1,46 @@
-//! Small helpers resolvers use to reach shared state and request facts without unwrapping.
+//! Small helpers resolvers use to reach shared state and request facts without unwrapping; each
+//! returns a GraphQL result with a stable code, so a resolver reads `let user = ctx.user()?;`.
 
-use async_graphql::Context;
+use async_graphql::{Context, ErrorExtensions as _};
 
 use crate::error::AppError;
-use crate::features::auth::{ClientInfo, Viewer};
+use crate::identity::{Actor, AuthUser, ClientInfo, Permission, Viewer};
 use crate::state::AppState;
-
-/// The id of the HTTP request (or WebSocket connection) an operation belongs to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestId(pub String);
+use crate::telemetry::RequestId;
 
 pub trait ContextExt {
     /// # Errors
     /// The schema was built without state (a programming error, reported as internal).
-    fn state(&self) -> Result<&AppState, AppError>;
+    fn state(&self) -> async_graphql::Result<&AppState>;
 
     fn request_id(&self) -> Option<&str>;
 
     /// The caller; `Anonymous` when the transport supplied none.
     fn viewer(&self) -> &Viewer;
 
+    /// The signed-in caller.
+    ///
+    /// # Errors
+    /// `UNAUTHENTICATED` for anonymous callers.
+    fn user(&self) -> async_graphql::Result<&AuthUser>;
+
+    /// The signed-in caller holding `permission`.
+    ///
+    /// # Errors
+    /// `UNAUTHENTICATED`, or `FORBIDDEN` without the permission.
+    fn require(&self, permission: Permission) -> async_graphql::Result<&AuthUser>;
+
     /// Where the request comes from.
     fn client(&self) -> ClientInfo;
+
+    /// The caller as the actor of a change (for audit entries and rank checks).
+    fn actor(&self) -> Actor;
 }
 
 impl ContextExt for Context<'_> {
-    fn state(&self) -> Result<&AppState, AppError> {
+    fn state(&self) -> async_graphql::Result<&AppState> {
         self.data_opt::<AppState>()
-            .ok_or_else(|| AppError::Internal(anyhow::anyhow!("schema has no AppState")))
+            .ok_or_else(|| AppError::Internal(anyhow::anyhow!("schema has no AppState")).extend())
     }
 
     fn request_id(&self) -> Option<&str> {
@@ -39,7 +52,19 @@ impl ContextExt for Context<'_> {
         self.data_opt::<Viewer>().unwrap_or(&ANONYMOUS)
     }
 
+    fn user(&self) -> async_graphql::Result<&AuthUser> {
+        self.viewer().user().map_err(|e| e.extend())
+    }
+
+    fn require(&self, permission: Permission) -> async_graphql::Result<&AuthUser> {
+        self.viewer().require(permission).map_err(|e| e.extend())
+    }
+
     fn client(&self) -> ClientInfo {
         self.data_opt::<ClientInfo>().cloned().unwrap_or_default()
+    }
+
+    fn actor(&self) -> Actor {
+        Actor::new(self.viewer(), self.request_id(), &self.client())
     }
 }

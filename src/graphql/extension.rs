@@ -2,7 +2,7 @@
 //! request errors from field errors), and the same error shape on every transport — a stable
 //! `extensions.code` and the `extensions.requestId` on each error.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_graphql::ValidationResult;
@@ -15,17 +15,21 @@ use async_graphql::{Response, ServerError, ServerResult, Variables};
 use futures_util::StreamExt as _;
 use futures_util::stream::BoxStream;
 
-use super::context::RequestId;
 use crate::config::Quota;
 use crate::error::ErrorCode;
-use crate::features::auth::{ClientInfo, Viewer};
-use crate::features::users::Permission;
+use crate::identity::permissions::{ADMIN_READ, RATE_LIMIT_BYPASS};
+use crate::identity::{ClientInfo, Viewer};
 use crate::state::AppState;
+use crate::telemetry::RequestId;
 
 /// How far an operation got (and what it cost); shared with the transport and resolvers through
 /// the request data.
 #[derive(Debug, Default)]
 pub struct RequestPhase {
+    /// The transport measured the document ([`super::document::analyse`]) before handing it over.
+    vetted: AtomicBool,
+    /// `__typename` selections after expansion: each costs 1 on top of async-graphql's measure.
+    typenames: AtomicUsize,
     parsed: AtomicBool,
     validated: AtomicBool,
     executed: AtomicBool,
@@ -48,6 +52,17 @@ pub struct Budget {
 }
 
 impl RequestPhase {
+    /// Records that the document was measured and is within the limits.
+    pub fn vetted(&self, shape: &super::document::Shape) {
+        self.typenames.store(shape.typenames, Ordering::Release);
+        self.vetted.store(true, Ordering::Release);
+    }
+
+    /// `true` once the operation passed parsing, validation and every limit.
+    pub fn validated(&self) -> bool {
+        self.validated.load(Ordering::Acquire)
+    }
+
     /// `false` when the operation failed before execution (parse, validation, limits).
     pub fn executed(&self) -> bool {
         self.executed.load(Ordering::Acquire)
@@ -58,43 +73,7 @@ impl RequestPhase {
     }
 }
 
-fn too_complex(message: String, measure: &str, value: usize, limit: usize) -> ServerError {
-    let mut error = ServerError::new(message, None);
-    let mut extensions = async_graphql::ErrorExtensionValues::default();
-    extensions.set("code", ErrorCode::QueryTooComplex.as_str());
-    extensions.set(measure, value);
-    extensions.set("limit", limit);
-    error.extensions = Some(extensions);
-    error
-}
-
-/// Aliases anywhere in the document, and the most root fields of one operation.
-fn shape(document: &ExecutableDocument) -> (usize, usize) {
-    use async_graphql::parser::types::{Selection, SelectionSet};
-    fn aliases(set: &SelectionSet) -> usize {
-        set.items
-            .iter()
-            .map(|item| match &item.node {
-                Selection::Field(field) => {
-                    usize::from(field.node.alias.is_some())
-                        + aliases(&field.node.selection_set.node)
-                }
-                Selection::InlineFragment(fragment) => aliases(&fragment.node.selection_set.node),
-                Selection::FragmentSpread(_) => 0,
-            })
-            .sum()
-    }
-    let mut total = 0;
-    let mut roots = 0;
-    for (_, operation) in document.operations.iter() {
-        total += aliases(&operation.node.selection_set.node);
-        roots = roots.max(operation.node.selection_set.node.items.len());
-    }
-    for fragment in document.fragments.values() {
-        total += aliases(&fragment.node.selection_set.node);
-    }
-    (total, roots)
-}
+use super::document::too_complex;
 
 pub struct RequestContext;
 
@@ -125,16 +104,37 @@ impl Shared {
             .clone()
     }
 
-    fn decorate(&self, response: &mut Response) {
+    fn decorate(&self, response: &mut Response, max_errors: usize) {
         let phase = self.phase();
         let request_id = self
             .request_id
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
+        cap_errors(&mut response.errors, max_errors);
         for error in &mut response.errors {
             decorate_error(error, &phase, request_id.as_deref());
         }
+    }
+}
+
+/// Keeps a response's errors small whatever the document: duplicates (same message, same path)
+/// are dropped, and past `max` the rest are summed up in one last error.
+fn cap_errors(errors: &mut Vec<ServerError>, max: usize) {
+    if errors.len() <= 1 {
+        return;
+    }
+    let mut seen = std::collections::HashSet::new();
+    errors.retain(|e| seen.insert((e.message.clone(), format!("{:?}", e.path))));
+    if errors.len() > max {
+        let omitted = errors.len() - max;
+        errors.truncate(max);
+        let mut summary = ServerError::new(format!("{omitted} more errors omitted"), None);
+        let mut extensions = async_graphql::ErrorExtensionValues::default();
+        extensions.set("code", ErrorCode::GraphqlValidationFailed.as_str());
+        extensions.set("omitted", omitted);
+        summary.extensions = Some(extensions);
+        errors.push(summary);
     }
 }
 
@@ -191,9 +191,12 @@ async fn check_cost(
     viewer: Option<&Viewer>,
     client: Option<&ClientInfo>,
     result: &ValidationResult,
+    typenames: usize,
     request_id: Option<&str>,
 ) -> Result<Cost, Vec<ServerError>> {
     let limits = &state.settings.graphql;
+    // async-graphql counts `__typename` as free; here every field costs at least 1.
+    let complexity = result.complexity.saturating_add(typenames);
     let user = viewer.and_then(|v| v.user().ok());
     if result.depth > limits.max_depth {
         return Err(vec![too_complex(
@@ -206,33 +209,33 @@ async fn check_cost(
             limits.max_depth,
         )]);
     }
-    let privileged = user.is_some_and(|u| u.permissions.contains(Permission::AdminRead.as_str()));
+    let privileged = user.is_some_and(|u| u.has(ADMIN_READ));
     let limit = if privileged {
         limits.admin_max_complexity
     } else {
         limits.max_complexity
     };
-    if result.complexity > limit {
+    if complexity > limit {
         return Err(vec![too_complex(
             format!(
                 "the operation costs {} points; at most {limit} are allowed",
-                result.complexity
+                complexity
             ),
             "cost",
-            result.complexity,
+            complexity,
             limit,
         )]);
     }
-    if result.complexity > limits.cost_warn_threshold {
+    if complexity > limits.cost_warn_threshold {
         tracing::warn!(
-            cost = result.complexity,
+            cost = complexity,
             limit,
             user_id = user.map(|u| u.id.to_string()).unwrap_or_default(),
             request_id = request_id.unwrap_or_default(),
             "expensive operation"
         );
     }
-    let bypass = user.is_some_and(|u| u.permissions.contains(Permission::RateLimitBypass.as_str()));
+    let bypass = user.is_some_and(|u| u.has(RATE_LIMIT_BYPASS));
     let (principal, quota) = match user {
         Some(user) => (format!("user:{}", user.id), limits.user_budget),
         None => (
@@ -247,10 +250,10 @@ async fn check_cost(
     };
     let budget = match quota.filter(|_| !bypass) {
         None => None,
-        Some(quota) => debit(state, &principal, quota, result.complexity).await?,
+        Some(quota) => debit(state, &principal, quota, complexity).await?,
     };
     Ok(Cost {
-        requested: result.complexity,
+        requested: complexity,
         limit,
         budget,
     })
@@ -311,7 +314,10 @@ async fn debit(
 impl Extension for RequestContextExtension {
     async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
         let mut response = next.run(ctx).await;
-        self.shared.decorate(&mut response);
+        let max_errors = ctx
+            .data_opt::<AppState>()
+            .map_or(20, |state| state.settings.graphql.max_errors);
+        self.shared.decorate(&mut response, max_errors);
         let report = ctx
             .data_opt::<AppState>()
             .is_some_and(|state| state.settings.graphql.cost_extension);
@@ -339,6 +345,9 @@ impl Extension for RequestContextExtension {
         next: NextSubscribe<'_>,
     ) -> BoxStream<'s, Response> {
         let shared = self.shared.clone();
+        let max_errors = ctx
+            .data_opt::<AppState>()
+            .map_or(20, |state| state.settings.graphql.max_errors);
         next.run(ctx, stream)
             .map(move |mut response| {
                 // Subscriptions have no `execute` hook: once validated and the operation was
@@ -349,7 +358,7 @@ impl Extension for RequestContextExtension {
                 {
                     phase.executed.store(true, Ordering::Release);
                 }
-                shared.decorate(&mut response);
+                shared.decorate(&mut response, max_errors);
                 response
             })
             .boxed()
@@ -377,36 +386,18 @@ impl Extension for RequestContextExtension {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner) = Some(id.0.clone());
         }
-        let document = next.run(ctx, query, variables).await?;
-        if let Some(state) = ctx.data_opt::<AppState>() {
-            let limits = &state.settings.graphql;
-            let (aliases, roots) = shape(&document);
-            if aliases > limits.max_aliases {
-                self.shared.phase().parsed.store(true, Ordering::Release);
-                return Err(too_complex(
-                    format!(
-                        "the operation uses {aliases} aliases; at most {} are allowed",
-                        limits.max_aliases
-                    ),
-                    "aliases",
-                    aliases,
-                    limits.max_aliases,
-                ));
-            }
-            if roots > limits.max_root_fields {
-                self.shared.phase().parsed.store(true, Ordering::Release);
-                return Err(too_complex(
-                    format!(
-                        "the operation selects {roots} root fields; at most {} are allowed",
-                        limits.max_root_fields
-                    ),
-                    "rootFields",
-                    roots,
-                    limits.max_root_fields,
-                ));
-            }
+        // Parsing also walks fragments inline (async-graphql's recursion check), so nothing that
+        // was not measured first may get that far: the transports measure every document.
+        let phase = self.shared.phase();
+        if !phase.vetted.load(Ordering::Acquire) {
+            let mut error = ServerError::new("the document was not measured before parsing", None);
+            let mut extensions = async_graphql::ErrorExtensionValues::default();
+            extensions.set("code", ErrorCode::InternalServerError.as_str());
+            error.extensions = Some(extensions);
+            return Err(error);
         }
-        self.shared.phase().parsed.store(true, Ordering::Release);
+        let document = next.run(ctx, query, variables).await?;
+        phase.parsed.store(true, Ordering::Release);
         Ok(document)
     }
 
@@ -419,8 +410,16 @@ impl Extension for RequestContextExtension {
         if let Some(state) = ctx.data_opt::<AppState>() {
             let viewer = ctx.data_opt::<Viewer>();
             let client = ctx.data_opt::<ClientInfo>();
-            let cost =
-                check_cost(state, viewer, client, &result, self.request_id().as_deref()).await?;
+            let typenames = self.shared.phase().typenames.load(Ordering::Acquire);
+            let cost = check_cost(
+                state,
+                viewer,
+                client,
+                &result,
+                typenames,
+                self.request_id().as_deref(),
+            )
+            .await?;
             *self
                 .shared
                 .phase()

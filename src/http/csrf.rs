@@ -8,9 +8,7 @@ use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 
-use super::errors::error_response_with_status;
-use crate::error::ErrorCode;
-use crate::graphql::RequestId;
+use crate::error::{ErrorCode, error_response};
 use crate::state::AppState;
 
 /// Content types a `<form>` (or `fetch` in no-cors mode) can send without a preflight.
@@ -66,12 +64,12 @@ pub async fn layer(State(app): State<AppState>, request: Request, next: Next) ->
     if preflighted {
         return next.run(request).await;
     }
-    error_response_with_status(
+    error_response(
         StatusCode::BAD_REQUEST,
         ErrorCode::BadRequest,
         "this request has been blocked as a potential cross-site request forgery: send an \
          `Apollo-Require-Preflight: true` (or `X-Apollo-Operation-Name`) header, or POST with \
          Content-Type: application/json",
-        request.extensions().get::<RequestId>(),
+        None,
     )
 }

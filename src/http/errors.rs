@@ -7,34 +7,9 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use axum::response::Response;
 
-use crate::error::{ErrorCode, error_body};
-use crate::graphql::RequestId;
-
-/// A JSON error response with the code's status.
-pub fn error_response(code: ErrorCode, message: &str, request_id: Option<&RequestId>) -> Response {
-    error_response_with_status(code.status(), code, message, request_id)
-}
-
-pub fn error_response_with_status(
-    status: StatusCode,
-    code: ErrorCode,
-    message: &str,
-    request_id: Option<&RequestId>,
-) -> Response {
-    let mut extensions = json!({ "code": code.as_str() });
-    if let Some(id) = request_id {
-        extensions["requestId"] = json!(id.0);
-    }
-    let mut response = (status, axum::Json(error_body(message, extensions))).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json; charset=utf-8"),
-    );
-    response
-}
+use crate::error::{ErrorCode, error_response};
 
 fn is_json(response: &Response) -> bool {
     response
@@ -47,7 +22,6 @@ fn is_json(response: &Response) -> bool {
 /// Replaces the bare error bodies of inner layers (413 from the body limit, 408 from the timeout,
 /// 405 from method routing, text rejections) with the JSON error shape, keeping their headers.
 pub async fn json_error_shape(request: Request, next: Next) -> Response {
-    let request_id = request.extensions().get::<RequestId>().cloned();
     let response = next.run(request).await;
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) || is_json(&response) {
@@ -61,12 +35,7 @@ pub async fn json_error_shape(request: Request, next: Next) -> Response {
         s => s.canonical_reason().unwrap_or("bad request").to_lowercase(),
     };
     let (mut parts, _) = response.into_parts();
-    let replacement = error_response_with_status(
-        status,
-        ErrorCode::from_status(status),
-        &message,
-        request_id.as_ref(),
-    );
+    let replacement = error_response(status, ErrorCode::from_status(status), &message, None);
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.insert(
         header::CONTENT_TYPE,
@@ -76,11 +45,12 @@ pub async fn json_error_shape(request: Request, next: Next) -> Response {
     Response::from_parts(parts, body)
 }
 
-pub async fn not_found(request: Request) -> Response {
+pub async fn not_found() -> Response {
     error_response(
+        StatusCode::NOT_FOUND,
         ErrorCode::NotFound,
         "no such endpoint",
-        request.extensions().get::<RequestId>(),
+        None,
     )
 }
 
@@ -93,6 +63,7 @@ pub fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response<Body> {
         .unwrap_or("unknown panic");
     tracing::error!(panic = detail, "handler panicked");
     error_response(
+        StatusCode::INTERNAL_SERVER_ERROR,
         ErrorCode::InternalServerError,
         "internal server error",
         None,

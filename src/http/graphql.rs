@@ -2,29 +2,20 @@
 //! (`application/graphql-response+json` and `application/json`), 4xx for malformed requests,
 //! no mutations over GET, and request errors told apart from field errors.
 
-use std::sync::Arc;
-
-use async_graphql::parser::types::{DocumentOperations, OperationType, Selection};
-use async_graphql::{ServerError, Variables};
+use async_graphql::parser::types::OperationType;
 use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use serde_json::{Map, Value, json};
-use tokio::time::Instant;
 
 use super::HttpState;
 use super::caching::{self, Cacheable};
-use super::errors::error_response_with_status;
-use super::persisted;
-use super::rate_limit;
-use crate::config::RuleTarget;
-use crate::error::ErrorCode;
-use crate::features::auth::{Authentication, Caller, PUBLIC_ROOT_FIELDS, Viewer};
-use crate::features::users::loaders::Loaders;
-use crate::graphql::{RequestId, RequestPhase};
-use crate::infra::rate_limit::Decision;
+use super::operation::{self, Params, Refusal, Transport};
+use crate::error::{ErrorCode, error_response};
+use crate::identity::Caller;
+use crate::telemetry::RequestId;
 
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
 const APPLICATION_JSON: &str = "application/json";
@@ -89,50 +80,14 @@ fn request_error(
     code: ErrorCode,
     message: &str,
     media: Option<MediaType>,
-    request_id: &RequestId,
 ) -> Response {
-    let mut response = error_response_with_status(status, code, message, Some(request_id));
+    let mut response = error_response(status, code, message, None);
     if let Some(media) = media {
         response
             .headers_mut()
             .insert(header::CONTENT_TYPE, media.content_type());
     }
     response
-}
-
-/// The GraphQL request parameters, checked against the specification's shapes. (The WebSocket
-/// `subscribe` payload has the same shape.)
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct Params {
-    /// Absent when a persisted query's hash stands for it.
-    #[serde(default)]
-    pub(crate) query: Option<String>,
-    #[serde(default)]
-    operation_name: Option<String>,
-    #[serde(default)]
-    variables: Option<Map<String, Value>>,
-    #[serde(default)]
-    pub(crate) extensions: Option<Map<String, Value>>,
-}
-
-impl Params {
-    /// The request for `document` (the query itself, or what a persisted hash resolved to).
-    pub(crate) fn into_request(self, document: String) -> async_graphql::Request {
-        let mut request = async_graphql::Request::new(document);
-        if let Some(name) = self.operation_name {
-            request = request.operation_name(name);
-        }
-        if let Some(variables) = self.variables {
-            request = request.variables(Variables::from_json(Value::Object(variables)));
-        }
-        for (key, value) in self.extensions.unwrap_or_default() {
-            if let Ok(value) = async_graphql::Value::from_json(value) {
-                request.extensions.0.insert(key, value);
-            }
-        }
-        request
-    }
 }
 
 fn params_from_json(value: Value) -> Result<Params, String> {
@@ -238,34 +193,24 @@ pub async fn get_handler(
         return Html(page).into_response();
     }
     let Some(media) = negotiate(&headers) else {
-        return not_acceptable(&request_id);
+        return not_acceptable();
     };
     match params {
         Ok(Some(params)) => {
-            execute(
-                &state,
-                params,
-                media,
-                Method::Get,
-                &request_id,
-                &caller,
-                &headers,
-            )
-            .await
+            let outcome = run(&state, params, Transport::HttpGet, &request_id, &caller).await;
+            respond_outcome(&state, outcome, media, &headers)
         }
         Ok(None) => request_error(
             StatusCode::BAD_REQUEST,
             ErrorCode::BadRequest,
             "the 'query' parameter is required",
             Some(media),
-            &request_id,
         ),
         Err(message) => request_error(
             StatusCode::BAD_REQUEST,
             ErrorCode::BadRequest,
             &message,
             Some(media),
-            &request_id,
         ),
     }
 }
@@ -278,11 +223,9 @@ pub async fn post_handler(
     body: Bytes,
 ) -> Response {
     let Some(media) = negotiate(&headers) else {
-        return not_acceptable(&request_id);
+        return not_acceptable();
     };
-    let bad = |status, code, message: &str| {
-        request_error(status, code, message, Some(media), &request_id)
-    };
+    let bad = |status, code, message: &str| request_error(status, code, message, Some(media));
 
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -311,7 +254,6 @@ pub async fn post_handler(
             );
         }
     }
-
     let value: Value = match serde_json::from_slice(&body) {
         Ok(value) => value,
         Err(e) => {
@@ -322,7 +264,6 @@ pub async fn post_handler(
             );
         }
     };
-
     match value {
         Value::Array(items) => {
             let max = state.app.settings.graphql.max_batch_size;
@@ -355,43 +296,33 @@ pub async fn post_handler(
             }
             let mut results = Vec::with_capacity(params.len());
             for p in params {
-                results.push(run(&state, p, Method::Post, &request_id, &caller).await);
+                let outcome = run(&state, p, Transport::HttpPost, &request_id, &caller).await;
+                results.push(outcome.body);
             }
-            let body = Value::Array(results.into_iter().map(|r| r.body).collect());
-            respond(StatusCode::OK, media, &body, HeaderMap::new())
+            respond(
+                StatusCode::OK,
+                media,
+                &Value::Array(results),
+                HeaderMap::new(),
+            )
         }
         other => match params_from_json(other) {
             Ok(params) => {
-                execute(
-                    &state,
-                    params,
-                    media,
-                    Method::Post,
-                    &request_id,
-                    &caller,
-                    &headers,
-                )
-                .await
+                let outcome = run(&state, params, Transport::HttpPost, &request_id, &caller).await;
+                respond_outcome(&state, outcome, media, &headers)
             }
             Err(message) => bad(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, &message),
         },
     }
 }
 
-fn not_acceptable(request_id: &RequestId) -> Response {
+fn not_acceptable() -> Response {
     request_error(
         StatusCode::NOT_ACCEPTABLE,
         ErrorCode::NotAcceptable,
         "acceptable response types: application/graphql-response+json, application/json",
         None,
-        request_id,
     )
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Method {
-    Get,
-    Post,
 }
 
 /// The outcome of one operation, before it is given a status code.
@@ -407,32 +338,23 @@ struct Outcome {
 }
 
 impl Outcome {
-    /// Refused before execution: no `data`, only these errors.
-    fn refused(message: &str, code: ErrorCode, request_id: &RequestId) -> Self {
+    fn refused(refusal: Refusal, request_id: &RequestId) -> Self {
         Self {
-            body: errors_body(vec![ServerError::new(message, None)], code, request_id),
+            body: json!({ "errors": refusal.errors_json(request_id) }),
             executed: false,
-            status: matches!(
-                code,
-                ErrorCode::MethodNotAllowed | ErrorCode::Unauthenticated
-            )
-            .then(|| code.status()),
-            headers: HeaderMap::new(),
+            status: refusal.status,
+            headers: refusal.headers,
             cacheable: None,
         }
     }
 }
 
-async fn execute(
+fn respond_outcome(
     state: &HttpState,
-    params: Params,
+    outcome: Outcome,
     media: MediaType,
-    method: Method,
-    request_id: &RequestId,
-    caller: &Caller,
     request_headers: &HeaderMap,
 ) -> Response {
-    let outcome = run(state, params, method, request_id, caller).await;
     let status = if let Some(status) = outcome.status {
         status
     } else if outcome.executed || media == MediaType::Json {
@@ -491,146 +413,38 @@ fn respond_bytes(
     response
 }
 
-/// Parses, checks the operation type against the method, executes, and records metrics and the
-/// operation name on the request span.
+/// Prepares and executes one operation (see `operation`), shaped for HTTP.
 async fn run(
     state: &HttpState,
     params: Params,
-    method: Method,
+    transport: Transport,
     request_id: &RequestId,
     caller: &Caller,
 ) -> Outcome {
-    let started = Instant::now();
-    let requested_name = params.operation_name.clone();
-    let mut params = params;
-    let document =
-        match persisted::resolve(&state.app, params.query.take(), params.extensions.as_ref()).await
-        {
-            Ok(document) => document,
-            Err(refusal) => {
-                let mut outcome = Outcome::refused(&refusal.message, refusal.code, request_id);
-                // Apollo clients expect 200 here, then retry with the document.
-                outcome.status = match refusal.code {
-                    ErrorCode::PersistedQueryNotFound => Some(StatusCode::OK),
-                    ErrorCode::BadRequest => Some(StatusCode::BAD_REQUEST),
-                    _ => None,
-                };
-                return outcome;
-            }
-        };
-    let mut request = params.into_request(document);
-
-    let (operation_name, operation_type, public, root_fields) = match request.parsed_query() {
-        Ok(document) => select_operation(document, requested_name.as_deref()),
-        Err(error) => {
-            state.app.metrics.graphql_operation(
+    let app = &state.app;
+    let prepared = match operation::prepare(app, params, transport, caller, request_id).await {
+        Ok(prepared) => prepared,
+        Err(refusal) => {
+            app.metrics.graphql_operation(
                 None,
                 "unknown",
                 "request_error",
-                started.elapsed(),
+                std::time::Duration::ZERO,
             );
-            return Outcome {
-                body: errors_body(vec![error], ErrorCode::GraphqlParseFailed, request_id),
-                executed: false,
-                status: None,
-                headers: HeaderMap::new(),
-                cacheable: None,
-            };
+            return Outcome::refused(refusal, request_id);
         }
     };
-    let kind = match operation_type {
-        Some(OperationType::Query) => "query",
-        Some(OperationType::Mutation) => "mutation",
-        Some(OperationType::Subscription) => "subscription",
-        None => "unknown",
+    let is_query = prepared.ticket.info.kind == Some(OperationType::Query);
+    let executed = operation::execute(app, &state.schema, prepared).await;
+    let Some(response) = executed.response else {
+        let mut refusal = Refusal::from_error(&operation::deadline_error(app));
+        refusal.status = Some(StatusCode::SERVICE_UNAVAILABLE);
+        let mut outcome = Outcome::refused(refusal, request_id);
+        outcome.executed = executed.executed;
+        return outcome;
     };
-    if let Some(name) = &operation_name {
-        tracing::Span::current().record("operation_name", name.as_str());
-    }
-
-    if method == Method::Get && operation_type == Some(OperationType::Mutation) {
-        return Outcome::refused(
-            "mutations are only accepted over POST",
-            ErrorCode::MethodNotAllowed,
-            request_id,
-        );
-    }
-    if operation_type == Some(OperationType::Subscription) {
-        return Outcome::refused(
-            "subscriptions are served over WebSocket at /graphql/ws",
-            ErrorCode::BadRequest,
-            request_id,
-        );
-    }
-
-    // A bad credential is an error, never anonymity — except for the fields that let a client
-    // sign in again.
-    let caller_is_user = matches!(caller.authentication, Authentication::User(_));
-    let viewer = match &caller.authentication {
-        Authentication::Anonymous => Viewer::Anonymous,
-        Authentication::User(user) => Viewer::User(user.clone()),
-        Authentication::Invalid(_) if public => Viewer::Anonymous,
-        Authentication::Invalid(message) => {
-            return Outcome::refused(message, ErrorCode::Unauthenticated, request_id);
-        }
-    };
-
-    // Rules on root fields (`login=5/1m`): counted per principal, whatever the operation is named.
-    if let Some((principal, _, _)) = rate_limit::principal(&state.app, caller) {
-        for (target, quota) in &state.app.settings.rate_limit.rules {
-            let RuleTarget::Field(field) = target else {
-                continue;
-            };
-            if !root_fields.iter().any(|f| f == field) {
-                continue;
-            }
-            let key = format!("field:{field}:{principal}");
-            match state.app.rate_limiter.hit(field, &key, *quota).await {
-                Decision::Limited(window) => {
-                    let (body, headers) = rate_limit::limited_parts(&window, Some(request_id));
-                    return Outcome {
-                        body,
-                        executed: false,
-                        status: Some(StatusCode::TOO_MANY_REQUESTS),
-                        headers,
-                        cacheable: None,
-                    };
-                }
-                Decision::Unavailable => {
-                    return Outcome::refused(
-                        "rate limiting is unavailable; retry shortly",
-                        ErrorCode::ServiceUnavailable,
-                        request_id,
-                    );
-                }
-                Decision::Allowed(_) | Decision::StoreDown => {}
-            }
-        }
-    }
-
-    let phase = Arc::new(RequestPhase::default());
-    let request = request
-        .data(request_id.clone())
-        .data(phase.clone())
-        .data(viewer)
-        .data(caller.client.clone())
-        .data(Loaders::new(&state.app.db));
-    let response = state.schema.execute(request).await;
-    let executed = phase.executed();
-    let outcome = match (executed, response.errors.is_empty()) {
-        (false, _) => "request_error",
-        (true, true) => "ok",
-        (true, false) => "field_error",
-    };
-    state.app.metrics.graphql_operation(
-        operation_name.as_deref(),
-        kind,
-        outcome,
-        started.elapsed(),
-    );
-
     let mut body = Map::new();
-    if executed {
+    if executed.executed {
         body.insert(
             "data".into(),
             serde_json::to_value(&response.data).unwrap_or(Value::Null),
@@ -649,77 +463,17 @@ async fn run(
         );
     }
     let cacheable =
-        (executed && response.errors.is_empty() && operation_type == Some(OperationType::Query))
-            .then_some(Cacheable {
-                hint: response.cache_control,
-                authenticated: caller_is_user,
-            });
+        (executed.executed && response.errors.is_empty() && is_query).then_some(Cacheable {
+            hint: response.cache_control,
+            authenticated: executed.ticket.authenticated,
+        });
     Outcome {
         body: Value::Object(body),
-        executed,
+        executed: executed.executed,
         status: None,
         headers: response.http_headers,
         cacheable,
     }
-}
-
-/// The name and type of the operation that would run, when the document says which, whether it
-/// only selects root fields open to callers with bad credentials, and its root field names.
-fn select_operation(
-    document: &async_graphql::parser::types::ExecutableDocument,
-    requested: Option<&str>,
-) -> (Option<String>, Option<OperationType>, bool, Vec<String>) {
-    let (name, operation) = match &document.operations {
-        DocumentOperations::Single(op) => (requested.map(str::to_owned), Some(op)),
-        DocumentOperations::Multiple(map) => match requested {
-            Some(name) => (Some(name.to_owned()), map.get(name)),
-            None if map.len() == 1 => map.iter().next().map_or((None, None), |(name, op)| {
-                (Some(name.to_string()), Some(op))
-            }),
-            None => (None, None),
-        },
-    };
-    let public = operation.is_some_and(|op| {
-        op.node
-            .selection_set
-            .node
-            .items
-            .iter()
-            .all(|selection| match &selection.node {
-                Selection::Field(field) => {
-                    PUBLIC_ROOT_FIELDS.contains(&field.node.name.node.as_str())
-                }
-                // Fragments could select anything: not public.
-                _ => false,
-            })
-    });
-    let fields = operation.map_or_else(Vec::new, |op| {
-        op.node
-            .selection_set
-            .node
-            .items
-            .iter()
-            .filter_map(|selection| match &selection.node {
-                Selection::Field(field) => Some(field.node.name.node.to_string()),
-                _ => None,
-            })
-            .collect()
-    });
-    (name, operation.map(|op| op.node.ty), public, fields)
-}
-
-/// `{"errors": [...]}` without `data`, each error carrying the code and request id.
-fn errors_body(errors: Vec<ServerError>, code: ErrorCode, request_id: &RequestId) -> Value {
-    let errors: Vec<Value> = errors
-        .into_iter()
-        .map(|mut error| {
-            let extensions = error.extensions.get_or_insert_with(Default::default);
-            extensions.set("code", code.as_str());
-            extensions.set("requestId", request_id.0.as_str());
-            serde_json::to_value(&error).unwrap_or_else(|_| json!({"message": error.message}))
-        })
-        .collect();
-    json!({ "errors": errors })
 }
 
 #[cfg(test)]

@@ -8,9 +8,7 @@ use secrecy::ExposeSecret as _;
 use tokio::time::Instant;
 
 use super::HttpState;
-use super::errors::error_response;
-use crate::error::ErrorCode;
-use crate::graphql::RequestId;
+use crate::error::{ErrorCode, error_response};
 use crate::state::AppState;
 
 /// Counts and times every request by method, matched route and status.
@@ -32,11 +30,7 @@ pub async fn layer(State(app): State<AppState>, request: Request, next: Next) ->
 }
 
 /// Open when `METRICS_TOKEN` is unset; otherwise it requires `Authorization: Bearer <token>`.
-pub async fn handler(
-    State(state): State<HttpState>,
-    headers: HeaderMap,
-    request: Request,
-) -> Response {
+pub async fn handler(State(state): State<HttpState>, headers: HeaderMap) -> Response {
     if let Some(token) = &state.app.settings.http.metrics_token {
         let presented = headers
             .get(header::AUTHORIZATION)
@@ -45,9 +39,10 @@ pub async fn handler(
             .unwrap_or_default();
         if !constant_time_eq(presented.as_bytes(), token.expose_secret().as_bytes()) {
             let mut response = error_response(
+                StatusCode::UNAUTHORIZED,
                 ErrorCode::Unauthenticated,
                 "a valid metrics token is required",
-                request.extensions().get::<RequestId>(),
+                None,
             );
             response
                 .headers_mut()
@@ -64,7 +59,7 @@ pub async fn handler(
             ),
             (header::CACHE_CONTROL, "no-store"),
         ],
-        state.app.metrics.render(),
+        render(&state.app),
     )
         .into_response()
 }
@@ -75,4 +70,16 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The exposition text, with gauges read at scrape time.
+fn render(app: &AppState) -> String {
+    if let Some(breaker) = &app.stores.breaker {
+        app.metrics.record(|| {
+            metrics::gauge!("store_circuit_open").set(if breaker.is_open() { 1.0 } else { 0.0 });
+            metrics::counter!("store_circuit_opened_total").absolute(breaker.opened());
+            metrics::counter!("store_circuit_rejected_total").absolute(breaker.rejected());
+        });
+    }
+    app.metrics.render()
 }

@@ -1,13 +1,13 @@
 //! The HTTP surface: routes and every tower layer, assembled in one place.
 
-pub mod auth;
 pub mod caching;
+pub mod caller;
 pub mod csrf;
 pub mod errors;
 pub mod graphql;
 pub mod health;
 pub mod metrics;
-pub mod oauth;
+pub mod operation;
 pub mod persisted;
 pub mod rate_limit;
 pub mod request_id;
@@ -26,7 +26,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::graphql::{AppSchema, build_schema};
+use crate::schema::{self, AppSchema, build_schema};
 use crate::state::AppState;
 
 pub use request_id::X_REQUEST_ID;
@@ -40,7 +40,8 @@ pub struct HttpState {
 
 /// The whole router, outermost layer first:
 /// request id → panic guard → trace span/log line → RED metrics → JSON error shape → CORS →
-/// authentication → CSRF check → rate limit → compression → timeout → body limit → routes.
+/// CSRF check → caller (authentication + rate limit, one store round trip) → compression →
+/// timeout → body limit → routes.
 pub fn router(app: AppState) -> Router {
     let settings = &app.settings;
     let state = HttpState {
@@ -54,13 +55,12 @@ pub fn router(app: AppState) -> Router {
             get(graphql::get_handler).post(graphql::post_handler),
         )
         .route("/graphql/ws", get(ws::handler))
-        .route("/auth/oauth/{provider}/start", get(oauth::start))
-        .route("/auth/oauth/{provider}/callback", get(oauth::callback))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/metrics", get(metrics::handler))
-        .fallback(errors::not_found)
-        .with_state(state);
+        .with_state(state)
+        .merge(schema::routes(&app))
+        .fallback(errors::not_found);
 
     let layers = ServiceBuilder::new()
         .layer(axum::middleware::from_fn(request_id::layer))
@@ -80,15 +80,11 @@ pub fn router(app: AppState) -> Router {
         .option_layer(cors(&settings.http.cors_origins))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
-            auth::layer,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            app.clone(),
             csrf::layer,
         ))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
-            rate_limit::layer,
+            caller::layer,
         ))
         .layer(CompressionLayer::new())
         .layer(TimeoutLayer::with_status_code(

@@ -1,16 +1,29 @@
 //! Persisted queries. `apq`: the Apollo automatic persisted query protocol — a request may send
 //! only `extensions.persistedQuery.sha256Hash`; an unknown hash answers
 //! `PERSISTED_QUERY_NOT_FOUND`, and the client retries with the document, which is checked
-//! against the hash and stored in the shared store (so any instance resolves it later).
+//! against the hash and — once it has parsed, validated and passed every limit — stored in a
+//! bounded cache in the shared store (`APQ_MAX_ENTRIES`, least recently used evicted; any
+//! instance resolves it later). Registrations count against `APQ_REGISTRATIONS` per principal.
 //! `safelist`: only documents from the manifest run, by hash or in full; anything else is
 //! `PERSISTED_QUERY_NOT_ALLOWED`.
 
 use serde_json::{Map, Value};
 use sha2::{Digest as _, Sha256};
 
+use super::rate_limit::Principal;
 use crate::config::PersistedQueryMode;
 use crate::error::ErrorCode;
+use crate::infra::Bounds;
+use crate::infra::rate_limit::Decision;
 use crate::state::AppState;
+
+const NAMESPACE: &str = "apq";
+
+/// A request's document, and the hash to register it under once it has run.
+pub struct Resolved {
+    pub document: String,
+    pub register: Option<String>,
+}
 
 /// Why a request's document cannot be had.
 pub struct Refusal {
@@ -29,8 +42,11 @@ fn sha256(document: &str) -> String {
     hex::encode(Sha256::digest(document.as_bytes()))
 }
 
-fn key(hash: &str) -> String {
-    format!("apq:{hash}")
+fn bounds(app: &AppState) -> Bounds {
+    Bounds {
+        capacity: app.settings.persisted_queries.max_entries,
+        ttl: app.settings.persisted_queries.apq_ttl,
+    }
 }
 
 /// The `persistedQuery` extension's hash, when the request has one.
@@ -63,6 +79,19 @@ fn requested_hash(extensions: Option<&Map<String, Value>>) -> Result<Option<Stri
 /// A refusal with its code (`PERSISTED_QUERY_NOT_FOUND`, `PERSISTED_QUERY_NOT_ALLOWED`,
 /// `BAD_REQUEST` for a hash mismatch or a missing query).
 pub async fn resolve(
+    app: &AppState,
+    query: Option<String>,
+    extensions: Option<&Map<String, Value>>,
+) -> Result<Resolved, Refusal> {
+    let register = match app.settings.persisted_queries.mode {
+        PersistedQueryMode::Apq if query.is_some() => requested_hash(extensions)?,
+        _ => None,
+    };
+    let document = document(app, query, extensions).await?;
+    Ok(Resolved { document, register })
+}
+
+async fn document(
     app: &AppState,
     query: Option<String>,
     extensions: Option<&Map<String, Value>>,
@@ -107,7 +136,7 @@ pub async fn resolve(
                 if let Some(document) = settings.manifest.get(&hash) {
                     return Ok(document.clone());
                 }
-                match app.stores.kv.get(&key(&hash)).await {
+                match app.stores.cache.get(NAMESPACE, bounds(app), &hash).await {
                     Ok(Some(bytes)) => String::from_utf8(bytes).map_err(|_| {
                         refuse(ErrorCode::PersistedQueryNotFound, "PersistedQueryNotFound")
                     }),
@@ -116,7 +145,7 @@ pub async fn resolve(
                         "PersistedQueryNotFound",
                     )),
                     Err(error) => {
-                        tracing::warn!(error = %error, "persisted query store unavailable");
+                        error.log("persisted query store unavailable");
                         Err(refuse(
                             ErrorCode::PersistedQueryNotFound,
                             "PersistedQueryNotFound",
@@ -131,16 +160,32 @@ pub async fn resolve(
                         "provided sha does not match query",
                     ));
                 }
-                if let Err(error) = app
-                    .stores
-                    .kv
-                    .set(&key(&hash), document.as_bytes(), Some(settings.apq_ttl))
-                    .await
-                {
-                    tracing::warn!(error = %error, "cannot store a persisted query");
-                }
                 Ok(document)
             }
         },
+    }
+}
+
+/// Stores a document that has run, counting the registration against the principal's
+/// `APQ_REGISTRATIONS` (past it, the document runs but is not stored).
+pub async fn register(app: &AppState, principal: Option<&Principal>, hash: &str, document: &str) {
+    if let Some(principal) = principal {
+        let quota = app.settings.persisted_queries.registrations;
+        let key = format!("apq:{}", principal.key);
+        match app.rate_limiter.hit("apq", &key, quota).await {
+            Decision::Allowed(_) | Decision::StoreDown => {}
+            Decision::Limited(_) | Decision::Unavailable => {
+                tracing::debug!("persisted query registrations used up; not stored");
+                return;
+            }
+        }
+    }
+    if let Err(error) = app
+        .stores
+        .cache
+        .put(NAMESPACE, bounds(app), hash, document.as_bytes())
+        .await
+    {
+        error.log("cannot store a persisted query");
     }
 }

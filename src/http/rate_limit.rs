@@ -1,57 +1,121 @@
 //! Request rate limits per principal (the user, or the client IP for anonymous callers), with
 //! per-path and per-root-field rules, and the headers clients use to pace themselves:
 //! `X-RateLimit-Limit/Remaining/Reset` and the IETF `RateLimit-Policy` / `RateLimit` fields.
+//! HTTP requests are counted by [`super::caller`]; WebSocket operations are counted one by one
+//! against the same windows.
 
-use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse as _, Response};
+use std::net::IpAddr;
 
-use super::errors::error_response_with_status;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::Response;
+use uuid::Uuid;
+
 use crate::config::{Quota, RuleTarget};
-use crate::error::ErrorCode;
-use crate::features::auth::{Authentication, Caller};
-use crate::features::users::Permission;
-use crate::graphql::RequestId;
-use crate::infra::rate_limit::{Decision, Window};
+use crate::error::{AppError, ErrorCode, error_response};
+use crate::identity::ClientInfo;
+use crate::infra::rate_limit::Window;
 use crate::state::AppState;
+
+/// Who a request is counted against, under which quota and policy name.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub key: String,
+    pub quota: Quota,
+    pub policy: String,
+}
 
 /// Paths never limited: probes and scrapes.
 fn exempt(path: &str) -> bool {
     path.starts_with("/health/") || path == "/metrics"
 }
 
-/// `None` when the caller is not limited at all (allowlisted IP, bypass permission).
-pub fn principal(app: &AppState, caller: &Caller) -> Option<(String, Quota, &'static str)> {
+fn allowlisted(app: &AppState, ip: Option<IpAddr>) -> bool {
+    ip.is_some_and(|ip| {
+        app.settings
+            .rate_limit
+            .allowlist
+            .iter()
+            .any(|net| net.contains(&ip))
+    })
+}
+
+/// The principal's key and default quota: the user when signed in, else the client address.
+/// `None` when limits are off or the client is allowlisted. (Holders of `ratelimit:bypass` are
+/// counted but never refused: that needs their permissions, known once the caller is resolved.)
+pub fn principal(app: &AppState, client: &ClientInfo, user: Option<Uuid>) -> Option<Principal> {
     let settings = &app.settings.rate_limit;
-    if !settings.enabled {
+    if !settings.enabled || allowlisted(app, client.ip) {
         return None;
     }
-    if caller
-        .client
-        .ip
-        .is_some_and(|ip| settings.allowlist.iter().any(|net| net.contains(&ip)))
-    {
+    Some(match user {
+        Some(id) => Principal {
+            key: format!("user:{id}"),
+            quota: settings.user,
+            policy: "user".to_owned(),
+        },
+        None => Principal {
+            key: format!(
+                "ip:{}",
+                client
+                    .ip
+                    .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
+            ),
+            quota: settings.anonymous,
+            policy: "anonymous".to_owned(),
+        },
+    })
+}
+
+/// The principal for an HTTP request to `path`: a matching path rule replaces the default quota.
+pub fn principal_for_path(
+    app: &AppState,
+    path: &str,
+    client: &ClientInfo,
+    user: Option<Uuid>,
+) -> Option<Principal> {
+    if exempt(path) {
         return None;
     }
-    match &caller.authentication {
-        Authentication::User(user) => {
-            if user
-                .permissions
-                .contains(Permission::RateLimitBypass.as_str())
-            {
-                return None;
+    let principal = principal(app, client, user)?;
+    let rule = app
+        .settings
+        .rate_limit
+        .rules
+        .iter()
+        .find_map(|(target, quota)| match target {
+            RuleTarget::Path(prefix) if path.starts_with(prefix.as_str()) => {
+                Some((prefix.clone(), *quota))
             }
-            Some((format!("user:{}", user.id), settings.user, "user"))
-        }
-        Authentication::Anonymous | Authentication::Invalid(_) => {
-            let ip = caller
-                .client
-                .ip
-                .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
-            Some((format!("ip:{ip}"), settings.anonymous, "anonymous"))
-        }
-    }
+            _ => None,
+        });
+    Some(match rule {
+        Some((prefix, quota)) => Principal {
+            key: format!("path:{prefix}:{}", principal.key),
+            quota,
+            policy: format!("path:{prefix}"),
+        },
+        None => principal,
+    })
+}
+
+/// The root-field rules (`login=5/1m`) an operation selecting `root_fields` is counted against.
+pub fn field_rules<'a>(
+    app: &'a AppState,
+    principal: &'a Principal,
+    root_fields: &'a [String],
+) -> impl Iterator<Item = Principal> + 'a {
+    app.settings
+        .rate_limit
+        .rules
+        .iter()
+        .filter_map(move |(target, quota)| match target {
+            RuleTarget::Field(field) if root_fields.iter().any(|f| f == field) => Some(Principal {
+                key: format!("field:{field}:{}", principal.key),
+                quota: *quota,
+                policy: field.clone(),
+            }),
+            _ => None,
+        })
 }
 
 fn secs_ceil(d: std::time::Duration) -> u64 {
@@ -87,89 +151,30 @@ pub fn headers(window: &Window) -> HeaderMap {
     out
 }
 
-/// The body and headers of a refusal: the GraphQL error shape with `extensions.retryAfter`, plus
-/// `Retry-After` and the pacing headers. The HTTP layer and the GraphQL handler both answer with it.
-pub fn limited_parts(
-    window: &Window,
-    request_id: Option<&RequestId>,
-) -> (serde_json::Value, HeaderMap) {
-    let retry = secs_ceil(window.outcome.retry_after).max(1);
-    let body = serde_json::json!({
-        "errors": [{
-            "message": format!("too many requests; retry after {retry} s"),
-            "extensions": {
-                "code": ErrorCode::RateLimited.as_str(),
-                "retryAfter": retry,
-                "requestId": request_id.map(|r| r.0.clone()),
-            }
-        }]
-    });
-    let mut headers = headers(window);
-    if let Ok(value) = HeaderValue::from_str(&retry.to_string()) {
-        headers.insert(header::RETRY_AFTER, value);
+/// The refusal of a window that is used up.
+pub fn limited(window: &Window) -> AppError {
+    AppError::RateLimited {
+        retry_after_secs: secs_ceil(window.outcome.retry_after).max(1),
     }
-    (body, headers)
 }
 
-/// The 429 answer.
-pub fn limited_response(window: &Window, request_id: Option<&RequestId>) -> Response {
-    let (body, headers) = limited_parts(window, request_id);
-    let mut response = (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json; charset=utf-8"),
+/// The 429 answer: the error shape with `extensions.retryAfter`, `Retry-After` and the pacing
+/// headers.
+pub fn limited_response(window: &Window) -> Response {
+    let error = limited(window);
+    let mut response = error_response(
+        StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::RateLimited,
+        &error.to_string(),
+        Some(error.extensions()),
     );
-    response.headers_mut().extend(headers);
+    response.headers_mut().extend(headers(window));
     response
 }
 
-pub fn unavailable_response(request_id: Option<&RequestId>) -> Response {
-    error_response_with_status(
-        StatusCode::SERVICE_UNAVAILABLE,
-        ErrorCode::ServiceUnavailable,
-        "rate limiting is unavailable; retry shortly",
-        request_id,
-    )
-}
-
-/// Counts a hit for the request's principal (and for a matching path rule).
-pub async fn layer(State(app): State<AppState>, request: Request, next: Next) -> Response {
-    let path = request.uri().path().to_owned();
-    let caller = request.extensions().get::<Caller>().cloned();
-    let request_id = request.extensions().get::<RequestId>().cloned();
-    let Some(caller) = caller.filter(|_| !exempt(&path)) else {
-        return next.run(request).await;
-    };
-    let Some((principal, default_quota, default_policy)) = principal(&app, &caller) else {
-        return next.run(request).await;
-    };
-    let rule = app
-        .settings
-        .rate_limit
-        .rules
-        .iter()
-        .find_map(|(target, quota)| match target {
-            RuleTarget::Path(prefix) if path.starts_with(prefix.as_str()) => {
-                Some((prefix.clone(), *quota))
-            }
-            _ => None,
-        });
-    let (policy, key, quota) = match rule {
-        Some((prefix, quota)) => (
-            format!("path:{prefix}"),
-            format!("path:{prefix}:{principal}"),
-            quota,
-        ),
-        None => (default_policy.to_owned(), principal, default_quota),
-    };
-    match app.rate_limiter.hit(&policy, &key, quota).await {
-        Decision::Allowed(window) => {
-            let mut response = next.run(request).await;
-            response.headers_mut().extend(headers(&window));
-            response
-        }
-        Decision::Limited(window) => limited_response(&window, request_id.as_ref()),
-        Decision::StoreDown => next.run(request).await,
-        Decision::Unavailable => unavailable_response(request_id.as_ref()),
-    }
+/// Failing closed while the store is unreachable.
+pub fn unavailable() -> AppError {
+    AppError::Unavailable(anyhow::anyhow!(
+        "rate limiting is unavailable; retry shortly"
+    ))
 }

@@ -8,7 +8,7 @@ use axum::http::{HeaderName, HeaderValue, Response};
 use axum::middleware::Next;
 use tracing::Span;
 
-use crate::graphql::RequestId;
+use crate::telemetry::{self, RequestId};
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -30,8 +30,9 @@ pub async fn layer(mut request: Request, next: Next) -> axum::response::Response
     // Valid ids are visible ASCII, so this conversion cannot fail.
     let value = HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
     request.headers_mut().insert(X_REQUEST_ID, value.clone());
-    request.extensions_mut().insert(RequestId(id));
-    let mut response = next.run(request).await;
+    request.extensions_mut().insert(RequestId(id.clone()));
+    // Error bodies built anywhere inside carry the id.
+    let mut response = telemetry::in_request(RequestId(id), next.run(request)).await;
     response.headers_mut().insert(X_REQUEST_ID, value);
     response
 }

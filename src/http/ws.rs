@@ -3,32 +3,44 @@
 //!
 //! The connection must initialise first and in time (4408), once (4429); malformed messages close
 //! it (4400), subscribing before the ack is refused (4401), ids are unique per connection (4409),
-//! and the number of concurrent operations and the message size are bounded. On shutdown every
-//! socket is closed with 1001.
+//! and the number of concurrent operations and the message size are bounded (1009); a broken
+//! frame closes with 1002, invalid UTF-8 with 1007. On shutdown every socket closes with 1001.
+//!
+//! The socket follows its session: every operation is authorised with the caller's *current*
+//! state (one store round trip, shared with the rate-limit count — operations count against the
+//! same windows and budgets as HTTP requests), and the socket closes with 4403 when the access
+//! token expires or the user is banned, deleted, deactivated, signed out, or the session is
+//! revoked — on whichever instance that happened (identity changes arrive over the shared
+//! pub/sub), and at the latest after `WS_REAUTH_INTERVAL`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_graphql::Data;
+use async_graphql::parser::types::OperationType;
 use axum::Extension;
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use futures_util::{SinkExt as _, StreamExt as _};
+use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
+use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use super::HttpState;
-use super::errors::error_response_with_status;
-use super::graphql::Params;
-use super::persisted;
-use crate::error::ErrorCode;
-use crate::features::auth::{Authentication, Caller, Viewer};
-use crate::features::users::loaders::Loaders;
-use crate::graphql::{RequestId, RequestPhase};
+use super::caller::{self, Credential};
+use super::operation::{self, Params, Refusal, Transport};
+use super::rate_limit;
+use crate::error::{AppError, ErrorCode, error_response};
+use crate::identity::events::Watch;
+use crate::identity::{Authentication, Caller, authenticate};
+use crate::infra::rate_limit::Decision;
+use crate::telemetry::{self, RequestId};
 
 pub const TRANSPORT_WS: &str = "graphql-transport-ws";
 pub const LEGACY_WS: &str = "graphql-ws";
@@ -75,24 +87,34 @@ pub async fn handler(
     upgrade: WebSocketUpgrade,
 ) -> Response {
     let Some(protocol) = Protocol::from_offer(&headers) else {
-        return error_response_with_status(
+        return error_response(
             StatusCode::BAD_REQUEST,
             ErrorCode::BadRequest,
             "offer the graphql-transport-ws or graphql-ws subprotocol",
-            Some(&request_id),
+            None,
         );
+    };
+    // The upgrade's own credentials: used when `connection_init` carries none.
+    let header_token = match caller::credential(&headers) {
+        Credential::Bearer(token) => Some(SecretString::from(token.to_owned())),
+        _ => None,
     };
     let max_message_size = state.app.settings.websocket.max_message_size;
     let tracker_token = state.app.tasks.token();
+    // The connection outlives the request, not its span: its logs keep the request id.
+    let span = tracing::Span::current();
     upgrade
         .protocols([protocol.name()])
         .max_message_size(max_message_size)
         .max_frame_size(max_message_size)
-        .on_upgrade(move |socket| async move {
-            Connection::new(state, protocol, request_id, caller)
-                .run(socket)
-                .await;
-            drop(tracker_token);
+        .on_upgrade(move |socket| {
+            let id = request_id.clone();
+            let connection = Connection::new(state, protocol, request_id, caller, header_token);
+            telemetry::in_request(id, async move {
+                connection.run(socket).await;
+                drop(tracker_token);
+            })
+            .instrument(span)
         })
 }
 
@@ -137,12 +159,19 @@ enum Flow {
     Close(u16, String),
 }
 
+/// Why a socket's session no longer holds.
+const SESSION_ENDED: &str = "Forbidden: the session ended";
+
 struct Connection {
     state: HttpState,
     protocol: Protocol,
     request_id: RequestId,
-    /// Credentials of the upgrade request (used when `connection_init` carries none).
+    /// Who is calling, as of the last check.
     caller: Caller,
+    /// The access token the socket runs with (from `connection_init`, else the upgrade).
+    token: Option<SecretString>,
+    /// Changes to the caller's identity, published by any instance.
+    watch: Option<Watch>,
     acknowledged: bool,
     connection_data: Option<Arc<Data>>,
     operations: HashMap<String, AbortHandle>,
@@ -151,19 +180,36 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(state: HttpState, protocol: Protocol, request_id: RequestId, caller: Caller) -> Self {
+    fn new(
+        state: HttpState,
+        protocol: Protocol,
+        request_id: RequestId,
+        caller: Caller,
+        token: Option<SecretString>,
+    ) -> Self {
         let (outgoing, incoming) = mpsc::channel(64);
         Self {
             state,
             protocol,
             request_id,
             caller,
+            token,
+            watch: None,
             acknowledged: false,
             connection_data: None,
             operations: HashMap::new(),
             outgoing,
             incoming: Some(incoming),
         }
+    }
+
+    /// When the access token stops working.
+    fn expiry(&self) -> Option<Instant> {
+        let user = self.caller.user()?;
+        let left = (user.expires_at - chrono::Utc::now())
+            .to_std()
+            .unwrap_or_default();
+        Some(Instant::now() + left)
     }
 
     async fn run(mut self, socket: WebSocket) {
@@ -177,12 +223,24 @@ impl Connection {
         tokio::pin!(init_deadline);
         let mut keepalive = tokio::time::interval(settings.keepalive_interval);
         keepalive.reset();
+        let mut recheck = tokio::time::interval(settings.reauth_interval);
+        recheck.reset();
+        let far = Instant::now() + std::time::Duration::from_secs(365 * 24 * 3600);
+        let expiry = tokio::time::sleep_until(far);
+        tokio::pin!(expiry);
 
         let close = loop {
             let flow = tokio::select! {
                 () = shutdown.cancelled() => Flow::Close(1001, "server shutting down".into()),
                 () = &mut init_deadline, if !self.acknowledged => {
                     Flow::Close(4408, "Connection initialisation timeout".into())
+                }
+                () = &mut expiry, if self.acknowledged => {
+                    Flow::Close(4403, "Forbidden: the access token expired".into())
+                }
+                () = changed(&mut self.watch), if self.watch.is_some() => self.recheck().await,
+                _ = recheck.tick(), if self.acknowledged && self.token.is_some() => {
+                    self.recheck().await
                 }
                 _ = keepalive.tick(), if self.acknowledged => {
                     let beat = match self.protocol {
@@ -200,11 +258,16 @@ impl Connection {
                 },
                 message = stream.next() => match message {
                     None => break None,
-                    Some(Err(error)) => {
-                        tracing::debug!(error = %error, "websocket receive failed");
-                        Flow::Close(1009, "message too big or malformed frame".into())
+                    Some(Err(error)) => receive_failure(&error),
+                    Some(Ok(Message::Text(text))) => {
+                        let flow = self.on_text(text.as_str(), &mut sink).await;
+                        if self.acknowledged
+                            && let Some(at) = self.expiry()
+                        {
+                            expiry.as_mut().reset(at);
+                        }
+                        flow
                     }
-                    Some(Ok(Message::Text(text))) => self.on_text(text.as_str(), &mut sink).await,
                     Some(Ok(Message::Binary(_))) => {
                         Flow::Close(4400, "binary messages are not supported".into())
                     }
@@ -231,6 +294,24 @@ impl Connection {
         let _ = sink.close().await;
     }
 
+    /// Checks the socket's credentials again; closes (4403) when they no longer hold.
+    async fn recheck(&mut self) -> Flow {
+        let Some(token) = &self.token else {
+            return Flow::Continue;
+        };
+        match authenticate::authenticate(&self.state.app, token.expose_secret()).await {
+            Authentication::User(user) => {
+                self.caller.authentication = Authentication::User(user);
+                Flow::Continue
+            }
+            // The stores cannot say now: keep going, the next check decides.
+            Authentication::Unavailable => Flow::Continue,
+            Authentication::Invalid(_) | Authentication::Anonymous => {
+                Flow::Close(4403, SESSION_ENDED.into())
+            }
+        }
+    }
+
     async fn on_text<S>(&mut self, text: &str, sink: &mut S) -> Flow
     where
         S: futures_util::Sink<Message> + Unpin,
@@ -244,18 +325,15 @@ impl Connection {
                 if self.acknowledged {
                     return Flow::Close(4429, "Too many initialisation requests".into());
                 }
-                match self.connection_init(payload).await {
-                    Ok(data) => {
-                        self.connection_data = Some(Arc::new(data));
-                        self.acknowledged = true;
-                        let flow = send(sink, &json!({ "type": "connection_ack" })).await;
-                        if self.protocol == Protocol::Legacy && matches!(flow, Flow::Continue) {
-                            return send(sink, &json!({ "type": "ka" })).await;
-                        }
-                        flow
-                    }
-                    Err((code, reason)) => Flow::Close(code, reason),
+                if let Err((code, reason)) = self.connection_init(payload).await {
+                    return Flow::Close(code, reason);
                 }
+                self.acknowledged = true;
+                let flow = send(sink, &json!({ "type": "connection_ack" })).await;
+                if self.protocol == Protocol::Legacy && matches!(flow, Flow::Continue) {
+                    return send(sink, &json!({ "type": "ka" })).await;
+                }
+                flow
             }
             ClientMessage::Ping { payload } => {
                 let mut pong = json!({ "type": "pong" });
@@ -274,14 +352,17 @@ impl Connection {
                 }
                 let limit = self.state.app.settings.websocket.max_subscriptions;
                 if self.operations.len() >= limit {
-                    let error = json!([{
-                        "message": format!("at most {limit} operations may run at once on one connection"),
-                        "extensions": { "code": ErrorCode::RateLimited.as_str(), "requestId": self.request_id.0 },
-                    }]);
-                    return send(sink, &self.error_message(&id, error)).await;
+                    let error = AppError::RateLimited {
+                        retry_after_secs: 1,
+                    };
+                    let mut refusal = Refusal::from_error(&error);
+                    if let Some(first) = refusal.errors.first_mut() {
+                        first.message =
+                            format!("at most {limit} operations may run at once on one connection");
+                    }
+                    return send(sink, &self.error_message(&id, &refusal)).await;
                 }
-                self.start(id, payload);
-                Flow::Continue
+                self.subscribe(id, payload, sink).await
             }
             ClientMessage::Complete { id } => {
                 if let Some(operation) = self.operations.remove(&id) {
@@ -293,49 +374,93 @@ impl Connection {
         }
     }
 
-    /// Authenticates the connection and builds the data every operation on it sees. The token
-    /// comes from the payload (`{"authorization": "Bearer …"}`, `{"token": "…"}` or
-    /// `{"accessToken": "…"}`), else from the upgrade request's `Authorization` header; none means
-    /// anonymous, and an invalid one closes with 4403.
-    async fn connection_init(&self, payload: Option<Value>) -> Result<Data, (u16, String)> {
+    /// Authenticates the connection. The token comes from the payload (`{"authorization":
+    /// "Bearer …"}`, `{"token": "…"}` or `{"accessToken": "…"}`), else from the upgrade request's
+    /// `Authorization` header; none means anonymous. An invalid one closes with 4403; when the
+    /// credential stores cannot be reached, 1011 (try again later).
+    async fn connection_init(&mut self, payload: Option<Value>) -> Result<(), (u16, String)> {
         let token = payload.as_ref().and_then(|p| {
             ["authorization", "Authorization", "token", "accessToken"]
                 .iter()
                 .find_map(|key| p.get(*key)?.as_str())
                 .map(|t| t.strip_prefix("Bearer ").unwrap_or(t).trim().to_owned())
         });
-        let authentication = match token {
-            Some(token) => crate::http::auth::authenticate_token(&self.state.app, &token).await,
-            None => self.caller.authentication.clone(),
-        };
-        let viewer = match authentication {
-            Authentication::Anonymous => Viewer::Anonymous,
-            Authentication::User(user) => Viewer::User(user),
+        if let Some(token) = token {
+            self.caller.authentication = authenticate::authenticate(&self.state.app, &token).await;
+            self.token = Some(SecretString::from(token));
+        }
+        match &self.caller.authentication {
+            Authentication::Anonymous => {}
+            Authentication::User(user) => {
+                self.watch = Some(self.state.app.identity_watchers.watch(user.id));
+            }
             Authentication::Invalid(_) => return Err((4403, "Forbidden".into())),
-        };
+            Authentication::Unavailable => {
+                let error = authenticate::unavailable();
+                error.report();
+                return Err((1011, "authentication is unavailable; retry later".into()));
+            }
+        }
         let mut data = Data::default();
         data.insert(self.request_id.clone());
-        data.insert(viewer);
         data.insert(self.caller.client.clone());
-        Ok(data)
+        self.connection_data = Some(Arc::new(data));
+        Ok(())
     }
 
-    fn error_message(&self, id: &str, errors: Value) -> Value {
-        match self.protocol {
-            Protocol::TransportWs => json!({ "type": "error", "id": id, "payload": errors }),
-            // The legacy protocol's `error` payload is a single error object.
-            Protocol::Legacy => json!({
-                "type": "error",
-                "id": id,
-                "payload": errors.get(0).cloned().unwrap_or(Value::Null),
-            }),
+    fn error_message(&self, id: &str, refusal: &Refusal) -> Value {
+        let errors = refusal.errors_json(&self.request_id);
+        error_frame(self.protocol, id, errors)
+    }
+
+    /// Checks and counts the operation with the caller's current state, then runs it in its own
+    /// task; its results come back through the channel.
+    async fn subscribe<S>(&mut self, id: String, payload: Params, sink: &mut S) -> Flow
+    where
+        S: futures_util::Sink<Message> + Unpin,
+    {
+        let app = self.state.app.clone();
+        let credential = match &self.token {
+            Some(token) => Credential::Bearer(token.expose_secret()),
+            None => Credential::None,
+        };
+        let client = self.caller.client.clone();
+        let limit = |user: Option<uuid::Uuid>| rate_limit::principal(&app, &client, user);
+        let identified = caller::identify(&app, credential, Some(&limit)).await;
+        match identified.authentication {
+            Authentication::Invalid(_) if self.token.is_some() => {
+                return Flow::Close(4403, SESSION_ENDED.into());
+            }
+            authentication => self.caller.authentication = authentication,
         }
+        match identified.decision {
+            Some(Decision::Limited(window)) => {
+                let refusal = Refusal::from_error(&rate_limit::limited(&window));
+                return send(sink, &self.error_message(&id, &refusal)).await;
+            }
+            Some(Decision::Unavailable) => {
+                let refusal = Refusal::from_error(&rate_limit::unavailable());
+                return send(sink, &self.error_message(&id, &refusal)).await;
+            }
+            _ => {}
+        }
+        let prepared = match operation::prepare(
+            &app,
+            payload,
+            Transport::WebSocket,
+            &self.caller,
+            &self.request_id,
+        )
+        .await
+        {
+            Ok(prepared) => prepared,
+            Err(refusal) => return send(sink, &self.error_message(&id, &refusal)).await,
+        };
+        self.start(id, prepared);
+        Flow::Continue
     }
 
-    /// Runs one operation in its own task; its results come back through the channel.
-    fn start(&mut self, id: String, mut payload: Params) {
-        let phase = Arc::new(RequestPhase::default());
-        let request_id = self.request_id.clone();
+    fn start(&mut self, id: String, prepared: operation::Prepared) {
         let app = self.state.app.clone();
         let schema = self.state.schema.clone();
         let session = self.connection_data.clone().unwrap_or_default();
@@ -345,45 +470,40 @@ impl Connection {
             Protocol::TransportWs => "next",
             Protocol::Legacy => "data",
         };
-        let error_template = self.error_message(&id, Value::Null);
+        let request_id = self.request_id.clone();
         let task_id = id.clone();
-        let task = tokio::spawn(async move {
-            // Persisted queries (and the safelist) apply on sockets too.
-            let resolved =
-                persisted::resolve(&app, payload.query.take(), payload.extensions.as_ref()).await;
-            let document = match resolved {
-                Ok(document) => document,
-                Err(refusal) => {
-                    let errors = json!([{
-                        "message": refusal.message,
-                        "extensions": { "code": refusal.code.as_str(), "requestId": request_id.0 },
-                    }]);
-                    let mut message = error_template.clone();
-                    message["payload"] = match protocol {
-                        Protocol::TransportWs => errors,
-                        Protocol::Legacy => errors.get(0).cloned().unwrap_or(Value::Null),
-                    };
-                    let _ = outgoing.send(Outgoing::Text(message.to_string())).await;
-                    let _ = outgoing.send(Outgoing::Finished(task_id)).await;
-                    return;
-                }
-            };
-            let request = payload
-                .into_request(document)
-                .data(request_id)
-                .data(phase.clone())
-                .data(Loaders::new(&app.db));
+        let operation::Prepared { request, ticket } = prepared;
+        let deadline = (ticket.info.kind != Some(OperationType::Subscription))
+            .then_some(app.settings.graphql.execution_timeout);
+        let work = async move {
+            let started = Instant::now();
             let mut responses = schema.execute_stream_with_session_data(request, session);
             let mut first = true;
-            while let Some(response) = responses.next().await {
+            loop {
+                let next = match deadline {
+                    Some(deadline) => {
+                        match tokio::time::timeout_at(started + deadline, responses.next()).await {
+                            Ok(next) => next,
+                            Err(_) => {
+                                let refusal = Refusal::from_error(&operation::deadline_error(&app));
+                                let errors = refusal.errors_json(&request_id);
+                                let message = error_frame(protocol, &task_id, errors);
+                                let _ = outgoing.send(Outgoing::Text(message.to_string())).await;
+                                let _ = outgoing.send(Outgoing::Finished(task_id)).await;
+                                return;
+                            }
+                        }
+                    }
+                    None => responses.next().await,
+                };
+                let Some(response) = next else { break };
+                if first {
+                    operation::finish(&app, &ticket, &response, started).await;
+                }
                 // A failure before execution is an `error` message, and ends the operation.
-                if first && !phase.executed() && response.is_err() {
+                if first && !ticket.phase.executed() && response.is_err() {
                     let errors = serde_json::to_value(&response.errors).unwrap_or(Value::Null);
-                    let mut message = error_template.clone();
-                    message["payload"] = match protocol {
-                        Protocol::TransportWs => errors,
-                        Protocol::Legacy => errors.get(0).cloned().unwrap_or(Value::Null),
-                    };
+                    let message = error_frame(protocol, &task_id, errors);
                     let _ = outgoing.send(Outgoing::Text(message.to_string())).await;
                     let _ = outgoing.send(Outgoing::Finished(task_id)).await;
                     return;
@@ -405,8 +525,52 @@ impl Connection {
             let complete = json!({ "type": "complete", "id": task_id });
             let _ = outgoing.send(Outgoing::Text(complete.to_string())).await;
             let _ = outgoing.send(Outgoing::Finished(task_id)).await;
-        });
+        };
+        let work = telemetry::in_request(self.request_id.clone(), work)
+            .instrument(tracing::Span::current());
+        let task = tokio::spawn(work);
         self.operations.insert(id, task.abort_handle());
+    }
+}
+
+/// Completes when the watched identity changed (never without a watch).
+async fn changed(watch: &mut Option<Watch>) {
+    match watch {
+        Some(watch) => watch.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The close code for a frame the server could not receive: too big (1009), not valid UTF-8
+/// (1007), or otherwise against the WebSocket protocol (1002).
+fn receive_failure(error: &axum::Error) -> Flow {
+    use tungstenite::error::{CapacityError, Error as WsError};
+    tracing::debug!(error = %error, "websocket receive failed");
+    let inner = std::error::Error::source(error)
+        .and_then(|e| e.downcast_ref::<WsError>())
+        .or_else(|| (error as &dyn std::error::Error).downcast_ref::<WsError>());
+    match inner {
+        Some(WsError::Capacity(CapacityError::MessageTooLong { .. }))
+        | Some(WsError::Capacity(_)) => Flow::Close(1009, "message too big".into()),
+        Some(WsError::Utf8(_)) => Flow::Close(1007, "invalid UTF-8".into()),
+        Some(WsError::Protocol(_)) => Flow::Close(1002, "protocol error".into()),
+        // The connection broke: nobody to tell.
+        Some(WsError::Io(_) | WsError::ConnectionClosed | WsError::AlreadyClosed) => {
+            Flow::Close(1006, String::new())
+        }
+        _ => Flow::Close(1002, "protocol error".into()),
+    }
+}
+
+fn error_frame(protocol: Protocol, id: &str, errors: Value) -> Value {
+    match protocol {
+        Protocol::TransportWs => json!({ "type": "error", "id": id, "payload": errors }),
+        // The legacy protocol's `error` payload is a single error object.
+        Protocol::Legacy => json!({
+            "type": "error",
+            "id": id,
+            "payload": errors.get(0).cloned().unwrap_or(Value::Null),
+        }),
     }
 }
 

@@ -24,6 +24,8 @@ pub enum CryptoError {
 #[derive(Clone)]
 pub struct SecretBox {
     cipher: Aes256Gcm,
+    /// HMAC key for fingerprints, derived from the secrets key (never the key itself).
+    mac_key: [u8; 32],
 }
 
 impl std::fmt::Debug for SecretBox {
@@ -38,9 +40,30 @@ impl SecretBox {
     pub fn from_settings(settings: &Settings) -> Result<Self, CryptoError> {
         let key = decode_secrets_key(settings.secrets.secrets_key.expose_secret())
             .ok_or(CryptoError::BadKey)?;
-        Ok(Self {
+        Ok(Self::from_key(key))
+    }
+
+    fn from_key(key: [u8; 32]) -> Self {
+        use sha2::Digest as _;
+        let mut derive = sha2::Sha256::new();
+        derive.update(b"multipult fingerprint key\0");
+        derive.update(key);
+        Self {
             cipher: Aes256Gcm::new(&Key::<Aes256Gcm>::from(key)),
-        })
+            mac_key: derive.finalize().into(),
+        }
+    }
+
+    /// A keyed, one-way fingerprint of a value (HMAC-SHA256, 128 bits, hex): lets the audit log
+    /// group attempts by what was typed without storing it, and cannot be reversed by someone who
+    /// reads the database without the key.
+    pub fn fingerprint(&self, value: &[u8]) -> String {
+        use hmac::{KeyInit as _, Mac as _};
+        let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.mac_key) else {
+            return String::new();
+        };
+        mac.update(value);
+        hex::encode(&mac.finalize().into_bytes()[..16])
     }
 
     /// `v1:` + base64(nonce ‖ ciphertext ‖ tag).
@@ -104,9 +127,7 @@ mod tests {
                 .is_err()
         );
 
-        let other = SecretBox {
-            cipher: Aes256Gcm::new(&Key::<Aes256Gcm>::from([9u8; 32])),
-        };
+        let other = SecretBox::from_key([9u8; 32]);
         assert!(other.decrypt(&sealed).is_err());
     }
 }

@@ -33,10 +33,21 @@ pub const DEAD: &str = "dead";
 
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 
-/// Runs one kind of job. An `Err` is retried (its text is kept as `last_error`).
+/// What a handler knows about the job it runs.
+#[derive(Debug, Clone, Copy)]
+pub struct JobContext<'a> {
+    pub id: Uuid,
+    pub payload: &'a str,
+    /// 1 on the first run, then counting retries.
+    pub attempt: i32,
+    pub request_id: Option<&'a str>,
+}
+
+/// Runs one kind of job. An `Err` is retried (its text is kept as `last_error`); it must never
+/// hold a secret.
 #[async_trait]
 pub trait JobHandler: Send + Sync + 'static {
-    async fn handle(&self, payload: &str) -> Result<(), String>;
+    async fn handle(&self, job: JobContext<'_>) -> Result<(), String>;
 }
 
 /// Enqueues jobs; cheap to clone.
@@ -135,6 +146,42 @@ impl JobQueue {
             }
         }
         Ok(stats)
+    }
+
+    /// Deletes finished jobs (done, or dead for longer) older than the retention: their payloads
+    /// are of no use once delivered. The number removed.
+    ///
+    /// # Errors
+    /// The database fails.
+    pub async fn purge_finished(
+        &self,
+        done_older_than: Duration,
+        dead_older_than: Duration,
+    ) -> Result<u64, DbErr> {
+        let now = Utc::now();
+        let cutoff = |age: Duration| {
+            chrono::Duration::from_std(age)
+                .ok()
+                .and_then(|age| now.checked_sub_signed(age))
+                .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC)
+        };
+        let result = jobs::Entity::delete_many()
+            .filter(
+                Condition::any()
+                    .add(
+                        Condition::all()
+                            .add(jobs::Column::State.eq(DONE))
+                            .add(jobs::Column::UpdatedAt.lt(cutoff(done_older_than))),
+                    )
+                    .add(
+                        Condition::all()
+                            .add(jobs::Column::State.eq(DEAD))
+                            .add(jobs::Column::UpdatedAt.lt(cutoff(dead_older_than))),
+                    ),
+            )
+            .exec(&self.db)
+            .await?;
+        Ok(result.rows_affected)
     }
 
     /// Claims up to `limit` due jobs (or jobs whose worker's lease expired) for `worker`.
@@ -309,7 +356,13 @@ impl Worker {
             let started = tokio::time::Instant::now();
             let outcome = match self.handlers.get(&job.kind) {
                 Some(handler) => {
-                    match tokio::time::timeout(self.queue.settings.lease, handler.handle(&job.payload)).await {
+                    let context = JobContext {
+                        id: job.id,
+                        payload: &job.payload,
+                        attempt: job.attempts,
+                        request_id: job.request_id.as_deref(),
+                    };
+                    match tokio::time::timeout(self.queue.settings.lease, handler.handle(context)).await {
                         Ok(result) => result,
                         Err(_) => Err("timed out".to_owned()),
                     }

@@ -13,6 +13,21 @@ pub enum StoreError {
     Timeout,
     #[error("shared store error: {0}")]
     Backend(String),
+    /// The store failed recently and is not asked again until its circuit breaker allows.
+    #[error("shared store unavailable (circuit open)")]
+    CircuitOpen,
+}
+
+impl StoreError {
+    /// Logs a store failure where it was handled: a warning, except while the circuit breaker is
+    /// open (the breaker already said the store is down, once).
+    pub fn log(&self, what: &str) {
+        if matches!(self, Self::CircuitOpen) {
+            tracing::debug!(error = %self, "{what}");
+        } else {
+            tracing::warn!(error = %self, "{what}");
+        }
+    }
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -34,6 +49,32 @@ impl WindowOutcome {
     pub fn remaining(&self) -> u64 {
         self.limit.saturating_sub(self.count)
     }
+}
+
+/// One step of a [`KeyValueStore::batch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    Get(String),
+    /// A hit on a sliding-window log (see [`KeyValueStore::sliding_window`]).
+    Window {
+        key: String,
+        limit: u64,
+        window: Duration,
+    },
+    /// See [`KeyValueStore::increment`].
+    Increment {
+        key: String,
+        delta: i64,
+        ttl: Option<Duration>,
+    },
+}
+
+/// The answer to one [`Op`], in the same position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Value(Option<Vec<u8>>),
+    Window(WindowOutcome),
+    Count(i64),
 }
 
 /// Keys are plain strings; implementations namespace them (Redis: `REDIS_KEY_PREFIX`).
@@ -81,6 +122,11 @@ pub trait KeyValueStore: Send + Sync + 'static {
         limit: u64,
         window: Duration,
     ) -> StoreResult<WindowOutcome>;
+
+    /// Runs several steps in one round trip (one Lua script on Redis), atomically; the replies
+    /// come in the order of `ops`. What a request needs from the store on its hot path (the
+    /// caller's cached state and its rate-limit window) is fetched this way.
+    async fn batch(&self, ops: &[Op]) -> StoreResult<Vec<Reply>>;
 
     /// A cheap round trip for readiness checks.
     async fn ping(&self) -> StoreResult<()>;

@@ -11,7 +11,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport as _, Message, Tokio1Executor};
 use secrecy::ExposeSecret as _;
 use serde::{Deserialize, Serialize};
 
-use super::jobs::JobHandler;
+use super::jobs::{JobContext, JobHandler};
 use crate::config::Settings;
 
 /// The job kind that delivers an [`Email`].
@@ -132,9 +132,9 @@ pub struct SendEmailJob {
 
 #[async_trait]
 impl JobHandler for SendEmailJob {
-    async fn handle(&self, payload: &str) -> Result<(), String> {
+    async fn handle(&self, job: JobContext<'_>) -> Result<(), String> {
         let email: Email =
-            serde_json::from_str(payload).map_err(|e| format!("bad payload: {e}"))?;
+            serde_json::from_str(job.payload).map_err(|e| format!("bad payload: {e}"))?;
         self.mailer.send(&email).await.map_err(|e| e.to_string())
     }
 }

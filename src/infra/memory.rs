@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use std::sync::{Mutex, PoisonError};
 use tokio::time::Instant;
 
-use super::kv::{KeyValueStore, StoreError, StoreResult, WindowOutcome};
+use super::kv::{KeyValueStore, Op, Reply, StoreError, StoreResult, WindowOutcome};
 
 /// Expired entries are dropped lazily on access and swept every this many writes.
 const SWEEP_EVERY: u64 = 1024;
@@ -65,6 +65,74 @@ fn live<'a>(
         entries.remove(key);
     }
     entries.get_mut(key)
+}
+
+fn increment_in(
+    m: &mut HashMap<String, Entry>,
+    now: Instant,
+    key: &str,
+    delta: i64,
+    ttl: Option<Duration>,
+) -> StoreResult<i64> {
+    let entry = match live(m, key, now) {
+        Some(entry) => entry,
+        None => m.entry(key.to_owned()).or_insert(Entry {
+            value: Value::Bytes(b"0".to_vec()),
+            expires_at: ttl.map(|t| now + t),
+        }),
+    };
+    let Value::Bytes(bytes) = &mut entry.value else {
+        return Err(StoreError::Backend("value is not an integer".into()));
+    };
+    let current: i64 = std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| StoreError::Backend("value is not an integer".into()))?;
+    let next = current
+        .checked_add(delta)
+        .ok_or_else(|| StoreError::Backend("increment would overflow".into()))?;
+    *bytes = next.to_string().into_bytes();
+    Ok(next)
+}
+
+fn window_in(
+    m: &mut HashMap<String, Entry>,
+    now: Instant,
+    key: &str,
+    limit: u64,
+    window: Duration,
+) -> StoreResult<WindowOutcome> {
+    let entry = match live(m, key, now) {
+        Some(entry) => entry,
+        None => m.entry(key.to_owned()).or_insert(Entry {
+            value: Value::Log(VecDeque::new()),
+            expires_at: None,
+        }),
+    };
+    let Value::Log(log) = &mut entry.value else {
+        return Err(StoreError::Backend("key does not hold a window".into()));
+    };
+    while log
+        .front()
+        .is_some_and(|t| now.duration_since(*t) >= window)
+    {
+        log.pop_front();
+    }
+    let allowed = (log.len() as u64) < limit;
+    if allowed {
+        log.push_back(now);
+    }
+    entry.expires_at = Some(now + window);
+    let reset_after = log.front().map_or(window, |oldest| {
+        (*oldest + window).saturating_duration_since(now)
+    });
+    Ok(WindowOutcome {
+        allowed,
+        count: log.len() as u64,
+        limit,
+        retry_after: if allowed { Duration::ZERO } else { reset_after },
+        reset_after,
+    })
 }
 
 fn bytes_of(entry: Option<&mut Entry>) -> Option<Vec<u8>> {
@@ -168,28 +236,8 @@ impl KeyValueStore for MemoryStore {
     }
 
     async fn increment(&self, key: &str, delta: i64, ttl: Option<Duration>) -> StoreResult<i64> {
-        self.with_entries(|m, now| {
-            let entry = match live(m, key, now) {
-                Some(entry) => entry,
-                None => m.entry(key.to_owned()).or_insert(Entry {
-                    value: Value::Bytes(b"0".to_vec()),
-                    expires_at: ttl.map(|t| now + t),
-                }),
-            };
-            let Value::Bytes(bytes) = &mut entry.value else {
-                return Err(StoreError::Backend("value is not an integer".into()));
-            };
-            let current: i64 = std::str::from_utf8(bytes)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| StoreError::Backend("value is not an integer".into()))?;
-            let next = current
-                .checked_add(delta)
-                .ok_or_else(|| StoreError::Backend("increment would overflow".into()))?;
-            *bytes = next.to_string().into_bytes();
-            Ok(next)
-        })
-        .await
+        self.with_entries(|m, now| increment_in(m, now, key, delta, ttl))
+            .await
     }
 
     async fn ttl(&self, key: &str) -> StoreResult<Option<Duration>> {
@@ -208,38 +256,23 @@ impl KeyValueStore for MemoryStore {
         limit: u64,
         window: Duration,
     ) -> StoreResult<WindowOutcome> {
+        self.with_entries(|m, now| window_in(m, now, key, limit, window))
+            .await
+    }
+
+    async fn batch(&self, ops: &[Op]) -> StoreResult<Vec<Reply>> {
         self.with_entries(|m, now| {
-            let entry = match live(m, key, now) {
-                Some(entry) => entry,
-                None => m.entry(key.to_owned()).or_insert(Entry {
-                    value: Value::Log(VecDeque::new()),
-                    expires_at: None,
-                }),
-            };
-            let Value::Log(log) = &mut entry.value else {
-                return Err(StoreError::Backend("key does not hold a window".into()));
-            };
-            while log
-                .front()
-                .is_some_and(|t| now.duration_since(*t) >= window)
-            {
-                log.pop_front();
-            }
-            let allowed = (log.len() as u64) < limit;
-            if allowed {
-                log.push_back(now);
-            }
-            entry.expires_at = Some(now + window);
-            let reset_after = log.front().map_or(window, |oldest| {
-                (*oldest + window).saturating_duration_since(now)
-            });
-            Ok(WindowOutcome {
-                allowed,
-                count: log.len() as u64,
-                limit,
-                retry_after: if allowed { Duration::ZERO } else { reset_after },
-                reset_after,
-            })
+            ops.iter()
+                .map(|op| match op {
+                    Op::Get(key) => Ok(Reply::Value(bytes_of(live(m, key, now)))),
+                    Op::Window { key, limit, window } => {
+                        window_in(m, now, key, *limit, *window).map(Reply::Window)
+                    }
+                    Op::Increment { key, delta, ttl } => {
+                        increment_in(m, now, key, *delta, *ttl).map(Reply::Count)
+                    }
+                })
+                .collect()
         })
         .await
     }

@@ -1,6 +1,8 @@
 //! Adapters to the outside world. Each shared concern is a small trait with an in-process and a
 //! Redis implementation, chosen once at start from the configuration; nothing else knows which.
 
+pub mod breaker;
+pub mod cache;
 pub mod crypto;
 pub mod db;
 pub mod jobs;
@@ -15,7 +17,8 @@ pub mod redis;
 
 use std::sync::Arc;
 
-pub use kv::{KeyValueStore, StoreError, StoreResult, WindowOutcome};
+pub use cache::{BoundedCache, Bounds};
+pub use kv::{KeyValueStore, Op, Reply, StoreError, StoreResult, WindowOutcome};
 pub use lock::{Lease, Locks};
 pub use pubsub::{PubSub, Subscription};
 
@@ -25,10 +28,14 @@ use crate::config::Settings;
 #[derive(Clone)]
 pub struct SharedStores {
     pub kv: Arc<dyn KeyValueStore>,
+    /// LRU caches with a capacity per namespace (persisted queries).
+    pub cache: Arc<dyn BoundedCache>,
     pub pubsub: Arc<dyn PubSub>,
     pub locks: Locks,
     /// `redis` or `memory`, for health checks and stats.
     pub backend: &'static str,
+    /// Redis' circuit breaker (for `/metrics`); none in process.
+    pub breaker: Option<Arc<breaker::CircuitBreaker>>,
 }
 
 impl SharedStores {
@@ -38,8 +45,10 @@ impl SharedStores {
         Self {
             locks: Locks::new(kv.clone()),
             kv,
+            cache: Arc::new(cache::MemoryCache::default()),
             pubsub: Arc::new(pubsub::MemoryPubSub::new()),
             backend: "memory",
+            breaker: None,
         }
     }
 
@@ -57,6 +66,8 @@ impl SharedStores {
         Ok(Self {
             locks: Locks::new(kv.clone()),
             kv,
+            cache: Arc::new(cache::RedisCache::new(client.clone())),
+            breaker: Some(client.breaker.clone()),
             pubsub: Arc::new(pubsub::RedisPubSub::new(client)),
             backend: "redis",
         })

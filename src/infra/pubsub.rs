@@ -168,22 +168,12 @@ impl RedisPubSub {
 impl PubSub for RedisPubSub {
     async fn publish(&self, channel: &str, payload: Bytes) -> StoreResult<()> {
         let channel = self.client.key(channel);
-        let work = async {
-            let mut conn = self
-                .client
-                .pool
-                .get()
-                .await
-                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-            let _: i64 = conn
-                .publish(channel, payload.to_vec())
-                .await
-                .map_err(map_redis_error)?;
-            Ok(())
-        };
-        tokio::time::timeout(self.client.timeout, work)
+        self.client
+            .run(|mut conn| async move {
+                let _: i64 = conn.publish(channel, payload.to_vec()).await?;
+                Ok(())
+            })
             .await
-            .map_err(|_| StoreError::Timeout)?
     }
 
     async fn subscribe(&self, channel: &str) -> StoreResult<Subscription> {

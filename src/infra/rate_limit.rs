@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::kv::{KeyValueStore, WindowOutcome};
+use super::kv::{KeyValueStore, Op, StoreError, StoreResult, WindowOutcome};
 use super::metrics::Metrics;
 use crate::config::Quota;
 
@@ -48,13 +48,32 @@ impl RateLimiter {
         }
     }
 
+    /// The store step that counts one hit of `key` against `quota` (to batch with others).
+    pub fn op(key: &str, quota: Quota) -> Op {
+        Op::Window {
+            key: format!("rl:{key}"),
+            limit: quota.limit,
+            window: quota.window,
+        }
+    }
+
     /// Counts one hit of `key` against `quota`.
     pub async fn hit(&self, policy: &str, key: &str, quota: Quota) -> Decision {
-        match self
+        let outcome = self
             .store
             .sliding_window(&format!("rl:{key}"), quota.limit, quota.window)
-            .await
-        {
+            .await;
+        self.decide(policy, quota, outcome)
+    }
+
+    /// The decision for what the store answered to [`RateLimiter::op`].
+    pub fn decide(
+        &self,
+        policy: &str,
+        quota: Quota,
+        outcome: StoreResult<WindowOutcome>,
+    ) -> Decision {
+        match outcome {
             Ok(outcome) => {
                 let window = Window {
                     policy: policy.to_owned(),
@@ -70,31 +89,33 @@ impl RateLimiter {
                     Decision::Limited(window)
                 }
             }
-            Err(error) => {
-                self.metrics
-                    .record(|| metrics::counter!("rate_limit_store_errors_total").increment(1));
-                let now = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs());
-                let last = self.last_warning.load(Ordering::Relaxed);
-                if now.saturating_sub(last) >= WARN_EVERY_SECS
-                    && self
-                        .last_warning
-                        .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                        .is_ok()
-                {
-                    tracing::warn!(
-                        error = %error,
-                        fail_closed = self.fail_closed,
-                        "rate limit store unavailable"
-                    );
-                }
-                if self.fail_closed {
-                    Decision::Unavailable
-                } else {
-                    Decision::StoreDown
-                }
-            }
+            Err(error) => self.store_down(&error),
+        }
+    }
+
+    fn store_down(&self, error: &StoreError) -> Decision {
+        self.metrics
+            .record(|| metrics::counter!("rate_limit_store_errors_total").increment(1));
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let last = self.last_warning.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= WARN_EVERY_SECS
+            && self
+                .last_warning
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                error = %error,
+                fail_closed = self.fail_closed,
+                "rate limit store unavailable"
+            );
+        }
+        if self.fail_closed {
+            Decision::Unavailable
+        } else {
+            Decision::StoreDown
         }
     }
 }

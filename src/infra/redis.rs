@@ -9,16 +9,19 @@ use deadpool_redis::{Pool, Runtime};
 use redis::{AsyncCommands as _, Script};
 use secrecy::ExposeSecret as _;
 
-use super::kv::{KeyValueStore, StoreError, StoreResult, WindowOutcome};
+use super::breaker::CircuitBreaker;
+use super::kv::{KeyValueStore, Op, Reply, StoreError, StoreResult, WindowOutcome};
 use crate::config::RedisSettings;
 
-/// A pool plus what every call needs: the key prefix and the per-call timeout.
+/// A pool plus what every call needs: the key prefix, the per-call timeout and the circuit
+/// breaker shared by every call of this instance.
 #[derive(Clone)]
 pub struct RedisClient {
     pub(crate) pool: Pool,
     pub(crate) client: redis::Client,
     pub(crate) prefix: Arc<str>,
     pub(crate) timeout: Duration,
+    pub(crate) breaker: Arc<CircuitBreaker>,
 }
 
 impl RedisClient {
@@ -45,6 +48,10 @@ impl RedisClient {
             client,
             prefix: prefix.into(),
             timeout: settings.timeout,
+            breaker: Arc::new(CircuitBreaker::new(
+                settings.circuit_threshold,
+                settings.circuit_cooldown,
+            )),
         })
     }
 
@@ -52,12 +59,13 @@ impl RedisClient {
         format!("{}{key}", self.prefix)
     }
 
-    /// Runs `f` on a pooled connection within the timeout.
-    async fn run<T, F, Fut>(&self, f: F) -> StoreResult<T>
+    /// Runs `f` on a pooled connection within the timeout, unless the circuit is open.
+    pub(crate) async fn run<T, F, Fut>(&self, f: F) -> StoreResult<T>
     where
         F: FnOnce(deadpool_redis::Connection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
+        self.breaker.allow()?;
         let work = async {
             let conn = self.pool.get().await.map_err(|e| match e {
                 deadpool_redis::PoolError::Timeout(_) => StoreError::Timeout,
@@ -65,9 +73,17 @@ impl RedisClient {
             })?;
             f(conn).await.map_err(map_redis_error)
         };
-        tokio::time::timeout(self.timeout, work)
+        let result = tokio::time::timeout(self.timeout, work)
             .await
-            .map_err(|_| StoreError::Timeout)?
+            .map_err(|_| StoreError::Timeout)
+            .and_then(|r| r);
+        match &result {
+            Ok(_) => self.breaker.success(),
+            // A command the server refused says nothing about its health.
+            Err(StoreError::Backend(_)) => self.breaker.success(),
+            Err(error) => self.breaker.failure(error),
+        }
+        result
     }
 }
 
@@ -85,16 +101,6 @@ fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
-static INCREMENT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"local v = redis.call('INCRBY', KEYS[1], ARGV[1])
-          if tonumber(ARGV[2]) > 0 and redis.call('PTTL', KEYS[1]) == -1 then
-            redis.call('PEXPIRE', KEYS[1], ARGV[2])
-          end
-          return v",
-    )
-});
-
 static DELETE_IF_EQUALS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -109,28 +115,98 @@ static EXPIRE_IF_EQUALS: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
-/// A sorted-set log of hits scored by Redis' own clock, so every instance agrees on time.
-static SLIDING_WINDOW: LazyLock<Script> = LazyLock::new(|| {
+/// Several steps in one atomic round trip. `ARGV` holds, per key, the step's name and arguments:
+/// `get`; `win limit window_ms member`; `incr delta ttl_ms`.
+static BATCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
-        r"local limit = tonumber(ARGV[1])
-          local window = tonumber(ARGV[2])
-          local t = redis.call('TIME')
-          local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-          redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-          local count = redis.call('ZCARD', KEYS[1])
-          local allowed = 0
-          if count < limit then
-            redis.call('ZADD', KEYS[1], now, now .. '-' .. ARGV[3])
-            count = count + 1
-            allowed = 1
+        r"local out = {}
+          local a = 1
+          local now = nil
+          for i, key in ipairs(KEYS) do
+            local op = ARGV[a]
+            if op == 'get' then
+              out[i] = redis.call('GET', key)
+              a = a + 1
+            elseif op == 'win' then
+              local limit = tonumber(ARGV[a + 1])
+              local window = tonumber(ARGV[a + 2])
+              local member = ARGV[a + 3]
+              a = a + 4
+              if not now then
+                local t = redis.call('TIME')
+                now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+              end
+              redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+              local count = redis.call('ZCARD', key)
+              local allowed = 0
+              if count < limit then
+                redis.call('ZADD', key, now, now .. '-' .. member)
+                count = count + 1
+                allowed = 1
+              end
+              redis.call('PEXPIRE', key, window)
+              local reset = window
+              local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+              if oldest[2] then reset = tonumber(oldest[2]) + window - now end
+              out[i] = {allowed, count, reset}
+            elseif op == 'incr' then
+              local v = redis.call('INCRBY', key, ARGV[a + 1])
+              local ttl = tonumber(ARGV[a + 2])
+              a = a + 3
+              if ttl > 0 and redis.call('PTTL', key) == -1 then
+                redis.call('PEXPIRE', key, ttl)
+              end
+              out[i] = v
+            else
+              return redis.error_reply('unknown batch step ' .. tostring(op))
+            end
           end
-          redis.call('PEXPIRE', KEYS[1], window)
-          local reset = window
-          local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-          if oldest[2] then reset = tonumber(oldest[2]) + window - now end
-          return {allowed, count, reset}",
+          return out",
     )
 });
+
+fn window_outcome(allowed: i64, count: i64, reset: i64, limit: u64) -> WindowOutcome {
+    let reset_after = Duration::from_millis(u64::try_from(reset).unwrap_or(0));
+    let allowed = allowed == 1;
+    WindowOutcome {
+        allowed,
+        count: u64::try_from(count).unwrap_or(0),
+        limit,
+        retry_after: if allowed { Duration::ZERO } else { reset_after },
+        reset_after,
+    }
+}
+
+fn int(value: &redis::Value) -> Option<i64> {
+    match value {
+        redis::Value::Int(n) => Some(*n),
+        redis::Value::BulkString(bytes) => std::str::from_utf8(bytes).ok()?.parse().ok(),
+        _ => None,
+    }
+}
+
+fn batch_reply(op: &Op, value: redis::Value) -> StoreResult<Reply> {
+    let bad = || StoreError::Backend(format!("unexpected batch reply for {op:?}"));
+    match op {
+        Op::Get(_) => match value {
+            redis::Value::Nil => Ok(Reply::Value(None)),
+            redis::Value::BulkString(bytes) => Ok(Reply::Value(Some(bytes))),
+            _ => Err(bad()),
+        },
+        Op::Window { limit, .. } => match value {
+            redis::Value::Array(items) if items.len() == 3 => {
+                let (Some(allowed), Some(count), Some(reset)) =
+                    (int(&items[0]), int(&items[1]), int(&items[2]))
+                else {
+                    return Err(bad());
+                };
+                Ok(Reply::Window(window_outcome(allowed, count, reset, *limit)))
+            }
+            _ => Err(bad()),
+        },
+        Op::Increment { .. } => int(&value).map(Reply::Count).ok_or_else(bad),
+    }
+}
 
 pub struct RedisStore {
     client: RedisClient,
@@ -239,18 +315,15 @@ impl KeyValueStore for RedisStore {
     }
 
     async fn increment(&self, key: &str, delta: i64, ttl: Option<Duration>) -> StoreResult<i64> {
-        let key = self.client.key(key);
-        let ttl_ms = ttl.map_or(0, ms);
-        self.client
-            .run(|mut c| async move {
-                INCREMENT
-                    .key(key)
-                    .arg(delta)
-                    .arg(ttl_ms)
-                    .invoke_async(&mut c)
-                    .await
-            })
-            .await
+        let op = Op::Increment {
+            key: key.to_owned(),
+            delta,
+            ttl,
+        };
+        match self.batch(std::slice::from_ref(&op)).await?.pop() {
+            Some(Reply::Count(n)) => Ok(n),
+            _ => Err(StoreError::Backend("unexpected increment reply".into())),
+        }
     }
 
     async fn ttl(&self, key: &str) -> StoreResult<Option<Duration>> {
@@ -269,33 +342,57 @@ impl KeyValueStore for RedisStore {
         limit: u64,
         window: Duration,
     ) -> StoreResult<WindowOutcome> {
-        let key = self.client.key(key);
-        // Unique member per hit, so two hits in the same millisecond both count.
-        let member = uuid::Uuid::new_v4().simple().to_string();
-        let (allowed, count, reset): (u8, u64, u64) = self
-            .client
-            .run(|mut c| async move {
-                SLIDING_WINDOW
-                    .key(key)
-                    .arg(limit)
-                    .arg(ms(window))
-                    .arg(member)
-                    .invoke_async(&mut c)
-                    .await
-            })
-            .await?;
-        let reset_after = Duration::from_millis(reset);
-        Ok(WindowOutcome {
-            allowed: allowed == 1,
-            count,
+        let op = Op::Window {
+            key: key.to_owned(),
             limit,
-            retry_after: if allowed == 1 {
-                Duration::ZERO
-            } else {
-                reset_after
-            },
-            reset_after,
-        })
+            window,
+        };
+        match self.batch(std::slice::from_ref(&op)).await?.pop() {
+            Some(Reply::Window(outcome)) => Ok(outcome),
+            _ => Err(StoreError::Backend("unexpected window reply".into())),
+        }
+    }
+
+    async fn batch(&self, ops: &[Op]) -> StoreResult<Vec<Reply>> {
+        if ops.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut invocation = BATCH.prepare_invoke();
+        for op in ops {
+            match op {
+                Op::Get(key) => {
+                    invocation.key(self.client.key(key)).arg("get");
+                }
+                Op::Window { key, limit, window } => {
+                    invocation
+                        .key(self.client.key(key))
+                        .arg("win")
+                        .arg(*limit)
+                        .arg(ms(*window))
+                        .arg(uuid::Uuid::new_v4().simple().to_string());
+                }
+                Op::Increment { key, delta, ttl } => {
+                    invocation
+                        .key(self.client.key(key))
+                        .arg("incr")
+                        .arg(*delta)
+                        .arg(ttl.map_or(0, ms));
+                }
+            }
+        }
+        let values: Vec<redis::Value> = self
+            .client
+            .run(|mut c| async move { invocation.invoke_async(&mut c).await })
+            .await?;
+        if values.len() != ops.len() {
+            return Err(StoreError::Backend(
+                "batch reply has the wrong length".into(),
+            ));
+        }
+        ops.iter()
+            .zip(values)
+            .map(|(op, value)| batch_reply(op, value))
+            .collect()
     }
 
     async fn ping(&self) -> StoreResult<()> {

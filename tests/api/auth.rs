@@ -258,7 +258,7 @@ async fn a_deactivated_users_unexpired_token_fails_on_the_next_request() {
         200
     );
     let id = uuid::Uuid::parse_str(&session.user_id).unwrap();
-    multipult::features::auth::service::set_active(&app.state, id, false)
+    multipult::identity::accounts::set_active(&app.state, id, false)
         .await
         .unwrap();
     let (status, _, body) = app.graphql_as(Some(&session.access), ME, json!({})).await;
@@ -691,11 +691,11 @@ async fn a_mail_job_that_keeps_failing_is_retried_with_growing_delays_then_dead(
         .await
         .unwrap();
     assert!(
-        metrics.contains(r#"jobs_total{kind="send_email",outcome="retry"} 2"#),
+        metrics.contains(r#"jobs_total{kind="auth_mail",outcome="retry"} 2"#),
         "{metrics}"
     );
     assert!(
-        metrics.contains(r#"jobs_total{kind="send_email",outcome="dead"} 1"#),
+        metrics.contains(r#"jobs_total{kind="auth_mail",outcome="dead"} 1"#),
         "{metrics}"
     );
 }

@@ -57,6 +57,8 @@ async fn ready_is_503_naming_redis_when_redis_is_unreachable() {
             url: format!("redis://127.0.0.1:{port}").into(),
             pool_size: 2,
             timeout: Duration::from_millis(300),
+            circuit_threshold: 3,
+            circuit_cooldown: Duration::from_secs(1),
         });
         s.http.health_check_timeout = timeout;
     })

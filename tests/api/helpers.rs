@@ -32,6 +32,8 @@ pub fn test_redis_settings() -> Option<RedisSettings> {
         url: url.into(),
         pool_size: 4,
         timeout: Duration::from_secs(2),
+        circuit_threshold: 3,
+        circuit_cooldown: Duration::from_secs(1),
     })
 }
 
@@ -367,10 +369,10 @@ impl TestApp {
     /// Gives a user a role directly through the service (what an admin or the CLI would do).
     pub async fn grant_role(&self, user_id: &str, role: &str) {
         let id = uuid::Uuid::parse_str(user_id).unwrap();
-        multipult::features::users::service::assign_role(&self.state.db, id, role)
+        multipult::identity::accounts::assign_role(&self.state.db, id, role)
             .await
             .unwrap();
-        multipult::features::auth::service::invalidate_user(&self.state, id).await;
+        multipult::identity::user_changed(&self.state, id).await;
     }
 }
 
@@ -422,9 +424,9 @@ impl TestApp {
     pub async fn user_with_roles(&self, email: &str, roles: &[&str]) -> Session {
         let mut all = vec!["user"];
         all.extend_from_slice(roles);
-        multipult::features::auth::service::create_account(
+        multipult::identity::accounts::create_account(
             &self.state,
-            multipult::features::auth::service::NewAccount {
+            multipult::identity::accounts::NewAccount {
                 email: email.to_owned(),
                 password: PASSWORD.to_owned(),
                 username: None,

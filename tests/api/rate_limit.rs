@@ -219,6 +219,8 @@ async fn with_redis_down_requests_pass_and_errors_are_counted_unless_failing_clo
         url: format!("redis://127.0.0.1:{port}").into(),
         pool_size: 2,
         timeout: Duration::from_millis(200),
+        circuit_threshold: 3,
+        circuit_cooldown: Duration::from_secs(1),
     };
     let open = TestApp::spawn_with(|s| {
         s.rate_limit.enabled = true;

@@ -4,7 +4,7 @@
 fn committed_schema_matches_the_export() {
     let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema.graphql"))
         .expect("schema.graphql exists at the repository root");
-    let exported = multipult::graphql::sdl();
+    let exported = multipult::schema::sdl();
     assert!(
         committed == exported,
         "schema.graphql is out of date: run `cargo run -- export-schema > schema.graphql` and commit it"
@@ -21,6 +21,6 @@ fn the_binary_exports_the_same_schema() {
     assert!(output.status.success());
     assert_eq!(
         String::from_utf8(output.stdout).unwrap(),
-        multipult::graphql::sdl()
+        multipult::schema::sdl()
     );
 }

@@ -6,3 +6,7 @@ pub mod service;
 mod types;
 
 pub use resolvers::{AdminMutation, AdminQuery};
+
+use crate::feature::Feature;
+
+pub const FEATURE: Feature = Feature::new("admin");

@@ -9,17 +9,12 @@ use super::types::{
     UserOrder, UserOrderField, UserPage, UserStats,
 };
 use crate::error::{AppError, AppResult, GqlResultExt as _};
-use crate::features::audit::Actor;
-use crate::features::users::Permission;
 use crate::features::users::types::User;
 use crate::graphql::{ContextExt as _, RequirePermission};
+use crate::identity::permissions::{ADMIN_DELETE, ADMIN_READ, ADMIN_UPDATE, ROLES_MANAGE};
 
 fn parse_id(field: &str, id: &ID) -> AppResult<Uuid> {
     Uuid::parse_str(id).map_err(|_| AppError::invalid(field, "is not a valid id"))
-}
-
-fn actor(ctx: &Context<'_>) -> Actor {
-    Actor::new(ctx.viewer(), ctx.request_id(), &ctx.client())
 }
 
 #[derive(Default)]
@@ -30,7 +25,7 @@ impl AdminQuery {
     /// Users matching a filter, one page at a time (`limit` 1–100). Costs `limit` × the
     /// selection per user.
     #[graphql(
-        guard = "RequirePermission(Permission::AdminRead)",
+        guard = "RequirePermission(ADMIN_READ)",
         complexity = "(limit.max(1) as usize).saturating_mul(child_complexity)"
     )]
     async fn all_users(
@@ -64,7 +59,7 @@ impl AdminQuery {
             (field, direction)
         });
         let (items, total) = service::list_users(
-            &ctx.state().gql()?.db,
+            &ctx.state()?.db,
             &filter,
             order,
             i64::from(limit),
@@ -81,9 +76,9 @@ impl AdminQuery {
     }
 
     /// Counts for a dashboard.
-    #[graphql(guard = "RequirePermission(Permission::AdminRead)")]
+    #[graphql(guard = "RequirePermission(ADMIN_READ)")]
     async fn system_stats(&self, ctx: &Context<'_>) -> Result<SystemStats> {
-        let state = ctx.state().gql()?;
+        let state = ctx.state()?;
         let stats = service::stats(state).await.gql()?;
         Ok(SystemStats {
             users: UserStats {
@@ -111,9 +106,9 @@ impl AdminQuery {
     }
 
     /// Every role with its permissions and holders.
-    #[graphql(guard = "RequirePermission(Permission::RolesManage)")]
+    #[graphql(guard = "RequirePermission(ROLES_MANAGE)")]
     async fn roles(&self, ctx: &Context<'_>) -> Result<Vec<RoleDetails>> {
-        let roles = service::list_roles(&ctx.state().gql()?.db).await.gql()?;
+        let roles = service::list_roles(&ctx.state()?.db).await.gql()?;
         Ok(roles.into_iter().map(role_details).collect())
     }
 }
@@ -161,7 +156,7 @@ pub struct AdminMutation;
 #[Object]
 impl AdminMutation {
     /// Bans a user now; every session ends at once. With `until`, the ban ends by itself.
-    #[graphql(guard = "RequirePermission(Permission::AdminUpdate)")]
+    #[graphql(guard = "RequirePermission(ADMIN_UPDATE)")]
     async fn ban_user(
         &self,
         ctx: &Context<'_>,
@@ -170,23 +165,21 @@ impl AdminMutation {
         until: Option<DateTime<Utc>>,
     ) -> Result<User> {
         let id = parse_id("userId", &user_id).gql()?;
-        let user = service::ban(ctx.state().gql()?, &actor(ctx), id, &reason, until)
+        let user = service::ban(ctx.state()?, &ctx.actor(), id, &reason, until)
             .await
             .gql()?;
         Ok(User(user))
     }
 
-    #[graphql(guard = "RequirePermission(Permission::AdminUpdate)")]
+    #[graphql(guard = "RequirePermission(ADMIN_UPDATE)")]
     async fn unban_user(&self, ctx: &Context<'_>, user_id: ID) -> Result<User> {
         let id = parse_id("userId", &user_id).gql()?;
-        let user = service::unban(ctx.state().gql()?, &actor(ctx), id)
-            .await
-            .gql()?;
+        let user = service::unban(ctx.state()?, &ctx.actor(), id).await.gql()?;
         Ok(User(user))
     }
 
     /// Deletes a user and everything they own, irreversibly. `confirmEmail` must be their email.
-    #[graphql(guard = "RequirePermission(Permission::AdminDelete)")]
+    #[graphql(guard = "RequirePermission(ADMIN_DELETE)")]
     async fn delete_user_permanently(
         &self,
         ctx: &Context<'_>,
@@ -194,14 +187,14 @@ impl AdminMutation {
         confirm_email: String,
     ) -> Result<bool> {
         let id = parse_id("userId", &user_id).gql()?;
-        service::delete_permanently(ctx.state().gql()?, &actor(ctx), id, &confirm_email)
+        service::delete_permanently(ctx.state()?, &ctx.actor(), id, &confirm_email)
             .await
             .gql()?;
         Ok(true)
     }
 
     /// Gives a role to up to 500 users at once, all or nothing.
-    #[graphql(guard = "RequirePermission(Permission::AdminUpdate)")]
+    #[graphql(guard = "RequirePermission(ADMIN_UPDATE)")]
     async fn bulk_assign_role(
         &self,
         ctx: &Context<'_>,
@@ -209,14 +202,14 @@ impl AdminMutation {
         role: String,
     ) -> Result<BulkRoleResult> {
         let ids = parse_ids(&user_ids).gql()?;
-        let result = service::bulk_assign_role(ctx.state().gql()?, &actor(ctx), &ids, &role)
+        let result = service::bulk_assign_role(ctx.state()?, &ctx.actor(), &ids, &role)
             .await
             .gql()?;
         Ok(bulk(result))
     }
 
     /// Takes a role from up to 500 users at once, all or nothing.
-    #[graphql(guard = "RequirePermission(Permission::AdminUpdate)")]
+    #[graphql(guard = "RequirePermission(ADMIN_UPDATE)")]
     async fn bulk_remove_role(
         &self,
         ctx: &Context<'_>,
@@ -224,13 +217,13 @@ impl AdminMutation {
         role: String,
     ) -> Result<BulkRoleResult> {
         let ids = parse_ids(&user_ids).gql()?;
-        let result = service::bulk_remove_role(ctx.state().gql()?, &actor(ctx), &ids, &role)
+        let result = service::bulk_remove_role(ctx.state()?, &ctx.actor(), &ids, &role)
             .await
             .gql()?;
         Ok(bulk(result))
     }
 
-    #[graphql(guard = "RequirePermission(Permission::RolesManage)")]
+    #[graphql(guard = "RequirePermission(ROLES_MANAGE)")]
     async fn create_role(
         &self,
         ctx: &Context<'_>,
@@ -238,32 +231,32 @@ impl AdminMutation {
         description: Option<String>,
         permissions: Vec<String>,
     ) -> Result<RoleDetails> {
-        let state = ctx.state().gql()?;
-        let role = service::create_role(state, &actor(ctx), &name, description, &permissions)
+        let state = ctx.state()?;
+        let role = service::create_role(state, &ctx.actor(), &name, description, &permissions)
             .await
             .gql()?;
         details_of(state, role.id).await
     }
 
     /// Replaces a role's permissions.
-    #[graphql(guard = "RequirePermission(Permission::RolesManage)")]
+    #[graphql(guard = "RequirePermission(ROLES_MANAGE)")]
     async fn update_role_permissions(
         &self,
         ctx: &Context<'_>,
         name: String,
         permissions: Vec<String>,
     ) -> Result<RoleDetails> {
-        let state = ctx.state().gql()?;
-        let role = service::update_role_permissions(state, &actor(ctx), &name, &permissions)
+        let state = ctx.state()?;
+        let role = service::update_role_permissions(state, &ctx.actor(), &name, &permissions)
             .await
             .gql()?;
         details_of(state, role.id).await
     }
 
     /// Deletes a role (built-in roles cannot be deleted); its holders lose it.
-    #[graphql(guard = "RequirePermission(Permission::RolesManage)")]
+    #[graphql(guard = "RequirePermission(ROLES_MANAGE)")]
     async fn delete_role(&self, ctx: &Context<'_>, name: String) -> Result<bool> {
-        service::delete_role(ctx.state().gql()?, &actor(ctx), &name)
+        service::delete_role(ctx.state()?, &ctx.actor(), &name)
             .await
             .gql()?;
         Ok(true)

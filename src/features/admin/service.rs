@@ -15,10 +15,10 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::entities::{role_permissions, roles, user_roles, users};
-use crate::error::{AppError, AppResult, FieldErrors};
-use crate::features::audit::{self, Actor};
-use crate::features::auth::service::{invalidate_user, revoke_sessions_of};
-use crate::features::users::permissions::{ADMIN_ROLE, Permission};
+use crate::error::{AppError, AppResult, FieldErrors, conflict_on_unique};
+use crate::features::audit;
+use crate::identity::permissions::ADMIN_ROLE;
+use crate::identity::{Actor, Permission, accounts, rank, sessions, user_changed};
 use crate::state::AppState;
 
 pub const MAX_PAGE: u64 = 100;
@@ -162,6 +162,31 @@ async fn target(db: &impl ConnectionTrait, id: Uuid) -> AppResult<users::Model> 
         .ok_or_else(|| AppError::NotFound("no such user".into()))
 }
 
+/// Refuses unless the actor outranks every one of `targets` (see `identity::rank`).
+async fn require_outranks(
+    state: &AppState,
+    db: &impl ConnectionTrait,
+    actor: &Actor,
+    targets: &[Uuid],
+) -> AppResult<()> {
+    let held = accounts::permissions_of(db, targets).await?;
+    for permissions in held.values() {
+        rank::require_outranks(actor, permissions, &state.catalogue)?;
+    }
+    Ok(())
+}
+
+/// The permissions a role grants.
+async fn grants_of(db: &impl ConnectionTrait, role_id: Uuid) -> AppResult<Vec<String>> {
+    Ok(role_permissions::Entity::find()
+        .filter(role_permissions::Column::RoleId.eq(role_id))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|g| g.permission)
+        .collect())
+}
+
 fn refuse_self(actor: &Actor, target: Uuid, what: &str) -> AppResult<()> {
     if actor.id == Some(target) {
         return Err(AppError::Refused {
@@ -247,17 +272,17 @@ pub async fn ban(
     refuse_self(actor, user_id, "ban")?;
     let txn = state.db.begin().await?;
     let user = target(&txn, user_id).await?;
+    require_outranks(state, &txn, actor, &[user_id]).await?;
     keep_an_admin(&txn, &[user_id], "ban").await?;
     let before = json!({ "bannedAt": user.banned_at, "banReason": user.ban_reason, "bannedUntil": user.banned_until });
-    let next_epoch = user.session_epoch + 1;
     let mut active: users::ActiveModel = user.into();
     active.banned_at = Set(Some(Utc::now()));
     active.ban_reason = Set(Some(reason.trim().to_owned()));
     active.banned_until = Set(until);
-    active.session_epoch = Set(next_epoch);
     active.updated_at = Set(Utc::now());
-    let user = active.update(&txn).await?;
-    revoke_sessions_of(&txn, user_id).await?;
+    active.update(&txn).await?;
+    sessions::end_all_in(&txn, user_id).await?;
+    let user = target(&txn, user_id).await?;
     audit::service::record(
         &txn,
         actor,
@@ -267,15 +292,16 @@ pub async fn ban(
     )
     .await?;
     txn.commit().await?;
-    invalidate_user(state, user_id).await;
+    user_changed(state, user_id).await;
     Ok(user)
 }
 
 /// # Errors
-/// `NOT_FOUND`.
+/// `NOT_FOUND`, `FORBIDDEN` (a user the actor does not outrank).
 pub async fn unban(state: &AppState, actor: &Actor, user_id: Uuid) -> AppResult<users::Model> {
     let txn = state.db.begin().await?;
     let user = target(&txn, user_id).await?;
+    require_outranks(state, &txn, actor, &[user_id]).await?;
     let before = json!({ "bannedAt": user.banned_at, "banReason": user.ban_reason, "bannedUntil": user.banned_until });
     let mut active: users::ActiveModel = user.into();
     active.banned_at = Set(None);
@@ -292,7 +318,7 @@ pub async fn unban(state: &AppState, actor: &Actor, user_id: Uuid) -> AppResult<
     )
     .await?;
     txn.commit().await?;
-    invalidate_user(state, user_id).await;
+    user_changed(state, user_id).await;
     Ok(user)
 }
 
@@ -310,14 +336,15 @@ pub async fn delete_permanently(
     refuse_self(actor, user_id, "delete")?;
     let txn = state.db.begin().await?;
     let user = target(&txn, user_id).await?;
-    if crate::features::users::service::normalize_email(confirm_email) != user.email {
+    if accounts::normalize_email(confirm_email) != user.email {
         return Err(AppError::invalid(
             "confirmEmail",
             "does not match the user's email",
         ));
     }
+    require_outranks(state, &txn, actor, &[user_id]).await?;
     keep_an_admin(&txn, &[user_id], "delete").await?;
-    let roles = crate::features::users::service::roles_of(&txn, user_id).await?;
+    let roles = accounts::roles_of(&txn, user_id).await?;
     audit::service::record(
         &txn,
         actor,
@@ -332,7 +359,7 @@ pub async fn delete_permanently(
     .await?;
     users::Entity::delete_by_id(user_id).exec(&txn).await?;
     txn.commit().await?;
-    invalidate_user(state, user_id).await;
+    user_changed(state, user_id).await;
     Ok(())
 }
 
@@ -386,7 +413,16 @@ pub async fn bulk_assign_role(
     let ids = check_bulk(ids)?;
     let txn = state.db.begin().await?;
     let role = role_by_name(&txn, role).await?;
+    let grants = grants_of(&txn, role.id).await?;
+    rank::require_grantable(actor, &role.name, grants.iter().map(String::as_str))?;
     let existing = existing_users(&txn, &ids).await?;
+    require_outranks(
+        state,
+        &txn,
+        actor,
+        &existing.iter().copied().collect::<Vec<_>>(),
+    )
+    .await?;
     let mut result = BulkResult::default();
     for id in ids {
         if !existing.contains(&id) {
@@ -409,7 +445,7 @@ pub async fn bulk_assign_role(
     record_bulk(&txn, actor, "role.bulk_assign", &role.name, &result).await?;
     txn.commit().await?;
     for id in &result.updated {
-        invalidate_user(state, *id).await;
+        user_changed(state, *id).await;
     }
     Ok(result)
 }
@@ -427,6 +463,8 @@ pub async fn bulk_remove_role(
     let ids = check_bulk(ids)?;
     let txn = state.db.begin().await?;
     let role = role_by_name(&txn, role).await?;
+    let grants = grants_of(&txn, role.id).await?;
+    rank::require_grantable(actor, &role.name, grants.iter().map(String::as_str))?;
     if role.name == ADMIN_ROLE {
         if let Some(me) = actor.id.filter(|me| ids.contains(me)) {
             refuse_self(actor, me, "demote")?;
@@ -434,6 +472,13 @@ pub async fn bulk_remove_role(
         keep_an_admin(&txn, &ids, "demote").await?;
     }
     let existing = existing_users(&txn, &ids).await?;
+    require_outranks(
+        state,
+        &txn,
+        actor,
+        &existing.iter().copied().collect::<Vec<_>>(),
+    )
+    .await?;
     let mut result = BulkResult::default();
     for id in ids {
         if !existing.contains(&id) {
@@ -452,7 +497,7 @@ pub async fn bulk_remove_role(
     record_bulk(&txn, actor, "role.bulk_remove", &role.name, &result).await?;
     txn.commit().await?;
     for id in &result.updated {
-        invalidate_user(state, *id).await;
+        user_changed(state, *id).await;
     }
     Ok(result)
 }
@@ -521,10 +566,16 @@ pub async fn list_roles(db: &impl ConnectionTrait) -> AppResult<Vec<RoleDetails>
         .collect())
 }
 
-fn check_permissions(names: &[String]) -> AppResult<Vec<Permission>> {
+/// The named permissions, which must exist and which the actor must hold.
+fn check_permissions(
+    state: &AppState,
+    actor: &Actor,
+    role: &str,
+    names: &[String],
+) -> AppResult<Vec<Permission>> {
     let unknown: Vec<&str> = names
         .iter()
-        .filter(|n| Permission::parse(n).is_none())
+        .filter(|n| state.catalogue.parse(n).is_none())
         .map(String::as_str)
         .collect();
     if !unknown.is_empty() {
@@ -533,7 +584,11 @@ fn check_permissions(names: &[String]) -> AppResult<Vec<Permission>> {
             format!("unknown: {}", unknown.join(", ")),
         ));
     }
-    let set: BTreeSet<Permission> = names.iter().filter_map(|n| Permission::parse(n)).collect();
+    let set: BTreeSet<Permission> = names
+        .iter()
+        .filter_map(|n| state.catalogue.parse(n))
+        .collect();
+    rank::require_grantable(actor, role, set.iter().map(|p| p.as_str()))?;
     Ok(set.into_iter().collect())
 }
 
@@ -579,7 +634,7 @@ pub async fn create_role(
             "must be 2 to 64 characters of a-z, 0-9, _ and -, starting with a letter",
         ));
     }
-    let grants = check_permissions(permissions)?;
+    let grants = check_permissions(state, actor, name, permissions)?;
     let txn = state.db.begin().await?;
     let role = roles::ActiveModel {
         id: Set(Uuid::now_v7()),
@@ -590,9 +645,7 @@ pub async fn create_role(
     }
     .insert(&txn)
     .await
-    .map_err(crate::features::auth::service::conflict_on_unique(
-        "a role with this name exists",
-    ))?;
+    .map_err(conflict_on_unique("a role with this name exists"))?;
     replace_grants(&txn, role.id, &grants).await?;
     audit::service::record(
         &txn,
@@ -616,7 +669,7 @@ pub async fn update_role_permissions(
     name: &str,
     permissions: &[String],
 ) -> AppResult<roles::Model> {
-    let grants = check_permissions(permissions)?;
+    let grants = check_permissions(state, actor, name, permissions)?;
     let txn = state.db.begin().await?;
     let role = role_by_name(&txn, name).await?;
     if role.name == ADMIN_ROLE {
@@ -625,13 +678,9 @@ pub async fn update_role_permissions(
             message: "the admin role always has every permission".into(),
         });
     }
-    let before: Vec<String> = role_permissions::Entity::find()
-        .filter(role_permissions::Column::RoleId.eq(role.id))
-        .all(&txn)
-        .await?
-        .into_iter()
-        .map(|g| g.permission)
-        .collect();
+    let before = grants_of(&txn, role.id).await?;
+    // Taking a permission away from a role acts on its holders as much as giving one.
+    rank::require_grantable(actor, &role.name, before.iter().map(String::as_str))?;
     replace_grants(&txn, role.id, &grants).await?;
     let holders = holders_of(&txn, role.id).await?;
     audit::service::record(
@@ -644,7 +693,7 @@ pub async fn update_role_permissions(
     .await?;
     txn.commit().await?;
     for holder in holders {
-        invalidate_user(state, holder).await;
+        user_changed(state, holder).await;
     }
     Ok(role)
 }
@@ -670,6 +719,8 @@ pub async fn delete_role(state: &AppState, actor: &Actor, name: &str) -> AppResu
             message: format!("the {name} role is built in and cannot be deleted"),
         });
     }
+    let grants = grants_of(&txn, role.id).await?;
+    rank::require_grantable(actor, &role.name, grants.iter().map(String::as_str))?;
     let holders = holders_of(&txn, role.id).await?;
     audit::service::record(
         &txn,
@@ -682,7 +733,7 @@ pub async fn delete_role(state: &AppState, actor: &Actor, name: &str) -> AppResu
     roles::Entity::delete_by_id(role.id).exec(&txn).await?;
     txn.commit().await?;
     for holder in holders {
-        invalidate_user(state, holder).await;
+        user_changed(state, holder).await;
     }
     Ok(())
 }

@@ -6,4 +6,19 @@ pub mod service;
 mod types;
 
 pub use resolvers::AuditQuery;
-pub use service::Actor;
+
+use crate::feature::{Feature, Task};
+use crate::identity::Permission;
+use crate::identity::permissions::MODERATOR_ROLE;
+
+pub const AUDIT_READ: Permission =
+    Permission::new("audit:read", "Read the audit log").granted_to(&[MODERATOR_ROLE]);
+
+pub const FEATURE: Feature = Feature {
+    permissions: &[AUDIT_READ],
+    tasks: &[Task {
+        name: "audit-retention",
+        run: service::retention_task,
+    }],
+    ..Feature::new("audit")
+};

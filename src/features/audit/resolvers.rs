@@ -1,9 +1,9 @@
 use async_graphql::{Context, Object, Result};
 
+use super::AUDIT_READ;
 use super::service::{self, AuditFilter};
 use super::types::{AuditEntry, AuditLogFilter, AuditPage};
 use crate::error::{AppError, GqlResultExt as _};
-use crate::features::users::Permission;
 use crate::graphql::{ContextExt as _, RequirePermission};
 
 #[derive(Default)]
@@ -13,7 +13,7 @@ pub struct AuditQuery;
 impl AuditQuery {
     /// The audit trail, newest first. Costs `limit` × the selection per entry.
     #[graphql(
-        guard = "RequirePermission(Permission::AuditRead)",
+        guard = "RequirePermission(AUDIT_READ)",
         complexity = "(limit.max(1) as usize).saturating_mul(child_complexity)"
     )]
     async fn audit_log(
@@ -45,7 +45,7 @@ impl AuditQuery {
             from: filter.from,
             to: filter.to,
         };
-        let (items, total) = service::list(&ctx.state().gql()?.db, query, limit, offset)
+        let (items, total) = service::list(&ctx.state()?.db, query, limit, offset)
             .await
             .gql()?;
         Ok(AuditPage {

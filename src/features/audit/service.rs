@@ -12,44 +12,8 @@ use uuid::Uuid;
 
 use crate::entities::audit_log;
 use crate::error::{AppError, AppResult};
-use crate::features::auth::{ClientInfo, Viewer};
+use crate::identity::Actor;
 use crate::state::AppState;
-
-/// Who acts, and from where.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Actor {
-    pub id: Option<Uuid>,
-    pub email: Option<String>,
-    pub request_id: Option<String>,
-    pub ip: Option<String>,
-    pub user_agent: Option<String>,
-}
-
-impl Actor {
-    pub fn new(viewer: &Viewer, request_id: Option<&str>, client: &ClientInfo) -> Self {
-        let user = viewer.user().ok();
-        Self {
-            id: user.map(|u| u.id),
-            email: user.map(|u| u.email.clone()),
-            request_id: request_id.map(str::to_owned),
-            ip: client.ip.map(|ip| ip.to_string()),
-            user_agent: client
-                .user_agent
-                .as_deref()
-                .map(|ua| ua.chars().take(255).collect()),
-        }
-    }
-
-    /// The same request, acting as (or on behalf of) a given account.
-    #[must_use]
-    pub fn as_user(&self, id: Uuid, email: &str) -> Self {
-        Self {
-            id: Some(id),
-            email: Some(email.to_owned()),
-            ..self.clone()
-        }
-    }
-}
 
 /// Appends an entry on `db` — pass the transaction of the change it records.
 ///
@@ -162,6 +126,11 @@ pub async fn purge_older_than(db: &impl ConnectionTrait, days: u32) -> AppResult
     Ok(result.rows_affected)
 }
 
+/// The retention task for the registry.
+pub fn retention_task(state: AppState) -> futures_util::future::BoxFuture<'static, ()> {
+    Box::pin(run_retention(state))
+}
+
 /// Applies `AUDIT_RETENTION_DAYS` periodically until shutdown; one instance at a time (a lease in
 /// the shared store), so a fleet does the work once.
 pub async fn run_retention(state: AppState) {
@@ -184,14 +153,14 @@ pub async fn run_retention(state: AppState) {
             Ok(Some(lease)) => lease,
             Ok(None) => continue,
             Err(error) => {
-                tracing::warn!(error = %error, "audit retention: cannot take the lease");
+                error.log("audit retention: cannot take the lease");
                 continue;
             }
         };
         match purge_older_than(&state.db, days).await {
             Ok(0) => {}
             Ok(removed) => tracing::info!(removed, days, "audit retention removed old entries"),
-            Err(error) => tracing::error!(error = %error, "audit retention failed"),
+            Err(error) => error.report(),
         }
         // Held until it expires, so other instances skip this round.
         drop(lease);

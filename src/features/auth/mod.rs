@@ -1,29 +1,38 @@
-//! Who is calling: registration, login, sessions (rotating refresh tokens), access tokens, and the
-//! `Viewer` every request carries.
+//! Signing up and in: registration and email verification, password login with throttling,
+//! two-factor authentication, password changes and resets, sessions, OAuth2 and Telegram sign-in.
+//! Who the caller is, once signed in, is `crate::identity`'s business.
 
+mod email_tokens;
 mod emails;
+mod login;
+mod mail;
 pub mod oauth;
-mod passwords;
+mod password;
+mod registration;
 mod resolvers;
-pub mod service;
+mod routes;
 pub mod social;
-mod tokens;
 pub mod two_factor;
 mod types;
-pub mod viewer;
 
 pub use resolvers::{AuthMutation, AuthQuery};
-pub use viewer::{AuthUser, Authentication, Caller, ClientInfo, Viewer};
 
-/// Root fields a request may reach with an invalid or expired access token (it is then treated as
-/// anonymous), so a client can always log in again or refresh its session.
-pub const PUBLIC_ROOT_FIELDS: &[&str] = &[
-    "register",
-    "login",
-    "refreshSession",
-    "verifyEmail",
-    "requestPasswordReset",
-    "resetPassword",
-    "loginWithTelegram",
-    "__typename",
-];
+use crate::feature::{Feature, Job};
+
+pub const FEATURE: Feature = Feature {
+    public_root_fields: &[
+        "register",
+        "login",
+        "refreshSession",
+        "verifyEmail",
+        "requestPasswordReset",
+        "resetPassword",
+        "loginWithTelegram",
+    ],
+    jobs: &[Job {
+        kind: mail::AUTH_MAIL,
+        handler: mail::handler,
+    }],
+    routes: Some(routes::routes),
+    ..Feature::new("auth")
+};

@@ -16,11 +16,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use url::Url;
 
-use super::service::Tokens;
 use super::social::{self, ExternalIdentity};
-use super::viewer::ClientInfo;
 use crate::config::OAuthProvider;
 use crate::error::{AppError, AppResult};
+use crate::identity::ClientInfo;
+use crate::identity::sessions::Tokens;
 use crate::state::AppState;
 
 const STATE_TTL: Duration = Duration::from_secs(600);

@@ -1,18 +1,14 @@
 use async_graphql::{Context, ID, Object, Result};
 
-use super::service::{self, NewAccount};
 use super::types::{
     AuthPayload, LoginInput, RegisterInput, RegisterPayload, Session, TwoFactorConfirmation,
     TwoFactorSetup,
 };
-use super::{social, two_factor};
+use super::{login, password, registration, social, two_factor};
 use crate::error::{AppError, GqlResultExt as _};
-use crate::features::audit::Actor;
 use crate::graphql::ContextExt as _;
-
-fn actor(ctx: &Context<'_>) -> Actor {
-    Actor::new(ctx.viewer(), ctx.request_id(), &ctx.client())
-}
+use crate::identity::accounts::NewAccount;
+use crate::identity::sessions;
 
 #[derive(Default)]
 pub struct AuthQuery;
@@ -21,8 +17,8 @@ pub struct AuthQuery;
 impl AuthQuery {
     /// The caller's active sessions, newest first.
     async fn sessions(&self, ctx: &Context<'_>) -> Result<Vec<Session>> {
-        let user = ctx.viewer().user().gql()?;
-        let sessions = service::sessions(ctx.state().gql()?, user).await.gql()?;
+        let user = ctx.user()?;
+        let sessions = sessions::list(ctx.state()?, user).await.gql()?;
         Ok(sessions.into_iter().map(Session::from).collect())
     }
 }
@@ -40,7 +36,7 @@ impl AuthMutation {
             username: input.username,
             display_name: input.display_name,
         };
-        service::register(ctx.state().gql()?, account, ctx.request_id())
+        registration::register(ctx.state()?, account, ctx.request_id())
             .await
             .gql()?;
         Ok(RegisterPayload {
@@ -50,13 +46,13 @@ impl AuthMutation {
 
     /// Signs in. A wrong password and an unknown email give the same error.
     async fn login(&self, ctx: &Context<'_>, input: LoginInput) -> Result<AuthPayload> {
-        let tokens = service::login(
-            ctx.state().gql()?,
+        let tokens = login::login(
+            ctx.state()?,
             &input.email,
             &input.password,
             input.two_factor_code.as_deref(),
             &ctx.client(),
-            &actor(ctx),
+            &ctx.actor(),
         )
         .await
         .gql()?;
@@ -69,7 +65,7 @@ impl AuthMutation {
         ctx: &Context<'_>,
         data: async_graphql::Json<std::collections::BTreeMap<String, serde_json::Value>>,
     ) -> Result<AuthPayload> {
-        let state = ctx.state().gql()?;
+        let state = ctx.state()?;
         let identity = social::verify_telegram(state, &data.0).gql()?;
         let tokens = social::sign_in(state, identity, &ctx.client())
             .await
@@ -84,7 +80,7 @@ impl AuthMutation {
         ctx: &Context<'_>,
         refresh_token: String,
     ) -> Result<AuthPayload> {
-        let tokens = service::refresh(ctx.state().gql()?, &refresh_token, &ctx.client())
+        let tokens = sessions::refresh(ctx.state()?, &refresh_token, &ctx.client())
             .await
             .gql()?;
         Ok(tokens.into())
@@ -92,15 +88,17 @@ impl AuthMutation {
 
     /// Ends the caller's current session.
     async fn logout(&self, ctx: &Context<'_>) -> Result<bool> {
-        let user = ctx.viewer().user().gql()?;
-        service::logout(ctx.state().gql()?, user).await.gql()?;
+        let user = ctx.user()?;
+        sessions::end(ctx.state()?, user.id, user.session_id)
+            .await
+            .gql()?;
         Ok(true)
     }
 
     /// Ends every session of the caller, on every device.
     async fn logout_all_sessions(&self, ctx: &Context<'_>) -> Result<bool> {
-        let user = ctx.viewer().user().gql()?;
-        service::logout_everywhere(ctx.state().gql()?, user.id, &actor(ctx))
+        let user = ctx.user()?;
+        login::logout_everywhere(ctx.state()?, user.id, &ctx.actor())
             .await
             .gql()?;
         Ok(true)
@@ -108,20 +106,18 @@ impl AuthMutation {
 
     /// Ends one of the caller's sessions (see `sessions`).
     async fn revoke_session(&self, ctx: &Context<'_>, id: ID) -> Result<bool> {
-        let user = ctx.viewer().user().gql()?;
+        let user = ctx.user()?;
         let id = uuid::Uuid::parse_str(&id)
             .map_err(|_| AppError::invalid("id", "is not a session id"))
             .gql()?;
-        service::revoke_session(ctx.state().gql()?, user, id)
-            .await
-            .gql()?;
+        sessions::end_own(ctx.state()?, user, id).await.gql()?;
         Ok(true)
     }
 
     /// Sends the caller a new verification mail (no-op when already verified).
     async fn request_email_verification(&self, ctx: &Context<'_>) -> Result<bool> {
-        let user = ctx.viewer().user().gql()?;
-        service::request_email_verification(ctx.state().gql()?, user, ctx.request_id())
+        let user = ctx.user()?;
+        registration::request_email_verification(ctx.state()?, user, ctx.request_id())
             .await
             .gql()?;
         Ok(true)
@@ -129,7 +125,7 @@ impl AuthMutation {
 
     /// Confirms an email address with the token from the verification mail.
     async fn verify_email(&self, ctx: &Context<'_>, token: String) -> Result<bool> {
-        service::verify_email(ctx.state().gql()?, &token)
+        registration::verify_email(ctx.state()?, &token)
             .await
             .gql()?;
         Ok(true)
@@ -137,7 +133,7 @@ impl AuthMutation {
 
     /// Mails a reset link when the address has an account; answers `true` either way.
     async fn request_password_reset(&self, ctx: &Context<'_>, email: String) -> Result<bool> {
-        service::request_password_reset(ctx.state().gql()?, &email, ctx.request_id())
+        password::request_reset(ctx.state()?, &email, ctx.request_id())
             .await
             .gql()?;
         Ok(true)
@@ -150,7 +146,7 @@ impl AuthMutation {
         token: String,
         new_password: String,
     ) -> Result<bool> {
-        service::reset_password(ctx.state().gql()?, &token, &new_password, &actor(ctx))
+        password::reset(ctx.state()?, &token, &new_password, &ctx.actor())
             .await
             .gql()?;
         Ok(true)
@@ -158,8 +154,8 @@ impl AuthMutation {
 
     /// Starts turning on two-factor authentication.
     async fn enable_two_factor(&self, ctx: &Context<'_>) -> Result<TwoFactorSetup> {
-        let user = ctx.viewer().user().gql()?;
-        let setup = two_factor::enable(ctx.state().gql()?, user).await.gql()?;
+        let user = ctx.user()?;
+        let setup = two_factor::enable(ctx.state()?, user).await.gql()?;
         Ok(TwoFactorSetup {
             secret: setup.secret,
             otpauth_uri: setup.otpauth_uri,
@@ -172,8 +168,8 @@ impl AuthMutation {
         ctx: &Context<'_>,
         code: String,
     ) -> Result<TwoFactorConfirmation> {
-        let user = ctx.viewer().user().gql()?;
-        let backup_codes = two_factor::confirm(ctx.state().gql()?, user, &code, &actor(ctx))
+        let user = ctx.user()?;
+        let backup_codes = two_factor::confirm(ctx.state()?, user, &code, &ctx.actor())
             .await
             .gql()?;
         Ok(TwoFactorConfirmation { backup_codes })
@@ -186,8 +182,8 @@ impl AuthMutation {
         password: String,
         code: String,
     ) -> Result<bool> {
-        let user = ctx.viewer().user().gql()?;
-        two_factor::disable(ctx.state().gql()?, user, &password, &code, &actor(ctx))
+        let user = ctx.user()?;
+        two_factor::disable(ctx.state()?, user, &password, &code, &ctx.actor())
             .await
             .gql()?;
         Ok(true)
@@ -200,14 +196,14 @@ impl AuthMutation {
         current_password: String,
         new_password: String,
     ) -> Result<AuthPayload> {
-        let user = ctx.viewer().user().gql()?;
-        let tokens = service::change_password(
-            ctx.state().gql()?,
+        let user = ctx.user()?;
+        let tokens = password::change(
+            ctx.state()?,
             user,
             &current_password,
             &new_password,
             &ctx.client(),
-            &actor(ctx),
+            &ctx.actor(),
         )
         .await
         .gql()?;

@@ -14,12 +14,12 @@ use secrecy::ExposeSecret as _;
 use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
 
-use super::service::{Tokens, start_session};
-use super::viewer::ClientInfo;
 use crate::entities::{linked_accounts, users};
 use crate::error::{AppError, AppResult};
-use crate::features::users::permissions::USER_ROLE;
-use crate::features::users::service as users_service;
+use crate::identity::ClientInfo;
+use crate::identity::accounts as users_service;
+use crate::identity::permissions::USER_ROLE;
+use crate::identity::sessions::{self, Tokens};
 use crate::state::AppState;
 
 /// What a provider tells about the person signing in.
@@ -94,7 +94,7 @@ pub async fn sign_in(
     let mut active: users::ActiveModel = user.into();
     active.last_login_at = Set(Some(Utc::now()));
     let user = active.update(&txn).await?;
-    let tokens = start_session(state, &txn, user, Uuid::now_v7(), client).await?;
+    let tokens = sessions::start(state, &txn, user, Uuid::now_v7(), client).await?;
     txn.commit().await?;
     Ok(tokens)
 }

@@ -5,19 +5,18 @@ use chrono::Utc;
 use rand::RngCore as _;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait as _, ColumnTrait as _, ConnectionTrait, EntityTrait as _, QueryFilter as _,
-    Set, TransactionTrait as _,
+    ActiveModelTrait as _, ColumnTrait as _, EntityTrait as _, QueryFilter as _, Set,
+    TransactionTrait as _,
 };
 use sha2::{Digest as _, Sha256};
 use totp_rs::{Builder, Secret, Totp};
 use uuid::Uuid;
 
-use super::passwords;
-use super::viewer::AuthUser;
 use crate::entities::{totp_backup_codes, user_totp, users};
 use crate::error::{AppError, AppResult};
-use crate::features::audit::{Actor, service as audit};
-use crate::features::users::service as users_service;
+use crate::features::audit::service as audit;
+use crate::identity::accounts::{self as users_service, two_factor_enabled as is_enabled};
+use crate::identity::{Actor, AuthUser, passwords};
 use crate::state::AppState;
 use serde_json::json;
 
@@ -175,17 +174,6 @@ async fn accept_totp(
         .check(code.trim(), now)
         .and_then(|s| i64::try_from(s).ok());
     Ok(step.filter(|s| row.last_used_step.is_none_or(|last| *s > last)))
-}
-
-/// Whether the user must give a second factor to sign in.
-///
-/// # Errors
-/// The database fails.
-pub async fn is_enabled(db: &impl ConnectionTrait, user_id: Uuid) -> AppResult<bool> {
-    Ok(user_totp::Entity::find_by_id(user_id)
-        .one(db)
-        .await?
-        .is_some_and(|t| t.confirmed_at.is_some()))
 }
 
 /// Checks a TOTP code (each step once) or an unused backup code (spent now).

@@ -1,8 +1,8 @@
 use async_graphql::{ID, InputObject, SimpleObject};
 use chrono::{DateTime, Utc};
 
-use super::service::{SessionInfo, Tokens};
 use crate::features::users::types::User;
+use crate::identity::sessions::{SessionInfo, Tokens};
 
 #[derive(InputObject)]
 pub struct RegisterInput {

@@ -6,3 +6,7 @@ mod service;
 mod types;
 
 pub use resolvers::{MetaQuery, MetaSubscription};
+
+use crate::feature::Feature;
+
+pub const FEATURE: Feature = Feature::new("meta");

@@ -17,7 +17,7 @@ impl MetaQuery {
     /// Version and environment of the server answering (changes only with a deploy).
     #[graphql(cache_control(max_age = 60))]
     async fn api_info(&self, ctx: &Context<'_>) -> Result<ApiInfo> {
-        Ok(service::api_info(ctx.state().gql()?))
+        Ok(service::api_info(ctx.state()?))
     }
 
     /// The caller's cost budget after this operation; null when budgets are off for the caller.

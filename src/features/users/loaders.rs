@@ -18,6 +18,14 @@ pub struct Loaders {
     pub users: DataLoader<UsersById>,
 }
 
+/// Adds this feature's loaders to an operation's request (the registry calls it).
+pub fn attach(
+    state: &crate::state::AppState,
+    request: async_graphql::Request,
+) -> async_graphql::Request {
+    request.data(Loaders::new(&state.db))
+}
+
 impl Loaders {
     pub fn new(db: &DatabaseConnection) -> Self {
         Self {

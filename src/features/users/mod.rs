@@ -1,11 +1,16 @@
-//! Accounts as the rest of the API sees them: profiles, roles and the closed catalogue of
-//! permissions, synced to the database at start.
+//! Accounts as the rest of the API sees them: the `User` type, the caller's profile, other users'
+//! profiles, and the request-scoped loaders that batch their lookups.
 
 pub mod loaders;
-pub mod permissions;
 mod resolvers;
 pub mod service;
 pub mod types;
 
-pub use permissions::Permission;
 pub use resolvers::{UsersMutation, UsersQuery};
+
+use crate::feature::Feature;
+
+pub const FEATURE: Feature = Feature {
+    loaders: Some(loaders::attach),
+    ..Feature::new("users")
+};

@@ -1,10 +1,11 @@
 use async_graphql::{Context, ID, Object, Result};
 
-use super::permissions::Permission;
 use super::service;
 use super::types::{UpdateProfileInput, User};
 use crate::error::{AppError, GqlResultExt as _};
 use crate::graphql::{ContextExt as _, RequirePermission};
+use crate::identity::accounts;
+use crate::identity::permissions::USERS_READ;
 
 #[derive(Default)]
 pub struct UsersQuery;
@@ -13,8 +14,8 @@ pub struct UsersQuery;
 impl UsersQuery {
     /// The caller.
     async fn me(&self, ctx: &Context<'_>) -> Result<User> {
-        let viewer = ctx.viewer().user().gql()?;
-        let user = service::find_by_id(&ctx.state().gql()?.db, viewer.id)
+        let viewer = ctx.user()?;
+        let user = accounts::find_by_id(&ctx.state()?.db, viewer.id)
             .await
             .gql()?
             .ok_or(AppError::Unauthenticated)
@@ -23,14 +24,12 @@ impl UsersQuery {
     }
 
     /// Another user's profile.
-    #[graphql(guard = "RequirePermission(Permission::UsersRead)")]
+    #[graphql(guard = "RequirePermission(USERS_READ)")]
     async fn user(&self, ctx: &Context<'_>, id: ID) -> Result<Option<User>> {
         let Ok(id) = uuid::Uuid::parse_str(&id) else {
             return Ok(None);
         };
-        let user = service::find_by_id(&ctx.state().gql()?.db, id)
-            .await
-            .gql()?;
+        let user = accounts::find_by_id(&ctx.state()?.db, id).await.gql()?;
         Ok(user.map(User))
     }
 }
@@ -42,15 +41,11 @@ pub struct UsersMutation;
 impl UsersMutation {
     /// Changes the caller's display name and/or username.
     async fn update_profile(&self, ctx: &Context<'_>, input: UpdateProfileInput) -> Result<User> {
-        let viewer = ctx.viewer().user().gql()?;
-        let user = service::update_profile(
-            ctx.state().gql()?,
-            viewer.id,
-            input.display_name,
-            input.username,
-        )
-        .await
-        .gql()?;
+        let viewer = ctx.user()?;
+        let user =
+            service::update_profile(ctx.state()?, viewer.id, input.display_name, input.username)
+                .await
+                .gql()?;
         Ok(User(user))
     }
 }

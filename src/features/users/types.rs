@@ -2,11 +2,12 @@ use async_graphql::{Context, ID, InputObject, Object, Result, SimpleObject};
 use chrono::{DateTime, Utc};
 
 use super::loaders::Loaders;
-use super::permissions::Permission;
 use super::service;
 use crate::entities::users;
 use crate::error::{AppError, GqlResultExt as _};
 use crate::graphql::{ContextExt as _, RequirePermission};
+use crate::identity::permissions::ADMIN_READ;
+use crate::identity::{accounts, sessions};
 
 /// An account.
 pub struct User(pub users::Model);
@@ -53,7 +54,7 @@ impl User {
 
     /// Whether signing in needs a second factor.
     async fn two_factor_enabled(&self, ctx: &Context<'_>) -> Result<bool> {
-        crate::features::auth::two_factor::is_enabled(&ctx.state().gql()?.db, self.0.id)
+        accounts::two_factor_enabled(&ctx.state()?.db, self.0.id)
             .await
             .gql()
     }
@@ -67,7 +68,7 @@ impl User {
                 .map_err(|e| AppError::Database((*e).clone()))
                 .gql()?
                 .unwrap_or_default(),
-            None => service::roles_of(&ctx.state().gql()?.db, self.0.id)
+            None => accounts::roles_of(&ctx.state()?.db, self.0.id)
                 .await
                 .gql()?,
         };
@@ -91,7 +92,7 @@ impl User {
                 .gql()?
                 .unwrap_or_default(),
             None => {
-                service::load_access(&ctx.state().gql()?.db, self.0.id)
+                accounts::load_access(&ctx.state()?.db, self.0.id)
                     .await
                     .gql()?
                     .permissions
@@ -101,34 +102,34 @@ impl User {
     }
 
     /// Banned now (a timed ban that ended no longer counts). Admins only.
-    #[graphql(guard = "RequirePermission(Permission::AdminRead)")]
+    #[graphql(guard = "RequirePermission(ADMIN_READ)")]
     async fn is_banned(&self) -> bool {
         self.0.is_banned_at(Utc::now())
     }
 
-    #[graphql(guard = "RequirePermission(Permission::AdminRead)")]
+    #[graphql(guard = "RequirePermission(ADMIN_READ)")]
     async fn ban_reason(&self) -> Option<&str> {
         self.0.ban_reason.as_deref()
     }
 
     /// When a timed ban ends. Admins only.
-    #[graphql(guard = "RequirePermission(Permission::AdminRead)")]
+    #[graphql(guard = "RequirePermission(ADMIN_READ)")]
     async fn banned_until(&self) -> Option<DateTime<Utc>> {
         self.0.banned_until
     }
 
     /// Active sessions. Admins only.
-    #[graphql(guard = "RequirePermission(Permission::AdminRead)")]
+    #[graphql(guard = "RequirePermission(ADMIN_READ)")]
     async fn sessions_count(&self, ctx: &Context<'_>) -> Result<u64> {
-        service::active_sessions(&ctx.state().gql()?.db, self.0.id)
+        sessions::count_live(&ctx.state()?.db, self.0.id)
             .await
             .gql()
     }
 
     /// Providers the account can sign in with (`google`, `github`, `telegram`, …). Admins only.
-    #[graphql(guard = "RequirePermission(Permission::AdminRead)")]
+    #[graphql(guard = "RequirePermission(ADMIN_READ)")]
     async fn linked_providers(&self, ctx: &Context<'_>) -> Result<Vec<String>> {
-        service::linked_providers(&ctx.state().gql()?.db, self.0.id)
+        service::linked_providers(&ctx.state()?.db, self.0.id)
             .await
             .gql()
     }

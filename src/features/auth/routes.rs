@@ -5,17 +5,24 @@
 
 use std::collections::HashMap;
 
-use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Extension, Router};
 
-use super::HttpState;
-use super::errors::error_response;
-use crate::error::AppError;
-use crate::features::auth::Caller;
-use crate::features::auth::oauth;
-use crate::graphql::RequestId;
+use super::oauth;
+use crate::identity::Caller;
+use crate::state::AppState;
+use crate::telemetry::RequestId;
+
+/// The OAuth2 sign-in routes (rate limited like every request; `path:/auth/oauth=…` rules apply).
+pub fn routes(app: AppState) -> Router {
+    Router::new()
+        .route("/auth/oauth/{provider}/start", get(start))
+        .route("/auth/oauth/{provider}/callback", get(callback))
+        .with_state(app)
+}
 
 fn redirect(location: &str) -> Response {
     let mut response = StatusCode::FOUND.into_response();
@@ -28,13 +35,8 @@ fn redirect(location: &str) -> Response {
     response
 }
 
-fn error(error: &AppError, request_id: &RequestId) -> Response {
-    error_response(error.code(), &error.to_string(), Some(request_id))
-}
-
-pub async fn start(
-    State(state): State<HttpState>,
-    Extension(request_id): Extension<RequestId>,
+async fn start(
+    State(state): State<AppState>,
     Path(provider): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
@@ -42,14 +44,14 @@ pub async fn start(
         .get("redirect_uri")
         .map(String::as_str)
         .unwrap_or_default();
-    match oauth::start(&state.app, &provider, redirect_uri).await {
+    match oauth::start(&state, &provider, redirect_uri).await {
         Ok(url) => redirect(url.as_str()),
-        Err(e) => error(&e, &request_id),
+        Err(e) => e.into_response(),
     }
 }
 
-pub async fn callback(
-    State(state): State<HttpState>,
+async fn callback(
+    State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     Extension(caller): Extension<Caller>,
     Path(provider): Path<String>,
@@ -57,7 +59,7 @@ pub async fn callback(
 ) -> Response {
     let get = |k: &str| params.get(k).map(String::as_str);
     let finished = oauth::finish(
-        &state.app,
+        &state,
         &provider,
         get("code"),
         get("state").unwrap_or_default(),
@@ -67,7 +69,7 @@ pub async fn callback(
     .await;
     let finished = match finished {
         Ok(finished) => finished,
-        Err(e) => return error(&e, &request_id),
+        Err(e) => return e.into_response(),
     };
     let mut target = finished.redirect_uri;
     let mut fragment = url::form_urlencoded::Serializer::new(String::new());
@@ -81,6 +83,7 @@ pub async fn callback(
                 .append_pair("session_id", &tokens.session_id.to_string());
         }
         Err(e) => {
+            e.report();
             fragment
                 .append_pair("error", e.code().as_str())
                 .append_pair("error_description", &e.to_string())

@@ -1,0 +1,59 @@
+//! What a feature contributes to the application, declared once in its own folder
+//! (`src/features/<name>/mod.rs`, as `pub const FEATURE: Feature`) and collected by the registry
+//! (`src/features/mod.rs`). The kernel never names a feature: it asks the registry.
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+
+use crate::identity::Permission;
+use crate::infra::jobs::JobHandler;
+use crate::state::AppState;
+
+/// A kind of durable job and how to build its handler.
+#[derive(Clone, Copy)]
+pub struct Job {
+    pub kind: &'static str,
+    pub handler: fn(&AppState) -> Arc<dyn JobHandler>,
+}
+
+/// Work that runs beside the server until shutdown (watch `state.shutdown`).
+#[derive(Clone, Copy)]
+pub struct Task {
+    pub name: &'static str,
+    pub run: fn(AppState) -> BoxFuture<'static, ()>,
+}
+
+/// Adds a feature's request-scoped data (DataLoaders) to one operation's request.
+pub type AttachLoaders = fn(&AppState, async_graphql::Request) -> async_graphql::Request;
+
+#[derive(Clone, Copy)]
+pub struct Feature {
+    pub name: &'static str,
+    /// Permissions this feature declares (each with its description and default roles).
+    pub permissions: &'static [Permission],
+    /// Root fields a request may reach with an invalid or expired credential (then running as
+    /// anonymous), so a client can always sign in again.
+    pub public_root_fields: &'static [&'static str],
+    pub jobs: &'static [Job],
+    pub tasks: &'static [Task],
+    pub loaders: Option<AttachLoaders>,
+    /// HTTP routes besides GraphQL (OAuth callbacks, webhooks), behind every kernel layer.
+    pub routes: Option<fn(AppState) -> axum::Router>,
+}
+
+impl Feature {
+    /// A feature that contributes only GraphQL roots; add the rest with struct update syntax:
+    /// `Feature { jobs: &[…], ..Feature::new("audit") }`.
+    pub const fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            permissions: &[],
+            public_root_fields: &[],
+            jobs: &[],
+            tasks: &[],
+            loaders: None,
+            routes: None,
+        }
+    }
+}

@@ -1,0 +1,439 @@
+//! Bounds on a document's shape, checked before async-graphql parses (past the text checks) or
+//! validates it.
+//!
+//! Validation walks fragments inline, once per spread: a document whose fragments each spread
+//! the next one twice costs 2^n, while its text is a few hundred bytes. So every count here is
+//! taken *after* fragment expansion, with each fragment's counts computed once and reused
+//! (linear in the document), and the document is refused before anything exponential runs:
+//!
+//! - text: size in bytes, lexical tokens, bracket nesting (the parser is recursive);
+//! - shape: field selections after expansion (`__typename` included), fragments per document,
+//!   spreads per selection set, aliases after expansion, depth after expansion, root fields;
+//! - values: no `U+0000` in any string argument or variable (no database stores it).
+
+use std::collections::HashMap;
+
+use async_graphql::parser::types::{
+    ExecutableDocument, FragmentDefinition, Selection, SelectionSet,
+};
+use std::sync::Arc;
+
+use async_graphql::{Name, Positioned, ServerError, Value, Variables};
+
+use super::RequestPhase;
+use crate::config::GraphqlSettings;
+use crate::error::ErrorCode;
+
+/// How deep brackets may nest in the text (`{`, `[`, `(` together). The parser recurses on
+/// each; far below what would exhaust a worker thread's stack.
+pub const MAX_NESTING: usize = 64;
+
+/// Checks a request's text, parses it (the parsed document stays in the request) and measures
+/// it: the phase to attach to the request (`request.data(phase)`), without which the schema
+/// refuses to parse. Every way into the schema goes through here.
+///
+/// # Errors
+/// The request error to answer with (`QUERY_TOO_COMPLEX`, `GRAPHQL_PARSE_FAILED`, …).
+pub fn vet(
+    request: &mut async_graphql::Request,
+    limits: &GraphqlSettings,
+) -> Result<Arc<RequestPhase>, ServerError> {
+    check_text(&request.query, limits)?;
+    let variables = request.variables.clone();
+    let parsed = request.parsed_query().map_err(|mut error| {
+        let extensions = error.extensions.get_or_insert_with(Default::default);
+        if extensions.get("code").is_none() {
+            extensions.set("code", ErrorCode::GraphqlParseFailed.as_str());
+        }
+        error
+    })?;
+    let shape = analyse(parsed, &variables, limits)?;
+    let phase = Arc::new(RequestPhase::default());
+    phase.vetted(&shape);
+    Ok(phase)
+}
+
+/// What a document costs after fragment expansion.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Shape {
+    /// Field selections, `__typename` included.
+    pub selections: usize,
+    /// `__typename` selections (async-graphql's complexity counts them as 0).
+    pub typenames: usize,
+    pub aliases: usize,
+    pub depth: usize,
+    /// The most root fields of one operation.
+    pub root_fields: usize,
+}
+
+/// A limit a document went over: the error to answer with.
+pub fn too_complex(message: String, measure: &str, value: usize, limit: usize) -> ServerError {
+    let mut error = ServerError::new(message, None);
+    let mut extensions = async_graphql::ErrorExtensionValues::default();
+    extensions.set("code", ErrorCode::QueryTooComplex.as_str());
+    extensions.set(measure, value);
+    extensions.set("limit", limit);
+    error.extensions = Some(extensions);
+    error
+}
+
+fn over(what: &str, measure: &str, value: usize, limit: usize) -> ServerError {
+    too_complex(
+        format!("the document has {value} {what}; at most {limit} are allowed"),
+        measure,
+        value,
+        limit,
+    )
+}
+
+fn invalid(message: impl Into<String>) -> ServerError {
+    let mut error = ServerError::new(message, None);
+    let mut extensions = async_graphql::ErrorExtensionValues::default();
+    extensions.set("code", ErrorCode::GraphqlValidationFailed.as_str());
+    error.extensions = Some(extensions);
+    error
+}
+
+/// Checks the raw text: size, token count and bracket nesting, in one linear pass that
+/// understands strings, block strings and comments.
+///
+/// # Errors
+/// `QUERY_TOO_COMPLEX` naming the measure.
+pub fn check_text(query: &str, limits: &GraphqlSettings) -> Result<(), ServerError> {
+    if query.len() > limits.max_document_size {
+        return Err(too_complex(
+            format!(
+                "the document is {} bytes; at most {} are allowed",
+                query.len(),
+                limits.max_document_size
+            ),
+            "size",
+            query.len(),
+            limits.max_document_size,
+        ));
+    }
+    let bytes = query.as_bytes();
+    let (mut tokens, mut nesting, mut deepest) = (0usize, 0usize, 0usize);
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            b' ' | b'\t' | b'\n' | b'\r' | b',' => {
+                i += 1;
+                continue;
+            }
+            0xEF if bytes[i..].starts_with(&[0xEF, 0xBB, 0xBF]) => {
+                i += 3;
+                continue;
+            }
+            b'#' => {
+                while i < bytes.len() && bytes[i] != b'\n' && bytes[i] != b'\r' {
+                    i += 1;
+                }
+                continue;
+            }
+            b'"' if bytes[i..].starts_with(b"\"\"\"") => {
+                i += 3;
+                while i < bytes.len() && !bytes[i..].starts_with(b"\"\"\"") {
+                    i += if bytes[i..].starts_with(b"\\\"\"\"") {
+                        4
+                    } else {
+                        1
+                    };
+                }
+                i += 3;
+            }
+            b'"' => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' && bytes[i] != b'\n' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            b'{' | b'[' | b'(' => {
+                nesting += 1;
+                deepest = deepest.max(nesting);
+                i += 1;
+            }
+            b'}' | b']' | b')' => {
+                nesting = nesting.saturating_sub(1);
+                i += 1;
+            }
+            b'.' if bytes[i..].starts_with(b"...") => i += 3,
+            _ if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' => {
+                while i < bytes.len()
+                    && (bytes[i].is_ascii_alphanumeric()
+                        || matches!(bytes[i], b'_' | b'.' | b'-' | b'+'))
+                {
+                    i += 1;
+                }
+            }
+            _ => i += 1,
+        }
+        tokens += 1;
+        if tokens > limits.max_tokens {
+            return Err(too_complex(
+                format!("the document has more than {} tokens", limits.max_tokens),
+                "tokens",
+                tokens,
+                limits.max_tokens,
+            ));
+        }
+    }
+    if deepest > MAX_NESTING {
+        return Err(too_complex(
+            format!("brackets nest {deepest} levels deep; at most {MAX_NESTING} are allowed"),
+            "nesting",
+            deepest,
+            MAX_NESTING,
+        ));
+    }
+    Ok(())
+}
+
+/// Counts of one selection set, after expansion.
+#[derive(Debug, Clone, Copy, Default)]
+struct Counts {
+    selections: usize,
+    typenames: usize,
+    aliases: usize,
+    depth: usize,
+}
+
+impl Counts {
+    fn add(&mut self, other: Counts) {
+        self.selections = self.selections.saturating_add(other.selections);
+        self.typenames = self.typenames.saturating_add(other.typenames);
+        self.aliases = self.aliases.saturating_add(other.aliases);
+        self.depth = self.depth.max(other.depth);
+    }
+}
+
+enum Memo {
+    Visiting,
+    Done(Counts),
+}
+
+struct Walker<'a> {
+    fragments: &'a HashMap<Name, Positioned<FragmentDefinition>>,
+    memo: HashMap<&'a str, Memo>,
+    limits: &'a GraphqlSettings,
+}
+
+impl<'a> Walker<'a> {
+    fn set(&mut self, set: &'a SelectionSet) -> Result<Counts, ServerError> {
+        let mut counts = Counts::default();
+        let mut spreads = 0usize;
+        for item in &set.items {
+            match &item.node {
+                Selection::Field(field) => {
+                    let field = &field.node;
+                    let child = self.set(&field.selection_set.node)?;
+                    counts.selections = counts.selections.saturating_add(1);
+                    counts.typenames = counts
+                        .typenames
+                        .saturating_add(usize::from(field.name.node == "__typename"));
+                    counts.aliases = counts
+                        .aliases
+                        .saturating_add(usize::from(field.alias.is_some()));
+                    counts.add(Counts {
+                        depth: child.depth + 1,
+                        ..child
+                    });
+                }
+                Selection::InlineFragment(fragment) => {
+                    let child = self.set(&fragment.node.selection_set.node)?;
+                    counts.add(child);
+                }
+                Selection::FragmentSpread(spread) => {
+                    spreads += 1;
+                    if spreads > self.limits.max_spreads {
+                        return Err(over(
+                            "fragment spreads in one selection set",
+                            "spreads",
+                            spreads,
+                            self.limits.max_spreads,
+                        ));
+                    }
+                    let child = self.fragment(spread.node.fragment_name.node.as_str())?;
+                    counts.add(child);
+                }
+            }
+            if counts.selections > self.limits.max_selections {
+                return Err(over(
+                    "field selections after expanding fragments",
+                    "selections",
+                    counts.selections,
+                    self.limits.max_selections,
+                ));
+            }
+        }
+        Ok(counts)
+    }
+
+    fn fragment(&mut self, name: &'a str) -> Result<Counts, ServerError> {
+        match self.memo.get(name) {
+            Some(Memo::Done(counts)) => return Ok(*counts),
+            Some(Memo::Visiting) => {
+                return Err(invalid(format!(
+                    "fragment \"{name}\" spreads itself (directly or through others)"
+                )));
+            }
+            None => {}
+        }
+        // Unknown fragments are validation's to report.
+        let Some((key, fragment)) = self.fragments.get_key_value(name) else {
+            return Ok(Counts::default());
+        };
+        self.memo.insert(key.as_str(), Memo::Visiting);
+        let counts = self.set(&fragment.node.selection_set.node)?;
+        self.memo.insert(key.as_str(), Memo::Done(counts));
+        Ok(counts)
+    }
+}
+
+/// Measures a parsed document against the limits, in time linear in its size.
+///
+/// # Errors
+/// `QUERY_TOO_COMPLEX` naming the measure, `GRAPHQL_VALIDATION_FAILED` for a fragment cycle,
+/// `BAD_USER_INPUT` for a NUL character in a value.
+pub fn analyse(
+    document: &ExecutableDocument,
+    variables: &Variables,
+    limits: &GraphqlSettings,
+) -> Result<Shape, ServerError> {
+    if document.fragments.len() > limits.max_fragments {
+        return Err(over(
+            "fragment definitions",
+            "fragments",
+            document.fragments.len(),
+            limits.max_fragments,
+        ));
+    }
+    let mut walker = Walker {
+        fragments: &document.fragments,
+        memo: HashMap::new(),
+        limits,
+    };
+    let mut shape = Shape::default();
+    let mut total = Counts::default();
+    for (_, operation) in document.operations.iter() {
+        let set = &operation.node.selection_set.node;
+        shape.root_fields = shape.root_fields.max(set.items.len());
+        let counts = walker.set(set)?;
+        total.selections = total.selections.saturating_add(counts.selections);
+        total.typenames = total.typenames.saturating_add(counts.typenames);
+        total.aliases = total.aliases.saturating_add(counts.aliases);
+        total.depth = total.depth.max(counts.depth);
+        if total.selections > limits.max_selections {
+            return Err(over(
+                "field selections after expanding fragments",
+                "selections",
+                total.selections,
+                limits.max_selections,
+            ));
+        }
+    }
+    // Fragments no operation uses are still validated: count them too (each once).
+    for name in document.fragments.keys() {
+        walker.fragment(name.as_str())?;
+    }
+    shape.selections = total.selections;
+    shape.typenames = total.typenames;
+    shape.aliases = total.aliases;
+    shape.depth = total.depth;
+    if shape.aliases > limits.max_aliases {
+        return Err(too_complex(
+            format!(
+                "the operation uses {} aliases; at most {} are allowed",
+                shape.aliases, limits.max_aliases
+            ),
+            "aliases",
+            shape.aliases,
+            limits.max_aliases,
+        ));
+    }
+    if shape.root_fields > limits.max_root_fields {
+        return Err(too_complex(
+            format!(
+                "the operation selects {} root fields; at most {} are allowed",
+                shape.root_fields, limits.max_root_fields
+            ),
+            "rootFields",
+            shape.root_fields,
+            limits.max_root_fields,
+        ));
+    }
+    if shape.depth > limits.max_depth {
+        return Err(too_complex(
+            format!(
+                "the operation is nested {} levels deep; at most {} are allowed",
+                shape.depth, limits.max_depth
+            ),
+            "depth",
+            shape.depth,
+            limits.max_depth,
+        ));
+    }
+    check_no_nul(document, variables)?;
+    Ok(shape)
+}
+
+fn nul_error() -> ServerError {
+    let mut error = ServerError::new("strings must not contain the NUL character (U+0000)", None);
+    let mut extensions = async_graphql::ErrorExtensionValues::default();
+    extensions.set("code", ErrorCode::BadUserInput.as_str());
+    error.extensions = Some(extensions);
+    error
+}
+
+fn value_has_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::List(items) => items.iter().any(value_has_nul),
+        Value::Object(map) => map
+            .iter()
+            .any(|(k, v)| k.as_str().contains('\0') || value_has_nul(v)),
+        _ => false,
+    }
+}
+
+fn set_has_nul(set: &SelectionSet) -> bool {
+    set.items.iter().any(|item| match &item.node {
+        Selection::Field(field) => {
+            field.node.arguments.iter().any(|(_, v)| {
+                v.node
+                    .clone()
+                    .into_const()
+                    .is_some_and(|v| value_has_nul(&v))
+            }) || set_has_nul(&field.node.selection_set.node)
+        }
+        Selection::InlineFragment(fragment) => set_has_nul(&fragment.node.selection_set.node),
+        Selection::FragmentSpread(_) => false,
+    })
+}
+
+/// PostgreSQL cannot store U+0000 in text, and no client means it: refuse it anywhere a value
+/// can come from (inline arguments, variable defaults, variables) before it reaches a resolver.
+fn check_no_nul(document: &ExecutableDocument, variables: &Variables) -> Result<(), ServerError> {
+    let in_variables = variables
+        .iter()
+        .any(|(k, v)| k.as_str().contains('\0') || value_has_nul(v));
+    let in_operations = document.operations.iter().any(|(_, op)| {
+        set_has_nul(&op.node.selection_set.node)
+            || op.node.variable_definitions.iter().any(|d| {
+                d.node
+                    .default_value
+                    .as_ref()
+                    .is_some_and(|v| value_has_nul(&v.node))
+            })
+    });
+    let in_fragments = document
+        .fragments
+        .values()
+        .any(|f| set_has_nul(&f.node.selection_set.node));
+    if in_variables || in_operations || in_fragments {
+        return Err(nul_error());
+    }
+    Ok(())
+}

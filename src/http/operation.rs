@@ -1,0 +1,437 @@
+//! One GraphQL operation, from request parameters to response, the same way for HTTP and
+//! WebSocket:
+//!
+//! 1. the document: a persisted query's hash resolved (or the text itself);
+//! 2. its text checked (size, tokens, nesting), then parsed, then measured after fragment
+//!    expansion (`graphql::document`) — all before async-graphql validates anything;
+//! 3. the operation selected, and what the transport forbids refused (mutations over GET,
+//!    subscriptions over HTTP);
+//! 4. the viewer, from the caller's credentials (an invalid one runs anonymously only for public
+//!    root fields);
+//! 5. per-root-field rate rules (`login=5/1m`), counted whatever the operation is named;
+//! 6. request data attached (viewer, client, request id, phase, the features' loaders);
+//! 7. execution under `GRAPHQL_EXECUTION_TIMEOUT`, in a task that is aborted when it runs over;
+//! 8. a document sent for registration (APQ) stored once it passed validation.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_graphql::parser::types::{
+    DocumentOperations, ExecutableDocument, OperationType, Selection,
+};
+use async_graphql::{ErrorExtensions as _, ServerError, Variables};
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::{Map, Value};
+use tokio::time::Instant;
+use tracing::Instrument as _;
+
+use super::persisted;
+use super::rate_limit::{self, Principal};
+use crate::error::{AppError, ErrorCode};
+use crate::graphql::{RequestPhase, document};
+use crate::identity::Caller;
+use crate::infra::rate_limit::Decision;
+use crate::schema::{self, AppSchema};
+use crate::state::AppState;
+use crate::telemetry::{self, RequestId};
+
+/// The GraphQL request parameters, checked against the specification's shapes (the WebSocket
+/// `subscribe` payload has the same shape).
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Params {
+    /// Absent when a persisted query's hash stands for it.
+    #[serde(default)]
+    pub query: Option<String>,
+    #[serde(default)]
+    pub operation_name: Option<String>,
+    #[serde(default)]
+    pub variables: Option<Map<String, Value>>,
+    #[serde(default)]
+    pub extensions: Option<Map<String, Value>>,
+}
+
+impl Params {
+    /// The request for `document` (the query itself, or what a persisted hash resolved to).
+    fn into_request(self, document: String) -> async_graphql::Request {
+        let mut request = async_graphql::Request::new(document);
+        if let Some(name) = self.operation_name {
+            request = request.operation_name(name);
+        }
+        if let Some(variables) = self.variables {
+            request = request.variables(Variables::from_json(Value::Object(variables)));
+        }
+        for (key, value) in self.extensions.unwrap_or_default() {
+            if let Ok(value) = async_graphql::Value::from_json(value) {
+                request.extensions.0.insert(key, value);
+            }
+        }
+        request
+    }
+}
+
+/// How the operation arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    HttpGet,
+    HttpPost,
+    WebSocket,
+}
+
+/// What the document says about the operation that would run.
+#[derive(Debug, Clone, Default)]
+pub struct OperationInfo {
+    pub name: Option<String>,
+    pub kind: Option<OperationType>,
+    /// Selects only root fields open to callers with bad credentials.
+    pub public: bool,
+    pub root_fields: Vec<String>,
+}
+
+impl OperationInfo {
+    pub fn kind_label(&self) -> &'static str {
+        match self.kind {
+            Some(OperationType::Query) => "query",
+            Some(OperationType::Mutation) => "mutation",
+            Some(OperationType::Subscription) => "subscription",
+            None => "unknown",
+        }
+    }
+}
+
+/// Refused before anything executed.
+#[derive(Debug)]
+pub struct Refusal {
+    pub errors: Vec<ServerError>,
+    /// A status the refusal imposes whatever the media type (401, 405, 429, 503, or 200 for a
+    /// persisted query the client should send in full).
+    pub status: Option<StatusCode>,
+    pub headers: HeaderMap,
+}
+
+impl Refusal {
+    fn new(error: ServerError, status: Option<StatusCode>) -> Self {
+        Self {
+            errors: vec![error],
+            status,
+            headers: HeaderMap::new(),
+        }
+    }
+
+    fn coded(message: &str, code: ErrorCode, status: Option<StatusCode>) -> Self {
+        let mut error = ServerError::new(message, None);
+        let mut extensions = async_graphql::ErrorExtensionValues::default();
+        extensions.set("code", code.as_str());
+        error.extensions = Some(extensions);
+        Self::new(error, status)
+    }
+
+    /// A service error, with the status its code implies on any media type when that status is
+    /// about the transport (credentials, rate limits, availability).
+    pub fn from_error(error: &AppError) -> Self {
+        let code = error.code();
+        let status = matches!(
+            code,
+            ErrorCode::Unauthenticated | ErrorCode::RateLimited | ErrorCode::ServiceUnavailable
+        )
+        .then(|| code.status());
+        let extended = error.extend();
+        let mut server = ServerError::new(extended.message, None);
+        server.extensions = extended.extensions;
+        let mut refusal = Self::new(server, status);
+        if let Some(retry) = error.retry_after()
+            && let Ok(value) = retry.to_string().parse()
+        {
+            refusal
+                .headers
+                .insert(axum::http::header::RETRY_AFTER, value);
+        }
+        refusal
+    }
+
+    /// The errors with the request id, as JSON.
+    pub fn errors_json(&self, request_id: &RequestId) -> Value {
+        let errors: Vec<Value> = self
+            .errors
+            .iter()
+            .map(|error| {
+                let mut error = error.clone();
+                error
+                    .extensions
+                    .get_or_insert_with(Default::default)
+                    .set("requestId", request_id.0.as_str());
+                serde_json::to_value(&error)
+                    .unwrap_or_else(|_| serde_json::json!({ "message": error.message }))
+            })
+            .collect();
+        Value::Array(errors)
+    }
+}
+
+/// An operation ready to execute: its request, and what [`finish`] needs afterwards.
+pub struct Prepared {
+    pub request: async_graphql::Request,
+    pub ticket: Ticket,
+}
+
+/// What is known about a prepared operation, for its bookkeeping once it has run.
+pub struct Ticket {
+    pub phase: Arc<RequestPhase>,
+    pub info: OperationInfo,
+    pub authenticated: bool,
+    /// `(hash, document)` to register once it validated (APQ).
+    register: Option<(String, String)>,
+    principal: Option<Principal>,
+}
+
+/// Steps 1–6: everything up to execution.
+///
+/// # Errors
+/// The refusal to answer with; nothing executed.
+pub async fn prepare(
+    app: &AppState,
+    params: Params,
+    transport: Transport,
+    caller: &Caller,
+    request_id: &RequestId,
+) -> Result<Prepared, Refusal> {
+    let mut params = params;
+    let resolved = persisted::resolve(app, params.query.take(), params.extensions.as_ref())
+        .await
+        .map_err(|refusal| {
+            // Apollo clients expect 200 here, then retry with the document.
+            let status = match refusal.code {
+                ErrorCode::PersistedQueryNotFound => Some(StatusCode::OK),
+                ErrorCode::BadRequest => Some(StatusCode::BAD_REQUEST),
+                _ => None,
+            };
+            Refusal::coded(&refusal.message, refusal.code, status)
+        })?;
+    let register = resolved
+        .register
+        .map(|hash| (hash, resolved.document.clone()));
+    let mut request = params.into_request(resolved.document);
+    let phase =
+        document::vet(&mut request, &app.settings.graphql).map_err(|e| Refusal::new(e, None))?;
+    let operation_name = request.operation_name.clone();
+    let parsed = request.parsed_query().map_err(|e| Refusal::new(e, None))?;
+    let info = select_operation(parsed, operation_name.as_deref());
+    if let Some(name) = &info.name {
+        tracing::Span::current().record("operation_name", name.as_str());
+    }
+
+    match (transport, info.kind) {
+        (Transport::HttpGet, Some(OperationType::Mutation)) => {
+            return Err(Refusal::coded(
+                "mutations are only accepted over POST",
+                ErrorCode::MethodNotAllowed,
+                Some(StatusCode::METHOD_NOT_ALLOWED),
+            ));
+        }
+        (Transport::HttpGet | Transport::HttpPost, Some(OperationType::Subscription)) => {
+            return Err(Refusal::coded(
+                "subscriptions are served over WebSocket at /graphql/ws",
+                ErrorCode::BadRequest,
+                None,
+            ));
+        }
+        _ => {}
+    }
+
+    let viewer = caller
+        .viewer(info.public)
+        .map_err(|e| Refusal::from_error(&e))?;
+    let principal = rate_limit::principal(app, &caller.client, viewer.user_id());
+    if let Some(principal) = &principal {
+        let bypass = viewer.has(crate::identity::permissions::RATE_LIMIT_BYPASS);
+        for rule in rate_limit::field_rules(app, principal, &info.root_fields) {
+            if bypass {
+                break;
+            }
+            match app
+                .rate_limiter
+                .hit(&rule.policy, &rule.key, rule.quota)
+                .await
+            {
+                Decision::Limited(window) => {
+                    let mut refusal = Refusal::from_error(&rate_limit::limited(&window));
+                    refusal.headers.extend(rate_limit::headers(&window));
+                    return Err(refusal);
+                }
+                Decision::Unavailable => {
+                    return Err(Refusal::from_error(&rate_limit::unavailable()));
+                }
+                Decision::Allowed(_) | Decision::StoreDown => {}
+            }
+        }
+    }
+
+    let authenticated = viewer.user_id().is_some();
+    let request = request
+        .data(request_id.clone())
+        .data(phase.clone())
+        .data(viewer)
+        .data(caller.client.clone());
+    let request = schema::attach_loaders(app, request);
+    Ok(Prepared {
+        request,
+        ticket: Ticket {
+            phase,
+            info,
+            authenticated,
+            register,
+            principal,
+        },
+    })
+}
+
+/// Steps 7–8: runs a query or mutation to its response under the execution deadline.
+pub async fn execute(app: &AppState, schema: &AppSchema, prepared: Prepared) -> Executed {
+    let started = Instant::now();
+    let Prepared { request, ticket } = prepared;
+    let request_id = request_id_of(&request);
+    let deadline = app.settings.graphql.execution_timeout;
+    let task = {
+        let schema = schema.clone();
+        let work =
+            async move { schema.execute(request).await }.instrument(tracing::Span::current());
+        match request_id.clone() {
+            Some(id) => tokio::spawn(telemetry::in_request(id, work)),
+            None => tokio::spawn(work),
+        }
+    };
+    let Some(response) = run_with_deadline(task, deadline).await else {
+        app.metrics.graphql_operation(
+            ticket.info.name.as_deref(),
+            ticket.info.kind_label(),
+            "timeout",
+            started.elapsed(),
+        );
+        return Executed {
+            response: None,
+            executed: ticket.phase.executed(),
+            ticket,
+        };
+    };
+    finish(app, &ticket, &response, started).await;
+    Executed {
+        executed: ticket.phase.executed(),
+        response: Some(response),
+        ticket,
+    }
+}
+
+/// Metrics and APQ registration once a response exists (also used for WebSocket operations).
+pub async fn finish(
+    app: &AppState,
+    ticket: &Ticket,
+    response: &async_graphql::Response,
+    started: Instant,
+) {
+    let Ticket {
+        phase,
+        info,
+        register,
+        principal,
+        ..
+    } = ticket;
+    let outcome = match (phase.executed(), response.errors.is_empty()) {
+        (false, _) => "request_error",
+        (true, true) => "ok",
+        (true, false) => "field_error",
+    };
+    app.metrics.graphql_operation(
+        info.name.as_deref(),
+        info.kind_label(),
+        outcome,
+        started.elapsed(),
+    );
+    if let Some((hash, document)) = register
+        && phase.validated()
+    {
+        persisted::register(app, principal.as_ref(), hash, document).await;
+    }
+}
+
+fn request_id_of(request: &async_graphql::Request) -> Option<RequestId> {
+    request
+        .data
+        .get(&std::any::TypeId::of::<RequestId>())
+        .and_then(|d| d.downcast_ref::<RequestId>())
+        .cloned()
+}
+
+/// Waits for `task` up to `deadline`; past it the task is aborted (its next await never returns).
+pub async fn run_with_deadline<T: Send + 'static>(
+    mut task: tokio::task::JoinHandle<T>,
+    deadline: Duration,
+) -> Option<T> {
+    match tokio::time::timeout(deadline, &mut task).await {
+        Ok(Ok(value)) => Some(value),
+        Ok(Err(join)) => {
+            if join.is_panic() {
+                tracing::error!(panic = ?join, "operation panicked");
+            }
+            None
+        }
+        Err(_) => {
+            task.abort();
+            tracing::warn!(
+                deadline = %humantime::format_duration(deadline),
+                "operation stopped at its deadline"
+            );
+            None
+        }
+    }
+}
+
+/// A response, or `None` when the deadline stopped the operation.
+pub struct Executed {
+    pub response: Option<async_graphql::Response>,
+    pub ticket: Ticket,
+    pub executed: bool,
+}
+
+/// The error for an operation stopped at its deadline.
+pub fn deadline_error(app: &AppState) -> AppError {
+    AppError::Timeout(app.settings.graphql.execution_timeout)
+}
+
+/// The name and type of the operation that would run, when the document says which, whether it
+/// only selects root fields open to callers with bad credentials, and its root field names.
+pub fn select_operation(document: &ExecutableDocument, requested: Option<&str>) -> OperationInfo {
+    let (name, operation) = match &document.operations {
+        DocumentOperations::Single(op) => (requested.map(str::to_owned), Some(op)),
+        DocumentOperations::Multiple(map) => match requested {
+            Some(name) => (Some(name.to_owned()), map.get(name)),
+            None if map.len() == 1 => map.iter().next().map_or((None, None), |(name, op)| {
+                (Some(name.to_string()), Some(op))
+            }),
+            None => (None, None),
+        },
+    };
+    let public_fields = schema::public_root_fields();
+    let items = operation.map(|op| &op.node.selection_set.node.items);
+    let public = items.is_some_and(|items| {
+        items.iter().all(|selection| match &selection.node {
+            Selection::Field(field) => public_fields.contains(&field.node.name.node.as_str()),
+            // Fragments could select anything: not public.
+            _ => false,
+        })
+    });
+    let root_fields = items.map_or_else(Vec::new, |items| {
+        items
+            .iter()
+            .filter_map(|selection| match &selection.node {
+                Selection::Field(field) => Some(field.node.name.node.to_string()),
+                _ => None,
+            })
+            .collect()
+    });
+    OperationInfo {
+        name,
+        kind: operation.map(|op| op.node.ty),
+        public,
+        root_fields,
+    }
+}

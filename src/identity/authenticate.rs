@@ -1,0 +1,208 @@
+//! From an access token to the caller, in one place for every transport.
+//!
+//! 1. The token's signature, algorithm, issuer, audience and expiry are checked locally.
+//! 2. The user's state — status, ban, session epoch, roles, permissions and the sessions revoked
+//!    recently — comes from the shared store, where it is cached for [`USER_STATE_TTL`]; the
+//!    transports fetch it in the same round trip as the rate-limit window ([`Op`]).
+//! 3. On a miss, or while the store is down, the database decides (a store error never means
+//!    "not revoked"); when the database cannot answer either, the caller is `Unavailable` (503),
+//!    never `Invalid` (401), so clients keep good sessions through an outage.
+//!
+//! Every change to a user's state goes through [`user_changed`], which drops the cached state
+//! (leaving a short tombstone, so a reader that loaded the old state just before cannot put it
+//! back) and tells every instance, whose open sockets then re-check their caller.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ColumnTrait as _, EntityTrait as _, QueryFilter as _};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::accounts;
+use super::events;
+use super::tokens::{self, Claims};
+use super::viewer::{AuthUser, Authentication};
+use crate::entities::revoked_sessions;
+use crate::error::{AppError, AppResult};
+use crate::infra::{Op, StoreResult};
+use crate::state::AppState;
+
+/// How long a user's state stays cached between changes.
+pub const USER_STATE_TTL: Duration = Duration::from_secs(60);
+
+/// How long a dropped state stays uncacheable, covering readers that loaded it before the change.
+const TOMBSTONE_TTL: Duration = Duration::from_secs(5);
+const TOMBSTONE: &[u8] = b"-";
+
+/// What authentication needs to know about a user.
+#[derive(Debug, Serialize, Deserialize)]
+struct UserState {
+    email: String,
+    epoch: i64,
+    active: bool,
+    banned: bool,
+    banned_until: Option<i64>,
+    roles: Vec<String>,
+    permissions: Vec<String>,
+    /// Sessions ended while their access tokens may still be unexpired.
+    revoked_sessions: Vec<Uuid>,
+}
+
+impl UserState {
+    fn usable(&self, now: DateTime<Utc>) -> bool {
+        let banned = self.banned
+            && self
+                .banned_until
+                .is_none_or(|until| until > now.timestamp());
+        self.active && !banned
+    }
+}
+
+pub fn user_state_key(user_id: Uuid) -> String {
+    format!("auth:user:{user_id}")
+}
+
+const INVALID: &str = "the access token is invalid, expired or revoked";
+
+/// Checks a token's signature and claims without any I/O.
+///
+/// # Errors
+/// The `Invalid` outcome to answer with.
+pub fn verify(state: &AppState, token: &str) -> Result<Claims, Authentication> {
+    tokens::verify_access_token(&state.settings, token)
+        .map_err(|_| Authentication::Invalid(INVALID.into()))
+}
+
+/// The store step that fetches the state of the token's user (to batch with others).
+pub fn state_op(claims: &Claims) -> Op {
+    Op::Get(user_state_key(claims.sub))
+}
+
+/// The full check of one token: local verification, then the user's current state.
+pub async fn authenticate(state: &AppState, token: &str) -> Authentication {
+    let claims = match verify(state, token) {
+        Ok(claims) => claims,
+        Err(invalid) => return invalid,
+    };
+    let cached = state.stores.kv.get(&user_state_key(claims.sub)).await;
+    resolve(state, &claims, cached).await
+}
+
+/// Decides on verified `claims` given what the store answered for [`state_op`].
+pub async fn resolve(
+    state: &AppState,
+    claims: &Claims,
+    cached: StoreResult<Option<Vec<u8>>>,
+) -> Authentication {
+    let loaded = match cached {
+        Ok(Some(bytes)) if bytes != TOMBSTONE => match serde_json::from_slice(&bytes) {
+            Ok(user_state) => Ok(Some(user_state)),
+            Err(_) => load(state, claims.sub, true).await,
+        },
+        Ok(Some(_)) => load(state, claims.sub, false).await,
+        Ok(None) => load(state, claims.sub, true).await,
+        Err(error) => {
+            error.log("user state cache unavailable; asking the database");
+            load(state, claims.sub, false).await
+        }
+    };
+    let user_state: UserState = match loaded {
+        Ok(Some(user_state)) => user_state,
+        Ok(None) => return Authentication::Invalid(INVALID.into()),
+        Err(error) => {
+            error.report();
+            return Authentication::Unavailable;
+        }
+    };
+    if !user_state.usable(Utc::now())
+        || user_state.epoch != claims.epoch
+        || user_state.revoked_sessions.contains(&claims.sid)
+    {
+        return Authentication::Invalid(INVALID.into());
+    }
+    Authentication::User(Arc::new(AuthUser {
+        id: claims.sub,
+        email: user_state.email,
+        session_id: claims.sid,
+        roles: user_state.roles.into_iter().collect(),
+        permissions: user_state.permissions.into_iter().collect(),
+        expires_at: DateTime::from_timestamp(claims.exp, 0).unwrap_or_else(Utc::now),
+    }))
+}
+
+/// Reads a user's state from the database, caching it when `cache` (and nobody dropped it since).
+async fn load(state: &AppState, user_id: Uuid, cache: bool) -> AppResult<Option<UserState>> {
+    let Some(user) = accounts::find_by_id(&state.db, user_id).await? else {
+        return Ok(None);
+    };
+    let access = accounts::load_access(&state.db, user_id).await?;
+    let revoked: Vec<Uuid> = revoked_sessions::Entity::find()
+        .filter(revoked_sessions::Column::UserId.eq(user_id))
+        .filter(revoked_sessions::Column::ExpiresAt.gt(Utc::now()))
+        .all(&state.db)
+        .await?
+        .into_iter()
+        .map(|r| r.session_id)
+        .collect();
+    let fresh = UserState {
+        email: user.email,
+        epoch: user.session_epoch,
+        active: user.is_active,
+        banned: user.banned_at.is_some(),
+        banned_until: user.banned_until.map(|t| t.timestamp()),
+        roles: access.roles.into_iter().collect(),
+        permissions: access.permissions.into_iter().collect(),
+        revoked_sessions: revoked,
+    };
+    if cache && let Ok(bytes) = serde_json::to_vec(&fresh) {
+        // Only into an empty slot: a tombstone means the state changed while we read it.
+        if let Err(error) = state
+            .stores
+            .kv
+            .set_if_absent(&user_state_key(user_id), &bytes, Some(USER_STATE_TTL))
+            .await
+        {
+            error.log("cannot cache a user's state");
+        }
+    }
+    Ok(Some(fresh))
+}
+
+/// Call after any committed change to a user's status, epoch, roles, permissions or sessions:
+/// the cached state is dropped (retried in the background while the store is unreachable, for as
+/// long as a stale entry could live) and every instance re-checks the user's open sockets.
+pub async fn user_changed(state: &AppState, user_id: Uuid) {
+    let key = user_state_key(user_id);
+    if let Err(error) = state
+        .stores
+        .kv
+        .set(&key, TOMBSTONE, Some(TOMBSTONE_TTL))
+        .await
+    {
+        error.log("cannot drop a user's cached state; retrying in the background");
+        let kv = state.stores.kv.clone();
+        let shutdown = state.shutdown.clone();
+        tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            let mut delay = Duration::from_millis(200);
+            while started.elapsed() < USER_STATE_TTL {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(delay) => {}
+                }
+                if kv.set(&key, TOMBSTONE, Some(TOMBSTONE_TTL)).await.is_ok() {
+                    return;
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        });
+    }
+    events::publish(state, user_id).await;
+}
+
+/// The error a transport reports when authentication is unavailable.
+pub fn unavailable() -> AppError {
+    AppError::Unavailable(anyhow::anyhow!("credentials cannot be checked right now"))
+}

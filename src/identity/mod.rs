@@ -1,0 +1,23 @@
+//! Who is calling and what they may do — below every feature, used by every layer.
+//!
+//! - [`viewer`]: the caller as the transports and resolvers see it ([`Viewer`], [`Caller`]).
+//! - [`authenticate`]: access token → caller, with the user's current state (docs/auth.md).
+//! - [`permissions`]: the permission model and the catalogue; [`rank`]: who may act on whom.
+//! - [`accounts`], [`sessions`], [`passwords`], [`tokens`]: the records behind it.
+//! - [`actor`]: who did a change, for the audit trail; [`events`]: identity changes, fanned out.
+
+pub mod accounts;
+pub mod actor;
+pub mod authenticate;
+pub mod events;
+pub mod passwords;
+pub mod permissions;
+pub mod rank;
+pub mod sessions;
+pub mod tokens;
+pub mod viewer;
+
+pub use actor::{Actor, Authority};
+pub use authenticate::user_changed;
+pub use permissions::{Catalogue, Permission};
+pub use viewer::{AuthUser, Authentication, Caller, ClientInfo, Viewer};

@@ -1,0 +1,233 @@
+//! Bounded caches in the shared store: each namespace holds at most `capacity` entries, evicting
+//! the least recently used, and an entry not used for its `ttl` expires. Memory stays bounded
+//! whatever clients send (persisted queries register documents here).
+//!
+//! In process: an LRU per namespace. On Redis: one hash (entries) and one sorted set (last use)
+//! per namespace, changed together by a Lua script, so the keyspace is two keys per namespace
+//! and the bound holds across instances.
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::sync::{LazyLock, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use lru::LruCache;
+use redis::Script;
+use tokio::time::Instant;
+
+use super::kv::{StoreError, StoreResult};
+use super::redis::RedisClient;
+
+/// The bounds of one namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    pub capacity: usize,
+    /// An entry unused for this long is gone.
+    pub ttl: Duration,
+}
+
+#[async_trait]
+pub trait BoundedCache: Send + Sync + 'static {
+    /// The entry, refreshing its last use.
+    async fn get(&self, namespace: &str, bounds: Bounds, key: &str)
+    -> StoreResult<Option<Vec<u8>>>;
+
+    /// Stores an entry, evicting the least recently used ones past the capacity.
+    async fn put(
+        &self,
+        namespace: &str,
+        bounds: Bounds,
+        key: &str,
+        value: &[u8],
+    ) -> StoreResult<()>;
+}
+
+struct Entry {
+    value: Vec<u8>,
+    used: Instant,
+}
+
+/// In-process: one LRU per namespace.
+#[derive(Default)]
+pub struct MemoryCache {
+    namespaces: Mutex<HashMap<String, LruCache<String, Entry>>>,
+}
+
+impl MemoryCache {
+    fn with<T>(
+        &self,
+        namespace: &str,
+        bounds: Bounds,
+        f: impl FnOnce(&mut LruCache<String, Entry>) -> T,
+    ) -> T {
+        let mut namespaces = self
+            .namespaces
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let capacity = NonZeroUsize::new(bounds.capacity).unwrap_or(NonZeroUsize::MIN);
+        let cache = namespaces
+            .entry(namespace.to_owned())
+            .or_insert_with(|| LruCache::new(capacity));
+        if cache.cap() != capacity {
+            cache.resize(capacity);
+        }
+        f(cache)
+    }
+}
+
+#[async_trait]
+impl BoundedCache for MemoryCache {
+    async fn get(
+        &self,
+        namespace: &str,
+        bounds: Bounds,
+        key: &str,
+    ) -> StoreResult<Option<Vec<u8>>> {
+        Ok(self.with(namespace, bounds, |cache| {
+            let now = Instant::now();
+            match cache.get_mut(key) {
+                Some(entry) if now.duration_since(entry.used) < bounds.ttl => {
+                    entry.used = now;
+                    Some(entry.value.clone())
+                }
+                Some(_) => {
+                    cache.pop(key);
+                    None
+                }
+                None => None,
+            }
+        }))
+    }
+
+    async fn put(
+        &self,
+        namespace: &str,
+        bounds: Bounds,
+        key: &str,
+        value: &[u8],
+    ) -> StoreResult<()> {
+        self.with(namespace, bounds, |cache| {
+            cache.put(
+                key.to_owned(),
+                Entry {
+                    value: value.to_vec(),
+                    used: Instant::now(),
+                },
+            );
+        });
+        Ok(())
+    }
+}
+
+/// `KEYS`: entries hash, last-use sorted set. `ARGV`: key, ttl ms.
+static GET: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"local t = redis.call('TIME')
+          local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+          local used = redis.call('ZSCORE', KEYS[2], ARGV[1])
+          if not used then return false end
+          if tonumber(used) < now - tonumber(ARGV[2]) then
+            redis.call('HDEL', KEYS[1], ARGV[1])
+            redis.call('ZREM', KEYS[2], ARGV[1])
+            return false
+          end
+          redis.call('ZADD', KEYS[2], now, ARGV[1])
+          return redis.call('HGET', KEYS[1], ARGV[1])",
+    )
+});
+
+/// `KEYS`: entries hash, last-use sorted set. `ARGV`: key, value, capacity, ttl ms.
+static PUT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"local t = redis.call('TIME')
+          local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+          redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+          redis.call('ZADD', KEYS[2], now, ARGV[1])
+          local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[4]))
+          for _, key in ipairs(stale) do redis.call('HDEL', KEYS[1], key) end
+          redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[4]))
+          local extra = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[3])
+          if extra > 0 then
+            local evicted = redis.call('ZPOPMIN', KEYS[2], extra)
+            for i = 1, #evicted, 2 do redis.call('HDEL', KEYS[1], evicted[i]) end
+          end
+          redis.call('PEXPIRE', KEYS[1], ARGV[4])
+          redis.call('PEXPIRE', KEYS[2], ARGV[4])
+          return 1",
+    )
+});
+
+pub struct RedisCache {
+    client: RedisClient,
+}
+
+impl RedisCache {
+    pub fn new(client: RedisClient) -> Self {
+        Self { client }
+    }
+
+    /// The two keys of a namespace, in one hash slot.
+    fn keys(&self, namespace: &str) -> (String, String) {
+        (
+            self.client.key(&format!("cache:{{{namespace}}}:entries")),
+            self.client.key(&format!("cache:{{{namespace}}}:used")),
+        )
+    }
+}
+
+fn ttl_ms(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+#[async_trait]
+impl BoundedCache for RedisCache {
+    async fn get(
+        &self,
+        namespace: &str,
+        bounds: Bounds,
+        key: &str,
+    ) -> StoreResult<Option<Vec<u8>>> {
+        let (entries, used) = self.keys(namespace);
+        let key = key.to_owned();
+        self.client
+            .run(|mut c| async move {
+                GET.key(entries)
+                    .key(used)
+                    .arg(key)
+                    .arg(ttl_ms(bounds.ttl))
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await
+    }
+
+    async fn put(
+        &self,
+        namespace: &str,
+        bounds: Bounds,
+        key: &str,
+        value: &[u8],
+    ) -> StoreResult<()> {
+        if bounds.capacity == 0 {
+            return Err(StoreError::Backend("a cache needs a capacity".into()));
+        }
+        let (entries, used) = self.keys(namespace);
+        let key = key.to_owned();
+        let value = value.to_vec();
+        self.client
+            .run(|mut c| async move {
+                let _: i64 = PUT
+                    .key(entries)
+                    .key(used)
+                    .arg(key)
+                    .arg(value)
+                    .arg(bounds.capacity)
+                    .arg(ttl_ms(bounds.ttl))
+                    .invoke_async(&mut c)
+                    .await?;
+                Ok(())
+            })
+            .await
+    }
+}

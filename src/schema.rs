@@ -1,0 +1,105 @@
+//! The served GraphQL schema, assembled from the feature registry (`crate::features`, whose
+//! `MergedObject` roots and `FEATURES` list this module is the kernel's only window on): limits
+//! and production policies, the permission catalogue, public root fields, jobs, tasks and
+//! request-scoped loaders.
+
+use std::sync::LazyLock;
+
+use async_graphql::{Schema, SchemaBuilder};
+
+use crate::config::Environment;
+use crate::feature::{Feature, Job, Task};
+use crate::features::{FEATURES, MutationRoot, QueryRoot, SubscriptionRoot};
+use crate::graphql::RequestContext;
+use crate::identity::Catalogue;
+use crate::identity::permissions::IDENTITY_PERMISSIONS;
+use crate::state::AppState;
+
+pub type AppSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
+
+/// Every registered feature.
+pub fn features() -> &'static [Feature] {
+    FEATURES
+}
+
+/// The types alone, without data or limits: what `export-schema` prints.
+pub fn schema_builder() -> SchemaBuilder<QueryRoot, MutationRoot, SubscriptionRoot> {
+    Schema::build(
+        QueryRoot::default(),
+        MutationRoot::default(),
+        SubscriptionRoot::default(),
+    )
+}
+
+/// The served schema: state, the request extension (limits, codes, request ids) and production
+/// policies.
+pub fn build_schema(state: &AppState) -> AppSchema {
+    let settings = &state.settings;
+    // Depth and complexity are enforced per caller by `RequestContext` (admins get a higher
+    // ceiling), with the measured values in the error.
+    let mut builder = schema_builder()
+        .data(state.clone())
+        .extension(RequestContext);
+    if !settings.graphql.introspection {
+        builder = builder.disable_introspection();
+    }
+    if settings.environment == Environment::Production {
+        builder = builder.disable_suggestions();
+    }
+    builder.finish()
+}
+
+/// The SDL that `multipult export-schema` prints and `schema.graphql` holds.
+pub fn sdl() -> String {
+    schema_builder().finish().sdl()
+}
+
+/// Identity's permissions plus every feature's.
+pub fn catalogue() -> Catalogue {
+    Catalogue::new(
+        IDENTITY_PERMISSIONS
+            .iter()
+            .chain(FEATURES.iter().flat_map(|f| f.permissions))
+            .copied(),
+    )
+}
+
+/// Root fields reachable with an invalid credential (running as anonymous).
+pub fn public_root_fields() -> &'static [&'static str] {
+    static FIELDS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+        let mut fields: Vec<&'static str> = FEATURES
+            .iter()
+            .flat_map(|f| f.public_root_fields)
+            .copied()
+            .collect();
+        fields.push("__typename");
+        fields
+    });
+    &FIELDS
+}
+
+pub fn jobs() -> impl Iterator<Item = &'static Job> {
+    FEATURES.iter().flat_map(|f| f.jobs)
+}
+
+pub fn tasks() -> impl Iterator<Item = &'static Task> {
+    FEATURES.iter().flat_map(|f| f.tasks)
+}
+
+/// Adds every feature's request-scoped loaders to one operation's request.
+pub fn attach_loaders(state: &AppState, request: async_graphql::Request) -> async_graphql::Request {
+    FEATURES
+        .iter()
+        .filter_map(|f| f.loaders)
+        .fold(request, |request, attach| attach(state, request))
+}
+
+/// Every feature's own HTTP routes.
+pub fn routes(state: &AppState) -> axum::Router {
+    FEATURES
+        .iter()
+        .filter_map(|f| f.routes)
+        .fold(axum::Router::new(), |router, routes| {
+            router.merge(routes(state.clone()))
+        })
+}
