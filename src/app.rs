@@ -123,38 +123,9 @@ async fn serve(
     state: AppState,
     signal: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let grace = state.settings.http.shutdown_timeout;
-    let shutdown = state.shutdown.clone();
-    let stopping = async move {
-        signal.await;
-        tracing::info!("shutdown requested; finishing in-flight requests");
-        shutdown.cancel();
-    };
-    let server = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(stopping);
-    let server = tokio::spawn(server.into_future());
-
-    // Once shutdown starts, the server gets `SHUTDOWN_TIMEOUT` to drain.
-    let cancelled = state.shutdown.clone();
-    let mut server = server;
-    tokio::select! {
-        result = &mut server => return finish(result, &state).await,
-        () = cancelled.cancelled() => {}
-    }
-    match tokio::time::timeout(grace, &mut server).await {
-        Ok(result) => finish(result, &state).await,
-        Err(_) => {
-            tracing::warn!(
-                timeout = %humantime::format_duration(grace),
-                "in-flight requests did not finish in time; closing them"
-            );
-            server.abort();
-            Ok(())
-        }
-    }
+    let result = crate::http::server::serve(listener, router, state.clone(), signal).await;
+    finish(&state).await;
+    result
 }
 
 /// Connects to the configured database (migrating it when `AUTO_MIGRATE`) and shared stores.
@@ -188,10 +159,9 @@ pub async fn prepare_state(
     AppState::new(settings, db, stores, catalogue)
 }
 
-async fn finish(
-    result: Result<std::io::Result<()>, tokio::task::JoinError>,
-    state: &AppState,
-) -> std::io::Result<()> {
+/// Waits (briefly) for upgraded WebSockets, which saw the cancellation and are sending their
+/// close frames.
+async fn finish(state: &AppState) {
     state.tasks.close();
     // WebSockets saw the cancellation and are sending their close frames.
     if tokio::time::timeout(Duration::from_secs(5), state.tasks.wait())
@@ -201,7 +171,6 @@ async fn finish(
         tracing::warn!("some WebSocket connections did not close in time");
     }
     tracing::info!("server stopped");
-    result.map_err(std::io::Error::other)?
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

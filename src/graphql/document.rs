@@ -40,6 +40,7 @@ pub fn vet(
 ) -> Result<Arc<RequestPhase>, ServerError> {
     check_text(&request.query, limits)?;
     let variables = request.variables.clone();
+    let operation_name = request.operation_name.clone();
     let parsed = request.parsed_query().map_err(|mut error| {
         let extensions = error.extensions.get_or_insert_with(Default::default);
         if extensions.get("code").is_none() {
@@ -48,6 +49,7 @@ pub fn vet(
         error
     })?;
     let shape = analyse(parsed, &variables, limits)?;
+    check_required_variables(parsed, operation_name.as_deref(), &variables)?;
     let phase = Arc::new(RequestPhase::default());
     phase.vetted(&shape);
     Ok(phase)
@@ -377,6 +379,51 @@ pub fn analyse(
     }
     check_no_nul(document, variables)?;
     Ok(shape)
+}
+
+/// The specification coerces variables before executing: a required variable (`$id: ID!`, no
+/// default) that is missing or null makes the whole request fail, with nothing executed.
+fn check_required_variables(
+    document: &ExecutableDocument,
+    operation_name: Option<&str>,
+    variables: &Variables,
+) -> Result<(), ServerError> {
+    use async_graphql::parser::types::{BaseType, DocumentOperations};
+    let operation = match (&document.operations, operation_name) {
+        (DocumentOperations::Single(op), _) => Some(op),
+        (DocumentOperations::Multiple(map), Some(name)) => map.get(name),
+        (DocumentOperations::Multiple(map), None) if map.len() == 1 => map.values().next(),
+        // Selecting the operation fails later with its own error.
+        _ => None,
+    };
+    let Some(operation) = operation else {
+        return Ok(());
+    };
+    for definition in &operation.node.variable_definitions {
+        let definition = &definition.node;
+        let required = !definition.var_type.node.nullable && definition.default_value.is_none();
+        let provided = variables
+            .get(&definition.name.node)
+            .is_some_and(|v| !matches!(v, Value::Null));
+        if required && !provided {
+            let type_name = match &definition.var_type.node.base {
+                BaseType::Named(name) => format!("{name}!"),
+                BaseType::List(_) => definition.var_type.node.to_string(),
+            };
+            let mut error = ServerError::new(
+                format!(
+                    "variable ${} of required type {type_name} was not provided",
+                    definition.name.node
+                ),
+                Some(definition.name.pos),
+            );
+            let mut extensions = async_graphql::ErrorExtensionValues::default();
+            extensions.set("code", ErrorCode::BadUserInput.as_str());
+            error.extensions = Some(extensions);
+            return Err(error);
+        }
+    }
+    Ok(())
 }
 
 fn nul_error() -> ServerError {

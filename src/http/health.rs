@@ -48,7 +48,16 @@ pub async fn ready(State(state): State<HttpState>) -> Response {
         )
     };
     let (database, redis) = tokio::join!(database, redis);
-    let checks: Vec<Check> = std::iter::once(database).chain(redis).collect();
+    let mut checks: Vec<Check> = std::iter::once(database).chain(redis).collect();
+    // Shutting down: tell the load balancer to send no more.
+    if app.shutdown.is_cancelled() {
+        checks.push(Check {
+            name: "shutdown",
+            ok: false,
+            latency_ms: 0,
+            error: Some("the server is shutting down".to_owned()),
+        });
+    }
     let ok = checks.iter().all(|c| c.ok);
     let status = if ok {
         StatusCode::OK

@@ -11,6 +11,7 @@ pub mod operation;
 pub mod persisted;
 pub mod rate_limit;
 pub mod request_id;
+pub mod server;
 pub mod ws;
 
 use std::time::Duration;
@@ -64,6 +65,10 @@ pub fn router(app: AppState) -> Router {
 
     let layers = ServiceBuilder::new()
         .layer(axum::middleware::from_fn(request_id::layer))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            server::close_when_draining,
+        ))
         .layer(CatchPanicLayer::custom(errors::panic_response))
         .layer(
             TraceLayer::new_for_http()

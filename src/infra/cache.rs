@@ -120,42 +120,47 @@ impl BoundedCache for MemoryCache {
     }
 }
 
-/// `KEYS`: entries hash, last-use sorted set. `ARGV`: key, ttl ms.
+/// Last-use scores are milliseconds × 1000 plus a sequence number, so uses within one
+/// millisecond keep their order. `KEYS`: entries hash, last-use sorted set, sequence counter.
+const CLOCK: &str = r"local t = redis.call('TIME')
+          local now = (tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)) * 1000
+          local score = now + redis.call('INCR', KEYS[3]) % 1000
+          local oldest = now - tonumber(ARGV[2]) * 1000
+          ";
+
+/// `ARGV`: key, ttl ms.
 static GET: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"local t = redis.call('TIME')
-          local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-          local used = redis.call('ZSCORE', KEYS[2], ARGV[1])
+    Script::new(&format!(
+        "{CLOCK}{}",
+        r"local used = redis.call('ZSCORE', KEYS[2], ARGV[1])
           if not used then return false end
-          if tonumber(used) < now - tonumber(ARGV[2]) then
+          if tonumber(used) < oldest then
             redis.call('HDEL', KEYS[1], ARGV[1])
             redis.call('ZREM', KEYS[2], ARGV[1])
             return false
           end
-          redis.call('ZADD', KEYS[2], now, ARGV[1])
-          return redis.call('HGET', KEYS[1], ARGV[1])",
-    )
+          redis.call('ZADD', KEYS[2], score, ARGV[1])
+          return redis.call('HGET', KEYS[1], ARGV[1])"
+    ))
 });
 
-/// `KEYS`: entries hash, last-use sorted set. `ARGV`: key, value, capacity, ttl ms.
+/// `ARGV`: key, ttl ms, value, capacity.
 static PUT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"local t = redis.call('TIME')
-          local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-          redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-          redis.call('ZADD', KEYS[2], now, ARGV[1])
-          local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[4]))
+    Script::new(&format!(
+        "{CLOCK}{}",
+        r"redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+          redis.call('ZADD', KEYS[2], score, ARGV[1])
+          local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', oldest)
           for _, key in ipairs(stale) do redis.call('HDEL', KEYS[1], key) end
-          redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[4]))
-          local extra = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[3])
+          redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', oldest)
+          local extra = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[4])
           if extra > 0 then
             local evicted = redis.call('ZPOPMIN', KEYS[2], extra)
             for i = 1, #evicted, 2 do redis.call('HDEL', KEYS[1], evicted[i]) end
           end
-          redis.call('PEXPIRE', KEYS[1], ARGV[4])
-          redis.call('PEXPIRE', KEYS[2], ARGV[4])
-          return 1",
-    )
+          for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
+          return 1"
+    ))
 });
 
 pub struct RedisCache {
@@ -167,12 +172,10 @@ impl RedisCache {
         Self { client }
     }
 
-    /// The two keys of a namespace, in one hash slot.
-    fn keys(&self, namespace: &str) -> (String, String) {
-        (
-            self.client.key(&format!("cache:{{{namespace}}}:entries")),
-            self.client.key(&format!("cache:{{{namespace}}}:used")),
-        )
+    /// The keys of a namespace, in one hash slot.
+    fn keys(&self, namespace: &str) -> [String; 3] {
+        ["entries", "used", "seq"]
+            .map(|part| self.client.key(&format!("cache:{{{namespace}}}:{part}")))
     }
 }
 
@@ -188,12 +191,13 @@ impl BoundedCache for RedisCache {
         bounds: Bounds,
         key: &str,
     ) -> StoreResult<Option<Vec<u8>>> {
-        let (entries, used) = self.keys(namespace);
+        let [entries, used, seq] = self.keys(namespace);
         let key = key.to_owned();
         self.client
             .run(|mut c| async move {
                 GET.key(entries)
                     .key(used)
+                    .key(seq)
                     .arg(key)
                     .arg(ttl_ms(bounds.ttl))
                     .invoke_async(&mut c)
@@ -212,7 +216,7 @@ impl BoundedCache for RedisCache {
         if bounds.capacity == 0 {
             return Err(StoreError::Backend("a cache needs a capacity".into()));
         }
-        let (entries, used) = self.keys(namespace);
+        let [entries, used, seq] = self.keys(namespace);
         let key = key.to_owned();
         let value = value.to_vec();
         self.client
@@ -220,10 +224,11 @@ impl BoundedCache for RedisCache {
                 let _: i64 = PUT
                     .key(entries)
                     .key(used)
+                    .key(seq)
                     .arg(key)
+                    .arg(ttl_ms(bounds.ttl))
                     .arg(value)
                     .arg(bounds.capacity)
-                    .arg(ttl_ms(bounds.ttl))
                     .invoke_async(&mut c)
                     .await?;
                 Ok(())

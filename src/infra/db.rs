@@ -13,11 +13,19 @@ use crate::config::DatabaseSettings;
 /// The database cannot be reached or the file cannot be created.
 pub async fn connect(settings: &DatabaseSettings) -> Result<DatabaseConnection, DbErr> {
     let url = settings.url.expose_secret();
-    if let Some(dir) = sqlite_file_dir(url) {
-        std::fs::create_dir_all(&dir).map_err(|e| {
+    if let Some(file) = sqlite_file(url) {
+        if let Some(dir) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
+            super::files::private_dir(dir).map_err(|e| {
+                DbErr::Custom(format!(
+                    "cannot create database folder {}: {e}",
+                    dir.display()
+                ))
+            })?;
+        }
+        super::files::private_file(&file).map_err(|e| {
             DbErr::Custom(format!(
-                "cannot create database folder {}: {e}",
-                dir.display()
+                "cannot create database file {}: {e}",
+                file.display()
             ))
         })?;
     }
@@ -53,17 +61,14 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
     Migrator::up(db, None).await
 }
 
-/// The folder of a SQLite file URL (`sqlite://data/multipult.db?mode=rwc` → `data`).
-fn sqlite_file_dir(url: &str) -> Option<std::path::PathBuf> {
+/// The file of a SQLite file URL (`sqlite://data/multipult.db?mode=rwc` → `data/multipult.db`).
+fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
     let path = url.strip_prefix("sqlite://")?;
     let path = path.split('?').next()?;
     if path.is_empty() || path.contains(":memory:") {
         return None;
     }
-    std::path::Path::new(path)
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .map(std::path::Path::to_path_buf)
+    Some(std::path::PathBuf::from(path))
 }
 
 /// `sqlite` or `postgres`, for stats and logs.

@@ -89,12 +89,19 @@ impl Mailer for OutboxMailer {
         let message = build(&self.from, email)?;
         let name = format!("{}.eml", uuid::Uuid::now_v7());
         let path = self.dir.join(&name);
-        tokio::fs::create_dir_all(&self.dir)
-            .await
-            .map_err(|e| MailError::Delivery(format!("outbox: {e}")))?;
-        tokio::fs::write(&path, message.formatted())
-            .await
-            .map_err(|e| MailError::Delivery(format!("outbox: {e}")))?;
+        let dir = self.dir.clone();
+        let bytes = message.formatted();
+        // Mail holds personal data and one-time links: only the owner may read it.
+        tokio::task::spawn_blocking(move || {
+            super::files::private_dir(&dir)?;
+            let mut file = super::files::private_file_options()
+                .truncate(true)
+                .open(&path)?;
+            std::io::Write::write_all(&mut file, &bytes)
+        })
+        .await
+        .map_err(|e| MailError::Delivery(format!("outbox: {e}")))?
+        .map_err(|e| MailError::Delivery(format!("outbox: {e}")))?;
         tracing::info!(file = %name, subject = %email.subject, "mail written to the outbox");
         Ok(())
     }

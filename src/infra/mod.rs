@@ -5,6 +5,7 @@ pub mod breaker;
 pub mod cache;
 pub mod crypto;
 pub mod db;
+pub mod files;
 pub mod jobs;
 pub mod kv;
 pub mod lock;

@@ -786,3 +786,135 @@ async fn audit_entries_resolve_their_actors_in_one_batch() {
         "one count, one page, one batch of actors: {statements}"
     );
 }
+
+/// The rank rules (`identity::rank`) on every admin mutation: what a moderator (and a custom
+/// role holding `admin:delete` and `roles:manage` but not everything) may not do, and that an
+/// admin still may.
+#[tokio::test]
+async fn every_admin_mutation_respects_rank_and_grant_rules() {
+    let app = TestApp::spawn().await;
+    let root = app.admin().await;
+    let moderator = app.user_with_roles("mod@example.com", &["moderator"]).await;
+    let peer = app
+        .user_with_roles("peer@example.com", &["moderator"])
+        .await;
+    let other_admin = app.user_with_roles("admin2@example.com", &["admin"]).await;
+    let plain = app.signed_up("plain@example.com").await;
+    // A custom role that may delete users and manage roles, but lacks the rest.
+    let created = gql(
+        &app,
+        &root,
+        "mutation { createRole(name: \"janitor\", permissions: [\"admin:read\", \"admin:delete\", \"roles:manage\"]) { name } }",
+        json!({}),
+    )
+    .await;
+    assert!(created.get("errors").is_none(), "{created}");
+    let janitor = app
+        .user_with_roles("janitor@example.com", &["janitor"])
+        .await;
+
+    let ban = "mutation($id: ID!) { banUser(userId: $id, reason: \"x\") { id } }";
+    let unban = "mutation($id: ID!) { unbanUser(userId: $id) { id } }";
+    let assign = |role: &str| {
+        format!(
+            "mutation($ids: [ID!]!) {{ bulkAssignRole(userIds: $ids, role: \"{role}\") {{ updated }} }}"
+        )
+    };
+    let remove = |role: &str| {
+        format!(
+            "mutation($ids: [ID!]!) {{ bulkRemoveRole(userIds: $ids, role: \"{role}\") {{ updated }} }}"
+        )
+    };
+    let delete = |email: &str| {
+        format!(
+            "mutation($id: ID!) {{ deleteUserPermanently(userId: $id, confirmEmail: \"{email}\") }}"
+        )
+    };
+
+    let refused: Vec<(&str, &Session, String, Value, &str)> = vec![
+        ("moderator grants itself admin", &moderator, assign("admin"), json!({ "ids": [moderator.user_id] }), "ROLE_NOT_GRANTABLE"),
+        ("moderator grants a user admin", &moderator, assign("admin"), json!({ "ids": [plain.user_id] }), "ROLE_NOT_GRANTABLE"),
+        ("moderator bans an admin", &moderator, ban.to_owned(), json!({ "id": other_admin.user_id }), "INSUFFICIENT_RANK"),
+        ("moderator bans a peer", &moderator, ban.to_owned(), json!({ "id": peer.user_id }), "INSUFFICIENT_RANK"),
+        ("moderator unbans a peer", &moderator, unban.to_owned(), json!({ "id": peer.user_id }), "INSUFFICIENT_RANK"),
+        ("moderator demotes a peer", &moderator, remove("moderator"), json!({ "ids": [peer.user_id] }), "INSUFFICIENT_RANK"),
+        ("moderator takes admin away", &moderator, remove("admin"), json!({ "ids": [other_admin.user_id] }), "ROLE_NOT_GRANTABLE"),
+        ("janitor deletes an admin", &janitor, delete("admin2@example.com"), json!({ "id": other_admin.user_id }), "INSUFFICIENT_RANK"),
+        ("janitor deletes a moderator", &janitor, delete("mod@example.com"), json!({ "id": moderator.user_id }), "INSUFFICIENT_RANK"),
+        ("janitor mints a role with more than it holds", &janitor, "mutation { createRole(name: \"super\", permissions: [\"admin:update\"]) { name } }".to_owned(), json!({}), "ROLE_NOT_GRANTABLE"),
+        ("janitor widens a role", &janitor, "mutation { updateRolePermissions(name: \"janitor\", permissions: [\"admin:read\", \"admin:delete\", \"roles:manage\", \"admin:update\"]) { name } }".to_owned(), json!({}), "ROLE_NOT_GRANTABLE"),
+        ("janitor strips the moderator role", &janitor, "mutation { updateRolePermissions(name: \"moderator\", permissions: []) { name } }".to_owned(), json!({}), "ROLE_NOT_GRANTABLE"),
+    ];
+    let entries_before = app.audit_entries().await.len();
+    for (name, actor, query, vars, reason) in &refused {
+        let body = gql(&app, actor, query, vars.clone()).await;
+        assert_eq!(code(&body), "FORBIDDEN", "{name}: {body}");
+        assert_eq!(
+            body["errors"][0]["extensions"]["reason"], *reason,
+            "{name}: {body}"
+        );
+    }
+    assert_eq!(
+        app.audit_entries().await.len(),
+        entries_before,
+        "no refused change was made or audited"
+    );
+    let me = gql(&app, &moderator, "{ me { roles { name } } }", json!({})).await;
+    assert!(
+        !me["data"]["me"]["roles"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({ "name": "admin" })),
+        "{me}"
+    );
+
+    // What each may do.
+    let allowed: Vec<(&str, &Session, String, Value)> = vec![
+        (
+            "moderator bans a user",
+            &moderator,
+            ban.to_owned(),
+            json!({ "id": plain.user_id }),
+        ),
+        (
+            "moderator unbans them",
+            &moderator,
+            unban.to_owned(),
+            json!({ "id": plain.user_id }),
+        ),
+        (
+            "moderator grants moderator to a user",
+            &moderator,
+            assign("moderator"),
+            json!({ "ids": [plain.user_id] }),
+        ),
+        (
+            "admin bans another admin",
+            &root,
+            ban.to_owned(),
+            json!({ "id": other_admin.user_id }),
+        ),
+        (
+            "admin unbans them",
+            &root,
+            unban.to_owned(),
+            json!({ "id": other_admin.user_id }),
+        ),
+        (
+            "admin demotes a moderator",
+            &root,
+            remove("moderator"),
+            json!({ "ids": [peer.user_id] }),
+        ),
+        (
+            "janitor deletes a plain user",
+            &janitor,
+            delete("peer@example.com"),
+            json!({ "id": peer.user_id }),
+        ),
+    ];
+    for (name, actor, query, vars) in allowed {
+        let body = gql(&app, actor, &query, vars).await;
+        assert!(body.get("errors").is_none(), "{name}: {body}");
+    }
+}

@@ -1129,3 +1129,184 @@ mod oauth {
         assert_eq!(me["data"]["me"]["id"], existing.user_id.as_str());
     }
 }
+
+#[tokio::test]
+async fn concurrent_wrong_guesses_are_refused_before_they_are_checked() {
+    let app = TestApp::spawn_with(|s| s.auth.login_max_failures = 5).await;
+    app.register("guessed@example.com", PASSWORD).await;
+    let guesses = (0..19).map(|i| {
+        let app = &app;
+        async move {
+            code(
+                &app.login_body("guessed@example.com", &format!("wrong guess {i}"))
+                    .await,
+            )
+            .to_owned()
+        }
+    });
+    let codes = futures_util::future::join_all(guesses).await;
+    let checked = codes.iter().filter(|c| *c == "UNAUTHENTICATED").count();
+    let refused = codes.iter().filter(|c| *c == "RATE_LIMITED").count();
+    assert_eq!(checked + refused, 19, "{codes:?}");
+    assert!(checked <= 5, "only five guesses were checked: {codes:?}");
+    // The right password is refused too while the account is throttled.
+    let body = app.login_body("guessed@example.com", PASSWORD).await;
+    assert_eq!(code(&body), "RATE_LIMITED", "{body}");
+}
+
+#[tokio::test]
+async fn a_reset_request_does_the_same_work_for_known_and_unknown_addresses() {
+    use std::sync::atomic::Ordering;
+    let app = TestApp::spawn_with(|s| s.jobs.workers = 0).await;
+    app.register("known@example.com", PASSWORD).await;
+    let reset = "mutation($e: String!) { requestPasswordReset(email: $e) }";
+    let mut work = vec![];
+    for email in ["known@example.com", "unknown@example.com"] {
+        let jobs_before = app.state.jobs.stats().await.unwrap().pending;
+        let statements_before = app.statements.load(Ordering::SeqCst);
+        let response = app.gql(None, reset, json!({ "e": email })).await;
+        let statements = app.statements.load(Ordering::SeqCst) - statements_before;
+        assert_eq!(response.data()["requestPasswordReset"], true);
+        let jobs = app.state.jobs.stats().await.unwrap().pending - jobs_before;
+        work.push((statements, jobs, response.body.to_string().len()));
+    }
+    assert_eq!(work[0], work[1], "(SQL statements, jobs, response bytes)");
+    assert_eq!(work[0].1, 1, "one job either way");
+}
+
+#[tokio::test]
+async fn strangers_cannot_flood_an_inbox() {
+    let app = TestApp::spawn_with(|s| {
+        s.graphql.max_aliases = 50;
+        s.graphql.max_root_fields = 50;
+    })
+    .await;
+    let owner = app.signed_up("victim@example.com").await;
+    app.wait_for_mail("victim@example.com", "Confirm your email address")
+        .await;
+    let registrations: String = (0..20)
+        .map(|i| format!("r{i}: register(input: {{ email: \"victim@example.com\", password: \"another long passphrase {i}\" }}) {{ message }} "))
+        .collect();
+    app.gql(None, &format!("mutation {{ {registrations} }}"), json!({}))
+        .await;
+    let resets: String = (0..20)
+        .map(|i| format!("p{i}: requestPasswordReset(email: \"victim@example.com\") "))
+        .collect();
+    app.gql(None, &format!("mutation {{ {resets} }}"), json!({}))
+        .await;
+    let verifications: String = (0..20)
+        .map(|i| format!("v{i}: requestEmailVerification "))
+        .collect();
+    app.gql(
+        Some(&owner.access),
+        &format!("mutation {{ {verifications} }}"),
+        json!({}),
+    )
+    .await;
+    // Let the jobs run.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while app.state.jobs.stats().await.unwrap().pending > 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mails = app.outbox();
+    let count = |subject: &str| {
+        mails
+            .iter()
+            .filter(|m| m.contains("To: victim@example.com") && m.contains(subject))
+            .count()
+    };
+    let limit = usize::try_from(app.state.settings.auth.mail_limit.limit).unwrap();
+    assert_eq!(count("You already have an account"), limit);
+    assert_eq!(count("Reset your password"), limit);
+    // The registration's own verification mail counts against the same cap.
+    assert_eq!(count("Confirm your email address"), limit);
+}
+
+#[tokio::test]
+async fn a_password_typed_as_the_email_is_not_kept_in_the_audit_log() {
+    let app = TestApp::spawn().await;
+    let secret = "my secret passphrase 123";
+    app.login_body(secret, "anything at all").await;
+    app.login_body("someone@example.com", "anything at all")
+        .await;
+    let entries = app.audit_entries().await;
+    let failed: Vec<_> = entries
+        .iter()
+        .filter(|e| e.action == "auth.login_failed")
+        .collect();
+    assert_eq!(failed.len(), 2);
+    assert!(entries.iter().all(|e| !e.metadata.contains(secret)));
+    let typed: Value = serde_json::from_str(&failed[1].metadata).unwrap();
+    assert!(typed["emailFingerprint"].is_string(), "{typed}");
+    let email: Value = serde_json::from_str(&failed[0].metadata).unwrap();
+    assert_eq!(email["email"], "someone@example.com");
+}
+
+#[tokio::test]
+async fn mailed_tokens_never_sit_in_the_jobs_table_and_finished_jobs_are_purged() {
+    let app = TestApp::spawn_with(|s| s.jobs.retention = Duration::from_millis(1)).await;
+    app.signed_up("mailed@example.com").await;
+    app.gql(
+        None,
+        "mutation { requestPasswordReset(email: \"mailed@example.com\") }",
+        json!({}),
+    )
+    .await;
+    let verify = app
+        .wait_for_mail("mailed@example.com", "Confirm your email address")
+        .await;
+    let reset = app
+        .wait_for_mail("mailed@example.com", "Reset your password")
+        .await;
+    use sea_orm::EntityTrait as _;
+    let jobs = multipult::entities::jobs::Entity::find()
+        .all(&app.state.db)
+        .await
+        .unwrap();
+    for token in [
+        crate::helpers::mail_token(&verify),
+        crate::helpers::mail_token(&reset),
+    ] {
+        assert!(
+            jobs.iter().all(|j| !j.payload.contains(&token)),
+            "no job payload holds a mailed token"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    multipult::maintenance::sweep(&app.state).await;
+    let left = multipult::entities::jobs::Entity::find()
+        .all(&app.state.db)
+        .await
+        .unwrap();
+    assert!(left.iter().all(|j| j.state != "done"), "{left:?}");
+}
+
+#[tokio::test]
+async fn addresses_mail_cannot_be_delivered_to_are_refused() {
+    let app = TestApp::spawn().await;
+    for email in [
+        "a@[127.0.0.1]",
+        "a@localhost",
+        "a@127.0.0.1",
+        "a b@example.com",
+    ] {
+        let response = app
+            .gql(
+                None,
+                "mutation($e: String!) { register(input: { email: $e, password: \"long enough passphrase\" }) { message } }",
+                json!({ "e": email }),
+            )
+            .await;
+        assert_eq!(
+            response.code(),
+            "BAD_USER_INPUT",
+            "{email}: {}",
+            response.body
+        );
+        assert!(!response.field_error("email").is_empty(), "{email}");
+    }
+}

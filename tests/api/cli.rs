@@ -44,7 +44,14 @@ fn bad_configuration_exits_2_naming_every_variable() {
 
     let (code, _, stderr) = run(&[("APP_ENV", "production")], &["serve"]);
     assert_eq!(code, 2);
-    for variable in ["JWT_SECRET", "SECRETS_KEY", "DATABASE_URL", "REDIS_URL"] {
+    for variable in [
+        "JWT_SECRET",
+        "SECRETS_KEY",
+        "DATABASE_URL",
+        "REDIS_URL",
+        "METRICS_TOKEN",
+        "SMTP_URL",
+    ] {
         assert!(stderr.contains(variable), "{variable} missing: {stderr}");
     }
 }
@@ -380,6 +387,8 @@ fn seeding_is_idempotent_reports_progress_and_is_refused_in_production() {
             "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
         ),
         ("AUTO_MIGRATE", "false"),
+        ("METRICS_TOKEN", "a-metrics-token"),
+        ("SMTP_URL", "smtp://127.0.0.1:1025"),
     ];
     let (code, _, stderr) = run(&production, &["admin", "seed"]);
     assert_eq!(code, 2, "{stderr}");

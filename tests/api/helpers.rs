@@ -120,7 +120,7 @@ impl Drop for RedisCleanupGuard {
         let Ok(client) = redis::Client::open(self.url.as_str()) else {
             return;
         };
-        let Ok(mut conn) = client.get_connection() else {
+        let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_secs(2)) else {
             return;
         };
         let keys: Vec<String> = redis::cmd("KEYS")
@@ -179,9 +179,12 @@ impl TestApp {
             database = Some(db);
         }
         configure(&mut settings);
+        // Only the test Redis holds keys to clean (tests also point at Redis servers that are
+        // down or hung on purpose).
         let redis_cleanup = settings
             .redis
-            .is_some()
+            .as_ref()
+            .is_some_and(|r| Some(r.url.expose_secret().to_owned()) == test_redis_url())
             .then(|| RedisCleanupGuard::for_settings(&settings));
 
         let mut connection = db::connect(&settings.database)
@@ -194,6 +197,25 @@ impl TestApp {
             counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         });
         let stores = SharedStores::from_settings(&settings).expect("stores");
+        Self::start(
+            settings,
+            connection,
+            stores,
+            statements,
+            database,
+            redis_cleanup,
+        )
+        .await
+    }
+
+    async fn start(
+        settings: Settings,
+        connection: sea_orm::DatabaseConnection,
+        stores: SharedStores,
+        statements: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        database: Option<TestDatabase>,
+        redis_cleanup: Option<RedisCleanupGuard>,
+    ) -> Self {
         let app = Application::build_with(settings, connection, stores)
             .await
             .expect("build app");
@@ -217,6 +239,29 @@ impl TestApp {
             _database: database,
             _redis: redis_cleanup,
         }
+    }
+
+    /// Two instances of one deployment: the same database, and the same shared stores — one
+    /// in-process set on the embedded default, or each its own Redis connections (same key
+    /// prefix) with `TEST_REDIS_URL`, so what crosses instances goes through Redis.
+    pub async fn spawn_pair_with(configure: impl Fn(&mut Settings)) -> (Self, Self) {
+        let first = Self::spawn_with(&configure).await;
+        let settings = first.state.settings.clone();
+        let stores = if settings.redis.is_some() {
+            SharedStores::from_settings(&settings).expect("stores")
+        } else {
+            first.state.stores.clone()
+        };
+        let second = Self::start(
+            settings,
+            first.state.db.clone(),
+            stores,
+            first.statements.clone(),
+            None,
+            None,
+        )
+        .await;
+        (first, second)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -453,5 +498,54 @@ impl TestApp {
             .all(&self.state.db)
             .await
             .unwrap()
+    }
+}
+
+/// A GraphQL response over HTTP, read once.
+#[derive(Debug, Clone)]
+pub struct GqlResponse {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl GqlResponse {
+    /// The first error's `extensions.code` (empty when there is none).
+    pub fn code(&self) -> &str {
+        self.body["errors"][0]["extensions"]["code"]
+            .as_str()
+            .unwrap_or_default()
+    }
+
+    pub fn data(&self) -> &Value {
+        &self.body["data"]
+    }
+
+    /// `extensions.<name>` of the first error.
+    pub fn extension(&self, name: &str) -> Value {
+        self.body["errors"][0]["extensions"][name].clone()
+    }
+
+    /// The message for `field` in the first error's `extensions.fields`.
+    pub fn field_error(&self, field: &str) -> &str {
+        self.body["errors"][0]["extensions"]["fields"][field]
+            .as_str()
+            .unwrap_or_default()
+    }
+
+    pub fn header(&self, name: &str) -> &str {
+        header(&self.headers, name)
+    }
+}
+
+impl TestApp {
+    /// POSTs a GraphQL request (with a bearer token when given).
+    pub async fn gql(&self, token: Option<&str>, query: &str, variables: Value) -> GqlResponse {
+        let (status, headers, body) = self.graphql_as(token, query, variables).await;
+        GqlResponse {
+            status,
+            headers,
+            body,
+        }
     }
 }

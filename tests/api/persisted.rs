@@ -208,3 +208,95 @@ fn safelist_mode_without_a_readable_manifest_is_a_configuration_error() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("PERSISTED_QUERIES_MANIFEST"));
 }
+
+#[tokio::test]
+async fn only_documents_that_validate_and_pass_the_limits_are_registered() {
+    let app = TestApp::spawn().await;
+    let invalid = "{ noSuchField }";
+    let (_, body) = post(
+        &app,
+        json!({ "query": invalid, "extensions": extension(&sha(invalid)) }),
+    )
+    .await;
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"],
+        "GRAPHQL_VALIDATION_FAILED"
+    );
+    let (_, body) = by_hash_over_get(&app, &sha(invalid)).await;
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "PERSISTED_QUERY_NOT_FOUND",
+        "an invalid document was not stored: {body}"
+    );
+
+    let aliases: String = (0..40).map(|i| format!("a{i}: __typename ")).collect();
+    let too_complex = format!("{{ {aliases} }}");
+    let (_, body) = post(
+        &app,
+        json!({ "query": too_complex, "extensions": extension(&sha(&too_complex)) }),
+    )
+    .await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "QUERY_TOO_COMPLEX");
+    let (_, body) = by_hash_over_get(&app, &sha(&too_complex)).await;
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"],
+        "PERSISTED_QUERY_NOT_FOUND"
+    );
+}
+
+#[tokio::test]
+async fn the_persisted_query_store_keeps_only_the_most_recently_used_documents() {
+    let app = TestApp::spawn_with(|s| s.persisted_queries.max_entries = 3).await;
+    let documents: Vec<String> = (0..5)
+        .map(|i| format!("query Q{i} {{ apiInfo {{ version }} }}"))
+        .collect();
+    for document in &documents {
+        let (_, body) = post(
+            &app,
+            json!({ "query": document, "extensions": extension(&sha(document)) }),
+        )
+        .await;
+        assert!(body.get("errors").is_none(), "{body}");
+    }
+    for (i, document) in documents.iter().enumerate() {
+        let (_, body) = by_hash_over_get(&app, &sha(document)).await;
+        let found = body.get("errors").is_none();
+        assert_eq!(found, i >= 2, "document {i}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn registrations_count_against_their_own_rate_limit() {
+    let app = TestApp::spawn_with(|s| {
+        s.rate_limit.enabled = true;
+        s.rate_limit.anonymous = multipult::config::Quota {
+            limit: 1000,
+            window: std::time::Duration::from_secs(60),
+        };
+        s.persisted_queries.registrations = multipult::config::Quota {
+            limit: 2,
+            window: std::time::Duration::from_secs(60),
+        };
+    })
+    .await;
+    let documents: Vec<String> = (0..4)
+        .map(|i| format!("query R{i} {{ __typename }}"))
+        .collect();
+    for document in &documents {
+        let (_, body) = post(
+            &app,
+            json!({ "query": document, "extensions": extension(&sha(document)) }),
+        )
+        .await;
+        // Past the limit the document still runs; it is just not stored.
+        assert_eq!(body["data"]["__typename"], "QueryRoot", "{body}");
+    }
+    let stored: Vec<bool> = futures_util::future::join_all(documents.iter().map(|d| async {
+        by_hash_over_get(&app, &sha(d))
+            .await
+            .1
+            .get("errors")
+            .is_none()
+    }))
+    .await;
+    assert_eq!(stored, [true, true, false, false]);
+}
