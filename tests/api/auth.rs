@@ -1310,3 +1310,37 @@ async fn addresses_mail_cannot_be_delivered_to_are_refused() {
         assert!(!response.field_error("email").is_empty(), "{email}");
     }
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_database_file_and_the_outbox_are_readable_by_their_owner_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = std::env::temp_dir().join(format!(
+        "multipult-private-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let data = dir.join("data");
+    let embedded = crate::helpers::test_database_url().is_none();
+    let app = TestApp::spawn_with(|s| {
+        s.data_dir = data.clone();
+        if embedded {
+            s.database.url = format!("sqlite://{}/multipult.db?mode=rwc", data.display()).into();
+            s.database.max_connections = 2;
+        }
+    })
+    .await;
+    app.signed_up("private@example.com").await;
+    app.wait_for_mail("private@example.com", "Confirm your email address")
+        .await;
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    let outbox = data.join("outbox");
+    assert_eq!(mode(&data), 0o700, "data folder");
+    assert_eq!(mode(&outbox), 0o700, "outbox folder");
+    for mail in std::fs::read_dir(&outbox).unwrap() {
+        assert_eq!(mode(&mail.unwrap().path()), 0o600, "mail file");
+    }
+    if embedded {
+        assert_eq!(mode(&data.join("multipult.db")), 0o600, "database file");
+    }
+}

@@ -106,6 +106,7 @@ async fn a_revoked_session_stays_revoked_while_the_store_is_down() {
     let after = app.gql(Some(&session.access), ME, json!({})).await;
     assert_eq!(after.status, 401, "{}", after.body);
     assert_eq!(after.code(), "UNAUTHENTICATED");
+    assert!(after.header("www-authenticate").contains("invalid_token"));
 }
 
 #[tokio::test]

@@ -62,3 +62,54 @@ async fn websockets_are_closed_with_1001_on_shutdown() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn no_keep_alive_request_is_dropped_by_a_shutdown() {
+    let mut app = TestApp::spawn().await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let url = app.url("/graphql");
+    let clients: Vec<_> = (0..32)
+        .map(|_| {
+            let stop = stop.clone();
+            let url = url.clone();
+            tokio::spawn(async move {
+                // One keep-alive connection per client, reused for every request.
+                let client = reqwest::Client::builder()
+                    .pool_max_idle_per_host(1)
+                    .build()
+                    .unwrap();
+                let (mut answered, mut dropped) = (0u32, Vec::new());
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let sent = client
+                        .post(&url)
+                        .json(&serde_json::json!({ "query": "{ __typename }" }))
+                        .send()
+                        .await;
+                    match sent {
+                        Ok(response) if response.status() == 200 => answered += 1,
+                        Ok(response) => dropped.push(format!("status {}", response.status())),
+                        // After the listener closed: refused at connect, which is clean.
+                        Err(error) if error.is_connect() => break,
+                        Err(error) => dropped.push(format!("{error:?}")),
+                    }
+                }
+                (answered, dropped)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let server = app.begin_shutdown().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for client in clients {
+        let (answered, dropped) = client.await.unwrap();
+        assert!(dropped.is_empty(), "dropped requests: {dropped:?}");
+        total += answered;
+    }
+    assert!(total >= 32, "the clients were busy: {total}");
+}

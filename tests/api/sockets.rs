@@ -280,3 +280,38 @@ async fn root_field_rules_apply_over_websocket_too() {
         ]
     );
 }
+
+#[tokio::test]
+async fn socket_operations_spend_the_same_cost_budget_as_http() {
+    let app = TestApp::spawn_with(|s| {
+        s.graphql.user_budget = Some(Quota {
+            limit: 10,
+            window: Duration::from_secs(3600),
+        });
+    })
+    .await;
+    let user = app.signed_up("spender@example.com").await;
+    // Four points over HTTP…
+    let spent = app
+        .gql(
+            Some(&user.access),
+            "{ a: __typename b: __typename c: __typename d: __typename }",
+            json!({}),
+        )
+        .await;
+    assert!(spent.body.get("errors").is_none(), "{}", spent.body);
+    let mut socket = connect(&app, "graphql-transport-ws").await.unwrap();
+    send(
+        &mut socket,
+        json!({ "type": "connection_init", "payload": { "token": user.access } }),
+    )
+    .await;
+    assert_eq!(next_json(&mut socket).await["type"], "connection_ack");
+    // …four over the socket, then the next four do not fit in the ten.
+    let query = "{ a: __typename b: __typename c: __typename d: __typename }";
+    let first = operation(&mut socket, "a", query, json!({})).await;
+    assert_eq!(first["type"], "next", "{first}");
+    let second = operation(&mut socket, "b", query, json!({})).await;
+    assert_eq!(second["type"], "error", "{second}");
+    assert_eq!(second["payload"][0]["extensions"]["code"], "RATE_LIMITED");
+}

@@ -327,3 +327,57 @@ async fn the_server_sends_keep_alives_on_both_subprotocols() {
         );
     }
 }
+
+/// Opens `/graphql/ws` by hand, sends `frame` as raw bytes after the handshake and returns the
+/// close code the server answers with.
+async fn close_code_for_raw_frame(app: &TestApp, frame: &[u8]) -> Option<u16> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
+        .await
+        .unwrap();
+    let request = "GET /graphql/ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+                   Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                   Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: graphql-transport-ws\r\n\r\n";
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    stream.write_all(frame).await.unwrap();
+    // The server's close frame: 0x88, a length, then the code.
+    let mut reply = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut reply))
+        .await
+        .ok()?
+        .ok()?;
+    (reply[0] == 0x88).then(|| u16::from_be_bytes([reply[2], reply[3]]))
+}
+
+/// A masked client frame (the mask is all zeros, so the payload goes as is).
+fn client_frame(first_byte: u8, payload: &[u8]) -> Vec<u8> {
+    let mut frame = vec![first_byte, 0x80 | u8::try_from(payload.len()).unwrap()];
+    frame.extend_from_slice(&[0, 0, 0, 0]);
+    frame.extend_from_slice(payload);
+    frame
+}
+
+#[tokio::test]
+async fn broken_frames_close_with_the_protocol_codes() {
+    let app = TestApp::spawn().await;
+    // A text frame that is not UTF-8: 1007.
+    let not_utf8 = client_frame(0x81, &[0xff, 0xfe, 0xfd]);
+    assert_eq!(close_code_for_raw_frame(&app, &not_utf8).await, Some(1007));
+    // Reserved bits set without an extension: 1002.
+    let reserved = client_frame(0x81 | 0x40, b"{}");
+    assert_eq!(close_code_for_raw_frame(&app, &reserved).await, Some(1002));
+    // An unknown opcode: 1002.
+    let opcode = client_frame(0x83, b"{}");
+    assert_eq!(close_code_for_raw_frame(&app, &opcode).await, Some(1002));
+}
