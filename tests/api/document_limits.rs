@@ -319,3 +319,37 @@ async fn a_missing_required_variable_is_a_request_error() {
         response.body
     );
 }
+
+#[tokio::test]
+async fn an_operation_over_websocket_is_stopped_at_its_deadline_too() {
+    let app = TestApp::spawn_with(|s| {
+        s.graphql.execution_timeout = Duration::from_millis(100);
+        s.graphql.max_aliases = 50;
+        s.graphql.max_root_fields = 50;
+    })
+    .await;
+    let registrations: String = (0..40)
+        .map(|i| {
+            format!(
+                "r{i}: register(input: {{ email: \"ws{i}@example.com\", password: \"long enough passphrase\" }}) {{ message }} "
+            )
+        })
+        .collect();
+    let mut socket = connect(&app, "graphql-transport-ws").await.unwrap();
+    init(&mut socket).await;
+    send(
+        &mut socket,
+        json!({ "type": "subscribe", "id": "slow", "payload": { "query": format!("mutation {{ {registrations} }}") } }),
+    )
+    .await;
+    let message = next_json(&mut socket).await;
+    assert_eq!(message["type"], "error", "{message}");
+    assert_eq!(message["payload"][0]["extensions"]["code"], "TIMEOUT");
+    // The socket goes on.
+    send(
+        &mut socket,
+        json!({ "type": "subscribe", "id": "next", "payload": { "query": "{ __typename }" } }),
+    )
+    .await;
+    assert_eq!(next_json(&mut socket).await["type"], "next");
+}
