@@ -39,7 +39,12 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
-    let mut settings = Settings::for_tests();
+    let vars = std::collections::BTreeMap::from(
+        [("APP_ENV", "test"), ("APP_PORT", "0")].map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
+    let mut settings =
+        Settings::from_vars(vars, &multipult::schema::sections()).expect("valid settings");
+    settings.ensure_secrets().expect("ephemeral secrets");
     let dir = std::env::temp_dir().join(format!("multipult-bench-{}", Uuid::new_v4().simple()));
     let url = std::env::var("BENCH_DATABASE_URL")
         .unwrap_or_else(|_| format!("sqlite://{}/bench.db?mode=rwc", dir.display()));

@@ -125,7 +125,7 @@ pub fn main() -> ExitCode {
         _ => {}
     }
 
-    let mut settings = match Settings::from_process_env() {
+    let mut settings = match Settings::from_process_env(&crate::schema::sections()) {
         Ok(settings) => settings,
         Err(errors) => {
             eprint!("{errors}");
@@ -180,8 +180,8 @@ pub fn main() -> ExitCode {
             Command::Migrate { action } => migrate(settings, action).await,
             Command::Admin { action } => admin(settings, action).await,
             Command::CheckConfig => {
-                for (name, value) in settings.describe() {
-                    println!("{name}={value}");
+                for read in settings.describe() {
+                    println!("{}={}", read.name, read.value);
                 }
                 Ok(ExitCode::SUCCESS)
             }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 
+use crate::config::Section;
 use crate::identity::Permission;
 use crate::infra::jobs::JobHandler;
 use crate::state::AppState;
@@ -40,6 +41,8 @@ pub struct Feature {
     pub loaders: Option<AttachLoaders>,
     /// HTTP routes besides GraphQL (OAuth callbacks, webhooks), behind every kernel layer.
     pub routes: Option<fn(AppState) -> axum::Router>,
+    /// The feature's own settings, read with the rest at start (`settings.section::<T>()`).
+    pub settings: Option<Section>,
 }
 
 impl Feature {
@@ -54,6 +57,7 @@ impl Feature {
             tasks: &[],
             loaders: None,
             routes: None,
+            settings: None,
         }
     }
 }

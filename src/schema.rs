@@ -103,3 +103,8 @@ pub fn routes(state: &AppState) -> axum::Router {
             router.merge(routes(state.clone()))
         })
 }
+
+/// Every feature's own settings section.
+pub fn sections() -> Vec<crate::config::Section> {
+    FEATURES.iter().filter_map(|f| f.settings).collect()
+}

@@ -715,8 +715,10 @@ async fn system_stats_count_what_is_there() {
 #[tokio::test]
 async fn retention_removes_only_entries_older_than_configured() {
     let app = TestApp::spawn_with(|s| {
-        s.audit.retention_days = Some(30);
-        s.audit.retention_interval = Duration::from_millis(100);
+        s.set_section(multipult::features::audit::settings::AuditSettings {
+            retention_days: Some(30),
+            retention_interval: Duration::from_millis(100),
+        });
     })
     .await;
     use sea_orm::{ActiveModelTrait as _, Set};

@@ -6,6 +6,8 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use secrecy::ExposeSecret as _;
 use serde_json::{Value, json};
 
+use multipult::features::auth::settings::SocialSettings;
+
 use crate::helpers::{LOGIN, PASSWORD, REFRESH, Session, TestApp, header};
 
 const ME: &str = "{ me { id email roles { name } permissions } }";
@@ -874,8 +876,14 @@ fn telegram_payload(bot_token: &str, auth_date: i64) -> serde_json::Map<String, 
 #[tokio::test]
 async fn telegram_login_accepts_only_fresh_correctly_signed_payloads() {
     let bot = "123456:telegram-test-bot-token";
-    let app =
-        TestApp::spawn_with(|s| s.social.telegram_bot_token = Some(bot.to_owned().into())).await;
+    let app = TestApp::spawn_with(|s| {
+        s.set_section(SocialSettings {
+            telegram_bot_token: Some(bot.to_owned().into()),
+            telegram_max_age: Duration::from_secs(3600),
+            ..SocialSettings::default()
+        });
+    })
+    .await;
     let query = "mutation($d: JSON!) { loginWithTelegram(data: $d) { accessToken user { id displayName } } }";
     let now = chrono::Utc::now().timestamp();
 
@@ -951,9 +959,10 @@ mod oauth {
     async fn app_for(server: &MockServer) -> TestApp {
         let base = server.uri();
         TestApp::spawn_with(|s| {
-            s.social.oauth.insert(
+            let mut social = multipult::features::auth::settings::SocialSettings::default();
+            social.oauth.insert(
                 "generic".into(),
-                multipult::config::OAuthProvider {
+                multipult::features::auth::settings::OAuthProvider {
                     client_id: "client-123".into(),
                     client_secret: "client-secret".to_owned().into(),
                     auth_url: format!("{base}/authorize").parse().unwrap(),
@@ -962,7 +971,8 @@ mod oauth {
                     scopes: vec!["openid".into(), "email".into()],
                 },
             );
-            s.social.redirect_allowlist = vec![FRONTEND.parse().unwrap()];
+            social.redirect_allowlist = vec![FRONTEND.parse().unwrap()];
+            s.set_section(social);
         })
         .await
     }

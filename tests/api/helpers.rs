@@ -133,9 +133,28 @@ impl Drop for RedisCleanupGuard {
     }
 }
 
+/// Settings for tests: in-memory SQLite, no Redis, ephemeral secrets, port 0.
+pub fn test_settings() -> Settings {
+    let vars = std::collections::BTreeMap::from(
+        [
+            ("APP_ENV", "test"),
+            ("APP_PORT", "0"),
+            ("DATABASE_URL", "sqlite::memory:"),
+            ("DATABASE_MAX_CONNECTIONS", "1"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
+    let mut settings =
+        Settings::from_vars(vars, &multipult::schema::sections()).expect("test settings are valid");
+    settings
+        .ensure_secrets()
+        .expect("test secrets are ephemeral");
+    settings
+}
+
 /// The settings a test app starts from: test environment, port 0, backends from the env.
 pub fn base_settings() -> Settings {
-    let mut settings = Settings::for_tests();
+    let mut settings = test_settings();
     settings.redis = test_redis_settings();
     settings.key_prefix = unique_prefix();
     // Each app writes its own outbox; jobs are picked up and retried quickly.

@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt as _;
-use multipult::config::Settings;
 use multipult::infra::SharedStores;
 
 use crate::helpers::{RedisCleanupGuard, test_redis_settings, unique_prefix};
@@ -19,7 +18,7 @@ fn backends() -> Vec<(
     let memory = SharedStores::in_process();
     let mut out = vec![("memory", memory.clone(), memory, None)];
     if let Some(redis) = test_redis_settings() {
-        let mut settings = Settings::for_tests();
+        let mut settings = crate::helpers::test_settings();
         settings.redis = Some(redis);
         settings.key_prefix = unique_prefix();
         let a = SharedStores::from_settings(&settings).unwrap();

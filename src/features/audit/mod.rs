@@ -3,6 +3,7 @@
 
 mod resolvers;
 pub mod service;
+pub mod settings;
 mod types;
 
 pub use resolvers::AuditQuery;
@@ -16,6 +17,7 @@ pub const AUDIT_READ: Permission =
 
 pub const FEATURE: Feature = Feature {
     permissions: &[AUDIT_READ],
+    settings: Some(settings::SECTION),
     tasks: &[Task {
         name: "audit-retention",
         run: service::retention_task,

@@ -134,10 +134,13 @@ pub fn retention_task(state: AppState) -> futures_util::future::BoxFuture<'stati
 /// Applies `AUDIT_RETENTION_DAYS` periodically until shutdown; one instance at a time (a lease in
 /// the shared store), so a fleet does the work once.
 pub async fn run_retention(state: AppState) {
-    let Some(days) = state.settings.audit.retention_days else {
+    let Some(settings) = state.settings.section::<super::settings::AuditSettings>() else {
         return;
     };
-    let every = state.settings.audit.retention_interval;
+    let Some(days) = settings.retention_days else {
+        return;
+    };
+    let every = settings.retention_interval;
     let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {

@@ -11,6 +11,7 @@ mod password;
 mod registration;
 mod resolvers;
 mod routes;
+pub mod settings;
 pub mod social;
 pub mod two_factor;
 mod types;
@@ -34,5 +35,6 @@ pub const FEATURE: Feature = Feature {
         handler: mail::handler,
     }],
     routes: Some(routes::routes),
+    settings: Some(settings::SECTION),
     ..Feature::new("auth")
 };

@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use url::Url;
 
+use super::settings::{OAuthProvider, SocialSettings};
 use super::social::{self, ExternalIdentity};
-use crate::config::OAuthProvider;
 use crate::error::{AppError, AppResult};
 use crate::identity::ClientInfo;
 use crate::identity::sessions::Tokens;
@@ -40,7 +40,7 @@ fn state_key(state: &str) -> String {
 }
 
 fn provider<'a>(state: &'a AppState, name: &str) -> AppResult<&'a OAuthProvider> {
-    state.settings.social.oauth.get(name).ok_or_else(|| {
+    SocialSettings::of(state).oauth.get(name).ok_or_else(|| {
         AppError::NotFound(format!("no OAuth provider named {name:?} is configured"))
     })
 }
@@ -91,7 +91,8 @@ pub fn redirect_allowed(allowlist: &[Url], candidate: &str) -> Option<Url> {
 /// allowlist.
 pub async fn start(state: &AppState, name: &str, redirect_uri: &str) -> AppResult<Url> {
     let config = provider(state, name)?;
-    let Some(redirect) = redirect_allowed(&state.settings.social.redirect_allowlist, redirect_uri)
+    let Some(redirect) =
+        redirect_allowed(&SocialSettings::of(state).redirect_allowlist, redirect_uri)
     else {
         return Err(AppError::invalid(
             "redirect_uri",

@@ -159,7 +159,8 @@ pub fn verify_telegram(
     state: &AppState,
     data: &BTreeMap<String, serde_json::Value>,
 ) -> AppResult<ExternalIdentity> {
-    let Some(bot_token) = &state.settings.social.telegram_bot_token else {
+    let social = super::settings::SocialSettings::of(state);
+    let Some(bot_token) = &social.telegram_bot_token else {
         return Err(AppError::BadRequest(
             "Telegram login is not configured".into(),
         ));
@@ -190,8 +191,7 @@ pub fn verify_telegram(
         .and_then(|d| d.as_i64().or_else(|| d.as_str()?.parse().ok()))
         .ok_or_else(invalid)?;
     let age = Utc::now().timestamp() - auth_date;
-    let max_age =
-        i64::try_from(state.settings.social.telegram_max_age.as_secs()).unwrap_or(i64::MAX);
+    let max_age = i64::try_from(social.telegram_max_age.as_secs()).unwrap_or(i64::MAX);
     if !(-60..=max_age).contains(&age) {
         return Err(invalid());
     }

@@ -14,7 +14,7 @@ pub const MAX_INTERVAL_MS: i32 = 60_000;
 pub fn api_info(state: &AppState) -> ApiInfo {
     ApiInfo {
         version: env!("CARGO_PKG_VERSION").to_owned(),
-        environment: state.settings.environment,
+        environment: state.settings.environment.into(),
     }
 }
 

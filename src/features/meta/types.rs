@@ -1,7 +1,23 @@
 use async_graphql::SimpleObject;
 use chrono::{DateTime, Utc};
 
-use crate::config::Environment;
+/// Where the process runs; decides defaults and how strict validation is.
+#[derive(async_graphql::Enum, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Development,
+    Test,
+    Production,
+}
+
+impl From<crate::config::Environment> for Environment {
+    fn from(environment: crate::config::Environment) -> Self {
+        match environment {
+            crate::config::Environment::Development => Self::Development,
+            crate::config::Environment::Test => Self::Test,
+            crate::config::Environment::Production => Self::Production,
+        }
+    }
+}
 
 /// The running build and where it runs.
 #[derive(SimpleObject)]

@@ -1,0 +1,85 @@
+//! `APP_HOST`, `APP_PORT`, `PUBLIC_URL` and the HTTP server's limits.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use url::Url;
+
+use super::reader::Reader;
+
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub host: IpAddr,
+    pub port: u16,
+    pub public_url: Url,
+    pub body_limit: usize,
+    pub request_timeout: Duration,
+    pub shutdown_timeout: Duration,
+    /// Exact origins allowed by CORS; empty means no cross-origin access.
+    pub cors_origins: Vec<String>,
+    pub metrics_token: Option<SecretString>,
+    pub health_check_timeout: Duration,
+}
+
+fn display_host(host: IpAddr) -> String {
+    match host {
+        IpAddr::V6(v6) => format!("[{v6}]"),
+        IpAddr::V4(v4) if v4.is_unspecified() => "127.0.0.1".to_owned(),
+        IpAddr::V4(v4) => v4.to_string(),
+    }
+}
+
+impl HttpSettings {
+    /// `None` only when a problem was recorded (the settings are then refused as a whole).
+    pub fn read(r: &mut Reader<'_>, production: bool) -> Option<Self> {
+        let host = r.parse(
+            "APP_HOST",
+            IpAddr::from([127, 0, 0, 1]),
+            "an IP address such as 127.0.0.1 or 0.0.0.0",
+        );
+        let port = r.parse("APP_PORT", 8080u16, "a port number from 0 to 65535");
+        let default_url = format!("http://{}:{port}/", display_host(host));
+        let public_url = r.http_url("PUBLIC_URL", Some(&default_url));
+        let metrics_token = r.secret("METRICS_TOKEN");
+        if production && metrics_token.is_none() {
+            // Metrics name users' operations, routes and error rates: not for the public.
+            r.fail(
+                "METRICS_TOKEN",
+                "is required in production (Prometheus sends it as a bearer token)",
+            );
+        }
+        let cors_origins: Vec<String> = r
+            .list("CORS_ORIGINS")
+            .into_iter()
+            .map(|o| o.trim_end_matches('/').to_owned())
+            .collect();
+        for origin in &cors_origins {
+            let valid = origin != "*"
+                && Url::parse(origin).is_ok_and(|u| {
+                    matches!(u.scheme(), "http" | "https") && u.has_host() && u.path() == "/"
+                });
+            if !valid {
+                r.fail(
+                    "CORS_ORIGINS",
+                    format!("{origin:?} is not an origin such as https://app.example.com"),
+                );
+            }
+        }
+        let body_limit = r.byte_size("HTTP_BODY_LIMIT", 1024 * 1024);
+        let request_timeout = r.duration("HTTP_REQUEST_TIMEOUT", Duration::from_secs(30));
+        let shutdown_timeout = r.duration("SHUTDOWN_TIMEOUT", Duration::from_secs(30));
+        let health_check_timeout = r.duration("HEALTH_CHECK_TIMEOUT", Duration::from_secs(2));
+        Some(Self {
+            host,
+            port,
+            public_url: public_url?,
+            body_limit,
+            request_timeout,
+            shutdown_timeout,
+            cors_origins,
+            metrics_token,
+            health_check_timeout,
+        })
+    }
+}

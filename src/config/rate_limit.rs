@@ -1,0 +1,72 @@
+//! Request rate limits (`RATE_LIMIT_*`, `TRUSTED_PROXIES`) and the grammar of their rules.
+
+use super::reader::{Quota, Reader};
+
+/// What a rule applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuleTarget {
+    /// A GraphQL root field (`login`): operations selecting it count against the rule.
+    Field(String),
+    /// A path prefix (`/auth/oauth`).
+    Path(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct RateLimitSettings {
+    pub enabled: bool,
+    pub user: Quota,
+    pub anonymous: Quota,
+    pub rules: Vec<(RuleTarget, Quota)>,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Clients never limited.
+    pub allowlist: Vec<ipnet::IpNet>,
+    /// Refuse (503) instead of letting requests through when the store is unreachable.
+    pub fail_closed: bool,
+}
+
+/// One rule: `login=5/1m` (a root field) or `path:/auth/oauth=10/1m` (a path prefix).
+pub fn parse_rule(entry: &str) -> Option<(RuleTarget, Quota)> {
+    let (target, quota) = entry.split_once('=')?;
+    let target = target.trim();
+    let target = match target.strip_prefix("path:") {
+        Some(path) if path.starts_with('/') => RuleTarget::Path(path.to_owned()),
+        Some(_) => return None,
+        None if !target.is_empty()
+            && target
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+        {
+            RuleTarget::Field(target.to_owned())
+        }
+        None => return None,
+    };
+    Quota::parse(quota).map(|q| (target, q))
+}
+
+impl RateLimitSettings {
+    pub fn read(r: &mut Reader<'_>) -> Self {
+        let enabled = r.boolean("RATE_LIMIT_ENABLED", true);
+        let user = r.quota("RATE_LIMIT_USER", "100/1m");
+        let anonymous = r.quota("RATE_LIMIT_ANONYMOUS", "20/1m");
+        let mut rules = vec![];
+        for entry in r.list("RATE_LIMIT_RULES") {
+            match parse_rule(&entry) {
+                Some(rule) => rules.push(rule),
+                None => r.fail(
+                    "RATE_LIMIT_RULES",
+                    format!("{entry:?} is not field=N/window or path:/prefix=N/window"),
+                ),
+            }
+        }
+        Self {
+            enabled,
+            user,
+            anonymous,
+            rules,
+            trusted_proxies: r.cidrs("TRUSTED_PROXIES"),
+            allowlist: r.cidrs("RATE_LIMIT_ALLOWLIST"),
+            fail_closed: r.boolean("RATE_LIMIT_FAIL_CLOSED", false),
+        }
+    }
+}
