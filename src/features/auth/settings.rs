@@ -42,8 +42,11 @@ impl SocialSettings {
     }
 }
 
+/// A provider's built-in endpoints: authorize, token, user info, scopes.
+type Endpoints = (&'static str, &'static str, &'static str, &'static str);
+
 /// The providers with built-in endpoints, and the generic one that needs its own.
-const PROVIDERS: [(&str, Option<(&str, &str, &str, &str)>); 3] = [
+const PROVIDERS: [(&str, Option<Endpoints>); 3] = [
     (
         "google",
         Some((
