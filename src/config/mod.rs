@@ -200,7 +200,7 @@ impl Settings {
         let graphql = GraphqlSettings::read(&mut r, production);
         let websocket = WebSocketSettings::read(&mut r);
         let auth = AuthSettings::read(&mut r);
-        let rate_limit = RateLimitSettings::read(&mut r);
+        let rate_limit = RateLimitSettings::read(&mut r, production);
         let csrf = CsrfSettings::read(&mut r);
         let cache = CacheSettings::read(&mut r);
         let persisted_queries = PersistedQuerySettings::read(&mut r);

@@ -216,6 +216,14 @@ pub async fn prepare(
     let operation_name = request.operation_name.clone();
     let parsed = request.parsed_query().map_err(|e| Refusal::new(e, None))?;
     let info = select_operation(parsed, operation_name.as_deref());
+    if info.kind.is_none() {
+        let message = match &operation_name {
+            Some(name) => format!("the document has no operation named {name:?}"),
+            None => "the document has several operations: name the one to run (operationName)"
+                .to_owned(),
+        };
+        return Err(Refusal::coded(&message, ErrorCode::BadRequest, None));
+    }
     if let Some(name) = &info.name {
         tracing::Span::current().record("operation_name", name.as_str());
     }

@@ -183,6 +183,7 @@ fn revocation_lifetime(state: &AppState) -> chrono::Duration {
 ///
 /// # Errors
 /// The database fails.
+#[tracing::instrument(name = "sessions.end", skip_all, fields(user = %user_id, session = %session_id))]
 pub async fn end(state: &AppState, user_id: Uuid, session_id: Uuid) -> AppResult<()> {
     let now = Utc::now();
     let txn = state.db.begin().await?;
@@ -265,6 +266,7 @@ pub struct SessionInfo {
 ///
 /// # Errors
 /// The database fails.
+#[tracing::instrument(name = "sessions.list", skip_all, fields(user = %viewer.id))]
 pub async fn list(state: &AppState, viewer: &AuthUser) -> AppResult<Vec<SessionInfo>> {
     let live = refresh_tokens::Entity::find()
         .filter(refresh_tokens::Column::UserId.eq(viewer.id))

@@ -6,13 +6,7 @@ use std::time::Duration;
 use sea_orm::{ConnectionTrait as _, DatabaseBackend};
 use serde_json::{Value, json};
 
-use crate::helpers::{PASSWORD, REFRESH, Session, TestApp, header};
-
-fn code(body: &Value) -> &str {
-    body["errors"][0]["extensions"]["code"]
-        .as_str()
-        .unwrap_or_default()
-}
+use crate::helpers::{PASSWORD, REFRESH, Session, TestApp, code, header};
 
 async fn gql(app: &TestApp, session: &Session, query: &str, vars: Value) -> Value {
     app.graphql_as(Some(&session.access), query, vars).await.2

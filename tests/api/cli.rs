@@ -394,3 +394,95 @@ fn seeding_is_idempotent_reports_progress_and_is_refused_in_production() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("production"), "{stderr}");
 }
+
+fn env_example() -> String {
+    std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".env.example"))
+        .unwrap()
+}
+
+/// `NAME` of a `NAME=…` or `# NAME=…` line.
+fn variable_of(line: &str) -> Option<&str> {
+    let line = line.trim_start_matches('#').trim_start();
+    let (name, _) = line.split_once('=')?;
+    (!name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+    .then_some(name)
+}
+
+#[test]
+fn the_example_file_works_as_a_dot_env_as_it_is() {
+    let dir = std::env::temp_dir().join(format!("multipult-env-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(".env"), env_example()).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_multipult"))
+        .env_clear()
+        .current_dir(&dir)
+        .arg("check-config")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("MAIL_FROM=multipult <no-reply@localhost>"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn every_variable_of_the_example_file_has_a_comment() {
+    let text = env_example();
+    let mut commented = false;
+    for line in text.lines() {
+        if line.trim().is_empty() {
+            commented = false;
+        } else if let Some(name) = variable_of(line) {
+            assert!(commented, "{name} has no comment above it in .env.example");
+        } else if line.starts_with('#') {
+            commented = true;
+        }
+    }
+}
+
+#[test]
+fn check_config_shows_exactly_the_variables_of_the_example_file() {
+    // Every optional part switched on, so every variable is read.
+    let everything = [
+        ("REDIS_URL", "redis://127.0.0.1:6379"),
+        ("PERSISTED_QUERIES", "apq"),
+        ("AUDIT_RETENTION_DAYS", "30"),
+        ("OAUTH_GOOGLE_CLIENT_ID", "id"),
+        ("OAUTH_GOOGLE_CLIENT_SECRET", "secret"),
+        ("OAUTH_GITHUB_CLIENT_ID", "id"),
+        ("OAUTH_GITHUB_CLIENT_SECRET", "secret"),
+        ("OAUTH_GENERIC_CLIENT_ID", "id"),
+        ("OAUTH_GENERIC_CLIENT_SECRET", "secret"),
+        ("OAUTH_GENERIC_AUTH_URL", "https://id.example.com/authorize"),
+        ("OAUTH_GENERIC_TOKEN_URL", "https://id.example.com/token"),
+        (
+            "OAUTH_GENERIC_USERINFO_URL",
+            "https://id.example.com/userinfo",
+        ),
+        ("OAUTH_REDIRECT_ALLOWLIST", "https://app.example.com/"),
+    ];
+    let (code, stdout, stderr) = run(&everything, &["check-config"]);
+    assert_eq!(code, 0, "{stderr}");
+    let shown: std::collections::BTreeSet<&str> = stdout
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(n, _)| n))
+        .collect();
+    let text = env_example();
+    let listed: std::collections::BTreeSet<&str> = text.lines().filter_map(variable_of).collect();
+    let missing: Vec<_> = shown.difference(&listed).collect();
+    let extra: Vec<_> = listed.difference(&shown).collect();
+    assert!(
+        missing.is_empty(),
+        "read but not in .env.example: {missing:?}"
+    );
+    assert!(
+        extra.is_empty(),
+        "in .env.example but never read: {extra:?}"
+    );
+}

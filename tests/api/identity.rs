@@ -147,3 +147,37 @@ async fn a_hung_store_costs_a_request_at_most_one_timeout() {
         .unwrap_or(0.0);
     assert!(rejected >= 5.0, "calls failed fast: {rejected}");
 }
+
+#[tokio::test]
+async fn when_nothing_can_check_a_credential_the_answer_is_503_never_401() {
+    let logs = crate::helpers::capture_logs();
+    let app = TestApp::spawn_with(|s| s.redis = Some(redis_down(Duration::from_millis(200)))).await;
+    let session = app.signed_up("outage@example.com").await;
+    // Now the database goes too: nothing can say whether the token still holds.
+    app.state.db.close_by_ref().await.unwrap();
+
+    let response = app.gql(Some(&session.access), ME, json!({})).await;
+    assert_eq!(response.status, 503, "{}", response.body);
+    assert_eq!(response.code(), "SERVICE_UNAVAILABLE");
+    assert!(response.extension("retryAfter").is_number());
+    assert!(!response.header("retry-after").is_empty());
+    let request_id = response.header("x-request-id").to_owned();
+    let logged = logs.lines().into_iter().any(|line| {
+        line["span"]["request_id"] == request_id.as_str()
+            && line["level"] == "ERROR"
+            && line["fields"]["error"]
+                .as_str()
+                .is_some_and(|cause| cause.contains("closed"))
+    });
+    assert!(logged, "a log line with the cause and the request id");
+
+    let mut socket = crate::ws::connect(&app, "graphql-transport-ws")
+        .await
+        .unwrap();
+    crate::ws::send(
+        &mut socket,
+        json!({ "type": "connection_init", "payload": { "token": session.access } }),
+    )
+    .await;
+    assert_eq!(crate::ws::close_code(&mut socket).await, 1011);
+}

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin;
+mod architecture;
 mod auth;
 mod caching;
 mod cli;

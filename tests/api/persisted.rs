@@ -7,7 +7,7 @@ use multipult::config::PersistedQueryMode;
 use serde_json::{Value, json};
 use sha2::Digest as _;
 
-use crate::helpers::{TestApp, read, unique_prefix};
+use crate::helpers::{TestApp, read};
 
 const DOCUMENT: &str = "query Version { apiInfo { version } }";
 
@@ -93,20 +93,8 @@ async fn apq_registers_a_document_and_then_runs_it_by_hash() {
 
 #[tokio::test]
 async fn a_hash_registered_on_one_instance_resolves_on_another() {
-    let Some(redis) = crate::helpers::test_redis_settings() else {
-        return; // Needs TEST_REDIS_URL (CI's second run).
-    };
-    let prefix = unique_prefix();
-    let first = TestApp::spawn_with(|s| {
-        s.redis = Some(redis.clone());
-        s.key_prefix = prefix.clone();
-    })
-    .await;
-    let second = TestApp::spawn_with(|s| {
-        s.redis = Some(redis.clone());
-        s.key_prefix = prefix.clone();
-    })
-    .await;
+    // One in-process store set on the embedded default; Redis with TEST_REDIS_URL.
+    let (first, second) = TestApp::spawn_pair_with(|_| {}).await;
     let hash = sha(DOCUMENT);
     post(
         &first,

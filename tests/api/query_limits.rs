@@ -3,15 +3,9 @@
 use std::time::Duration;
 
 use multipult::config::Quota;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::helpers::TestApp;
-
-fn code(body: &Value) -> &str {
-    body["errors"][0]["extensions"]["code"]
-        .as_str()
-        .unwrap_or_default()
-}
+use crate::helpers::{TestApp, code};
 
 #[tokio::test]
 async fn a_deep_query_is_refused_with_its_depth_and_nothing_runs() {
@@ -134,4 +128,34 @@ async fn the_budget_decreases_by_the_cost_and_is_refused_when_used_up() {
             > 0
     );
     assert!(refused.get("data").is_none());
+}
+
+/// async-graphql reports a variable that fails its scalar's parsing as a plain field error: the
+/// one mapping made from the library's message (`graphql::extension::decorate_error`).
+#[tokio::test]
+async fn an_argument_that_fails_coercion_is_bad_user_input() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin().await;
+    let response = app
+        .gql(
+            Some(&admin.access),
+            "query($after: DateTime) { allUsers(filter: { createdAfter: $after }) { totalCount } }",
+            json!({ "after": "not a date" }),
+        )
+        .await;
+    assert_eq!(response.code(), "BAD_USER_INPUT", "{}", response.body);
+}
+
+#[tokio::test]
+async fn a_document_with_several_operations_needs_an_operation_name() {
+    let app = TestApp::spawn().await;
+    let response = app
+        .gql(
+            None,
+            "query A { __typename } query B { __typename }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(response.code(), "BAD_REQUEST", "{}", response.body);
+    assert!(response.body.get("data").is_none());
 }

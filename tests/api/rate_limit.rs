@@ -6,7 +6,7 @@ use std::time::Duration;
 use multipult::config::{Quota, RuleTarget};
 use serde_json::{Value, json};
 
-use crate::helpers::{PASSWORD, TestApp, header, read, unique_prefix};
+use crate::helpers::{PASSWORD, TestApp, header, read};
 
 fn quota(limit: u64, millis: u64) -> Quota {
     Quota {
@@ -187,19 +187,13 @@ async fn the_bypass_permission_and_the_allowlist_skip_limits() {
 }
 
 #[tokio::test]
-async fn two_instances_sharing_redis_share_one_counter() {
-    let Some(redis) = crate::helpers::test_redis_settings() else {
-        return; // Needs TEST_REDIS_URL (CI's second run).
-    };
-    let prefix = unique_prefix();
-    let configure = |s: &mut multipult::config::Settings| {
+async fn two_instances_share_one_counter() {
+    // One in-process store set on the embedded default; Redis with TEST_REDIS_URL.
+    let (first, second) = TestApp::spawn_pair_with(|s| {
         s.rate_limit.enabled = true;
         s.rate_limit.anonymous = quota(3, 60_000);
-        s.redis = Some(redis.clone());
-        s.key_prefix = prefix.clone();
-    };
-    let first = TestApp::spawn_with(configure).await;
-    let second = TestApp::spawn_with(configure).await;
+    })
+    .await;
     assert_eq!(hit(&first, None, None).await.0, 200);
     assert_eq!(hit(&second, None, None).await.0, 200);
     assert_eq!(hit(&first, None, None).await.0, 200);

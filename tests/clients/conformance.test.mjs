@@ -4,6 +4,9 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { GraphQLClient, ClientError } from 'graphql-request';
 import { createClient } from 'graphql-ws';
@@ -22,6 +25,8 @@ before(async () => {
       APP_ENV: 'test',
       APP_PORT: '0',
       DATABASE_URL: 'sqlite::memory:',
+      // Mail and development files go to a scratch folder, not into the checkout.
+      DATA_DIR: mkdtempSync(join(tmpdir(), 'multipult-clients-')),
       LOG_FORMAT: 'json',
       WS_CONNECTION_INIT_TIMEOUT: '500ms',
       RATE_LIMIT_ANONYMOUS: '10000/1m',

@@ -117,6 +117,7 @@ fn filtered(filter: &UserFilter) -> Select<users::Entity> {
 ///
 /// # Errors
 /// `BAD_USER_INPUT` for a limit outside 1–100 or a negative offset.
+#[tracing::instrument(name = "admin.list_users", skip_all, fields(limit = limit, offset = offset))]
 pub async fn list_users(
     db: &impl ConnectionTrait,
     filter: &UserFilter,
@@ -254,6 +255,7 @@ async fn keep_an_admin(db: &impl ConnectionTrait, users: &[Uuid], what: &str) ->
 /// # Errors
 /// `NOT_FOUND`, `FORBIDDEN` (self, last admin), `BAD_USER_INPUT` (an end in the past, a long
 /// reason).
+#[tracing::instrument(name = "admin.ban", skip_all, fields(target = %user_id))]
 pub async fn ban(
     state: &AppState,
     actor: &Actor,
@@ -298,6 +300,7 @@ pub async fn ban(
 
 /// # Errors
 /// `NOT_FOUND`, `FORBIDDEN` (a user the actor does not outrank).
+#[tracing::instrument(name = "admin.unban", skip_all, fields(target = %user_id))]
 pub async fn unban(state: &AppState, actor: &Actor, user_id: Uuid) -> AppResult<users::Model> {
     let txn = state.db.begin().await?;
     let user = target(&txn, user_id).await?;
@@ -327,6 +330,7 @@ pub async fn unban(state: &AppState, actor: &Actor, user_id: Uuid) -> AppResult<
 ///
 /// # Errors
 /// `NOT_FOUND`, `FORBIDDEN` (self, last admin), `BAD_USER_INPUT` when `confirm_email` differs.
+#[tracing::instrument(name = "admin.delete_user", skip_all, fields(target = %user_id))]
 pub async fn delete_permanently(
     state: &AppState,
     actor: &Actor,
@@ -404,6 +408,7 @@ async fn existing_users(txn: &DatabaseTransaction, ids: &[Uuid]) -> AppResult<BT
 ///
 /// # Errors
 /// `BAD_USER_INPUT` for too many ids, `NOT_FOUND` for an unknown role.
+#[tracing::instrument(name = "admin.bulk_assign_role", skip_all, fields(role = role, users = ids.len()))]
 pub async fn bulk_assign_role(
     state: &AppState,
     actor: &Actor,
@@ -454,6 +459,7 @@ pub async fn bulk_assign_role(
 ///
 /// # Errors
 /// `BAD_USER_INPUT`, `NOT_FOUND`, `FORBIDDEN` (self-demotion, last admin).
+#[tracing::instrument(name = "admin.bulk_remove_role", skip_all, fields(role = role, users = ids.len()))]
 pub async fn bulk_remove_role(
     state: &AppState,
     actor: &Actor,
@@ -616,6 +622,7 @@ async fn replace_grants(
 
 /// # Errors
 /// `BAD_USER_INPUT` (name, unknown permissions), `CONFLICT` for a taken name.
+#[tracing::instrument(name = "admin.create_role", skip_all, fields(role = name))]
 pub async fn create_role(
     state: &AppState,
     actor: &Actor,
@@ -663,6 +670,7 @@ pub async fn create_role(
 ///
 /// # Errors
 /// `NOT_FOUND`, `BAD_USER_INPUT`, `FORBIDDEN` for `admin`.
+#[tracing::instrument(name = "admin.update_role_permissions", skip_all, fields(role = name))]
 pub async fn update_role_permissions(
     state: &AppState,
     actor: &Actor,
@@ -710,6 +718,7 @@ async fn holders_of(db: &impl ConnectionTrait, role_id: Uuid) -> AppResult<Vec<U
 
 /// # Errors
 /// `NOT_FOUND`, `FORBIDDEN` for system roles.
+#[tracing::instrument(name = "admin.delete_role", skip_all, fields(role = name))]
 pub async fn delete_role(state: &AppState, actor: &Actor, name: &str) -> AppResult<()> {
     let txn = state.db.begin().await?;
     let role = role_by_name(&txn, name).await?;
@@ -751,6 +760,7 @@ pub struct Stats {
 
 /// # Errors
 /// The database fails.
+#[tracing::instrument(name = "admin.stats", skip_all)]
 pub async fn stats(state: &AppState) -> AppResult<Stats> {
     let db = &state.db;
     let now = Utc::now();

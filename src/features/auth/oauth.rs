@@ -89,6 +89,7 @@ pub fn redirect_allowed(allowlist: &[Url], candidate: &str) -> Option<Url> {
 /// # Errors
 /// `NOT_FOUND` for an unknown provider, `BAD_USER_INPUT` for a `redirect_uri` outside the
 /// allowlist.
+#[tracing::instrument(name = "auth.oauth.start", skip_all, fields(provider = name))]
 pub async fn start(state: &AppState, name: &str, redirect_uri: &str) -> AppResult<Url> {
     let config = provider(state, name)?;
     let Some(redirect) =
@@ -130,6 +131,7 @@ pub struct Finished {
 ///
 /// # Errors
 /// `BAD_USER_INPUT` (field `state`).
+#[tracing::instrument(name = "auth.oauth.finish", skip_all, fields(provider = name))]
 pub async fn finish(
     state: &AppState,
     name: &str,

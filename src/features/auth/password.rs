@@ -20,6 +20,7 @@ use crate::state::AppState;
 ///
 /// # Errors
 /// The database fails.
+#[tracing::instrument(name = "auth.request_password_reset", skip_all)]
 pub async fn request_reset(
     state: &AppState,
     email: &str,
@@ -62,6 +63,7 @@ fn check_policy(state: &AppState, password: &str, email: &str) -> AppResult<()> 
 ///
 /// # Errors
 /// `BAD_USER_INPUT` for a bad token or a password that breaks the policy.
+#[tracing::instrument(name = "auth.reset_password", skip_all)]
 pub async fn reset(
     state: &AppState,
     token: &str,
@@ -97,6 +99,7 @@ pub async fn reset(
 ///
 /// # Errors
 /// `BAD_USER_INPUT` for a wrong current password or a new one that breaks the policy.
+#[tracing::instrument(name = "auth.change_password", skip_all, fields(user = %viewer.id))]
 pub async fn change(
     state: &AppState,
     viewer: &AuthUser,

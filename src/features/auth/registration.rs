@@ -59,6 +59,7 @@ pub async fn register(
 ///
 /// # Errors
 /// The database fails.
+#[tracing::instrument(name = "auth.request_email_verification", skip_all, fields(user = %viewer.id))]
 pub async fn request_email_verification(
     state: &AppState,
     viewer: &AuthUser,
@@ -77,6 +78,7 @@ pub async fn request_email_verification(
 ///
 /// # Errors
 /// `BAD_USER_INPUT` (field `token`) for an unknown, used or expired token.
+#[tracing::instrument(name = "auth.verify_email", skip_all)]
 pub async fn verify_email(state: &AppState, token: &str) -> AppResult<()> {
     let txn = state.db.begin().await?;
     let user_id = email_tokens::spend(&txn, token, Purpose::VerifyEmail).await?;

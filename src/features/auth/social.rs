@@ -37,6 +37,7 @@ pub struct ExternalIdentity {
 /// # Errors
 /// `FORBIDDEN` for a disabled or banned account, `CONFLICT` when an unverified email belongs to
 /// an existing account.
+#[tracing::instrument(name = "auth.social_sign_in", skip_all, fields(provider = %identity.provider))]
 pub async fn sign_in(
     state: &AppState,
     identity: ExternalIdentity,

@@ -63,6 +63,7 @@ fn new_backup_code() -> String {
 ///
 /// # Errors
 /// `CONFLICT` when two-factor is already on.
+#[tracing::instrument(name = "auth.two_factor.enable", skip_all, fields(user = %viewer.id))]
 pub async fn enable(state: &AppState, viewer: &AuthUser) -> AppResult<Setup> {
     let user = users_service::find_by_id(&state.db, viewer.id)
         .await?
@@ -101,6 +102,7 @@ pub async fn enable(state: &AppState, viewer: &AuthUser) -> AppResult<Setup> {
 ///
 /// # Errors
 /// `NOT_FOUND` without a pending enrolment, `BAD_USER_INPUT` for a wrong code.
+#[tracing::instrument(name = "auth.two_factor.confirm", skip_all, fields(user = %viewer.id))]
 pub async fn confirm(
     state: &AppState,
     viewer: &AuthUser,
@@ -220,6 +222,7 @@ pub async fn verify_second_factor(
 ///
 /// # Errors
 /// `BAD_USER_INPUT` for a wrong password or code, `NOT_FOUND` when it is off.
+#[tracing::instrument(name = "auth.two_factor.disable", skip_all, fields(user = %viewer.id))]
 pub async fn disable(
     state: &AppState,
     viewer: &AuthUser,

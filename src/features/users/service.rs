@@ -11,6 +11,7 @@ use crate::state::AppState;
 
 /// # Errors
 /// `BAD_USER_INPUT` for invalid fields, `CONFLICT` for a taken username.
+#[tracing::instrument(name = "users.update_profile", skip_all, fields(user = %user_id))]
 pub async fn update_profile(
     state: &AppState,
     user_id: Uuid,

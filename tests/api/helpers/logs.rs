@@ -1,0 +1,74 @@
+//! Server logs in tests: captured for assertions, or shown with `TEST_LOG=1`.
+
+use serde_json::Value;
+
+/// Log lines written while a [`LogCapture`] lives, as JSON objects (with the current span's
+/// fields under `span`). Tests run on one thread, so the server's tasks log here too.
+pub struct LogCapture {
+    buffer: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    _guard: tracing::subscriber::DefaultGuard,
+}
+
+#[derive(Clone)]
+struct CaptureWriter(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CaptureWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CaptureWriter {
+    type Writer = Self;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+pub fn capture_logs() -> LogCapture {
+    let buffer = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_current_span(true)
+        .with_span_list(false)
+        .with_max_level(tracing::Level::DEBUG)
+        .with_writer(CaptureWriter(buffer.clone()))
+        .finish();
+    LogCapture {
+        buffer,
+        _guard: tracing::subscriber::set_default(subscriber),
+    }
+}
+
+impl LogCapture {
+    pub fn lines(&self) -> Vec<Value> {
+        let bytes = self.buffer.lock().unwrap().clone();
+        String::from_utf8_lossy(&bytes)
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+}
+
+/// With `TEST_LOG=1`, the servers' logs go to the test output (shown for failing tests, or all
+/// with `--nocapture`).
+pub fn init_test_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if std::env::var("TEST_LOG").is_ok_and(|v| v == "1") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                )
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
