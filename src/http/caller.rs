@@ -140,8 +140,12 @@ fn bearer_token(value: &str) -> Option<&str> {
 pub async fn layer(State(app): State<AppState>, mut request: Request, next: Next) -> Response {
     let client = client_info(&app, &request);
     let path = request.uri().path().to_owned();
-    let limit =
-        |user: Option<uuid::Uuid>| rate_limit::principal_for_path(&app, &path, &client, user);
+    let counted = !is_graphiql_page(&request);
+    let limit = |user: Option<uuid::Uuid>| {
+        counted
+            .then(|| rate_limit::principal_for_path(&app, &path, &client, user))
+            .flatten()
+    };
     let identified = identify(&app, credential(request.headers()), Some(&limit)).await;
     if let Authentication::User(user) = &identified.authentication {
         tracing::Span::current().record("user_id", user.id.to_string());
@@ -161,6 +165,18 @@ pub async fn layer(State(app): State<AppState>, mut request: Request, next: Next
         response.headers_mut().extend(rate_limit::headers(&window));
     }
     response
+}
+
+/// A browser opening GraphiQL (a plain navigation to `/graphql`): not an API call, not counted.
+pub fn is_graphiql_page(request: &Request) -> bool {
+    request.method() == axum::http::Method::GET
+        && request.uri().path() == "/graphql"
+        && request.uri().query().is_none()
+        && request
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|accept| accept.contains("text/html"))
 }
 
 /// Where a request comes from.

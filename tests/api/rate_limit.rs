@@ -319,3 +319,49 @@ async fn cross_site_style_requests_need_a_preflight_header() {
         .unwrap();
     assert_eq!(bare.status(), 200);
 }
+
+#[tokio::test]
+async fn opening_graphiql_is_not_counted_and_development_limits_are_generous() {
+    let app = TestApp::spawn_with(|s| {
+        s.rate_limit.enabled = true;
+        s.rate_limit.anonymous = quota(2, 60_000);
+    })
+    .await;
+    for _ in 0..5 {
+        let page = app
+            .client
+            .get(app.url("/graphql"))
+            .header("accept", "text/html")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), 200);
+    }
+    assert_eq!(hit(&app, None, None).await.0, 200);
+    assert_eq!(hit(&app, None, None).await.0, 200);
+    assert_eq!(hit(&app, None, None).await.0, 429);
+
+    let development = multipult::config::Settings::from_vars(Default::default(), &[]).unwrap();
+    assert!(development.rate_limit.anonymous.limit >= 300);
+    let production = multipult::config::Settings::from_vars(
+        [
+            ("APP_ENV", "production"),
+            ("DATABASE_URL", "postgres://app@db/app"),
+            ("REDIS_URL", "redis://redis:6379"),
+            ("JWT_SECRET", "a-production-secret-of-at-least-32-bytes"),
+            (
+                "SECRETS_KEY",
+                "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+            ),
+            ("METRICS_TOKEN", "token"),
+            ("SMTP_URL", "smtp://mail:25"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect(),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(production.rate_limit.anonymous.limit, 20);
+    assert_eq!(production.rate_limit.user.limit, 100);
+}
