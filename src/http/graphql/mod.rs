@@ -1,0 +1,233 @@
+//! `GET|POST /graphql` following the GraphQL-over-HTTP specification: content negotiation
+//! (`application/graphql-response+json` and `application/json`), 4xx for malformed requests,
+//! no mutations over GET, and request errors told apart from field errors.
+//!
+//! `negotiation` picks the media type, `params` reads the request's parameters, the operation
+//! runs through the shared pipeline (`super::operation`), and `response` shapes the outcome.
+
+mod negotiation;
+mod params;
+mod response;
+
+use async_graphql::parser::types::OperationType;
+use axum::Extension;
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+use negotiation::APPLICATION_JSON;
+pub use negotiation::{MediaType, negotiate};
+use params::{params_from_json, params_from_query_string, wants_html};
+use response::{Outcome, not_acceptable, request_error, respond, respond_outcome};
+
+use super::HttpState;
+use super::caching::Cacheable;
+use super::operation::{self, Params, Refusal, Transport};
+use crate::error::ErrorCode;
+use crate::identity::Caller;
+use crate::telemetry::RequestId;
+
+pub async fn get_handler(
+    State(state): State<HttpState>,
+    Extension(request_id): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let params = params_from_query_string(raw.as_deref().unwrap_or_default());
+    if matches!(params, Ok(None)) && wants_html(&headers) && state.app.settings.graphql.graphiql {
+        let page = async_graphql::http::GraphiQLSource::build()
+            .endpoint("/graphql")
+            .subscription_endpoint("/graphql/ws")
+            .title("multipult GraphiQL")
+            .finish();
+        return Html(page).into_response();
+    }
+    let Some(media) = negotiate(&headers) else {
+        return not_acceptable();
+    };
+    match params {
+        Ok(Some(params)) => {
+            let outcome = run(&state, params, Transport::HttpGet, &request_id, &caller).await;
+            respond_outcome(&state, outcome, media, &headers)
+        }
+        Ok(None) => request_error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
+            "the 'query' parameter is required",
+            Some(media),
+        ),
+        Err(message) => request_error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
+            &message,
+            Some(media),
+        ),
+    }
+}
+
+pub async fn post_handler(
+    State(state): State<HttpState>,
+    Extension(request_id): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(media) = negotiate(&headers) else {
+        return not_acceptable();
+    };
+    let bad = |status, code, message: &str| request_error(status, code, message, Some(media));
+
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        });
+    match content_type.as_deref() {
+        Some(APPLICATION_JSON) => {}
+        Some(_) => {
+            return bad(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                ErrorCode::UnsupportedMediaType,
+                "POST requests must have Content-Type: application/json",
+            );
+        }
+        None => {
+            return bad(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                ErrorCode::UnsupportedMediaType,
+                "the Content-Type header is required (application/json)",
+            );
+        }
+    }
+    let value: Value = match serde_json::from_slice(&body) {
+        Ok(value) => value,
+        Err(e) => {
+            return bad(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::BadRequest,
+                &format!("the request body is not valid JSON: {e}"),
+            );
+        }
+    };
+    match value {
+        Value::Array(items) => {
+            let max = state.app.settings.graphql.max_batch_size;
+            if max == 0 {
+                return bad(
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::BadRequest,
+                    "batched requests are not enabled",
+                );
+            }
+            if items.is_empty() || items.len() > max {
+                return bad(
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::BadRequest,
+                    &format!("a batch must hold from 1 to {max} operations"),
+                );
+            }
+            let mut params = Vec::with_capacity(items.len());
+            for (index, item) in items.into_iter().enumerate() {
+                match params_from_json(item) {
+                    Ok(p) => params.push(p),
+                    Err(message) => {
+                        return bad(
+                            StatusCode::BAD_REQUEST,
+                            ErrorCode::BadRequest,
+                            &format!("operation {index}: {message}"),
+                        );
+                    }
+                }
+            }
+            let mut results = Vec::with_capacity(params.len());
+            for p in params {
+                let outcome = run(&state, p, Transport::HttpPost, &request_id, &caller).await;
+                results.push(outcome.body);
+            }
+            respond(
+                StatusCode::OK,
+                media,
+                &Value::Array(results),
+                HeaderMap::new(),
+            )
+        }
+        other => match params_from_json(other) {
+            Ok(params) => {
+                let outcome = run(&state, params, Transport::HttpPost, &request_id, &caller).await;
+                respond_outcome(&state, outcome, media, &headers)
+            }
+            Err(message) => bad(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, &message),
+        },
+    }
+}
+
+/// Prepares and executes one operation (see `super::operation`), shaped for HTTP.
+async fn run(
+    state: &HttpState,
+    params: Params,
+    transport: Transport,
+    request_id: &RequestId,
+    caller: &Caller,
+) -> Outcome {
+    let app = &state.app;
+    let prepared = match operation::prepare(app, params, transport, caller, request_id).await {
+        Ok(prepared) => prepared,
+        Err(refusal) => {
+            app.metrics.graphql_operation(
+                None,
+                "unknown",
+                "request_error",
+                std::time::Duration::ZERO,
+            );
+            return Outcome::refused(refusal, request_id);
+        }
+    };
+    let is_query = prepared.ticket.info.kind == Some(OperationType::Query);
+    let executed = operation::execute(app, &state.schema, prepared).await;
+    let Some(response) = executed.response else {
+        let mut refusal = Refusal::from_error(&operation::deadline_error(app));
+        refusal.status = Some(StatusCode::SERVICE_UNAVAILABLE);
+        let mut outcome = Outcome::refused(refusal, request_id);
+        outcome.executed = executed.executed;
+        return outcome;
+    };
+    let mut body = Map::new();
+    if executed.executed {
+        body.insert(
+            "data".into(),
+            serde_json::to_value(&response.data).unwrap_or(Value::Null),
+        );
+    }
+    if !response.errors.is_empty() {
+        body.insert(
+            "errors".into(),
+            serde_json::to_value(&response.errors).unwrap_or_else(|_| json!([])),
+        );
+    }
+    if !response.extensions.is_empty() {
+        body.insert(
+            "extensions".into(),
+            serde_json::to_value(&response.extensions).unwrap_or_else(|_| json!({})),
+        );
+    }
+    let cacheable =
+        (executed.executed && response.errors.is_empty() && is_query).then_some(Cacheable {
+            hint: response.cache_control,
+            authenticated: executed.ticket.authenticated,
+        });
+    Outcome {
+        body: Value::Object(body),
+        executed: executed.executed,
+        status: None,
+        headers: response.http_headers,
+        cacheable,
+    }
+}
