@@ -147,15 +147,48 @@ pub async fn create_account_in(
             "an account with this email exists".into(),
         ));
     }
+    insert(
+        txn,
+        Profile {
+            email,
+            username: account.username,
+            display_name: account.display_name.map(|n| n.trim().to_owned()),
+            password_hash: Some(password_hash),
+            verified,
+        },
+        roles,
+    )
+    .await
+}
+
+/// The fields of a new account row.
+pub struct Profile {
+    pub email: String,
+    pub username: Option<String>,
+    pub display_name: Option<String>,
+    /// `None` for accounts that sign in only through a provider.
+    pub password_hash: Option<String>,
+    pub verified: bool,
+}
+
+/// Inserts an account row with its roles on `txn` (the one place a user row is created).
+///
+/// # Errors
+/// `CONFLICT` when the email or username is taken, `NOT_FOUND` for an unknown role.
+pub async fn insert(
+    txn: &DatabaseTransaction,
+    profile: Profile,
+    roles: &[&str],
+) -> AppResult<users::Model> {
     let now = Utc::now();
     let user = users::ActiveModel {
         id: Set(Uuid::now_v7()),
-        email: Set(email),
-        username: Set(account.username),
-        display_name: Set(account.display_name.map(|n| n.trim().to_owned())),
-        password_hash: Set(Some(password_hash)),
+        email: Set(profile.email),
+        username: Set(profile.username),
+        display_name: Set(profile.display_name),
+        password_hash: Set(profile.password_hash),
         is_active: Set(true),
-        is_verified: Set(verified),
+        is_verified: Set(profile.verified),
         banned_at: Set(None),
         ban_reason: Set(None),
         banned_until: Set(None),
@@ -206,19 +239,14 @@ pub struct Access {
 /// # Errors
 /// The database fails.
 pub async fn load_access(db: &impl ConnectionTrait, user_id: Uuid) -> AppResult<Access> {
-    let role_rows = roles_of(db, user_id).await?;
-    let role_ids: Vec<Uuid> = role_rows.iter().map(|r| r.id).collect();
-    let grants = if role_ids.is_empty() {
-        vec![]
-    } else {
-        role_permissions::Entity::find()
-            .filter(role_permissions::Column::RoleId.is_in(role_ids))
-            .all(db)
-            .await?
-    };
+    let roles = roles_of(db, user_id).await?;
+    let permissions = permissions_of(db, &[user_id])
+        .await?
+        .remove(&user_id)
+        .unwrap_or_default();
     Ok(Access {
-        roles: role_rows.into_iter().map(|r| r.name).collect(),
-        permissions: grants.into_iter().map(|g| g.permission).collect(),
+        roles: roles.into_iter().map(|r| r.name).collect(),
+        permissions,
     })
 }
 

@@ -688,15 +688,7 @@ async fn a_mail_job_that_keeps_failing_is_retried_with_growing_delays_then_dead(
         "the job carries the request id"
     );
 
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(
         metrics.contains(r#"jobs_total{kind="auth_mail",outcome="retry"} 2"#),
         "{metrics}"

@@ -65,15 +65,7 @@ async fn a_query_gets_a_stable_etag_and_a_matching_revalidation_is_304() {
     let changed = get(&app, "{ apiInfo { version } }", None, Some("\"stale\"")).await;
     assert_eq!(changed.status(), 200);
 
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(
         metrics.contains(r#"http_cache_total{result="hit"} 4"#),
         "{metrics}"

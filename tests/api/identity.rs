@@ -130,15 +130,7 @@ async fn a_hung_store_costs_a_request_at_most_one_timeout() {
         elapsed < timeout * 4,
         "5 requests took {elapsed:?} with a {timeout:?} store timeout"
     );
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(metrics.contains("store_circuit_open 1"), "{metrics}");
     let rejected: f64 = metrics
         .lines()

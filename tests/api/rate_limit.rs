@@ -226,15 +226,7 @@ async fn with_redis_down_requests_pass_and_errors_are_counted_unless_failing_clo
         assert_eq!(status, 200);
         assert!(headers.get("x-ratelimit-limit").is_none());
     }
-    let metrics = open
-        .client
-        .get(open.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = open.metrics_text().await;
     let errors: f64 = metrics
         .lines()
         .find(|l| l.starts_with("rate_limit_store_errors_total"))

@@ -393,6 +393,36 @@ async fn role_by_name(db: &impl ConnectionTrait, name: &str) -> AppResult<roles:
         .ok_or_else(|| AppError::NotFound(format!("no role named {name:?}")))
 }
 
+/// The role named `name`, which the actor may give or take (they hold all its permissions).
+async fn grantable_role(
+    txn: &DatabaseTransaction,
+    actor: &Actor,
+    name: &str,
+) -> AppResult<roles::Model> {
+    let role = role_by_name(txn, name).await?;
+    let grants = grants_of(txn, role.id).await?;
+    rank::require_grantable(actor, &role.name, grants.iter().map(String::as_str))?;
+    Ok(role)
+}
+
+/// Which of `ids` exist; refuses unless the actor outranks every one of them.
+async fn outranked_users(
+    state: &AppState,
+    txn: &DatabaseTransaction,
+    actor: &Actor,
+    ids: &[Uuid],
+) -> AppResult<BTreeSet<Uuid>> {
+    let existing = existing_users(txn, ids).await?;
+    require_outranks(
+        state,
+        txn,
+        actor,
+        &existing.iter().copied().collect::<Vec<_>>(),
+    )
+    .await?;
+    Ok(existing)
+}
+
 async fn existing_users(txn: &DatabaseTransaction, ids: &[Uuid]) -> AppResult<BTreeSet<Uuid>> {
     let found: Vec<Uuid> = users::Entity::find()
         .select_only()
@@ -417,17 +447,8 @@ pub async fn bulk_assign_role(
 ) -> AppResult<BulkResult> {
     let ids = check_bulk(ids)?;
     let txn = state.db.begin().await?;
-    let role = role_by_name(&txn, role).await?;
-    let grants = grants_of(&txn, role.id).await?;
-    rank::require_grantable(actor, &role.name, grants.iter().map(String::as_str))?;
-    let existing = existing_users(&txn, &ids).await?;
-    require_outranks(
-        state,
-        &txn,
-        actor,
-        &existing.iter().copied().collect::<Vec<_>>(),
-    )
-    .await?;
+    let role = grantable_role(&txn, actor, role).await?;
+    let existing = outranked_users(state, &txn, actor, &ids).await?;
     let mut result = BulkResult::default();
     for id in ids {
         if !existing.contains(&id) {
@@ -468,23 +489,14 @@ pub async fn bulk_remove_role(
 ) -> AppResult<BulkResult> {
     let ids = check_bulk(ids)?;
     let txn = state.db.begin().await?;
-    let role = role_by_name(&txn, role).await?;
-    let grants = grants_of(&txn, role.id).await?;
-    rank::require_grantable(actor, &role.name, grants.iter().map(String::as_str))?;
+    let role = grantable_role(&txn, actor, role).await?;
     if role.name == ADMIN_ROLE {
         if let Some(me) = actor.id.filter(|me| ids.contains(me)) {
             refuse_self(actor, me, "demote")?;
         }
         keep_an_admin(&txn, &ids, "demote").await?;
     }
-    let existing = existing_users(&txn, &ids).await?;
-    require_outranks(
-        state,
-        &txn,
-        actor,
-        &existing.iter().copied().collect::<Vec<_>>(),
-    )
-    .await?;
+    let existing = outranked_users(state, &txn, actor, &ids).await?;
     let mut result = BulkResult::default();
     for id in ids {
         if !existing.contains(&id) {

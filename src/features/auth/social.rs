@@ -124,30 +124,21 @@ async fn create_user(
             )
         }
     };
-    let now = Utc::now();
-    let user = users::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        email: Set(email),
-        username: Set(None),
-        display_name: Set(identity
-            .display_name
-            .as_deref()
-            .map(|n| n.chars().take(100).collect())),
-        password_hash: Set(None),
-        is_active: Set(true),
-        is_verified: Set(verified),
-        banned_at: Set(None),
-        ban_reason: Set(None),
-        banned_until: Set(None),
-        session_epoch: Set(0),
-        last_login_at: Set(None),
-        created_at: Set(now),
-        updated_at: Set(now),
-    }
-    .insert(txn)
-    .await?;
-    users_service::assign_role(txn, user.id, USER_ROLE).await?;
-    Ok(user)
+    users_service::insert(
+        txn,
+        users_service::Profile {
+            email,
+            username: None,
+            display_name: identity
+                .display_name
+                .as_deref()
+                .map(|n| n.chars().take(100).collect()),
+            password_hash: None,
+            verified,
+        },
+        &[USER_ROLE],
+    )
+    .await
 }
 
 /// Checks a Telegram Login Widget payload: the HMAC-SHA256 of its fields (sorted `key=value`

@@ -9,7 +9,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use crate::entities::{role_permissions, roles, user_roles, users};
+use crate::entities::{roles, user_roles, users};
 
 /// Loaders of one request (or one WebSocket operation).
 pub struct Loaders {
@@ -71,38 +71,12 @@ impl Loader<Uuid> for PermissionsByUser {
     type Error = Arc<sea_orm::DbErr>;
 
     async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Self::Value>, Self::Error> {
-        let links = user_roles::Entity::find()
-            .filter(user_roles::Column::UserId.is_in(keys.iter().copied()))
-            .all(&self.db)
+        crate::identity::accounts::permissions_of(&self.db, keys)
             .await
-            .map_err(Arc::new)?;
-        let role_ids: BTreeSet<Uuid> = links.iter().map(|l| l.role_id).collect();
-        let grants = if role_ids.is_empty() {
-            vec![]
-        } else {
-            role_permissions::Entity::find()
-                .filter(role_permissions::Column::RoleId.is_in(role_ids))
-                .all(&self.db)
-                .await
-                .map_err(Arc::new)?
-        };
-        let mut by_role: HashMap<Uuid, Vec<String>> = HashMap::new();
-        for grant in grants {
-            by_role
-                .entry(grant.role_id)
-                .or_default()
-                .push(grant.permission);
-        }
-        let mut out: HashMap<Uuid, BTreeSet<String>> =
-            keys.iter().map(|k| (*k, BTreeSet::new())).collect();
-        for link in links {
-            if let Some(permissions) = by_role.get(&link.role_id) {
-                out.entry(link.user_id)
-                    .or_default()
-                    .extend(permissions.iter().cloned());
-            }
-        }
-        Ok(out)
+            .map_err(|e| match e {
+                crate::error::AppError::Database(db) => Arc::new(db),
+                other => Arc::new(sea_orm::DbErr::Custom(other.to_string())),
+            })
     }
 }
 
