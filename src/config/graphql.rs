@@ -125,16 +125,43 @@ impl CacheSettings {
     }
 }
 
+/// Which requests CSRF prevention guards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CsrfMode {
+    Off,
+    /// Requests a browser could send cross-site *with credentials it attaches by itself*
+    /// (cookies, HTTP Basic, the configured ambient headers). Bearer tokens and anonymous calls
+    /// are not ambient: a cross-site page cannot make the browser add them.
+    Ambient,
+    /// Every request a browser could send cross-site without a preflight (Apollo Router's rule).
+    Strict,
+}
+
 #[derive(Debug, Clone)]
 pub struct CsrfSettings {
-    pub enabled: bool,
+    pub mode: CsrfMode,
     /// Any of these (non-empty) marks a request as not sendable cross-site without a preflight.
     pub headers: Vec<String>,
+    /// Headers a deployment's infrastructure attaches by itself (a client certificate forwarded
+    /// by the proxy, say): their presence makes a request's credentials ambient.
+    pub ambient_headers: Vec<String>,
 }
 
 impl CsrfSettings {
     pub fn read(r: &mut Reader<'_>) -> Self {
-        let enabled = r.boolean("CSRF_PREVENTION", true);
+        let text = r.string("CSRF_PREVENTION", "ambient").to_ascii_lowercase();
+        let mode = match text.as_str() {
+            "ambient" | "true" | "on" => CsrfMode::Ambient,
+            "strict" => CsrfMode::Strict,
+            "off" | "false" => CsrfMode::Off,
+            other => {
+                r.fail(
+                    "CSRF_PREVENTION",
+                    format!("must be ambient, strict or off, got {other:?}"),
+                );
+                CsrfMode::Ambient
+            }
+        };
         let mut headers = vec![
             "apollo-require-preflight".to_owned(),
             "x-apollo-operation-name".to_owned(),
@@ -144,7 +171,16 @@ impl CsrfSettings {
                 .into_iter()
                 .map(|h| h.to_ascii_lowercase()),
         );
-        Self { enabled, headers }
+        let ambient_headers = r
+            .list("CSRF_AMBIENT_HEADERS")
+            .into_iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect();
+        Self {
+            mode,
+            headers,
+            ambient_headers,
+        }
     }
 }
 

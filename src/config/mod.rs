@@ -25,8 +25,8 @@ use secrecy::ExposeSecret as _;
 
 pub use database::{DatabaseSettings, RedisSettings};
 pub use graphql::{
-    CacheSettings, CsrfSettings, GraphqlSettings, PersistedQueryMode, PersistedQuerySettings,
-    WebSocketSettings, parse_manifest,
+    CacheSettings, CsrfMode, CsrfSettings, GraphqlSettings, PersistedQueryMode,
+    PersistedQuerySettings, WebSocketSettings, parse_manifest,
 };
 pub use http::HttpSettings;
 pub use identity::{AuthSettings, Secrets, decode_secrets_key};

@@ -13,7 +13,6 @@ async fn get(
     let mut request = app
         .client
         .get(app.url("/graphql"))
-        .header("apollo-require-preflight", "true")
         .query(&[("query", query)]);
     if let Some(token) = token {
         request = request.bearer_auth(token);

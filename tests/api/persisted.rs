@@ -23,7 +23,6 @@ async fn by_hash_over_get(app: &TestApp, hash: &str) -> (u16, Value) {
     let response = app
         .client
         .get(app.url("/graphql"))
-        .header("apollo-require-preflight", "true")
         .query(&[("extensions", extension(hash).to_string())])
         .send()
         .await

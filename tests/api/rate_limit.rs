@@ -248,19 +248,72 @@ async fn with_redis_down_requests_pass_and_errors_are_counted_unless_failing_clo
     );
 }
 
+/// A GET to `/graphql` with the given extra headers: its status.
+async fn get_status(app: &TestApp, query: &str, headers: &[(&str, &str)]) -> u16 {
+    let mut request = app
+        .client
+        .get(app.url("/graphql"))
+        .query(&[("query", query)]);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send().await.unwrap().status().as_u16()
+}
+
 #[tokio::test]
-async fn cross_site_style_requests_need_a_preflight_header() {
+async fn only_requests_with_ambient_credentials_need_a_preflight_header() {
     let app = TestApp::spawn().await;
-    // A form-style POST: refused before anything runs.
+    let user = app.signed_up("csrf@example.com").await;
+    let bearer = format!("Bearer {}", user.access);
+    let q = "{ __typename }";
+    // Anonymous and bearer GETs are what the GraphQL-over-HTTP specification describes.
+    assert_eq!(get_status(&app, q, &[]).await, 200);
+    assert_eq!(
+        get_status(&app, q, &[("authorization", &bearer)]).await,
+        200
+    );
+    // Credentials a browser attaches by itself make the request forgeable: blocked.
+    assert_eq!(get_status(&app, q, &[("cookie", "session=abc")]).await, 400);
+    assert_eq!(
+        get_status(&app, q, &[("authorization", "Basic dXNlcjpwYXNz")]).await,
+        400
+    );
+    assert_eq!(
+        get_status(
+            &app,
+            q,
+            &[
+                ("cookie", "session=abc"),
+                ("apollo-require-preflight", "true")
+            ]
+        )
+        .await,
+        200
+    );
+    // A mutation over GET is the specification's 405, not a CSRF refusal.
     let response = app
         .client
-        .post(app.url("/graphql"))
-        .header("content-type", "text/plain")
-        .body(r#"{"query":"{ __typename }"}"#)
+        .get(app.url("/graphql"))
+        .query(&[("query", "mutation { logout }")])
         .send()
         .await
         .unwrap();
-    let (status, _, body) = read(response).await;
+    assert_eq!(response.status(), 405);
+    assert_eq!(header(response.headers(), "allow"), "POST");
+
+    // A form-style POST: with a cookie it is blocked, without one it meets content negotiation.
+    let form = |cookie: bool| {
+        let mut request = app
+            .client
+            .post(app.url("/graphql"))
+            .header("content-type", "text/plain")
+            .body(r#"{"query":"{ __typename }"}"#);
+        if cookie {
+            request = request.header("cookie", "session=abc");
+        }
+        request.send()
+    };
+    let (status, _, body) = read(form(true).await.unwrap()).await;
     assert_eq!(status, 400);
     assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_REQUEST");
     assert!(
@@ -269,47 +322,40 @@ async fn cross_site_style_requests_need_a_preflight_header() {
             .unwrap()
             .contains("cross-site")
     );
-    // The same with the header passes the check (and then meets content negotiation).
-    let response = app
-        .client
-        .post(app.url("/graphql"))
-        .header("content-type", "text/plain")
-        .header("apollo-require-preflight", "true")
-        .body(r#"{"query":"{ __typename }"}"#)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 415);
+    assert_eq!(form(false).await.unwrap().status(), 415);
 
-    // GET needs the header too; JSON POSTs never do.
-    let bare = app
-        .client
-        .get(app.url("/graphql"))
-        .query(&[("query", "{ __typename }")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bare.status(), 400);
-    let named = app
-        .client
-        .get(app.url("/graphql"))
-        .header("x-apollo-operation-name", "Q")
-        .query(&[("query", "query Q { __typename }")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(named.status(), 200);
-    assert_eq!(hit(&app, None, None).await.0, 200);
+    // Deployment-specific ambient credentials.
+    let marked =
+        TestApp::spawn_with(|s| s.csrf.ambient_headers = vec!["x-client-cert".into()]).await;
+    assert_eq!(get_status(&marked, q, &[("x-client-cert", "…")]).await, 400);
+}
 
-    let relaxed = TestApp::spawn_with(|s| s.csrf.enabled = false).await;
-    let bare = relaxed
-        .client
-        .get(relaxed.url("/graphql"))
-        .query(&[("query", "{ __typename }")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bare.status(), 200);
+#[tokio::test]
+async fn strict_csrf_prevention_guards_every_simple_request_and_off_none() {
+    let strict = TestApp::spawn_with(|s| s.csrf.mode = multipult::config::CsrfMode::Strict).await;
+    let q = "{ __typename }";
+    assert_eq!(get_status(&strict, q, &[]).await, 400);
+    assert_eq!(
+        get_status(&strict, q, &[("apollo-require-preflight", "true")]).await,
+        200
+    );
+    assert_eq!(
+        get_status(
+            &strict,
+            "query Q { __typename }",
+            &[("x-apollo-operation-name", "Q")]
+        )
+        .await,
+        200
+    );
+    assert_eq!(
+        hit(&strict, None, None).await.0,
+        200,
+        "JSON POSTs never need it"
+    );
+
+    let off = TestApp::spawn_with(|s| s.csrf.mode = multipult::config::CsrfMode::Off).await;
+    assert_eq!(get_status(&off, q, &[("cookie", "session=abc")]).await, 200);
 }
 
 #[tokio::test]

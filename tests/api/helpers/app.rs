@@ -150,7 +150,6 @@ impl TestApp {
         let response = self
             .client
             .get(self.url("/graphql"))
-            .header("apollo-require-preflight", "true")
             .query(params)
             .send()
             .await
