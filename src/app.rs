@@ -133,10 +133,22 @@ async fn serve(
 /// # Errors
 /// The database is unreachable, a migration fails, or Redis is misconfigured.
 pub async fn connect(settings: &Settings) -> anyhow::Result<(DatabaseConnection, SharedStores)> {
+    // Schema changes run on one connection (an in-memory SQLite database is its one connection,
+    // so there the pool is it).
+    let separate = settings.database.auto_migrate && !settings.database.is_sqlite_memory();
+    if separate {
+        let single = db::connect_for_schema_changes(&settings.database)
+            .await
+            .context("cannot connect to the database")?;
+        db::migrate(&single)
+            .await
+            .context("cannot apply migrations")?;
+        single.close().await.ok();
+    }
     let db = db::connect(&settings.database)
         .await
         .context("cannot connect to the database")?;
-    if settings.database.auto_migrate {
+    if settings.database.auto_migrate && !separate {
         db::migrate(&db).await.context("cannot apply migrations")?;
     }
     let stores = SharedStores::from_settings(settings).context("cannot set up Redis")?;

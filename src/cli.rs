@@ -217,7 +217,7 @@ async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
 }
 
 async fn migrate(settings: Settings, action: MigrateAction) -> anyhow::Result<ExitCode> {
-    let connection = db::connect(&settings.database).await?;
+    let connection = db::connect_for_schema_changes(&settings.database).await?;
     match action {
         MigrateAction::Up { steps } => Migrator::up(&connection, steps).await?,
         MigrateAction::Down { steps } => Migrator::down(&connection, Some(steps)).await?,

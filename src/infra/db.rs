@@ -53,6 +53,20 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<DatabaseConnection, 
     Database::connect(options).await
 }
 
+/// One connection, for schema changes: SQLite's `PRAGMA foreign_keys` and dropped tables are per
+/// connection, so a pool lets `migrate fresh` drop on one connection and look on another.
+///
+/// # Errors
+/// The database cannot be reached or the file cannot be created.
+pub async fn connect_for_schema_changes(
+    settings: &DatabaseSettings,
+) -> Result<DatabaseConnection, DbErr> {
+    let mut single = settings.clone();
+    single.max_connections = 1;
+    single.min_connections = single.min_connections.min(1);
+    connect(&single).await
+}
+
 /// Applies every pending migration.
 ///
 /// # Errors

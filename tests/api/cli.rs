@@ -486,3 +486,52 @@ fn check_config_shows_exactly_the_variables_of_the_example_file() {
         "in .env.example but never read: {extra:?}"
     );
 }
+
+/// Every `migrate` subcommand through the binary, on the default pool (not one connection), on
+/// the test's backend; `fresh` several times in a row (it used to leave SQLite half-dropped).
+#[tokio::test]
+async fn every_migrate_subcommand_works_on_the_default_pool() {
+    let dir = std::env::temp_dir().join(format!(
+        "multipult-migrate-all-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let (_database, url) = match crate::helpers::test_database_url() {
+        Some(admin) => {
+            let (guard, url) = crate::helpers::TestDatabase::create(&admin).await;
+            (Some(guard), url)
+        }
+        None => (None, format!("sqlite://{}/app.db?mode=rwc", dir.display())),
+    };
+    let vars = [("APP_ENV", "test"), ("DATABASE_URL", url.as_str())];
+    let pending = |stdout: &str| stdout.lines().filter(|l| l.starts_with("Pending")).count();
+    let applied = |stdout: &str| stdout.lines().filter(|l| l.starts_with("Applied")).count();
+
+    let (code, _, stderr) = run(&vars, &["migrate", "up"]);
+    assert_eq!(code, 0, "{stderr}");
+    let (code, stdout, stderr) = run(&vars, &["migrate", "status"]);
+    assert_eq!(code, 0, "{stderr}");
+    let total = applied(&stdout);
+    assert!(total >= 6 && pending(&stdout) == 0, "{stdout}");
+
+    let (code, _, stderr) = run(&vars, &["migrate", "down", "--steps", "2"]);
+    assert_eq!(code, 0, "{stderr}");
+    let (_, stdout, _) = run(&vars, &["migrate", "status"]);
+    assert_eq!(pending(&stdout), 2, "{stdout}");
+    let (code, _, stderr) = run(&vars, &["migrate", "up", "--steps", "1"]);
+    assert_eq!(code, 0, "{stderr}");
+    let (_, stdout, _) = run(&vars, &["migrate", "status"]);
+    assert_eq!(pending(&stdout), 1, "{stdout}");
+
+    for round in 0..3 {
+        let (code, _, stderr) = run(&vars, &["migrate", "fresh"]);
+        assert_eq!(code, 0, "fresh #{round}: {stderr}");
+        let (_, stdout, _) = run(&vars, &["migrate", "status"]);
+        assert_eq!((applied(&stdout), pending(&stdout)), (total, 0), "{stdout}");
+    }
+    // The database is usable afterwards.
+    let (code, stdout, stderr) = run(
+        &vars,
+        &["admin", "create-user", "--email", "after-fresh@example.com"],
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+}
