@@ -535,3 +535,39 @@ async fn every_migrate_subcommand_works_on_the_default_pool() {
     );
     assert_eq!(code, 0, "{stdout}{stderr}");
 }
+
+/// The migration crate's own CLI reads the database like the app: `.env`, else the development
+/// default — no panic without `DATABASE_URL`.
+#[test]
+fn the_migration_crate_cli_works_without_database_url() {
+    let dir =
+        std::env::temp_dir().join(format!("multipult-mcli-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut command = std::process::Command::new(cargo);
+    command
+        .env_clear()
+        .current_dir(&dir)
+        .args(["run", "--quiet", "--manifest-path"])
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
+        .args(["-p", "migration", "--", "status"]);
+    // What cargo itself needs, and nothing of the app's configuration.
+    for name in [
+        "PATH",
+        "HOME",
+        "CARGO_HOME",
+        "RUSTUP_HOME",
+        "RUSTUP_TOOLCHAIN",
+        "CARGO_TARGET_DIR",
+    ] {
+        if let Ok(value) = std::env::var(name) {
+            command.env(name, value);
+        }
+    }
+    let output = command.output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("Pending"), "{text}");
+    assert!(dir.join("data/multipult.db").exists(), "{text}");
+}
