@@ -571,3 +571,60 @@ fn the_migration_crate_cli_works_without_database_url() {
     assert!(text.contains("Pending"), "{text}");
     assert!(dir.join("data/multipult.db").exists(), "{text}");
 }
+
+/// README, docs, `.env.example`, compose and CI name PostgreSQL with one set of credentials, so a
+/// command copied from one place works against servers started from another.
+#[test]
+fn every_documented_postgres_url_uses_one_credential_set() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = vec![
+        root.join("README.md"),
+        root.join(".env.example"),
+        root.join("docker-compose.yml"),
+        root.join(".ci/run"),
+    ];
+    for entry in std::fs::read_dir(root.join("docs")).unwrap() {
+        files.push(entry.unwrap().path());
+    }
+    let mut urls = 0;
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (at, _) in text.match_indices("postgres://") {
+            let rest = &text[at + "postgres://".len()..];
+            let end = rest
+                .find(|c: char| c.is_whitespace() || c == '`' || c == '"' || c == ')')
+                .unwrap_or(rest.len());
+            let url = &rest[..end];
+            // Placeholders in prose (`postgres://…`, `postgres://user:password@host/db`).
+            if url.is_empty() || url.starts_with('…') || url.starts_with("user:") {
+                continue;
+            }
+            urls += 1;
+            assert!(
+                url.starts_with("multipult:multipult@") && url.ends_with("/multipult"),
+                "{}: postgres://{url} does not use multipult:multipult@…/multipult",
+                file.display()
+            );
+            // Compose publishes PostgreSQL on loopback at 5432 by default.
+            let host = url.split('@').nth(1).unwrap();
+            assert!(
+                host.starts_with("127.0.0.1:")
+                    || host.starts_with("postgres:5432/")
+                    || host.starts_with("127.0.0.1:$"),
+                "{}: postgres://{url}",
+                file.display()
+            );
+        }
+    }
+    assert!(urls >= 5, "found only {urls} PostgreSQL URLs");
+    let compose = std::fs::read_to_string(root.join("docker-compose.yml")).unwrap();
+    for published in [
+        "127.0.0.1:${POSTGRES_PORT:-5432}:5432",
+        "127.0.0.1:${REDIS_PORT:-6379}:6379",
+    ] {
+        assert!(
+            compose.contains(published),
+            "compose does not publish {published}"
+        );
+    }
+}
