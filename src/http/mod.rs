@@ -4,6 +4,7 @@ pub mod caching;
 pub mod caller;
 pub mod csrf;
 pub mod errors;
+pub mod graphiql;
 pub mod graphql;
 pub mod health;
 pub mod metrics;
@@ -50,7 +51,7 @@ pub fn router(app: AppState) -> Router {
         app: app.clone(),
     };
 
-    let routes = Router::new()
+    let mut routes = Router::new()
         .route(
             "/graphql",
             get(graphql::get_handler).post(graphql::post_handler),
@@ -60,8 +61,14 @@ pub fn router(app: AppState) -> Router {
         .route("/health/ready", get(health::ready))
         .route("/metrics", get(metrics::handler))
         .with_state(state)
-        .merge(schema::routes(&app))
-        .fallback(errors::not_found);
+        .merge(schema::routes(&app));
+    if settings.graphql.graphiql {
+        routes = routes.route(
+            &format!("{}{{version}}/{{name}}", graphiql::ASSET_PREFIX),
+            get(graphiql::asset),
+        );
+    }
+    let routes = routes.fallback(errors::not_found);
 
     let layers = ServiceBuilder::new()
         .layer(axum::middleware::from_fn(request_id::layer))

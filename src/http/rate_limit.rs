@@ -25,8 +25,11 @@ pub struct Principal {
 }
 
 /// Paths never limited: probes and scrapes.
+/// Probes, metrics and GraphiQL's static assets (the page itself is exempt in `caller`).
 fn exempt(path: &str) -> bool {
-    path.starts_with("/health/") || path == "/metrics"
+    path.starts_with("/health/")
+        || path == "/metrics"
+        || path.starts_with(super::graphiql::ASSET_PREFIX)
 }
 
 fn allowlisted(app: &AppState, ip: Option<IpAddr>) -> bool {

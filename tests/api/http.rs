@@ -211,7 +211,69 @@ async fn graphiql_is_served_to_browsers_outside_production_only() {
         .unwrap();
     assert_eq!(response.status(), 200);
     assert!(header(response.headers(), "content-type").starts_with("text/html"));
-    assert!(response.text().await.unwrap().contains("graphiql"));
+    let csp = header(response.headers(), "content-security-policy");
+    assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self';"));
+    assert!(
+        !csp.contains("unsafe-inline") && !csp.contains("http"),
+        "{csp}"
+    );
+    let page = response.text().await.unwrap();
+
+    // Every asset comes from the binary, pinned by Subresource Integrity and cached for good.
+    let mut assets = Vec::new();
+    for tag in page.split('<').filter(|tag| tag.contains("integrity=")) {
+        let attribute = |name: &str| {
+            let start = tag.find(&format!("{name}=\"")).unwrap() + name.len() + 2;
+            tag[start..start + tag[start..].find('"').unwrap()].to_owned()
+        };
+        let href = attribute(if tag.starts_with("link") {
+            "href"
+        } else {
+            "src"
+        });
+        assets.push((href, attribute("integrity")));
+    }
+    assert_eq!(assets.len(), 6, "{page}");
+    assert!(!page.contains("https://") && !page.contains("<script>"));
+    for (href, integrity) in &assets {
+        assert!(href.starts_with("graphiql/"), "{href}");
+        let response = app
+            .client
+            .get(app.url(&format!("/{href}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{href}");
+        assert_eq!(
+            header(response.headers(), "cache-control"),
+            "public, max-age=31536000, immutable"
+        );
+        assert_eq!(
+            header(response.headers(), "x-content-type-options"),
+            "nosniff"
+        );
+        let kind = header(response.headers(), "content-type");
+        assert!(kind.starts_with(if href.ends_with(".css") {
+            "text/css"
+        } else {
+            "text/javascript"
+        }));
+        let body = response.bytes().await.unwrap();
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        let digest = base64::engine::general_purpose::STANDARD.encode(sha2::Sha384::digest(&body));
+        assert_eq!(*integrity, format!("sha384-{digest}"), "{href}");
+    }
+    // Another build's (or a made-up) version of an asset is not served.
+    let (href, _) = &assets[0];
+    let name = href.rsplit('/').next().unwrap();
+    let stale = app
+        .client
+        .get(app.url(&format!("/graphiql/0000000000000000/{name}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), 404);
 
     // Without GraphiQL, a browser asking for HTML only gets "not acceptable".
     let app = TestApp::spawn_with(|s| s.graphql.graphiql = false).await;
@@ -223,6 +285,13 @@ async fn graphiql_is_served_to_browsers_outside_production_only() {
         .await
         .unwrap();
     assert_eq!(response.status(), 406);
+    let asset = app
+        .client
+        .get(app.url(&format!("/{}", assets[0].0)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(asset.status(), 404);
 }
 
 #[tokio::test]

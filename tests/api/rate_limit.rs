@@ -374,6 +374,17 @@ async fn opening_graphiql_is_not_counted_and_development_limits_are_generous() {
             .await
             .unwrap();
         assert_eq!(page.status(), 200);
+        // Its assets are not counted either.
+        let page = page.text().await.unwrap();
+        let start = page.find("src=\"").unwrap() + 5;
+        let asset = &page[start..start + page[start..].find('"').unwrap()];
+        let asset = app
+            .client
+            .get(app.url(&format!("/{asset}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(asset.status(), 200);
     }
     assert_eq!(hit(&app, None, None).await.0, 200);
     assert_eq!(hit(&app, None, None).await.0, 200);

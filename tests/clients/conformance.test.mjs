@@ -3,52 +3,21 @@
 //   MULTIPULT_BIN=path/to/multipult node --test tests/clients
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { auditServer } from 'graphql-http';
 import { GraphQLClient, ClientError } from 'graphql-request';
 import { createClient } from 'graphql-ws';
 import WebSocket from 'ws';
+import { startServer } from './server.mjs';
 
 const VERSION_QUERY = '{ apiInfo { version environment } }';
 let server;
 let address;
 
 before(async () => {
-  const bin = process.env.MULTIPULT_BIN;
-  assert.ok(bin, 'set MULTIPULT_BIN to the built multipult binary');
-  server = spawn(bin, ['serve'], {
-    env: {
-      PATH: process.env.PATH ?? '',
-      APP_ENV: 'test',
-      APP_PORT: '0',
-      DATABASE_URL: 'sqlite::memory:',
-      // Mail and development files go to a scratch folder, not into the checkout.
-      DATA_DIR: mkdtempSync(join(tmpdir(), 'multipult-clients-')),
-      LOG_FORMAT: 'json',
-      WS_CONNECTION_INIT_TIMEOUT: '500ms',
-      RATE_LIMIT_ANONYMOUS: '10000/1m',
-    },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  address = await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('server did not start in 30 s')), 30_000);
-    server.once('exit', (code) => reject(new Error(`server exited with ${code}`)));
-    createInterface({ input: server.stdout }).on('line', (line) => {
-      try {
-        const entry = JSON.parse(line);
-        if (entry.message === 'listening') {
-          clearTimeout(timer);
-          resolve(entry.address);
-        }
-      } catch {
-        // not a log line
-      }
-    });
-  });
+  ({ server, address } = await startServer({
+    WS_CONNECTION_INIT_TIMEOUT: '500ms',
+    RATE_LIMIT_ANONYMOUS: '10000/1m',
+  }));
 });
 
 after(() => {

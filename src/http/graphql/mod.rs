@@ -14,7 +14,7 @@ use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::Response;
 use serde_json::{Map, Value, json};
 
 use negotiation::APPLICATION_JSON;
@@ -38,12 +38,7 @@ pub async fn get_handler(
 ) -> Response {
     let params = params_from_query_string(raw.as_deref().unwrap_or_default());
     if matches!(params, Ok(None)) && wants_html(&headers) && state.app.settings.graphql.graphiql {
-        let page = async_graphql::http::GraphiQLSource::build()
-            .endpoint("/graphql")
-            .subscription_endpoint("/graphql/ws")
-            .title("multipult GraphiQL")
-            .finish();
-        return Html(page).into_response();
+        return super::graphiql::page();
     }
     let Some(media) = negotiate(&headers) else {
         return not_acceptable();
