@@ -12,6 +12,7 @@ use migration::{Migrator, MigratorTrait as _};
 use crate::app::Application;
 use crate::config::{Environment, SecretSource, Settings};
 use crate::infra::db;
+use crate::telemetry::LogStream;
 
 #[derive(Parser)]
 #[command(
@@ -156,15 +157,21 @@ pub fn main() -> ExitCode {
 
     let command = cli.command.unwrap_or(Command::Serve);
     if !matches!(command, Command::CheckConfig) {
-        crate::telemetry::init(&settings);
+        let stream = if matches!(command, Command::Serve) {
+            LogStream::Stdout
+        } else {
+            LogStream::Stderr
+        };
+        crate::telemetry::init(&settings, stream);
         for (name, source) in &secret_notes {
             match source {
+                // Once, when created; later starts reuse the file quietly.
                 SecretSource::Generated(path) => tracing::warn!(
                     variable = name,
                     file = %path.display(),
                     "secret not set: generated one for development and stored it"
                 ),
-                SecretSource::Stored(path) => tracing::warn!(
+                SecretSource::Stored(path) => tracing::debug!(
                     variable = name,
                     file = %path.display(),
                     "secret not set: using the development secret stored earlier"
@@ -203,17 +210,51 @@ pub fn main() -> ExitCode {
 
 async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
     let environment = settings.environment;
+    let graphiql = settings.graphql.graphiql;
+    let readable = settings.log_format == crate::config::LogFormat::Pretty;
     let app = Application::build(settings).await?;
+    let address = app.local_addr();
+    let base = address.map(local_base_url).unwrap_or_default();
     tracing::info!(
-        address = %app.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        address = %address.map(|a| a.to_string()).unwrap_or_default(),
+        url = %format!("{base}/graphql"),
         environment = environment.as_str(),
         database = db::backend_name(&app.state().db),
         stores = app.state().stores.backend,
         version = env!("CARGO_PKG_VERSION"),
         "listening"
     );
+    if readable {
+        // The first screen of a developer: where to go, not only a log line.
+        let ws = base.replacen("http", "ws", 1);
+        let mut screen = format!(
+            "\n  multipult {} ({}) is ready\n",
+            env!("CARGO_PKG_VERSION"),
+            environment.as_str()
+        );
+        if graphiql {
+            screen.push_str(&format!("  GraphiQL   {base}/graphql\n"));
+        }
+        screen.push_str(&format!(
+            "  GraphQL    {base}/graphql (HTTP), {ws}/graphql/ws (WebSocket)\n  \
+             Health     {base}/health/live, {base}/health/ready\n  \
+             Metrics    {base}/metrics\n"
+        ));
+        println!("{screen}");
+    }
     app.run_until_stopped().await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `http://host:port` to reach a server bound to `address` from this machine: an unspecified
+/// address (`0.0.0.0`, `::`) is reached on loopback.
+fn local_base_url(address: std::net::SocketAddr) -> String {
+    let ip = match address.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => std::net::Ipv4Addr::LOCALHOST.into(),
+        ip if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    format!("http://{}", std::net::SocketAddr::new(ip, address.port()))
 }
 
 async fn migrate(settings: Settings, action: MigrateAction) -> anyhow::Result<ExitCode> {

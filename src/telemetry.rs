@@ -43,8 +43,25 @@ const SENSITIVE: &[&str] = &[
 ];
 const REDACTED: &str = "[REDACTED]";
 
-/// Installs the global subscriber writing to stdout. A second call is a no-op.
-pub fn init(settings: &Settings) {
+/// Where log lines go: the server logs to stdout (one stream for a container's collector); other
+/// commands log to stderr, so their results on stdout can be piped without log lines in them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+}
+
+impl LogStream {
+    fn writer(self) -> Box<dyn Write> {
+        match self {
+            Self::Stdout => Box::new(io::stdout()),
+            Self::Stderr => Box::new(io::stderr()),
+        }
+    }
+}
+
+/// Installs the global subscriber writing to `stream`. A second call is a no-op.
+pub fn init(settings: &Settings, stream: LogStream) {
     let filter = EnvFilter::try_new(&settings.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -56,11 +73,11 @@ pub fn init(settings: &Settings) {
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
-            .with_writer(Redacting::new(io::stdout, LogFormat::Json))
+            .with_writer(Redacting::new(move || stream.writer(), LogFormat::Json))
             .try_init(),
         LogFormat::Pretty => builder
             .compact()
-            .with_writer(Redacting::new(io::stdout, LogFormat::Pretty))
+            .with_writer(Redacting::new(move || stream.writer(), LogFormat::Pretty))
             .try_init(),
     };
 }

@@ -628,3 +628,105 @@ fn every_documented_postgres_url_uses_one_credential_set() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_first_screen_says_where_to_go_and_the_secrets_warning_comes_once() {
+    // A fresh folder without configuration: development secrets are generated on the first start.
+    let dir =
+        std::env::temp_dir().join(format!("multipult-first-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let serve = || {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_multipult"))
+            .env_clear()
+            .current_dir(&dir)
+            .envs([
+                ("APP_PORT", "0"),
+                ("DATABASE_URL", "sqlite::memory:"),
+                ("LOG_FORMAT", "pretty"),
+            ])
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    };
+    // What the server printed up to its first screen, and the GraphiQL address on it.
+    // (The reader is handed back: the server's stdout must stay open.)
+    type Lines = tokio::io::Lines<BufReader<tokio::process::ChildStdout>>;
+    async fn first_screen(child: &mut tokio::process::Child) -> (Vec<String>, String, Lines) {
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut seen = Vec::new();
+        let mut graphiql = String::new();
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                seen.push(line.clone());
+                if let Some(url) = line.trim().strip_prefix("GraphiQL") {
+                    graphiql = url.trim().to_owned();
+                }
+                // The screen's last line.
+                if line.trim().starts_with("Metrics") {
+                    return;
+                }
+            }
+            panic!("no first screen in {seen:?}");
+        })
+        .await
+        .expect("a first screen within 30 s");
+        (seen, graphiql, lines)
+    }
+
+    let mut first = serve();
+    let (screen, graphiql, _output) = first_screen(&mut first).await;
+    assert!(
+        graphiql.starts_with("http://127.0.0.1:") && graphiql.ends_with("/graphql"),
+        "{graphiql}"
+    );
+    let text = screen.join("\n");
+    assert!(text.contains("/health/live"), "{text}");
+    assert!(text.contains("/metrics"), "{text}");
+    assert!(
+        text.contains("generated one"),
+        "first start names the generated secrets: {text}"
+    );
+    // The printed address answers.
+    let health = reqwest::get(graphiql.replace("/graphql", "/health/live"))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    first.kill().await.ok();
+
+    let mut second = serve();
+    let (screen, _, _output) = first_screen(&mut second).await;
+    let text = screen.join("\n");
+    assert!(
+        !text.contains("secret not set"),
+        "later starts reuse the stored secrets quietly: {text}"
+    );
+    second.kill().await.ok();
+}
+
+#[test]
+fn commands_print_results_on_stdout_and_logs_on_stderr() {
+    let dir = std::env::temp_dir().join(format!("multipult-out-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}/app.db?mode=rwc", dir.display());
+    let (code, stdout, stderr) = run(
+        &[
+            ("DATABASE_URL", url.as_str()),
+            ("LOG_LEVEL", "debug"),
+            ("LOG_FORMAT", "json"),
+        ],
+        &["admin", "create-user", "--email", "piped@example.com"],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    // Only the results: a line that says what was created, the password, the reminder.
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert!(
+        lines[0].starts_with("created piped@example.com"),
+        "{stdout}"
+    );
+    assert!(lines[1].starts_with("password: "), "{stdout}");
+    assert!(!stdout.contains('{'), "no log line on stdout: {stdout}");
+    // The logs went to stderr.
+    assert!(stderr.lines().any(|l| l.starts_with('{')), "{stderr}");
+}
