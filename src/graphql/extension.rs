@@ -34,6 +34,8 @@ pub struct RequestPhase {
     validated: AtomicBool,
     executed: AtomicBool,
     cost: Mutex<Option<Cost>>,
+    /// The caller's cost budget after this operation was charged (or refused for it).
+    budget: Mutex<Option<Budget>>,
 }
 
 /// The measured cost of an operation, and the caller's budget after paying it.
@@ -70,6 +72,12 @@ impl RequestPhase {
 
     pub fn cost(&self) -> Option<Cost> {
         *self.cost.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The caller's cost budget as this operation left it (also when it refused the operation),
+    /// for the transport's `X-Cost-Budget-*` headers.
+    pub fn budget(&self) -> Option<Budget> {
+        *self.budget.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -184,6 +192,7 @@ impl RequestContextExtension {
 
 /// Depth and complexity against the caller's ceilings, the cost warning, and the budget debit.
 async fn check_cost(
+    phase: &RequestPhase,
     state: &AppState,
     viewer: Option<&Viewer>,
     client: Option<&ClientInfo>,
@@ -247,7 +256,15 @@ async fn check_cost(
     };
     let budget = match quota.filter(|_| !bypass) {
         None => None,
-        Some(quota) => debit(state, &principal, quota, complexity).await?,
+        Some(quota) => {
+            let debited = debit(state, &principal, quota, complexity).await;
+            let budget = match &debited {
+                Ok(budget) => *budget,
+                Err((budget, _)) => Some(*budget),
+            };
+            *phase.budget.lock().unwrap_or_else(PoisonError::into_inner) = budget;
+            debited.map_err(|(_, errors)| errors)?
+        }
     };
     Ok(Cost {
         requested: complexity,
@@ -257,13 +274,14 @@ async fn check_cost(
 }
 
 /// Spends `cost` points of the principal's budget for the current window (fixed windows, as
-/// GitHub's API does); refuses when it is used up. A store outage lets the operation through.
+/// GitHub's API does); refuses when it is used up (with the budget as it stands). A store outage
+/// lets the operation through.
 async fn debit(
     state: &AppState,
     principal: &str,
     quota: Quota,
     cost: usize,
-) -> Result<Option<Budget>, Vec<ServerError>> {
+) -> Result<Option<Budget>, (Budget, Vec<ServerError>)> {
     let window = quota.window.as_secs().max(1);
     let now = chrono::Utc::now();
     let now_secs = u64::try_from(now.timestamp()).unwrap_or(0);
@@ -298,7 +316,12 @@ async fn debit(
         extensions.set("retryAfter", reset_secs.max(1));
         extensions.set("cost", cost);
         error.extensions = Some(extensions);
-        return Err(vec![error]);
+        let budget = Budget {
+            limit: quota.limit,
+            remaining: quota.limit.saturating_sub(used),
+            reset_at,
+        };
+        return Err((budget, vec![error]));
     }
     Ok(Some(Budget {
         limit: quota.limit,
@@ -407,6 +430,7 @@ impl Extension for RequestContextExtension {
             let client = ctx.data_opt::<ClientInfo>();
             let typenames = self.shared.phase().typenames.load(Ordering::Acquire);
             let cost = check_cost(
+                &self.shared.phase(),
                 state,
                 viewer,
                 client,

@@ -161,8 +161,16 @@ pub async fn layer(State(app): State<AppState>, mut request: Request, next: Next
         client,
     });
     let mut response = next.run(request).await;
-    if let Some(window) = window {
-        response.headers_mut().extend(rate_limit::headers(&window));
+    // The default window, and the root-field rules the operation was counted against.
+    let mut windows: Vec<_> = window.into_iter().collect();
+    if let Some(rules) = response
+        .extensions_mut()
+        .remove::<rate_limit::RuleWindows>()
+    {
+        windows.extend(rules.0);
+    }
+    if !windows.is_empty() {
+        response.headers_mut().extend(rate_limit::headers(&windows));
     }
     response
 }

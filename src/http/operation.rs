@@ -30,7 +30,7 @@ use super::rate_limit::{self, Principal};
 use crate::error::{AppError, ErrorCode};
 use crate::graphql::{RequestPhase, document};
 use crate::identity::Caller;
-use crate::infra::rate_limit::Decision;
+use crate::infra::rate_limit::{Decision, Window};
 use crate::schema::{self, AppSchema};
 use crate::state::AppState;
 use crate::telemetry::{self, RequestId};
@@ -107,6 +107,8 @@ pub struct Refusal {
     /// persisted query the client should send in full).
     pub status: Option<StatusCode>,
     pub headers: HeaderMap,
+    /// The root-field rate windows counted before the refusal (the one that refused among them).
+    pub windows: Vec<Window>,
 }
 
 impl Refusal {
@@ -115,6 +117,7 @@ impl Refusal {
             errors: vec![error],
             status,
             headers: HeaderMap::new(),
+            windows: Vec::new(),
         }
     }
 
@@ -182,6 +185,8 @@ pub struct Ticket {
     /// `(hash, document)` to register once it validated (APQ).
     register: Option<(String, String)>,
     principal: Option<Principal>,
+    /// The root-field rate windows the operation was counted against.
+    pub windows: Vec<Window>,
 }
 
 /// Steps 1–6: everything up to execution.
@@ -250,12 +255,10 @@ pub async fn prepare(
         .viewer(info.public)
         .map_err(|e| Refusal::from_error(&e))?;
     let principal = rate_limit::principal(app, &caller.client, viewer.user_id());
-    if let Some(principal) = &principal {
-        let bypass = viewer.has(crate::identity::permissions::RATE_LIMIT_BYPASS);
+    let mut windows = Vec::new();
+    let bypass = viewer.has(crate::identity::permissions::RATE_LIMIT_BYPASS);
+    if let Some(principal) = principal.as_ref().filter(|_| !bypass) {
         for rule in rate_limit::field_rules(app, principal, &info.root_fields) {
-            if bypass {
-                break;
-            }
             match app
                 .rate_limiter
                 .hit(&rule.policy, &rule.key, rule.quota)
@@ -263,13 +266,15 @@ pub async fn prepare(
             {
                 Decision::Limited(window) => {
                     let mut refusal = Refusal::from_error(&rate_limit::limited(&window));
-                    refusal.headers.extend(rate_limit::headers(&window));
+                    windows.push(window);
+                    refusal.windows = windows;
                     return Err(refusal);
                 }
                 Decision::Unavailable => {
                     return Err(Refusal::from_error(&rate_limit::unavailable()));
                 }
-                Decision::Allowed(_) | Decision::StoreDown => {}
+                Decision::Allowed(window) => windows.push(window),
+                Decision::StoreDown => {}
             }
         }
     }
@@ -289,6 +294,7 @@ pub async fn prepare(
             authenticated,
             register,
             principal,
+            windows,
         },
     })
 }
@@ -405,6 +411,48 @@ pub fn deadline_error(app: &AppState) -> AppError {
     AppError::Timeout(app.settings.graphql.execution_timeout)
 }
 
+/// The root fields a selection set selects, through fragment spreads and inline fragments too (a
+/// rule on `login` holds however the document spells it: `{ ...F } fragment F on MutationRoot {
+/// login(…) }` counts as `login`). Each fragment is entered once.
+fn collect_root_fields<'d>(
+    document: &'d ExecutableDocument,
+    items: &'d [async_graphql::Positioned<Selection>],
+    entered: &mut Vec<&'d str>,
+    out: &mut Vec<String>,
+) {
+    for selection in items {
+        match &selection.node {
+            Selection::Field(field) => {
+                let name = field.node.name.node.as_str();
+                if !out.iter().any(|f| f == name) {
+                    out.push(name.to_owned());
+                }
+            }
+            Selection::InlineFragment(fragment) => collect_root_fields(
+                document,
+                &fragment.node.selection_set.node.items,
+                entered,
+                out,
+            ),
+            Selection::FragmentSpread(spread) => {
+                let name = spread.node.fragment_name.node.as_str();
+                if entered.contains(&name) {
+                    continue;
+                }
+                entered.push(name);
+                if let Some(fragment) = document.fragments.get(&spread.node.fragment_name.node) {
+                    collect_root_fields(
+                        document,
+                        &fragment.node.selection_set.node.items,
+                        entered,
+                        out,
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// The name and type of the operation that would run, when the document says which, whether it
 /// only selects root fields open to callers with bad credentials, and its root field names.
 pub fn select_operation(document: &ExecutableDocument, requested: Option<&str>) -> OperationInfo {
@@ -427,15 +475,10 @@ pub fn select_operation(document: &ExecutableDocument, requested: Option<&str>) 
             _ => false,
         })
     });
-    let root_fields = items.map_or_else(Vec::new, |items| {
-        items
-            .iter()
-            .filter_map(|selection| match &selection.node {
-                Selection::Field(field) => Some(field.node.name.node.to_string()),
-                _ => None,
-            })
-            .collect()
-    });
+    let mut root_fields = Vec::new();
+    if let Some(items) = items {
+        collect_root_fields(document, items, &mut Vec::new(), &mut root_fields);
+    }
     OperationInfo {
         name,
         kind: operation.map(|op| op.node.ty),

@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use crate::config::{Quota, RuleTarget};
 use crate::error::{AppError, ErrorCode, error_response};
+use crate::graphql::Budget;
 use crate::identity::ClientInfo;
 use crate::infra::rate_limit::Window;
 use crate::state::AppState;
@@ -125,32 +126,87 @@ fn secs_ceil(d: std::time::Duration) -> u64 {
     d.as_millis().div_ceil(1000).try_into().unwrap_or(u64::MAX)
 }
 
-/// The pacing headers of a window.
-pub fn headers(window: &Window) -> HeaderMap {
+/// The windows an operation's root-field rules counted it against, handed from the GraphQL
+/// handler to [`super::caller`] (a response extension) so that the pacing headers describe every
+/// limit that applied, not only the default one.
+#[derive(Debug, Clone, Default)]
+pub struct RuleWindows(pub Vec<Window>);
+
+/// The pacing headers of the windows a request was counted against.
+///
+/// `RateLimit-Policy` and `RateLimit` (IETF draft `ratelimit-headers`) list every policy, the
+/// decisive one first; `X-RateLimit-*` describe the decisive one alone: the window that refused
+/// the request, else the one with the fewest requests left.
+pub fn headers(windows: &[Window]) -> HeaderMap {
     let mut out = HeaderMap::new();
-    let remaining = window.outcome.remaining();
-    let reset = secs_ceil(window.outcome.reset_after);
+    let mut ordered: Vec<&Window> = Vec::with_capacity(windows.len());
+    for window in windows {
+        // One entry per policy: the last count wins (a batch may count a rule twice).
+        if let Some(slot) = ordered.iter_mut().find(|w| w.policy == window.policy) {
+            *slot = window;
+        } else {
+            ordered.push(window);
+        }
+    }
+    ordered.sort_by_key(|w| (w.outcome.allowed, w.outcome.remaining()));
+    let Some(decisive) = ordered.first() else {
+        return out;
+    };
     let mut put = |name: &'static str, value: String| {
         if let Ok(value) = HeaderValue::from_str(&value) {
             out.insert(HeaderName::from_static(name), value);
         }
     };
-    put("x-ratelimit-limit", window.quota.limit.to_string());
-    put("x-ratelimit-remaining", remaining.to_string());
-    put("x-ratelimit-reset", reset.to_string());
+    put("x-ratelimit-limit", decisive.quota.limit.to_string());
     put(
-        "ratelimit-policy",
-        format!(
-            "\"{}\";q={};w={}",
-            window.policy,
-            window.quota.limit,
-            window.quota.window.as_secs().max(1)
-        ),
+        "x-ratelimit-remaining",
+        decisive.outcome.remaining().to_string(),
     );
     put(
-        "ratelimit",
-        format!("\"{}\";r={remaining};t={reset}", window.policy),
+        "x-ratelimit-reset",
+        secs_ceil(decisive.outcome.reset_after).to_string(),
     );
+    let policies: Vec<String> = ordered
+        .iter()
+        .map(|w| {
+            format!(
+                "\"{}\";q={};w={}",
+                w.policy,
+                w.quota.limit,
+                w.quota.window.as_secs().max(1)
+            )
+        })
+        .collect();
+    put("ratelimit-policy", policies.join(", "));
+    let states: Vec<String> = ordered
+        .iter()
+        .map(|w| {
+            format!(
+                "\"{}\";r={};t={}",
+                w.policy,
+                w.outcome.remaining(),
+                secs_ceil(w.outcome.reset_after)
+            )
+        })
+        .collect();
+    put("ratelimit", states.join(", "));
+    out
+}
+
+/// The cost budget's headers (GitHub-style points per window, `docs/rate-limiting.md`):
+/// `X-Cost-Budget-Limit`, `X-Cost-Budget-Remaining` and `X-Cost-Budget-Reset` (seconds).
+pub fn budget_headers(budget: &Budget) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    let reset = (budget.reset_at - chrono::Utc::now()).num_seconds().max(0);
+    for (name, value) in [
+        ("x-cost-budget-limit", budget.limit.to_string()),
+        ("x-cost-budget-remaining", budget.remaining.to_string()),
+        ("x-cost-budget-reset", reset.to_string()),
+    ] {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            out.insert(HeaderName::from_static(name), value);
+        }
+    }
     out
 }
 
@@ -171,7 +227,9 @@ pub fn limited_response(window: &Window) -> Response {
         &error.to_string(),
         Some(error.extensions()),
     );
-    response.headers_mut().extend(headers(window));
+    response
+        .headers_mut()
+        .extend(headers(std::slice::from_ref(window)));
     response
 }
 

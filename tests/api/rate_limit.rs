@@ -414,3 +414,105 @@ async fn opening_graphiql_is_not_counted_and_development_limits_are_generous() {
     assert_eq!(production.rate_limit.anonymous.limit, 20);
     assert_eq!(production.rate_limit.user.limit, 100);
 }
+
+#[tokio::test]
+async fn the_headers_describe_the_rule_that_decided_and_list_every_policy() {
+    let app = TestApp::spawn_with(|s| {
+        s.rate_limit.enabled = true;
+        s.rate_limit.anonymous = quota(100, 60_000);
+        s.rate_limit.rules = vec![(RuleTarget::Field("login".into()), quota(2, 60_000))];
+    })
+    .await;
+    app.register("headers@example.com", PASSWORD).await;
+    let login = || async {
+        app.graphql_as(
+            None,
+            "mutation($i: LoginInput!) { login(input: $i) { accessToken } }",
+            json!({ "i": { "email": "headers@example.com", "password": PASSWORD } }),
+        )
+        .await
+    };
+    // Under the rule: its count is the one shown, and both policies are listed.
+    let (status, headers, _) = login().await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "x-ratelimit-limit"), "2", "{headers:?}");
+    assert_eq!(header(&headers, "x-ratelimit-remaining"), "1");
+    assert_eq!(
+        header(&headers, "ratelimit-policy"),
+        "\"login\";q=2;w=60, \"anonymous\";q=100;w=60"
+    );
+    assert!(
+        header(&headers, "ratelimit").starts_with("\"login\";r=1;t="),
+        "{headers:?}"
+    );
+    assert!(header(&headers, "ratelimit").contains("\"anonymous\";r="));
+    assert_eq!(login().await.0, 200);
+    // Refused by the rule: the headers say so (not the default window's 97 left).
+    let (status, headers, body) = login().await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(header(&headers, "x-ratelimit-limit"), "2");
+    assert_eq!(header(&headers, "x-ratelimit-remaining"), "0");
+    assert!(
+        header(&headers, "ratelimit").starts_with("\"login\";r=0;t="),
+        "{headers:?}"
+    );
+    assert_eq!(
+        header(&headers, "retry-after"),
+        body["errors"][0]["extensions"]["retryAfter"].to_string()
+    );
+    // A request the rule does not cover shows the default window alone.
+    let (_, headers, _) = hit(&app, None, None).await;
+    assert_eq!(
+        header(&headers, "ratelimit-policy"),
+        "\"anonymous\";q=100;w=60"
+    );
+}
+
+#[tokio::test]
+async fn a_rule_on_a_root_field_holds_through_fragments() {
+    let app = TestApp::spawn_with(|s| {
+        s.rate_limit.enabled = true;
+        s.rate_limit.rules = vec![(RuleTarget::Field("login".into()), quota(1, 60_000))];
+    })
+    .await;
+    app.register("fragments@example.com", PASSWORD).await;
+    let variables = json!({ "i": { "email": "fragments@example.com", "password": PASSWORD } });
+    let spelled = [
+        "mutation($i: LoginInput!) { login(input: $i) { accessToken } }",
+        "mutation($i: LoginInput!) { ...L } fragment L on MutationRoot { login(input: $i) { accessToken } }",
+        "mutation($i: LoginInput!) { ... on MutationRoot { l: login(input: $i) { accessToken } } }",
+        "mutation($i: LoginInput!) { ...A } fragment A on MutationRoot { ...B } fragment B on MutationRoot { login(input: $i) { accessToken } }",
+    ];
+    assert_eq!(
+        app.graphql_as(None, spelled[0], variables.clone()).await.0,
+        200
+    );
+    for query in &spelled[1..] {
+        let (status, _, body) = app.graphql_as(None, query, variables.clone()).await;
+        assert_eq!(status, 429, "{query}: {body}");
+        assert_eq!(body["errors"][0]["extensions"]["code"], "RATE_LIMITED");
+    }
+}
+
+#[tokio::test]
+async fn cost_budgets_have_headers_too() {
+    let app = TestApp::spawn_with(|s| {
+        s.graphql.anonymous_budget = Some(quota(5, 60_000));
+    })
+    .await;
+    let (status, headers, _) = hit(&app, None, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "x-cost-budget-limit"), "5");
+    assert_eq!(header(&headers, "x-cost-budget-remaining"), "4");
+    let reset: u64 = header(&headers, "x-cost-budget-reset").parse().unwrap();
+    assert!(reset <= 60, "{reset}");
+    for _ in 0..4 {
+        hit(&app, None, None).await;
+    }
+    let (_, headers, body) = hit(&app, None, None).await;
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "RATE_LIMITED",
+        "{body}"
+    );
+    assert_eq!(header(&headers, "x-cost-budget-remaining"), "0");
+}

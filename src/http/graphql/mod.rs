@@ -143,16 +143,22 @@ pub async fn post_handler(
                 }
             }
             let mut results = Vec::with_capacity(params.len());
+            let mut windows = Vec::new();
             for p in params {
                 let outcome = run(&state, p, Transport::HttpPost, &request_id, &caller).await;
                 results.push(outcome.body);
+                windows.extend(outcome.windows);
             }
-            respond(
+            let mut response = respond(
                 StatusCode::OK,
                 media,
                 &Value::Array(results),
                 HeaderMap::new(),
-            )
+            );
+            response
+                .extensions_mut()
+                .insert(super::rate_limit::RuleWindows(windows));
+            response
         }
         other => match params_from_json(other) {
             Ok(params) => {
@@ -192,6 +198,7 @@ async fn run(
         refusal.status = Some(StatusCode::SERVICE_UNAVAILABLE);
         let mut outcome = Outcome::refused(refusal, request_id);
         outcome.executed = executed.executed;
+        outcome.windows = executed.ticket.windows;
         return outcome;
     };
     let mut body = Map::new();
@@ -218,11 +225,16 @@ async fn run(
             hint: response.cache_control,
             authenticated: executed.ticket.authenticated,
         });
+    let mut headers = response.http_headers;
+    if let Some(budget) = executed.ticket.phase.budget() {
+        headers.extend(super::rate_limit::budget_headers(&budget));
+    }
     Outcome {
         body: Value::Object(body),
         executed: executed.executed,
         status: None,
-        headers: response.http_headers,
+        headers,
         cacheable,
+        windows: executed.ticket.windows,
     }
 }

@@ -8,8 +8,10 @@ use serde_json::{Value, json};
 use super::super::HttpState;
 use super::super::caching::{self, Cacheable};
 use super::super::operation::Refusal;
+use super::super::rate_limit::RuleWindows;
 use super::negotiation::MediaType;
 use crate::error::{ErrorCode, error_response};
+use crate::infra::rate_limit::Window;
 use crate::telemetry::RequestId;
 
 pub fn request_error(
@@ -46,6 +48,8 @@ pub struct Outcome {
     pub headers: HeaderMap,
     /// Set for queries that executed without errors: they may be cached.
     pub cacheable: Option<Cacheable>,
+    /// Root-field rate windows, for the pacing headers (`super::super::caller`).
+    pub windows: Vec<Window>,
 }
 
 impl Outcome {
@@ -56,6 +60,7 @@ impl Outcome {
             status: refusal.status,
             headers: refusal.headers,
             cacheable: None,
+            windows: refusal.windows,
         }
     }
 }
@@ -76,6 +81,11 @@ pub fn respond_outcome(
     };
     let bytes = serde_json::to_vec(&outcome.body).unwrap_or_else(|_| b"{}".to_vec());
     let mut response = respond_bytes(status, media, bytes.clone(), outcome.headers);
+    if !outcome.windows.is_empty() {
+        response
+            .extensions_mut()
+            .insert(RuleWindows(outcome.windows));
+    }
     response = caching::apply(
         response,
         &bytes,
