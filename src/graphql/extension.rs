@@ -15,6 +15,7 @@ use async_graphql::{Response, ServerError, ServerResult, Variables};
 use futures_util::StreamExt as _;
 use futures_util::stream::BoxStream;
 
+use super::cache_policy::{self, CachePolicy};
 use crate::config::Quota;
 use crate::error::ErrorCode;
 use crate::identity::permissions::{ADMIN_READ, RATE_LIMIT_BYPASS};
@@ -36,6 +37,8 @@ pub struct RequestPhase {
     cost: Mutex<Option<Cost>>,
     /// The caller's cost budget after this operation was charged (or refused for it).
     budget: Mutex<Option<Budget>>,
+    /// What the schema's cache hints allow for the document's queries.
+    cache_policy: Mutex<Option<CachePolicy>>,
 }
 
 /// The measured cost of an operation, and the caller's budget after paying it.
@@ -72,6 +75,14 @@ impl RequestPhase {
 
     pub fn cost(&self) -> Option<Cost> {
         *self.cost.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// How long the response may be cached (`None` before the document was parsed).
+    pub fn cache_policy(&self) -> Option<CachePolicy> {
+        *self
+            .cache_policy
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The caller's cost budget as this operation left it (also when it refused the operation),
@@ -416,6 +427,13 @@ impl Extension for RequestContextExtension {
         }
         let document = next.run(ctx, query, variables).await?;
         phase.parsed.store(true, Ordering::Release);
+        *phase
+            .cache_policy
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(cache_policy::of_document(
+            &ctx.schema_env.registry,
+            &document,
+        ));
         Ok(document)
     }
 

@@ -1,11 +1,13 @@
 //! Helpers every feature's resolvers use — context access, guards — and the per-operation
 //! extension that enforces limits and shapes errors. (Schema assembly lives in `crate::schema`.)
 
+pub mod cache_policy;
 pub mod context;
 pub mod document;
 pub mod extension;
 pub mod guards;
 
+pub use cache_policy::CachePolicy;
 pub use context::ContextExt;
 pub use extension::{Budget, Cost, RequestContext, RequestPhase};
 pub use guards::RequirePermission;

@@ -3,16 +3,17 @@
 //! instance and after a restart), and `304 Not Modified` for a matching `If-None-Match`.
 //! Mutations, subscriptions and responses with errors are `no-store` and get no `ETag`.
 
-use async_graphql::CacheControl;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse as _, Response};
 
 use crate::config::CacheSettings;
+use crate::graphql::CachePolicy;
 use crate::infra::metrics::Metrics;
 
 /// What decides a response's caching.
 pub struct Cacheable {
-    pub hint: CacheControl,
+    /// From the schema's hints (`crate::graphql::cache_policy`).
+    pub policy: CachePolicy,
     pub authenticated: bool,
 }
 
@@ -33,32 +34,19 @@ pub fn if_none_match_matches(request: &HeaderMap, etag: &str) -> bool {
 }
 
 fn cache_control_value(cacheable: &Cacheable, settings: &CacheSettings) -> String {
-    let hint = cacheable.hint;
-    if hint.max_age < 0 {
-        return if cacheable.authenticated || !hint.public {
-            "private, no-cache"
-        } else {
-            "no-cache"
-        }
-        .to_owned();
-    }
+    let policy = cacheable.policy;
+    let private = cacheable.authenticated || policy.private;
+    // Fields without a hint get the configured default (0 unless set).
     let default = if cacheable.authenticated {
         settings.private_max_age
     } else {
         settings.public_max_age
     };
-    // The schema's hint wins, capped by a configured default; without a hint, the default.
-    let max_age = match hint.max_age.unsigned_abs() {
-        0 => default,
-        hinted if default > 0 => hinted.min(default),
-        hinted => hinted,
-    };
-    let scope = if cacheable.authenticated || !hint.public {
-        "private"
-    } else {
-        "public"
-    };
-    format!("{scope}, max-age={max_age}")
+    let scope = if private { "private" } else { "public" };
+    match policy.max_age(default) {
+        Some(max_age) => format!("{scope}, max-age={max_age}"),
+        None => format!("{scope}, no-cache"),
+    }
 }
 
 /// Adds caching headers to a finished response, or answers 304.

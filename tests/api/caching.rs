@@ -121,3 +121,63 @@ async fn mutations_errors_and_partial_errors_are_never_cacheable() {
     assert_eq!(header(&headers, "cache-control"), "no-store");
     assert!(headers.get("etag").is_none());
 }
+
+#[tokio::test]
+async fn a_response_is_only_as_cacheable_as_its_least_cacheable_field() {
+    let app = TestApp::spawn().await;
+    let session = app.signed_up("stale@example.com").await;
+    // `apiInfo` declares 60 s; `me` declares nothing, so the pair is not cacheable for 60 s.
+    let both = get(
+        &app,
+        "{ apiInfo { version } me { displayName } }",
+        Some(&session.access),
+        None,
+    )
+    .await;
+    assert_eq!(both.status(), 200);
+    assert_eq!(
+        header(both.headers(), "cache-control"),
+        "private, max-age=0"
+    );
+    // However the unhinted field is reached: an alias, a fragment, an inline fragment.
+    for query in [
+        "{ apiInfo { version } m: me { id } }",
+        "{ apiInfo { version } ...F } fragment F on QueryRoot { me { id } }",
+        "{ apiInfo { version } ... on QueryRoot { me { id } } }",
+    ] {
+        let response = get(&app, query, Some(&session.access), None).await;
+        assert_eq!(
+            header(response.headers(), "cache-control"),
+            "private, max-age=0",
+            "{query}"
+        );
+    }
+    // The hinted field alone keeps its hint (private for a signed-in caller).
+    let alone = get(&app, "{ apiInfo { version } }", Some(&session.access), None).await;
+    assert_eq!(
+        header(alone.headers(), "cache-control"),
+        "private, max-age=60"
+    );
+
+    // So a browser never shows a stale `me` after `updateProfile`: the next read is fresh.
+    let (_, _, body) = app
+        .graphql_as(
+            Some(&session.access),
+            "mutation { updateProfile(input: { displayName: \"Renamed\" }) { displayName } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        body["data"]["updateProfile"]["displayName"], "Renamed",
+        "{body}"
+    );
+    let after = get(
+        &app,
+        "{ apiInfo { version } me { displayName } }",
+        Some(&session.access),
+        None,
+    )
+    .await;
+    let (_, _, body) = read(after).await;
+    assert_eq!(body["data"]["me"]["displayName"], "Renamed");
+}

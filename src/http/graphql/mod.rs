@@ -222,7 +222,7 @@ async fn run(
     }
     let cacheable =
         (executed.executed && response.errors.is_empty() && is_query).then_some(Cacheable {
-            hint: response.cache_control,
+            policy: executed.ticket.phase.cache_policy().unwrap_or_default(),
             authenticated: executed.ticket.authenticated,
         });
     let mut headers = response.http_headers;
