@@ -279,11 +279,12 @@ async fn migrate(settings: Settings, action: MigrateAction) -> anyhow::Result<Ex
 }
 
 async fn admin(settings: Settings, action: AdminAction) -> anyhow::Result<ExitCode> {
-    use crate::identity::accounts::{self as users, NewAccount, create_account};
-    use crate::identity::user_changed;
+    use crate::features::admin::commands;
+    use crate::identity::accounts::NewAccount;
 
     let (db, stores) = crate::app::connect(&settings).await?;
     let state = crate::app::prepare_state(settings, db, stores).await?;
+    let operator = commands::operator();
     match action {
         AdminAction::CreateUser {
             email,
@@ -291,15 +292,13 @@ async fn admin(settings: Settings, action: AdminAction) -> anyhow::Result<ExitCo
             display_name,
         } => {
             let (password, generated) = read_or_generate_password()?;
-            let mut all_roles: Vec<&str> = vec![crate::identity::permissions::USER_ROLE];
-            all_roles.extend(roles.iter().map(String::as_str));
             let account = NewAccount {
                 email,
                 password: password.clone(),
                 username: None,
                 display_name,
             };
-            match create_account(&state, account, &all_roles, true).await {
+            match commands::create_user(&state, &operator, account, &roles).await {
                 Ok(user) => {
                     println!("created {} ({})", user.email, user.id);
                     if generated {
@@ -314,21 +313,20 @@ async fn admin(settings: Settings, action: AdminAction) -> anyhow::Result<ExitCo
                 }
             }
         }
-        AdminAction::Seed { users } => seed(&state, users).await,
+        AdminAction::Seed { users } => commands::seed(&state, &operator, users).await,
         AdminAction::AssignRole { email, role } => {
-            let Some(user) = users::find_by_email(&state.db, &email).await? else {
-                eprintln!("no user with email {email}");
-                return Ok(ExitCode::from(2));
-            };
-            match users::assign_role(&state.db, user.id, &role).await {
-                Ok(added) => {
-                    user_changed(&state, user.id).await;
+            match commands::assign_role(&state, &operator, &email, &role).await {
+                Ok(Some((user, added))) => {
                     println!(
                         "{} {} the {role} role",
                         user.email,
                         if added { "now has" } else { "already had" }
                     );
                     Ok(ExitCode::SUCCESS)
+                }
+                Ok(None) => {
+                    eprintln!("no user with email {email}");
+                    Ok(ExitCode::from(2))
                 }
                 Err(error) => {
                     eprintln!("cannot assign the role: {}", describe(&error));
@@ -337,60 +335,6 @@ async fn admin(settings: Settings, action: AdminAction) -> anyhow::Result<ExitCo
             }
         }
     }
-}
-
-/// The password every seeded account gets (development data only).
-pub const SEED_PASSWORD: &str = "demo-password-123";
-
-async fn seed(state: &crate::state::AppState, users: usize) -> anyhow::Result<ExitCode> {
-    use crate::identity::accounts::{NewAccount, create_account};
-    use crate::identity::permissions::{ADMIN_ROLE, MODERATOR_ROLE, USER_ROLE};
-
-    if state.settings.environment == Environment::Production {
-        eprintln!("refusing to seed demo accounts in production");
-        return Ok(ExitCode::from(2));
-    }
-    let mut accounts: Vec<(String, String, Vec<&str>)> = vec![
-        (
-            "admin@example.com".into(),
-            "Demo Admin".into(),
-            vec![USER_ROLE, ADMIN_ROLE],
-        ),
-        (
-            "moderator@example.com".into(),
-            "Demo Moderator".into(),
-            vec![USER_ROLE, MODERATOR_ROLE],
-        ),
-    ];
-    accounts.extend((1..=users).map(|n| {
-        (
-            format!("user{n:03}@example.com"),
-            format!("Demo User {n}"),
-            vec![USER_ROLE],
-        )
-    }));
-    let total = accounts.len();
-    let (mut created, mut existing) = (0, 0);
-    for (index, (email, name, roles)) in accounts.into_iter().enumerate() {
-        let account = NewAccount {
-            email: email.clone(),
-            password: SEED_PASSWORD.to_owned(),
-            username: None,
-            display_name: Some(name),
-        };
-        match create_account(state, account, &roles, true).await {
-            Ok(_) => created += 1,
-            Err(crate::error::AppError::Conflict(_)) => existing += 1,
-            Err(error) => return Err(anyhow::anyhow!("seeding {email}: {error}")),
-        }
-        if (index + 1) % 10 == 0 || index + 1 == total {
-            println!("seeded {}/{total} accounts", index + 1);
-        }
-    }
-    println!(
-        "done: {created} created, {existing} already there; password for all: {SEED_PASSWORD}"
-    );
-    Ok(ExitCode::SUCCESS)
 }
 
 /// The error as an operator should read it, with each invalid field.

@@ -42,8 +42,9 @@ fn code_lines(text: &str) -> impl Iterator<Item = &str> {
 #[test]
 fn no_kernel_module_imports_a_feature() {
     // The registry (`src/features/mod.rs`) and its one kernel window (`src/schema.rs`) name the
-    // features; `src/lib.rs` declares the module.
-    let allowed = ["src/schema.rs", "src/lib.rs"];
+    // features; `src/lib.rs` declares the module; the binary's entry (`src/cli.rs`) hands each
+    // command to the feature that owns it (`admin …` to the admin feature).
+    let allowed = ["src/schema.rs", "src/lib.rs", "src/cli.rs"];
     let offenders: Vec<String> = source_files()
         .into_iter()
         .filter(|(path, _)| !path.starts_with("src/features/") && !allowed.contains(&path.as_str()))

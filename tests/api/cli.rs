@@ -288,6 +288,20 @@ async fn an_admin_created_with_the_cli_can_log_in() {
     assert_eq!(code, 2);
     assert!(stderr.contains("email"), "{stderr}");
 
+    let (code, stdout, stderr) = run(
+        &vars,
+        &[
+            "admin",
+            "assign-role",
+            "--email",
+            "gen@example.com",
+            "--role",
+            "moderator",
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("now has the moderator role"), "{stdout}");
+
     // Serve the same database and log in as both.
     let mut server = tokio::process::Command::from(binary())
         .envs(vars)
@@ -351,6 +365,48 @@ async fn an_admin_created_with_the_cli_can_log_in() {
             .contains(&serde_json::json!("admin:delete")),
         "{me}"
     );
+
+    // Every command left its audit entry, the operator at the command line as the actor.
+    let audit: Value = client
+        .post(format!("http://{address}/graphql"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({ "query": "{ auditLog(limit: 50) { items { action actorId userAgent targetId metadata } } }" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let items = audit["data"]["auditLog"]["items"].as_array().unwrap();
+    let by_cli: Vec<&Value> = items
+        .iter()
+        .filter(|e| {
+            e["userAgent"]
+                .as_str()
+                .is_some_and(|ua| ua.starts_with("cli (") && ua.contains('@'))
+        })
+        .collect();
+    let actions: Vec<&str> = by_cli
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions.iter().filter(|a| **a == "user.create").count(),
+        2,
+        "{audit}"
+    );
+    assert_eq!(
+        actions.iter().filter(|a| **a == "role.assign").count(),
+        1,
+        "one assignment; the refused one left nothing: {audit}"
+    );
+    let assigned = by_cli
+        .iter()
+        .find(|e| e["action"] == "role.assign")
+        .unwrap();
+    assert_eq!(assigned["metadata"]["role"], "moderator");
+    assert_eq!(assigned["metadata"]["targetEmail"], "gen@example.com");
+    assert!(by_cli.iter().all(|e| e["actorId"].is_null()));
     server.kill().await.ok();
 }
 
@@ -376,6 +432,29 @@ fn seeding_is_idempotent_reports_progress_and_is_refused_in_production() {
     let (code, stdout, _) = run(&vars, &["admin", "seed", "--users", "12"]);
     assert_eq!(code, 0);
     assert!(stdout.contains("0 created, 14 already there"), "{stdout}");
+    // One audit entry for the run that created accounts, none for the one that did not.
+    let entries = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        use sea_orm::{ColumnTrait as _, EntityTrait as _, QueryFilter as _};
+        let db = sea_orm::Database::connect(url.as_str()).await.unwrap();
+        multipult::entities::audit_log::Entity::find()
+            .filter(multipult::entities::audit_log::Column::Action.eq("admin.seed"))
+            .all(&db)
+            .await
+            .unwrap()
+    });
+    assert_eq!(entries.len(), 1);
+    assert!(
+        entries[0]
+            .user_agent
+            .as_deref()
+            .unwrap()
+            .starts_with("cli (")
+    );
+    assert!(
+        entries[0].metadata.contains("\"created\":14"),
+        "{}",
+        entries[0].metadata
+    );
 
     let production = [
         ("APP_ENV", "production"),

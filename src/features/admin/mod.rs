@@ -1,6 +1,7 @@
 //! The admin API: users, bans, permanent deletion, bulk roles, role management, system stats.
 //! Every mutation is audited in its own transaction.
 
+pub mod commands;
 mod resolvers;
 pub mod service;
 mod types;
