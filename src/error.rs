@@ -372,6 +372,18 @@ impl FieldErrors {
             .or_insert_with(|| message.into());
     }
 
+    /// Checks `input` as plain text (`crate::text`): the normalised text, or `None` with the
+    /// field's error added.
+    pub fn text(&mut self, field: &str, input: &str, rules: crate::text::Rules) -> Option<String> {
+        match crate::text::plain(input, rules) {
+            Ok(text) => Some(text),
+            Err(rejection) => {
+                self.add(field, rejection.message());
+                None
+            }
+        }
+    }
+
     /// # Errors
     /// `BAD_USER_INPUT` naming every field added.
     pub fn into_result(self) -> AppResult<()> {

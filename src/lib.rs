@@ -15,3 +15,4 @@ pub mod maintenance;
 pub mod schema;
 pub mod state;
 pub mod telemetry;
+pub mod text;

@@ -341,6 +341,51 @@ async fn debit(
     }))
 }
 
+/// Counts the fields of `BAD_USER_INPUT` errors (`input_rejected_total{field}`) and logs their
+/// names — never the values, which may be anything a client sent.
+fn count_rejected_inputs(state: &AppState, errors: &[ServerError]) {
+    for error in errors {
+        let Some(extensions) = &error.extensions else {
+            continue;
+        };
+        if extensions.get("code")
+            != Some(&async_graphql::Value::from(
+                ErrorCode::BadUserInput.as_str(),
+            ))
+        {
+            continue;
+        }
+        let fields: Vec<String> = match extensions.get("fields") {
+            Some(async_graphql::Value::Object(fields)) => {
+                fields.keys().map(|k| label(k.as_str())).collect()
+            }
+            _ => vec!["other".to_owned()],
+        };
+        tracing::info!(fields = %fields.join(","), "input rejected");
+        state.metrics.record(|| {
+            for field in fields {
+                metrics::counter!("input_rejected_total", "field" => field).increment(1);
+            }
+        });
+    }
+}
+
+/// A field name as a metric label: our own names pass, anything else is `other` (bounded
+/// cardinality whatever reaches here).
+fn label(field: &str) -> String {
+    let plain = !field.is_empty()
+        && field.len() <= 48
+        && field.starts_with(|c: char| c.is_ascii_alphabetic())
+        && field
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.'));
+    if plain {
+        field.to_owned()
+    } else {
+        "other".to_owned()
+    }
+}
+
 #[async_trait::async_trait]
 impl Extension for RequestContextExtension {
     async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
@@ -349,6 +394,9 @@ impl Extension for RequestContextExtension {
             .data_opt::<AppState>()
             .map_or(20, |state| state.settings.graphql.max_errors);
         self.shared.decorate(&mut response, max_errors);
+        if let Some(state) = ctx.data_opt::<AppState>() {
+            count_rejected_inputs(state, &response.errors);
+        }
         let report = ctx
             .data_opt::<AppState>()
             .is_some_and(|state| state.settings.graphql.cost_extension);
@@ -376,8 +424,9 @@ impl Extension for RequestContextExtension {
         next: NextSubscribe<'_>,
     ) -> BoxStream<'s, Response> {
         let shared = self.shared.clone();
-        let max_errors = ctx
-            .data_opt::<AppState>()
+        let state = ctx.data_opt::<AppState>().cloned();
+        let max_errors = state
+            .as_ref()
             .map_or(20, |state| state.settings.graphql.max_errors);
         next.run(ctx, stream)
             .map(move |mut response| {
@@ -388,6 +437,9 @@ impl Extension for RequestContextExtension {
                     phase.executed.store(true, Ordering::Release);
                 }
                 shared.decorate(&mut response, max_errors);
+                if let Some(state) = &state {
+                    count_rejected_inputs(state, &response.errors);
+                }
                 response
             })
             .boxed()

@@ -53,11 +53,18 @@ pub fn check_username(username: &str, errors: &mut FieldErrors) {
     }
 }
 
-pub fn check_display_name(name: &str, errors: &mut FieldErrors) {
-    let length = name.trim().chars().count();
-    if length == 0 || length > 100 || name.chars().any(char::is_control) {
-        errors.add("displayName", "must be 1 to 100 printable characters");
-    }
+/// What a display name may be: one line of 1 to 100 characters, without control, invisible or
+/// text-direction characters (`crate::text`).
+pub const DISPLAY_NAME: crate::text::Rules = crate::text::Rules::line(100);
+
+/// Checks a display name; the normalised name (NFC, trimmed), or `None` with the error added.
+pub fn check_display_name(name: &str, errors: &mut FieldErrors) -> Option<String> {
+    errors.text("displayName", name, DISPLAY_NAME)
+}
+
+/// A display name as stored: normalised when it is valid (checked before), else trimmed.
+fn stored_display_name(name: &str) -> String {
+    crate::text::plain(name, DISPLAY_NAME).unwrap_or_else(|_| name.trim().to_owned())
 }
 
 /// # Errors
@@ -152,7 +159,7 @@ pub async fn create_account_in(
         Profile {
             email,
             username: account.username,
-            display_name: account.display_name.map(|n| n.trim().to_owned()),
+            display_name: account.display_name.as_deref().map(stored_display_name),
             password_hash: Some(password_hash),
             verified,
         },

@@ -11,6 +11,7 @@ mod health;
 mod helpers;
 mod http;
 mod identity;
+mod input;
 mod metrics;
 mod persisted;
 mod protocol;

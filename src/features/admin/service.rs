@@ -264,9 +264,9 @@ pub async fn ban(
     until: Option<DateTime<Utc>>,
 ) -> AppResult<users::Model> {
     let mut errors = FieldErrors::default();
-    if reason.trim().is_empty() || reason.chars().count() > 500 {
-        errors.add("reason", "must be 1 to 500 characters");
-    }
+    let reason = errors
+        .text("reason", reason, crate::text::Rules::lines(500))
+        .unwrap_or_default();
     if until.is_some_and(|u| u <= Utc::now()) {
         errors.add("until", "must be in the future");
     }
@@ -279,7 +279,7 @@ pub async fn ban(
     let before = json!({ "bannedAt": user.banned_at, "banReason": user.ban_reason, "bannedUntil": user.banned_until });
     let mut active: users::ActiveModel = user.into();
     active.banned_at = Set(Some(Utc::now()));
-    active.ban_reason = Set(Some(reason.trim().to_owned()));
+    active.ban_reason = Set(Some(reason.clone()));
     active.banned_until = Set(until);
     active.updated_at = Set(Utc::now());
     active.update(&txn).await?;
@@ -290,7 +290,7 @@ pub async fn ban(
         actor,
         "user.ban",
         Some(("user", user_id.to_string())),
-        json!({ "reason": reason.trim(), "until": until, "before": before, "targetEmail": user.email }),
+        json!({ "reason": reason, "until": until, "before": before, "targetEmail": user.email }),
     )
     .await?;
     txn.commit().await?;
@@ -653,12 +653,17 @@ pub async fn create_role(
             "must be 2 to 64 characters of a-z, 0-9, _ and -, starting with a letter",
         ));
     }
+    let mut errors = FieldErrors::default();
+    let description = description
+        .map(|d| errors.text("description", &d, crate::text::Rules::lines(500)))
+        .map(Option::unwrap_or_default);
+    errors.into_result()?;
     let grants = check_permissions(state, actor, name, permissions)?;
     let txn = state.db.begin().await?;
     let role = roles::ActiveModel {
         id: Set(Uuid::now_v7()),
         name: Set(name.to_owned()),
-        description: Set(description.map(|d| d.chars().take(500).collect())),
+        description: Set(description),
         is_system: Set(false),
         created_at: Set(Utc::now()),
     }

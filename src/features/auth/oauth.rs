@@ -260,7 +260,7 @@ async fn user_info(
         .get("name")
         .or_else(|| info.get("login"))
         .and_then(Value::as_str)
-        .map(str::to_owned);
+        .and_then(|name| crate::text::clean_lossy(name, 100));
     Ok(ExternalIdentity {
         provider: name.to_owned(),
         subject,

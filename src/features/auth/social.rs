@@ -132,7 +132,7 @@ async fn create_user(
             display_name: identity
                 .display_name
                 .as_deref()
-                .map(|n| n.chars().take(100).collect()),
+                .and_then(|n| crate::text::clean_lossy(n, 100)),
             password_hash: None,
             verified,
         },

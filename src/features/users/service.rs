@@ -19,9 +19,7 @@ pub async fn update_profile(
     username: Option<String>,
 ) -> AppResult<users::Model> {
     let mut errors = FieldErrors::default();
-    if let Some(name) = &display_name {
-        check_display_name(name, &mut errors);
-    }
+    let display_name = display_name.and_then(|name| check_display_name(&name, &mut errors));
     if let Some(name) = &username {
         check_username(name, &mut errors);
     }
@@ -31,7 +29,7 @@ pub async fn update_profile(
         .ok_or(AppError::Unauthenticated)?;
     let mut active: users::ActiveModel = user.into();
     if let Some(name) = display_name {
-        active.display_name = Set(Some(name.trim().to_owned()));
+        active.display_name = Set(Some(name));
     }
     if let Some(name) = username {
         active.username = Set(Some(name));
