@@ -75,6 +75,22 @@ async fn main() {
             .map(|p| p.as_str().to_owned())
             .collect(),
         expires_at: Utc::now() + chrono::Duration::hours(1),
+        profile: multipult::identity::Profile {
+            username: None,
+            display_name: Some("Bench Admin".into()),
+            is_verified: true,
+            banned_at: None,
+            ban_reason: None,
+            banned_until: None,
+            session_epoch: 0,
+            last_login_at: None,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+            roles: vec![multipult::identity::RoleSummary {
+                name: "admin".into(),
+                description: None,
+            }],
+        },
     }));
     // What the transports do before executing: measure the document, attach the loaders.
     let prepare = |request: Request| {

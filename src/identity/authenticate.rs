@@ -23,7 +23,7 @@ use uuid::Uuid;
 use super::accounts;
 use super::events;
 use super::tokens::{self, Claims};
-use super::viewer::{AuthUser, Authentication};
+use super::viewer::{AuthUser, Authentication, Profile};
 use crate::entities::revoked_sessions;
 use crate::error::{AppError, AppResult};
 use crate::infra::{Op, StoreResult};
@@ -48,6 +48,7 @@ struct UserState {
     permissions: Vec<String>,
     /// Sessions ended while their access tokens may still be unexpired.
     revoked_sessions: Vec<Uuid>,
+    profile: Profile,
 }
 
 impl UserState {
@@ -129,6 +130,7 @@ pub async fn resolve(
         roles: user_state.roles.into_iter().collect(),
         permissions: user_state.permissions.into_iter().collect(),
         expires_at: DateTime::from_timestamp(claims.exp, 0).unwrap_or_else(Utc::now),
+        profile: user_state.profile,
     }))
 }
 
@@ -137,7 +139,11 @@ async fn load(state: &AppState, user_id: Uuid, cache: bool) -> AppResult<Option<
     let Some(user) = accounts::find_by_id(&state.db, user_id).await? else {
         return Ok(None);
     };
-    let access = accounts::load_access(&state.db, user_id).await?;
+    let roles = accounts::roles_of(&state.db, user_id).await?;
+    let permissions = accounts::permissions_of(&state.db, &[user_id])
+        .await?
+        .remove(&user_id)
+        .unwrap_or_default();
     let revoked: Vec<Uuid> = revoked_sessions::Entity::find()
         .filter(revoked_sessions::Column::UserId.eq(user_id))
         .filter(revoked_sessions::Column::ExpiresAt.gt(Utc::now()))
@@ -147,13 +153,14 @@ async fn load(state: &AppState, user_id: Uuid, cache: bool) -> AppResult<Option<
         .map(|r| r.session_id)
         .collect();
     let fresh = UserState {
+        profile: Profile::new(&user, &roles),
         email: user.email,
         epoch: user.session_epoch,
         active: user.is_active,
         banned: user.banned_at.is_some(),
         banned_until: user.banned_until.map(|t| t.timestamp()),
-        roles: access.roles.into_iter().collect(),
-        permissions: access.permissions.into_iter().collect(),
+        roles: roles.into_iter().map(|r| r.name).collect(),
+        permissions: permissions.into_iter().collect(),
         revoked_sessions: revoked,
     };
     if cache && let Ok(bytes) = serde_json::to_vec(&fresh) {
@@ -200,6 +207,28 @@ pub async fn user_changed(state: &AppState, user_id: Uuid) {
         });
     }
     events::publish(state, user_id).await;
+}
+
+/// Call after a committed change to a user's row that does not touch what they may do and that
+/// a stale read for a moment would not hurt (the time of the last sign-in): the cached state is
+/// dropped unless a change already stands there, so the next request reloads it — without the
+/// tombstone and socket re-checks of [`user_changed`], which would make every request of the
+/// next seconds go to the database.
+pub async fn profile_touched(state: &AppState, user_id: Uuid) {
+    let key = user_state_key(user_id);
+    let dropped = match state.stores.kv.get(&key).await {
+        Ok(Some(bytes)) if bytes != TOMBSTONE => state
+            .stores
+            .kv
+            .delete_if_equals(&key, &bytes)
+            .await
+            .map(|_| ()),
+        Ok(_) => Ok(()),
+        Err(error) => Err(error),
+    };
+    if let Err(error) = dropped {
+        error.log("cannot refresh a user's cached state");
+    }
 }
 
 /// The error a transport reports when authentication is unavailable.

@@ -25,11 +25,88 @@ pub struct AuthUser {
     pub permissions: BTreeSet<String>,
     /// When the access token stops working (a WebSocket closes then).
     pub expires_at: DateTime<Utc>,
+    /// The user's own account and roles, loaded (or found cached) with the rest: the viewer's
+    /// own data is answered from here without the database (`me { … roles { … } }`).
+    pub profile: Profile,
+}
+
+/// The viewer's account row as authentication knows it — never the password hash — and the
+/// details of their roles. Cached with the user's state in the shared store and dropped with it
+/// by every change (`user_changed`), so it is never staler than the roles and status beside it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Profile {
+    pub username: Option<String>,
+    pub display_name: Option<String>,
+    pub is_verified: bool,
+    pub banned_at: Option<DateTime<Utc>>,
+    pub ban_reason: Option<String>,
+    pub banned_until: Option<DateTime<Utc>>,
+    pub session_epoch: i64,
+    pub last_login_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// In the order they were given.
+    pub roles: Vec<RoleSummary>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RoleSummary {
+    pub name: String,
+    pub description: Option<String>,
+}
+
+impl Profile {
+    pub fn new(
+        user: &crate::entities::users::Model,
+        roles: &[crate::entities::roles::Model],
+    ) -> Self {
+        Self {
+            username: user.username.clone(),
+            display_name: user.display_name.clone(),
+            is_verified: user.is_verified,
+            banned_at: user.banned_at,
+            ban_reason: user.ban_reason.clone(),
+            banned_until: user.banned_until,
+            session_epoch: user.session_epoch,
+            last_login_at: user.last_login_at,
+            created_at: user.created_at,
+            updated_at: user.updated_at,
+            roles: roles
+                .iter()
+                .map(|r| RoleSummary {
+                    name: r.name.clone(),
+                    description: r.description.clone(),
+                })
+                .collect(),
+        }
+    }
 }
 
 impl AuthUser {
     pub fn has(&self, permission: Permission) -> bool {
         self.permissions.contains(permission.as_str())
+    }
+
+    /// The viewer's account row, rebuilt from what authentication loaded (the password hash is
+    /// never part of it: `None`). Usable accounts only reach here, so it is active.
+    pub fn account(&self) -> crate::entities::users::Model {
+        let p = &self.profile;
+        crate::entities::users::Model {
+            id: self.id,
+            email: self.email.clone(),
+            username: p.username.clone(),
+            display_name: p.display_name.clone(),
+            password_hash: None,
+            is_active: true,
+            is_verified: p.is_verified,
+            banned_at: p.banned_at,
+            ban_reason: p.ban_reason.clone(),
+            banned_until: p.banned_until,
+            session_epoch: p.session_epoch,
+            last_login_at: p.last_login_at,
+            created_at: p.created_at,
+            updated_at: p.updated_at,
+        }
     }
 }
 

@@ -7,6 +7,7 @@ mod auth;
 mod caching;
 mod cli;
 mod document_limits;
+mod fast_paths;
 mod health;
 mod helpers;
 mod http;

@@ -165,6 +165,8 @@ pub async fn login(
     )
     .await?;
     txn.commit().await?;
+    // `lastLoginAt` is part of the cached profile.
+    crate::identity::profile_touched(state, tokens.user.id).await;
     Ok(tokens)
 }
 

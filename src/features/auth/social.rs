@@ -97,6 +97,8 @@ pub async fn sign_in(
     let user = active.update(&txn).await?;
     let tokens = sessions::start(state, &txn, user, Uuid::now_v7(), client).await?;
     txn.commit().await?;
+    // `lastLoginAt` is part of the cached profile.
+    crate::identity::profile_touched(state, tokens.user.id).await;
     Ok(tokens)
 }
 

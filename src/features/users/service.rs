@@ -7,6 +7,7 @@ use uuid::Uuid;
 use crate::entities::users;
 use crate::error::{AppError, AppResult, FieldErrors, conflict_on_unique};
 use crate::identity::accounts::{self, check_display_name, check_username};
+use crate::identity::user_changed;
 use crate::state::AppState;
 
 /// # Errors
@@ -35,10 +36,13 @@ pub async fn update_profile(
         active.username = Set(Some(name));
     }
     active.updated_at = Set(Utc::now());
-    active
+    let user = active
         .update(&state.db)
         .await
-        .map_err(conflict_on_unique("this username is taken"))
+        .map_err(conflict_on_unique("this username is taken"))?;
+    // The profile is cached with the user's state: the next request sees the change.
+    user_changed(state, user_id).await;
+    Ok(user)
 }
 
 /// # Errors

@@ -60,6 +60,19 @@ impl User {
     }
 
     async fn roles(&self, ctx: &Context<'_>) -> Result<Vec<Role>> {
+        // The viewer's own roles came with authentication (keyed by the viewer's id, so never
+        // another user's).
+        if let Some(viewer) = own(ctx, self.0.id) {
+            return Ok(viewer
+                .profile
+                .roles
+                .iter()
+                .map(|r| Role {
+                    name: r.name.clone(),
+                    description: r.description.clone(),
+                })
+                .collect());
+        }
         let roles = match ctx.data_opt::<Loaders>() {
             Some(loaders) => loaders
                 .roles
@@ -83,6 +96,9 @@ impl User {
 
     /// Every permission the user holds through their roles.
     async fn permissions(&self, ctx: &Context<'_>) -> Result<Vec<String>> {
+        if let Some(viewer) = own(ctx, self.0.id) {
+            return Ok(viewer.permissions.iter().cloned().collect());
+        }
         let permissions = match ctx.data_opt::<Loaders>() {
             Some(loaders) => loaders
                 .permissions
@@ -133,6 +149,13 @@ impl User {
             .await
             .gql()
     }
+}
+
+/// The viewer, when `user_id` is the viewer's own account.
+fn own<'c>(ctx: &'c Context<'_>, user_id: uuid::Uuid) -> Option<&'c crate::identity::AuthUser> {
+    ctx.data_opt::<crate::identity::Viewer>()
+        .and_then(|viewer| viewer.user().ok())
+        .filter(|user| user.id == user_id)
 }
 
 #[derive(InputObject)]
