@@ -104,6 +104,10 @@ pub struct CacheSettings {
     pub public_max_age: u32,
     /// `max-age` in seconds for authenticated query responses (always `private`).
     pub private_max_age: u32,
+    /// The server-side response cache (`docs/caching.md`).
+    pub responses: bool,
+    /// Entries the response cache holds at most (least recently used evicted).
+    pub response_max_entries: usize,
 }
 
 impl CacheSettings {
@@ -121,6 +125,13 @@ impl CacheSettings {
                 Duration::ZERO,
                 YEAR,
             )),
+            responses: r.boolean("RESPONSE_CACHE", true),
+            response_max_entries: r.number(
+                "RESPONSE_CACHE_MAX_ENTRIES",
+                10_000usize,
+                1,
+                10_000_000,
+            ),
         }
     }
 }

@@ -20,7 +20,7 @@ use async_graphql::parser::types::{
 use async_graphql::registry::{MetaType, MetaTypeName, Registry};
 
 /// What the hints of one document's queries add up to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CachePolicy {
     /// The smallest max-age a hint set (`None`: no hint set one).
     hinted_max_age: Option<u32>,

@@ -35,6 +35,11 @@ pub trait ContextExt {
 
     /// The caller as the actor of a change (for audit entries and rank checks).
     fn actor(&self) -> Actor;
+
+    /// Tags the response with an entity it shows (`("User", Some(id))`) or a list it shows
+    /// (`("User", None)`): a cached copy of the response is dropped when that entity — or, for a
+    /// list, any entity of the kind — changes (`crate::infra::tags`, `docs/caching.md`).
+    fn cache_tag(&self, kind: &str, id: Option<&dyn std::fmt::Display>);
 }
 
 impl ContextExt for Context<'_> {
@@ -66,5 +71,36 @@ impl ContextExt for Context<'_> {
 
     fn actor(&self) -> Actor {
         Actor::new(self.viewer(), self.request_id(), &self.client())
+    }
+
+    fn cache_tag(&self, kind: &str, id: Option<&dyn std::fmt::Display>) {
+        if let Some(tags) = self.data_opt::<std::sync::Arc<CacheTags>>() {
+            tags.add(match id {
+                Some(id) => crate::infra::tags::entity(kind, id),
+                None => kind.to_owned(),
+            });
+        }
+    }
+}
+
+/// The entity tags an operation's response carries, collected while it resolves.
+#[derive(Debug, Default)]
+pub struct CacheTags(std::sync::Mutex<std::collections::BTreeSet<String>>);
+
+impl CacheTags {
+    pub fn add(&self, tag: String) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(tag);
+    }
+
+    pub fn collected(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .cloned()
+            .collect()
     }
 }

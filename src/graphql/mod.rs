@@ -8,6 +8,6 @@ pub mod extension;
 pub mod guards;
 
 pub use cache_policy::CachePolicy;
-pub use context::ContextExt;
+pub use context::{CacheTags, ContextExt};
 pub use extension::{Budget, Cost, RequestContext, RequestPhase};
 pub use guards::RequirePermission;

@@ -43,7 +43,17 @@ fn cache_control_value(cacheable: &Cacheable, settings: &CacheSettings) -> Strin
         settings.public_max_age
     };
     let scope = if private { "private" } else { "public" };
-    match policy.max_age(default) {
+    // A signed-in caller's browser keeps a response at most `CACHE_PRIVATE_MAX_AGE` (0: it
+    // revalidates every time, answered with 304 from the response cache): the browser cannot
+    // see the changes that make the server drop its copy.
+    let max_age = policy.max_age(default).map(|age| {
+        if cacheable.authenticated {
+            age.min(settings.private_max_age)
+        } else {
+            age
+        }
+    });
+    match max_age {
         Some(max_age) => format!("{scope}, max-age={max_age}"),
         None => format!("{scope}, no-cache"),
     }

@@ -12,6 +12,7 @@ pub mod operation;
 pub mod persisted;
 pub mod rate_limit;
 pub mod request_id;
+pub mod response_cache;
 pub mod server;
 pub mod ws;
 

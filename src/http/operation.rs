@@ -187,6 +187,10 @@ pub struct Ticket {
     principal: Option<Principal>,
     /// The root-field rate windows the operation was counted against.
     pub windows: Vec<Window>,
+    /// The signed-in viewer (the response cache's scope).
+    pub viewer_id: Option<uuid::Uuid>,
+    /// The entity tags the response shows, collected while it resolves.
+    pub tags: Arc<crate::graphql::CacheTags>,
 }
 
 /// Steps 1–6: everything up to execution.
@@ -280,7 +284,10 @@ pub async fn prepare(
     }
 
     let authenticated = viewer.user_id().is_some();
+    let viewer_id = viewer.user_id();
+    let tags = Arc::new(crate::graphql::CacheTags::default());
     let request = request
+        .data(tags.clone())
         .data(request_id.clone())
         .data(phase.clone())
         .data(viewer)
@@ -295,6 +302,8 @@ pub async fn prepare(
             register,
             principal,
             windows,
+            viewer_id,
+            tags,
         },
     })
 }

@@ -108,6 +108,7 @@ pub async fn create_account(
     let txn = state.db.begin().await?;
     let user = create_account_in(&txn, account, password_hash, roles, verified).await?;
     txn.commit().await?;
+    super::authenticate::user_created(state).await;
     Ok(user)
 }
 

@@ -26,7 +26,7 @@ use super::tokens::{self, Claims};
 use super::viewer::{AuthUser, Authentication, Profile};
 use crate::entities::revoked_sessions;
 use crate::error::{AppError, AppResult};
-use crate::infra::{Op, StoreResult};
+use crate::infra::{Op, StoreResult, tags};
 use crate::state::AppState;
 
 /// How long a user's state stays cached between changes.
@@ -206,7 +206,27 @@ pub async fn user_changed(state: &AppState, user_id: Uuid) {
             }
         });
     }
+    bump_tags(state, Some(user_id)).await;
     events::publish(state, user_id).await;
+}
+
+/// Cached responses that show the user, or any list of users, are stale from now on.
+async fn bump_tags(state: &AppState, user_id: Option<Uuid>) {
+    let mut changed = vec![USER_TAG.to_owned()];
+    if let Some(id) = user_id {
+        changed.push(tags::entity(USER_TAG, id));
+    }
+    if let Err(error) = tags::bump(&state.stores, &changed).await {
+        error.log("cannot mark cached responses stale");
+    }
+}
+
+/// The cache tag of users (`User:<id>` for one, `User` for lists): see `ctx.cache_tag`.
+pub const USER_TAG: &str = "User";
+
+/// Call after a committed new account: cached lists of users are stale.
+pub async fn user_created(state: &AppState) {
+    bump_tags(state, None).await;
 }
 
 /// Call after a committed change to a user's row that does not touch what they may do and that
@@ -229,6 +249,7 @@ pub async fn profile_touched(state: &AppState, user_id: Uuid) {
     if let Err(error) = dropped {
         error.log("cannot refresh a user's cached state");
     }
+    bump_tags(state, Some(user_id)).await;
 }
 
 /// The error a transport reports when authentication is unavailable.

@@ -18,6 +18,6 @@ pub mod tokens;
 pub mod viewer;
 
 pub use actor::{Actor, Authority};
-pub use authenticate::{profile_touched, user_changed};
+pub use authenticate::{USER_TAG, profile_touched, user_changed, user_created};
 pub use permissions::{Catalogue, Permission};
 pub use viewer::{AuthUser, Authentication, Caller, ClientInfo, Profile, RoleSummary, Viewer};

@@ -125,41 +125,73 @@ async fn mutations_errors_and_partial_errors_are_never_cacheable() {
 #[tokio::test]
 async fn a_response_is_only_as_cacheable_as_its_least_cacheable_field() {
     let app = TestApp::spawn().await;
-    let session = app.signed_up("stale@example.com").await;
-    // `apiInfo` declares 60 s; `me` declares nothing, so the pair is not cacheable for 60 s.
+    // `apiInfo` declares 60 s; `rateLimit` (this caller's budget) declares nothing, so the pair
+    // is not cacheable for 60 s.
     let both = get(
         &app,
-        "{ apiInfo { version } me { displayName } }",
-        Some(&session.access),
+        "{ apiInfo { version } rateLimit { remaining } }",
+        None,
         None,
     )
     .await;
     assert_eq!(both.status(), 200);
-    assert_eq!(
-        header(both.headers(), "cache-control"),
-        "private, max-age=0"
-    );
+    assert_eq!(header(both.headers(), "cache-control"), "public, max-age=0");
     // However the unhinted field is reached: an alias, a fragment, an inline fragment.
     for query in [
-        "{ apiInfo { version } m: me { id } }",
-        "{ apiInfo { version } ...F } fragment F on QueryRoot { me { id } }",
-        "{ apiInfo { version } ... on QueryRoot { me { id } } }",
+        "{ apiInfo { version } r: rateLimit { remaining } }",
+        "{ apiInfo { version } ...F } fragment F on QueryRoot { rateLimit { remaining } }",
+        "{ apiInfo { version } ... on QueryRoot { rateLimit { remaining } } }",
     ] {
-        let response = get(&app, query, Some(&session.access), None).await;
+        let response = get(&app, query, None, None).await;
         assert_eq!(
             header(response.headers(), "cache-control"),
-            "private, max-age=0",
+            "public, max-age=0",
             "{query}"
         );
     }
-    // The hinted field alone keeps its hint (private for a signed-in caller).
-    let alone = get(&app, "{ apiInfo { version } }", Some(&session.access), None).await;
+    // The hinted field alone keeps its hint.
+    let alone = get(&app, "{ apiInfo { version } }", None, None).await;
     assert_eq!(
         header(alone.headers(), "cache-control"),
-        "private, max-age=60"
+        "public, max-age=60"
     );
 
-    // So a browser never shows a stale `me` after `updateProfile`: the next read is fresh.
+    // Signed in: a field that opts out makes the whole response `no-cache`, and an unhinted one
+    // (`sessions`) keeps it from the server's cache.
+    let session = app.signed_up("stale@example.com").await;
+    let opted_out = get(
+        &app,
+        "{ me { twoFactorEnabled } }",
+        Some(&session.access),
+        None,
+    )
+    .await;
+    assert_eq!(
+        header(opted_out.headers(), "cache-control"),
+        "private, no-cache"
+    );
+}
+
+#[tokio::test]
+async fn signed_in_browsers_revalidate_by_default_so_they_never_show_a_stale_me() {
+    let app = TestApp::spawn().await;
+    let session = app.signed_up("browser@example.com").await;
+    let first = get(&app, "{ me { displayName } }", Some(&session.access), None).await;
+    assert_eq!(
+        header(first.headers(), "cache-control"),
+        "private, max-age=0"
+    );
+    let tag = header(first.headers(), "etag").to_owned();
+    // Unchanged: revalidation is a 304.
+    let revalidated = get(
+        &app,
+        "{ me { displayName } }",
+        Some(&session.access),
+        Some(&tag),
+    )
+    .await;
+    assert_eq!(revalidated.status(), 304);
+    // After `updateProfile` the same tag no longer matches: the browser gets the new name.
     let (_, _, body) = app
         .graphql_as(
             Some(&session.access),
@@ -173,11 +205,12 @@ async fn a_response_is_only_as_cacheable_as_its_least_cacheable_field() {
     );
     let after = get(
         &app,
-        "{ apiInfo { version } me { displayName } }",
+        "{ me { displayName } }",
         Some(&session.access),
-        None,
+        Some(&tag),
     )
     .await;
+    assert_eq!(after.status(), 200);
     let (_, _, body) = read(after).await;
     assert_eq!(body["data"]["me"]["displayName"], "Renamed");
 }

@@ -18,7 +18,13 @@ async fn me(app: &TestApp, token: &str) -> Value {
 
 #[tokio::test]
 async fn the_viewers_own_data_runs_no_sql() {
-    let app = TestApp::spawn().await;
+    // No job worker polling its table meanwhile (every statement counted is the request's), and
+    // no response cache: identity-aware loading alone runs no SQL.
+    let app = TestApp::spawn_with(|s| {
+        s.jobs.workers = 0;
+        s.cache.responses = false;
+    })
+    .await;
     let session = app
         .user_with_roles("fast@example.com", &["moderator"])
         .await;

@@ -18,6 +18,7 @@ mod persisted;
 mod protocol;
 mod query_limits;
 mod rate_limit;
+mod response_cache;
 mod schema;
 mod shutdown;
 mod sockets;

@@ -45,6 +45,7 @@ pub async fn create_user(
     )
     .await?;
     txn.commit().await?;
+    crate::identity::user_created(state).await;
     Ok(user)
 }
 

@@ -26,7 +26,8 @@ impl AdminQuery {
     /// selection per user.
     #[graphql(
         guard = "RequirePermission(ADMIN_READ)",
-        complexity = "(limit.max(1) as usize).saturating_mul(child_complexity)"
+        complexity = "(limit.max(1) as usize).saturating_mul(child_complexity)",
+        cache_control(max_age = 60, private)
     )]
     async fn all_users(
         &self,
@@ -58,6 +59,8 @@ impl AdminQuery {
             };
             (field, direction)
         });
+        // A list of users: stale when any user changes or a new one appears.
+        ctx.cache_tag(crate::identity::USER_TAG, None);
         let (items, total) = service::list_users(
             &ctx.state()?.db,
             &filter,

@@ -37,7 +37,10 @@ pub struct UserOrder {
     pub direction: SortDirection,
 }
 
+/// One page of users. (Cached per admin with the `User` tag: any change to any user, or a new
+/// one, drops it.)
 #[derive(SimpleObject)]
+#[graphql(cache_control(max_age = 60, private))]
 pub struct UserPage {
     pub items: Vec<User>,
     pub total_count: u64,

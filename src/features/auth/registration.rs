@@ -10,7 +10,7 @@ use crate::entities::users;
 use crate::error::{AppError, AppResult};
 use crate::identity::accounts::{self, NewAccount};
 use crate::identity::permissions::USER_ROLE;
-use crate::identity::{AuthUser, user_changed};
+use crate::identity::{AuthUser, user_changed, user_created};
 use crate::state::AppState;
 
 /// Creates an account with the `user` role and queues its verification mail. Answers the same
@@ -39,6 +39,7 @@ pub async fn register(
             )
             .await?;
             txn.commit().await?;
+            user_created(state).await;
             Ok(())
         }
         Err(AppError::Conflict(_)) => {
@@ -49,7 +50,10 @@ pub async fn register(
                 &AuthMail::AlreadyRegistered { email },
                 request_id,
             )
-            .await
+            .await?;
+            // The same work as a new account (no timing difference tells them apart).
+            user_created(state).await;
+            Ok(())
         }
         Err(other) => Err(other),
     }

@@ -13,12 +13,15 @@ use crate::identity::{accounts, sessions};
 pub struct User(pub users::Model);
 
 #[derive(SimpleObject)]
+#[graphql(cache_control(max_age = 300, private))]
 pub struct Role {
     pub name: String,
     pub description: Option<String>,
 }
 
-#[Object]
+/// Whoever returns users tags them (`ctx.cache_tag(USER_TAG, …)`), so a cached response that
+/// shows one is dropped when it changes; fields read from other tables opt out (`no_cache`).
+#[Object(cache_control(max_age = 300, private))]
 impl User {
     async fn id(&self) -> ID {
         ID(self.0.id.to_string())
@@ -52,7 +55,8 @@ impl User {
         self.0.last_login_at
     }
 
-    /// Whether signing in needs a second factor.
+    /// Whether signing in needs a second factor. (Read from its own table: never cached.)
+    #[graphql(cache_control(no_cache))]
     async fn two_factor_enabled(&self, ctx: &Context<'_>) -> Result<bool> {
         accounts::two_factor_enabled(&ctx.state()?.db, self.0.id)
             .await
@@ -134,8 +138,8 @@ impl User {
         self.0.banned_until
     }
 
-    /// Active sessions. Admins only.
-    #[graphql(guard = "RequirePermission(ADMIN_READ)")]
+    /// Active sessions. Admins only. (Changes with every sign-in: never cached.)
+    #[graphql(guard = "RequirePermission(ADMIN_READ)", cache_control(no_cache))]
     async fn sessions_count(&self, ctx: &Context<'_>) -> Result<u64> {
         sessions::count_live(&ctx.state()?.db, self.0.id)
             .await
@@ -143,7 +147,8 @@ impl User {
     }
 
     /// Providers the account can sign in with (`google`, `github`, `telegram`, …). Admins only.
-    #[graphql(guard = "RequirePermission(ADMIN_READ)")]
+    /// (Read from its own table: never cached.)
+    #[graphql(guard = "RequirePermission(ADMIN_READ)", cache_control(no_cache))]
     async fn linked_providers(&self, ctx: &Context<'_>) -> Result<Vec<String>> {
         service::linked_providers(&ctx.state()?.db, self.0.id)
             .await

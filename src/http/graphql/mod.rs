@@ -25,6 +25,7 @@ use response::{Outcome, not_acceptable, request_error, respond, respond_outcome}
 use super::HttpState;
 use super::caching::Cacheable;
 use super::operation::{self, Params, Refusal, Transport};
+use super::response_cache;
 use crate::error::ErrorCode;
 use crate::identity::Caller;
 use crate::telemetry::RequestId;
@@ -192,6 +193,51 @@ async fn run(
         }
     };
     let is_query = prepared.ticket.info.kind == Some(OperationType::Query);
+    // The response cache: a live entry answers without executing.
+    let cache_key = (is_query && app.settings.cache.responses).then(|| {
+        let request = &prepared.request;
+        let variables = serde_json::to_value(&request.variables).unwrap_or(Value::Null);
+        let scope = prepared
+            .ticket
+            .viewer_id
+            .map_or_else(|| "public".to_owned(), |id| format!("user:{id}"));
+        response_cache::key(
+            &request.query,
+            request.operation_name.as_deref(),
+            &variables,
+            &scope,
+        )
+    });
+    let mut generation = None;
+    if let Some(key) = &cache_key {
+        match response_cache::lookup(app, key).await {
+            response_cache::Lookup::Hit(entry) => {
+                let ticket = prepared.ticket;
+                app.metrics.graphql_operation(
+                    ticket.info.name.as_deref(),
+                    ticket.info.kind_label(),
+                    "ok",
+                    std::time::Duration::ZERO,
+                );
+                return Outcome {
+                    body: Value::Null,
+                    executed: true,
+                    status: None,
+                    headers: HeaderMap::new(),
+                    cacheable: Some(Cacheable {
+                        policy: entry.policy,
+                        authenticated: ticket.authenticated,
+                    }),
+                    windows: ticket.windows,
+                    bytes: Some(entry.body.into_bytes()),
+                };
+            }
+            response_cache::Lookup::Miss {
+                generation: current,
+            } => generation = Some(current),
+            response_cache::Lookup::Unavailable => {}
+        }
+    }
     let executed = operation::execute(app, &state.schema, prepared).await;
     let Some(response) = executed.response else {
         let mut refusal = Refusal::from_error(&operation::deadline_error(app));
@@ -229,12 +275,28 @@ async fn run(
     if let Some(budget) = executed.ticket.phase.budget() {
         headers.extend(super::rate_limit::budget_headers(&budget));
     }
+    let body = Value::Object(body);
+    let mut bytes = None;
+    if let (Some(cacheable), Some(key), Some(generation)) = (&cacheable, &cache_key, generation) {
+        let serialized = serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec());
+        response_cache::store(
+            app,
+            key,
+            &serialized,
+            cacheable.policy,
+            executed.ticket.tags.collected(),
+            generation,
+        )
+        .await;
+        bytes = Some(serialized);
+    }
     Outcome {
-        body: Value::Object(body),
+        body,
         executed: executed.executed,
         status: None,
         headers,
         cacheable,
         windows: executed.ticket.windows,
+        bytes,
     }
 }

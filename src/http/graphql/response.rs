@@ -50,6 +50,8 @@ pub struct Outcome {
     pub cacheable: Option<Cacheable>,
     /// Root-field rate windows, for the pacing headers (`super::super::caller`).
     pub windows: Vec<Window>,
+    /// The body already serialised (an answer from the response cache, or one just stored).
+    pub bytes: Option<Vec<u8>>,
 }
 
 impl Outcome {
@@ -61,6 +63,7 @@ impl Outcome {
             headers: refusal.headers,
             cacheable: None,
             windows: refusal.windows,
+            bytes: None,
         }
     }
 }
@@ -79,7 +82,9 @@ pub fn respond_outcome(
     } else {
         StatusCode::BAD_REQUEST
     };
-    let bytes = serde_json::to_vec(&outcome.body).unwrap_or_else(|_| b"{}".to_vec());
+    let bytes = outcome
+        .bytes
+        .unwrap_or_else(|| serde_json::to_vec(&outcome.body).unwrap_or_else(|_| b"{}".to_vec()));
     let mut response = respond_bytes(status, media, bytes.clone(), outcome.headers);
     if !outcome.windows.is_empty() {
         response

@@ -1,0 +1,239 @@
+//! The server-side response cache: hits without executing, 304s from the cache with the same
+//! ETag, scopes that never leak, and tags that drop entries on every instance.
+
+use std::sync::atomic::Ordering;
+
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, header};
+
+const USERS: &str =
+    "{ allUsers(limit: 50) { totalCount items { email displayName roles { name } isBanned } } }";
+
+async fn get(
+    app: &TestApp,
+    query: &str,
+    token: Option<&str>,
+    if_none_match: Option<&str>,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let mut request = app
+        .client
+        .get(app.url("/graphql"))
+        .query(&[("query", query)]);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(tag) = if_none_match {
+        request = request.header("if-none-match", tag);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let bytes = response.bytes().await.unwrap();
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, headers, body)
+}
+
+fn counter(metrics: &str, result: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("response_cache_total{{result=\"{result}\"}} ")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn emails(body: &Value) -> Vec<String> {
+    body["data"]["allUsers"]["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{body}"))
+        .iter()
+        .map(|u| u["email"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_hit_runs_nothing_and_revalidates_with_the_same_etag() {
+    let app = TestApp::spawn_with(|s| s.jobs.workers = 0).await;
+    let admin = app.admin().await;
+    let token = Some(admin.access.as_str());
+    let (status, executed, first) = get(&app, USERS, token, None).await;
+    assert_eq!(status, 200, "{first}");
+
+    let before = app.statements.load(Ordering::SeqCst);
+    let (_, cached, second) = get(&app, USERS, token, None).await;
+    assert_eq!(
+        app.statements.load(Ordering::SeqCst) - before,
+        0,
+        "a hit runs no SQL"
+    );
+    assert_eq!(first, second);
+    let tag = header(&executed, "etag").to_owned();
+    assert_eq!(
+        header(&cached, "etag"),
+        tag,
+        "200 from execution and from the cache agree"
+    );
+    assert_eq!(header(&cached, "cache-control"), "private, max-age=0");
+
+    let (status, revalidated, _) = get(&app, USERS, token, Some(&tag)).await;
+    assert_eq!(status, 304);
+    assert_eq!(header(&revalidated, "etag"), tag);
+    assert_eq!(
+        app.statements.load(Ordering::SeqCst) - before,
+        0,
+        "a 304 runs no SQL"
+    );
+
+    let metrics = app.metrics_text().await;
+    assert_eq!(counter(&metrics, "hit"), 2, "{metrics}");
+    assert_eq!(counter(&metrics, "miss"), 1, "{metrics}");
+
+    // Public answers are cached too, and shared by anonymous callers.
+    let (_, public, _) = get(&app, "{ apiInfo { version } }", None, None).await;
+    let (_, again, _) = get(&app, "{ apiInfo { version } }", None, None).await;
+    assert_eq!(header(&public, "etag"), header(&again, "etag"));
+    assert_eq!(counter(&app.metrics_text().await, "hit"), 3);
+}
+
+#[tokio::test]
+async fn a_private_result_is_never_served_to_anyone_else() {
+    let app = TestApp::spawn_with(|s| s.jobs.workers = 0).await;
+    let admin = app.admin().await;
+    let moderator = app
+        .user_with_roles("moderator@example.com", &["moderator"])
+        .await;
+    let one = app.signed_up("one@example.com").await;
+    let two = app.signed_up("two@example.com").await;
+
+    // The same document, four callers: each gets their own answer.
+    for (session, email) in [(&one, "one@example.com"), (&two, "two@example.com")] {
+        for _ in 0..2 {
+            let (_, _, body) = get(&app, "{ me { email } }", Some(&session.access), None).await;
+            assert_eq!(body["data"]["me"]["email"], email, "{body}");
+        }
+    }
+    let (status, _, body) = get(&app, "{ me { email } }", None, None).await;
+    assert!(
+        body["data"].is_null() || body["data"]["me"].is_null(),
+        "{status} {body}"
+    );
+
+    // An admin's cached list is not the moderator's: the moderator's request executes.
+    get(&app, USERS, Some(&admin.access), None).await;
+    get(&app, USERS, Some(&admin.access), None).await;
+    let before = app.statements.load(Ordering::SeqCst);
+    let (_, _, body) = get(&app, USERS, Some(&moderator.access), None).await;
+    assert!(
+        app.statements.load(Ordering::SeqCst) > before,
+        "executed for its own scope"
+    );
+    assert_eq!(body["data"]["allUsers"]["totalCount"], 4, "{body}");
+    // A user without the permission never sees the list, cached or not.
+    let (_, _, body) = get(&app, USERS, Some(&one.access), None).await;
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "FORBIDDEN",
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn no_stale_entry_survives_a_change_on_any_instance() {
+    let (first, second) = TestApp::spawn_pair_with(|_| {}).await;
+    let admin = first.admin().await;
+    let token = Some(admin.access.as_str());
+    let target = first.signed_up("target@example.com").await;
+    // Cached on the second instance.
+    let (_, _, body) = get(&second, USERS, token, None).await;
+    assert_eq!(emails(&body).len(), 2);
+    get(&second, USERS, token, None).await;
+
+    // A new account, through the first instance: the list shows it (creating an entity drops
+    // the lists it can appear in).
+    first.signed_up("newcomer@example.com").await;
+    let (_, _, body) = get(&second, USERS, token, None).await;
+    assert!(
+        emails(&body).contains(&"newcomer@example.com".to_owned()),
+        "{body}"
+    );
+
+    // A profile update.
+    let (_, _, body) = first
+        .graphql_as(
+            Some(&target.access),
+            "mutation { updateProfile(input: { displayName: \"Changed\" }) { displayName } }",
+            json!({}),
+        )
+        .await;
+    assert!(body["errors"].is_null(), "{body}");
+    let (_, _, body) = get(&second, USERS, token, None).await;
+    let shown = body["data"]["allUsers"]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["email"] == "target@example.com")
+        .cloned()
+        .unwrap();
+    assert_eq!(shown["displayName"], "Changed", "{body}");
+
+    // A role change.
+    first
+        .graphql_as(
+            token,
+            "mutation($ids: [ID!]!) { bulkAssignRole(userIds: $ids, role: \"moderator\") { updated } }",
+            json!({ "ids": [target.user_id] }),
+        )
+        .await;
+    let (_, _, body) = get(&second, USERS, token, None).await;
+    let shown = body["data"]["allUsers"]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["email"] == "target@example.com")
+        .cloned()
+        .unwrap();
+    assert!(
+        shown["roles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["name"] == "moderator"),
+        "{shown}"
+    );
+
+    // A ban, seen through `user(id)` cached on the second instance too.
+    let one_user = format!("{{ user(id: \"{}\") {{ isBanned }} }}", target.user_id);
+    let (_, _, body) = get(&second, &one_user, token, None).await;
+    assert_eq!(body["data"]["user"]["isBanned"], false, "{body}");
+    first
+        .graphql_as(
+            token,
+            "mutation($id: ID!) { banUser(userId: $id, reason: \"spam\") { id } }",
+            json!({ "id": target.user_id }),
+        )
+        .await;
+    let (_, _, body) = get(&second, &one_user, token, None).await;
+    assert_eq!(body["data"]["user"]["isBanned"], true, "{body}");
+    let (_, _, body) = get(&second, USERS, token, None).await;
+    let shown = body["data"]["allUsers"]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["email"] == "target@example.com")
+        .cloned()
+        .unwrap();
+    assert_eq!(shown["isBanned"], true);
+}
+
+#[tokio::test]
+async fn the_cache_can_be_turned_off() {
+    let app = TestApp::spawn_with(|s| s.cache.responses = false).await;
+    for _ in 0..3 {
+        get(&app, "{ apiInfo { version } }", None, None).await;
+    }
+    let metrics = app.metrics_text().await;
+    assert_eq!(
+        counter(&metrics, "hit") + counter(&metrics, "miss"),
+        0,
+        "{metrics}"
+    );
+}
