@@ -187,8 +187,9 @@ pub struct Ticket {
     principal: Option<Principal>,
     /// The root-field rate windows the operation was counted against.
     pub windows: Vec<Window>,
-    /// The signed-in viewer (the response cache's scope).
-    pub viewer_id: Option<uuid::Uuid>,
+    /// The response cache's scope: `public` for anonymous callers, else the user and what they
+    /// may do (a permission change is a new scope, so guards run again).
+    pub cache_scope: String,
     /// The entity tags the response shows, collected while it resolves.
     pub tags: Arc<crate::graphql::CacheTags>,
 }
@@ -284,7 +285,17 @@ pub async fn prepare(
     }
 
     let authenticated = viewer.user_id().is_some();
-    let viewer_id = viewer.user_id();
+    let cache_scope = match viewer.user() {
+        Ok(user) => {
+            let mut permissions = xxhash_rust::xxh3::Xxh3::new();
+            for permission in &user.permissions {
+                permissions.update(permission.as_bytes());
+                permissions.update(&[0]);
+            }
+            format!("user:{}:{:016x}", user.id, permissions.digest())
+        }
+        Err(_) => "public".to_owned(),
+    };
     let tags = Arc::new(crate::graphql::CacheTags::default());
     let request = request
         .data(tags.clone())
@@ -302,7 +313,7 @@ pub async fn prepare(
             register,
             principal,
             windows,
-            viewer_id,
+            cache_scope,
             tags,
         },
     })

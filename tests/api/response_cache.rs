@@ -237,3 +237,30 @@ async fn the_cache_can_be_turned_off() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn a_permission_change_is_a_new_scope_so_guards_run_again() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin().await;
+    let moderator = app
+        .user_with_roles("scoped@example.com", &["moderator"])
+        .await;
+    let query = "{ apiInfo { version } }";
+    get(&app, query, Some(&moderator.access), None).await;
+    get(&app, query, Some(&moderator.access), None).await;
+    let metrics = app.metrics_text().await;
+    assert_eq!(counter(&metrics, "hit"), 1, "{metrics}");
+    // `apiInfo` shows no entity, so no tag drops the entry; the new permissions make a new key.
+    let (_, _, body) = app
+        .graphql_as(
+            Some(&admin.access),
+            "mutation($ids: [ID!]!) { bulkRemoveRole(userIds: $ids, role: \"moderator\") { updated } }",
+            json!({ "ids": [moderator.user_id] }),
+        )
+        .await;
+    assert_eq!(body["data"]["bulkRemoveRole"]["updated"], 1, "{body}");
+    get(&app, query, Some(&moderator.access), None).await;
+    let metrics = app.metrics_text().await;
+    assert_eq!(counter(&metrics, "hit"), 1, "{metrics}");
+    assert_eq!(counter(&metrics, "miss"), 2, "{metrics}");
+}

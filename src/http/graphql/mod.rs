@@ -197,15 +197,11 @@ async fn run(
     let cache_key = (is_query && app.settings.cache.responses).then(|| {
         let request = &prepared.request;
         let variables = serde_json::to_value(&request.variables).unwrap_or(Value::Null);
-        let scope = prepared
-            .ticket
-            .viewer_id
-            .map_or_else(|| "public".to_owned(), |id| format!("user:{id}"));
         response_cache::key(
             &request.query,
             request.operation_name.as_deref(),
             &variables,
-            &scope,
+            &prepared.ticket.cache_scope,
         )
     });
     let mut generation = None;
