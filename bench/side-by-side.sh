@@ -13,7 +13,7 @@
 #
 #   bash bench/side-by-side.sh
 #   DURATION=15s CONNECTIONS=64 bash bench/side-by-side.sh
-#   BENCH_DATABASE_URL=postgres://multipult:multipult@127.0.0.1:5432/bench \
+#   BENCH_DATABASE_URL=postgres://multipult:multipult@127.0.0.1:5432/multipult \
 #   BENCH_REDIS_URL=redis://127.0.0.1:6379 bash bench/side-by-side.sh
 #
 # Installs wrk from Debian's packages when missing. Every request goes to 127.0.0.1.

@@ -105,6 +105,7 @@ impl Application {
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(identity::events::listen(state.clone()));
         tasks.spawn(crate::maintenance::run(state.clone()));
+        tasks.spawn(crate::maintenance::flush_budgets(state.clone()));
         for task in schema::tasks() {
             tasks.spawn((task.run)(state.clone()));
         }

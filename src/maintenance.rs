@@ -26,6 +26,29 @@ pub async fn run(state: AppState) {
     }
 }
 
+/// Sends cost-budget charges to the shared store every `budget::FLUSH_INTERVAL`, and once more
+/// at shutdown; a failed flush is logged at most once a minute (the charges wait for the next).
+pub async fn flush_budgets(state: AppState) {
+    let mut tick = tokio::time::interval(crate::infra::budget::FLUSH_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut warned: Option<tokio::time::Instant> = None;
+    loop {
+        let stopping = tokio::select! {
+            () = state.shutdown.cancelled() => true,
+            _ = tick.tick() => false,
+        };
+        if let Err(error) = state.budgets.flush(state.stores.kv.as_ref()).await
+            && warned.is_none_or(|at| at.elapsed() >= Duration::from_secs(60))
+        {
+            warned = Some(tokio::time::Instant::now());
+            error.log("cannot send cost-budget charges; they wait for the next flush");
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
 /// One round of housekeeping.
 pub async fn sweep(state: &AppState) {
     match sessions::purge_expired_revocations(&state.db).await {

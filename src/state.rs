@@ -33,6 +33,8 @@ pub struct AppInner {
     pub http_client: reqwest::Client,
     pub metrics: Arc<Metrics>,
     pub rate_limiter: RateLimiter,
+    /// Cost-budget charges, sent to the shared store in batches.
+    pub budgets: crate::infra::budget::BudgetLedger,
     /// Every permission the application knows (identity's and each feature's).
     pub catalogue: Catalogue,
     /// Open sockets of this instance watching their users' identity changes.
@@ -77,6 +79,7 @@ impl AppState {
             http_client,
             metrics,
             rate_limiter,
+            budgets: crate::infra::budget::BudgetLedger::default(),
             catalogue,
             identity_watchers: Arc::new(Watchers::default()),
             shutdown: CancellationToken::new(),

@@ -2,6 +2,7 @@
 //! Redis implementation, chosen once at start from the configuration; nothing else knows which.
 
 pub mod breaker;
+pub mod budget;
 pub mod cache;
 pub mod crypto;
 pub mod db;

@@ -138,3 +138,125 @@ async fn every_change_shows_on_the_next_read_on_every_instance() {
     let (status, _, body) = second.graphql_as(Some(&again.access), ME, json!({})).await;
     assert_eq!(status, 401, "{body}");
 }
+
+fn budget_of(body: &Value) -> u64 {
+    body["data"]["rateLimit"]["remaining"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{body}"))
+}
+
+#[tokio::test]
+async fn a_budget_spent_on_one_instance_counts_on_the_other() {
+    let (first, second) = TestApp::spawn_pair_with(|s| {
+        s.graphql.user_budget = Some(multipult::config::Quota {
+            limit: 100,
+            window: std::time::Duration::from_secs(3600),
+        });
+    })
+    .await;
+    let session = first.signed_up("budget@example.com").await;
+    let query = "{ rateLimit { remaining cost } }";
+    let (_, _, body) = first
+        .graphql_as(Some(&session.access), query, json!({}))
+        .await;
+    let cost = body["data"]["rateLimit"]["cost"].as_u64().unwrap();
+    assert_eq!(budget_of(&body), 100 - cost);
+    for _ in 0..4 {
+        first
+            .graphql_as(Some(&session.access), query, json!({}))
+            .await;
+    }
+    // The charges reach the shared store within a tenth of a second.
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let (_, _, body) = second
+        .graphql_as(Some(&session.access), query, json!({}))
+        .await;
+    assert_eq!(budget_of(&body), 100 - 6 * cost, "{body}");
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let (_, _, body) = first
+        .graphql_as(Some(&session.access), query, json!({}))
+        .await;
+    assert_eq!(budget_of(&body), 100 - 7 * cost, "{body}");
+}
+
+/// Commands this app sends to Redis while `work` runs, read with MONITOR and filtered by the
+/// app's key prefix (other tests share the server).
+async fn redis_commands<F: Future<Output = ()>>(app: &TestApp, work: F) -> Vec<String> {
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+    let url = crate::helpers::test_redis_url().expect("the Redis pass");
+    let address = url
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    stream.write_all(b"MONITOR\r\n").await.unwrap();
+    let mut lines = BufReader::new(stream).lines();
+    assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("+OK"));
+    let prefix = app.state.settings.key_prefix.clone();
+    work.await;
+    // A marker through another connection: everything the app sent before it is in the stream.
+    let marker = format!("end-{}", uuid::Uuid::new_v4().simple());
+    let mut other = tokio::net::TcpStream::connect(&address).await.unwrap();
+    other
+        .write_all(format!("ECHO {marker}\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains(&marker) {
+                return;
+            }
+            // What the app sent, not what its scripts ran inside Redis.
+            if line.contains(&prefix) && !line.contains(" lua] ") {
+                seen.push(line);
+            }
+        }
+    })
+    .await
+    .expect("the marker comes back");
+    seen
+}
+
+#[tokio::test]
+async fn an_authenticated_request_is_one_store_round_trip() {
+    if crate::helpers::test_redis_url().is_none() {
+        eprintln!("skipped: counts Redis commands; runs in the Redis pass (TEST_REDIS_URL)");
+        return;
+    }
+    let app = TestApp::spawn_with(|s| {
+        s.rate_limit.enabled = true;
+        s.rate_limit.user = multipult::config::Quota {
+            limit: 1_000_000,
+            window: std::time::Duration::from_secs(60),
+        };
+        s.graphql.user_budget = Some(multipult::config::Quota {
+            limit: 1_000_000,
+            window: std::time::Duration::from_secs(3600),
+        });
+        s.cache.responses = false;
+    })
+    .await;
+    let session = app.signed_up("trips@example.com").await;
+    // Warm: the user's cached state, and this instance's view of the budget.
+    for _ in 0..2 {
+        me(&app, &session.access).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    const REQUESTS: usize = 20;
+    let commands = redis_commands(&app, async {
+        for _ in 0..REQUESTS {
+            me(&app, &session.access).await;
+        }
+    })
+    .await;
+    // One script per request (state, revocations and the rate window together); the budget's
+    // charges leave in a batch every tenth of a second, whatever the number of requests.
+    let per_request = commands.iter().filter(|c| c.contains("auth:user:")).count();
+    assert_eq!(per_request, REQUESTS, "{commands:#?}");
+    assert!(
+        commands.len() <= REQUESTS + 5,
+        "{} commands for {REQUESTS} requests: {commands:#?}",
+        commands.len()
+    );
+}
