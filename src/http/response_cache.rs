@@ -6,7 +6,8 @@
 //!
 //! Each entry remembers the versions of the entity tags its resolvers set (`ctx.cache_tag`,
 //! `crate::infra::tags`); a change bumps them, and an entry whose tags moved is a miss — on every
-//! instance, with constant work per change. An entry is only stored when no tag anywhere moved
+//! instance, with constant work per change. On Redis a lookup (entry and its tags' versions) and
+//! a store (versions checked and entry written) are one script each: one round trip. An entry is only stored when no tag anywhere moved
 //! while the query ran (a global generation read before and after), so a result computed from
 //! data that changed meanwhile is never kept.
 //!
@@ -17,27 +18,34 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::graphql::CachePolicy;
-use crate::infra::cache::Bounds;
+use crate::infra::cache::{Bounds, TagKeys, TaggedGet, TaggedPut};
 use crate::infra::tags;
 use crate::state::AppState;
 
 const NAMESPACE: &str = "responses";
 
-/// A stored response.
+/// A stored response. On the store it sits under a header line `tag=version …` (the versions of
+/// its tags when it was stored), which the Redis script reads to check them in the same round
+/// trip.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Entry {
     pub body: String,
     pub policy: CachePolicy,
     /// Unix milliseconds.
     expires_at: i64,
-    /// `(tag, version)` when it was stored.
-    tags: Vec<(String, i64)>,
 }
 
 fn bounds(app: &AppState) -> Bounds {
     Bounds {
         capacity: app.settings.cache.response_max_entries,
         ttl: tags::MAX_ENTRY_TTL,
+    }
+}
+
+fn tag_keys() -> TagKeys<'static> {
+    TagKeys {
+        prefix: tags::PREFIX,
+        generation: tags::GENERATION,
     }
 }
 
@@ -61,6 +69,29 @@ pub fn key(document: &str, operation_name: Option<&str>, variables: &Value, scop
     format!("{:032x}", hasher.digest128())
 }
 
+/// `(tag, version)` pairs of a stored value's header line, and the entry after it.
+fn decode(bytes: &[u8]) -> Option<(Vec<(String, i64)>, Entry)> {
+    let newline = bytes.iter().position(|b| *b == b'\n')?;
+    let header = std::str::from_utf8(&bytes[..newline]).ok()?;
+    let pairs = header
+        .split_whitespace()
+        .map(|pair| {
+            let (tag, version) = pair.rsplit_once('=')?;
+            Some((tag.to_owned(), version.parse().ok()?))
+        })
+        .collect::<Option<Vec<_>>>()?;
+    let entry = serde_json::from_slice(&bytes[newline + 1..]).ok()?;
+    Some((pairs, entry))
+}
+
+fn encode(pairs: &[(String, i64)], payload: &[u8]) -> Vec<u8> {
+    let header: Vec<String> = pairs.iter().map(|(tag, v)| format!("{tag}={v}")).collect();
+    let mut bytes = header.join(" ").into_bytes();
+    bytes.push(b'\n');
+    bytes.extend_from_slice(payload);
+    bytes
+}
+
 /// What a lookup found: a live entry, or the generation to store a fresh one under.
 pub enum Lookup {
     Hit(Entry),
@@ -71,53 +102,65 @@ pub enum Lookup {
     Unavailable,
 }
 
-/// The entry for `key`, when it is live and none of its tags moved.
-pub async fn lookup(app: &AppState, key: &str) -> Lookup {
-    let found = app.stores.cache.get(NAMESPACE, bounds(app), key).await;
-    let entry = match found {
-        Ok(Some(bytes)) => serde_json::from_slice::<Entry>(&bytes).ok(),
-        Ok(None) => None,
-        Err(error) => {
-            error.log("response cache unavailable");
-            count(app, "bypass");
-            return Lookup::Unavailable;
-        }
-    };
-    // The entry's tags and the generation, in one round trip.
-    let mut names: Vec<String> = entry
-        .as_ref()
-        .map(|e| e.tags.iter().map(|(tag, _)| tag.clone()).collect())
+/// The stored value and the current versions of its tags and of the generation: one round trip
+/// where the backend can (Redis), two otherwise (in process, where they cost nothing).
+async fn read(app: &AppState, key: &str) -> crate::infra::StoreResult<TaggedGet> {
+    let cache = &app.stores.cache;
+    if let Some(read) = cache
+        .get_tagged(NAMESPACE, bounds(app), key, &tag_keys())
+        .await?
+    {
+        return Ok(read);
+    }
+    let value = cache.get(NAMESPACE, bounds(app), key).await?;
+    let mut names: Vec<String> = value
+        .as_deref()
+        .and_then(decode)
+        .map(|(pairs, _)| pairs.into_iter().map(|(tag, _)| tag).collect())
         .unwrap_or_default();
     names.push(tags::GENERATION.to_owned());
-    let versions = match tags::versions(&app.stores, &names).await {
-        Ok(versions) => versions,
+    let mut versions = tags::versions(&app.stores, &names).await?;
+    let generation = versions.pop().unwrap_or(0);
+    Ok(TaggedGet {
+        value,
+        versions,
+        generation,
+    })
+}
+
+/// The entry for `key`, when it is live and none of its tags moved.
+pub async fn lookup(app: &AppState, key: &str) -> Lookup {
+    let read = match read(app, key).await {
+        Ok(read) => read,
         Err(error) => {
             error.log("response cache unavailable");
             count(app, "bypass");
             return Lookup::Unavailable;
         }
     };
-    let generation = versions.last().copied().unwrap_or(0);
-    if let Some(entry) = entry {
-        let live = entry.expires_at > chrono::Utc::now().timestamp_millis();
-        let current = entry
-            .tags
-            .iter()
-            .zip(&versions)
-            .all(|((_, stored), now)| stored == now);
-        if live && current {
-            count(app, "hit");
-            return Lookup::Hit(entry);
+    match read.value.as_deref().and_then(decode) {
+        Some((pairs, entry)) => {
+            let live = entry.expires_at > chrono::Utc::now().timestamp_millis();
+            let current = pairs.len() == read.versions.len()
+                && pairs
+                    .iter()
+                    .zip(&read.versions)
+                    .all(|((_, stored), now)| stored == now);
+            if live && current {
+                count(app, "hit");
+                return Lookup::Hit(entry);
+            }
+            count(app, "stale");
         }
-        count(app, "stale");
-    } else {
-        count(app, "miss");
+        None => count(app, "miss"),
     }
-    Lookup::Miss { generation }
+    Lookup::Miss {
+        generation: read.generation,
+    }
 }
 
 /// Keeps a response that executed without errors, when its policy allows, and when no tag moved
-/// since `generation` was read.
+/// since `generation` was read (a result computed across a change may mix before and after).
 pub async fn store(
     app: &AppState,
     key: &str,
@@ -134,34 +177,53 @@ pub async fn store(
         return;
     };
     let ttl = std::time::Duration::from_secs(u64::from(max_age)).min(tags::MAX_ENTRY_TTL);
+    let entry = Entry {
+        body: text.to_owned(),
+        policy,
+        expires_at: chrono::Utc::now().timestamp_millis()
+            + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2),
+    };
+    let Ok(payload) = serde_json::to_vec(&entry) else {
+        return;
+    };
+    let cache = &app.stores.cache;
+    match cache
+        .put_tagged(
+            NAMESPACE,
+            bounds(app),
+            key,
+            TaggedPut {
+                tags: &tag_keys(),
+                expected: generation,
+                entry_tags: &tags_seen,
+                payload: &payload,
+            },
+        )
+        .await
+    {
+        Ok(Some(_)) => return,
+        Ok(None) => {}
+        Err(error) => {
+            error.log("cannot store a response");
+            return;
+        }
+    }
     let mut names = tags_seen;
     names.push(tags::GENERATION.to_owned());
-    let versions = match tags::versions(&app.stores, &names).await {
+    let mut versions = match tags::versions(&app.stores, &names).await {
         Ok(versions) => versions,
         Err(error) => {
             error.log("response cache unavailable");
             return;
         }
     };
-    if versions.last().copied().unwrap_or(0) != generation {
-        // Something changed while the query ran: its result may mix before and after.
+    if versions.pop().unwrap_or(0) != generation {
         return;
     }
     names.pop();
-    let entry = Entry {
-        body: text.to_owned(),
-        policy,
-        expires_at: chrono::Utc::now().timestamp_millis()
-            + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2),
-        tags: names.into_iter().zip(versions).collect(),
-    };
-    let Ok(bytes) = serde_json::to_vec(&entry) else {
-        return;
-    };
-    if let Err(error) = app
-        .stores
-        .cache
-        .put(NAMESPACE, bounds(app), key, &bytes)
+    let pairs: Vec<(String, i64)> = names.into_iter().zip(versions).collect();
+    if let Err(error) = cache
+        .put(NAMESPACE, bounds(app), key, &encode(&pairs, &payload))
         .await
     {
         error.log("cannot store a response");

@@ -41,6 +41,57 @@ pub trait BoundedCache: Send + Sync + 'static {
         key: &str,
         value: &[u8],
     ) -> StoreResult<()>;
+
+    /// [`get`](Self::get) of a tagged entry (see [`put_tagged`](Self::put_tagged)) together with
+    /// the current versions of its tags and of `generation`, in one round trip. `None` where the
+    /// backend has no such shortcut (then the caller reads the versions itself).
+    async fn get_tagged(
+        &self,
+        _namespace: &str,
+        _bounds: Bounds,
+        _key: &str,
+        _tags: &TagKeys<'_>,
+    ) -> StoreResult<Option<TaggedGet>> {
+        Ok(None)
+    }
+
+    /// Stores `payload` under a header line `tag=version …` with the current versions of `tags`,
+    /// unless `generation` moved from `expected` — in one round trip. `None` where the backend has
+    /// no such shortcut.
+    async fn put_tagged(
+        &self,
+        _namespace: &str,
+        _bounds: Bounds,
+        _key: &str,
+        _put: TaggedPut<'_>,
+    ) -> StoreResult<Option<bool>> {
+        Ok(None)
+    }
+}
+
+/// What [`BoundedCache::put_tagged`] stores: `payload` under the current versions of
+/// `entry_tags`, unless the generation moved from `expected`.
+pub struct TaggedPut<'a> {
+    pub tags: &'a TagKeys<'a>,
+    pub expected: i64,
+    pub entry_tags: &'a [String],
+    pub payload: &'a [u8],
+}
+
+/// Where tag counters live in the key-value store: `prefix + tag` (unprefixed by the store's own
+/// namespace: the backend adds it), and the name of the generation counter.
+pub struct TagKeys<'a> {
+    pub prefix: &'a str,
+    pub generation: &'a str,
+}
+
+/// What [`BoundedCache::get_tagged`] read.
+#[derive(Debug, Default)]
+pub struct TaggedGet {
+    pub value: Option<Vec<u8>>,
+    /// The current version of each tag of the entry's header line, in its order.
+    pub versions: Vec<i64>,
+    pub generation: i64,
 }
 
 struct Entry {
@@ -163,6 +214,69 @@ static PUT: LazyLock<Script> = LazyLock::new(|| {
     ))
 });
 
+static GET_TAGGED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{CLOCK}{}",
+        r"local value = false
+          local used = redis.call('ZSCORE', KEYS[2], ARGV[1])
+          if used then
+            if tonumber(used) < oldest then
+              redis.call('HDEL', KEYS[1], ARGV[1])
+              redis.call('ZREM', KEYS[2], ARGV[1])
+            else
+              redis.call('ZADD', KEYS[2], score, ARGV[1])
+              value = redis.call('HGET', KEYS[1], ARGV[1])
+            end
+          end
+          local versions = {}
+          if value then
+            local header = string.sub(value, 1, (string.find(value, '\n', 1, true) or 1) - 1)
+            for pair in string.gmatch(header, '%S+') do
+              local tag = string.match(pair, '^(.*)=[^=]*$') or pair
+              versions[#versions + 1] = redis.call('GET', ARGV[3] .. tag) or '0'
+            end
+          end
+          local generation = redis.call('GET', ARGV[3] .. ARGV[4]) or '0'
+          return {value, versions, generation}"
+    ))
+});
+
+static PUT_TAGGED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{CLOCK}{}",
+        r"local generation = redis.call('GET', ARGV[5] .. ARGV[6]) or '0'
+          if generation ~= ARGV[7] then return 0 end
+          local header = {}
+          for i = 8, #ARGV do
+            header[#header + 1] = ARGV[i] .. '=' .. (redis.call('GET', ARGV[5] .. ARGV[i]) or '0')
+          end
+          local value = table.concat(header, ' ') .. '\n' .. ARGV[3]
+          redis.call('HSET', KEYS[1], ARGV[1], value)
+          redis.call('ZADD', KEYS[2], score, ARGV[1])
+          local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', oldest)
+          for _, key in ipairs(stale) do redis.call('HDEL', KEYS[1], key) end
+          redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', oldest)
+          local extra = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[4])
+          if extra > 0 then
+            local evicted = redis.call('ZPOPMIN', KEYS[2], extra)
+            for i = 1, #evicted, 2 do redis.call('HDEL', KEYS[1], evicted[i]) end
+          end
+          for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
+          return 1"
+    ))
+});
+
+fn integer(value: &redis::Value) -> i64 {
+    match value {
+        redis::Value::BulkString(bytes) => std::str::from_utf8(bytes)
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0),
+        redis::Value::Int(n) => *n,
+        _ => 0,
+    }
+}
+
 pub struct RedisCache {
     client: RedisClient,
 }
@@ -234,5 +348,85 @@ impl BoundedCache for RedisCache {
                 Ok(())
             })
             .await
+    }
+
+    async fn get_tagged(
+        &self,
+        namespace: &str,
+        bounds: Bounds,
+        key: &str,
+        tags: &TagKeys<'_>,
+    ) -> StoreResult<Option<TaggedGet>> {
+        let [entries, used, seq] = self.keys(namespace);
+        let key = key.to_owned();
+        let prefix = self.client.key(tags.prefix);
+        let generation = tags.generation.to_owned();
+        let reply: Vec<redis::Value> = self
+            .client
+            .run(|mut c| async move {
+                GET_TAGGED
+                    .key(entries)
+                    .key(used)
+                    .key(seq)
+                    .arg(key)
+                    .arg(ttl_ms(bounds.ttl))
+                    .arg(prefix)
+                    .arg(generation)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        let [value, versions, generation] = <[redis::Value; 3]>::try_from(reply)
+            .map_err(|_| StoreError::Backend("unexpected reply to a tagged get".into()))?;
+        Ok(Some(TaggedGet {
+            value: match value {
+                redis::Value::BulkString(bytes) => Some(bytes),
+                _ => None,
+            },
+            versions: match versions {
+                redis::Value::Array(items) => items.iter().map(integer).collect(),
+                _ => Vec::new(),
+            },
+            generation: integer(&generation),
+        }))
+    }
+
+    async fn put_tagged(
+        &self,
+        namespace: &str,
+        bounds: Bounds,
+        key: &str,
+        put: TaggedPut<'_>,
+    ) -> StoreResult<Option<bool>> {
+        let TaggedPut {
+            tags,
+            expected,
+            entry_tags,
+            payload,
+        } = put;
+        if bounds.capacity == 0 {
+            return Err(StoreError::Backend("a cache needs a capacity".into()));
+        }
+        let [entries, used, seq] = self.keys(namespace);
+        let mut invocation = PUT_TAGGED.prepare_invoke();
+        invocation
+            .key(entries)
+            .key(used)
+            .key(seq)
+            .arg(key)
+            .arg(ttl_ms(bounds.ttl))
+            .arg(payload)
+            .arg(bounds.capacity)
+            .arg(self.client.key(tags.prefix))
+            .arg(tags.generation)
+            .arg(expected.to_string());
+        for tag in entry_tags {
+            invocation.arg(tag);
+        }
+        let stored: i64 = self
+            .client
+            .run(|mut c| async move { invocation.invoke_async(&mut c).await })
+            .await?;
+        Ok(Some(stored == 1))
     }
 }

@@ -16,8 +16,11 @@ pub const MAX_ENTRY_TTL: Duration = Duration::from_secs(24 * 3600);
 /// while the query ran (`crate::http::response_cache`).
 pub const GENERATION: &str = "*";
 
+/// Where the counters live in the key-value store: `PREFIX + tag`.
+pub const PREFIX: &str = "rc:tag:";
+
 fn key(tag: &str) -> String {
-    format!("rc:tag:{tag}")
+    format!("{PREFIX}{tag}")
 }
 
 /// The tag of one entity: `User:<id>`.

@@ -260,3 +260,43 @@ async fn an_authenticated_request_is_one_store_round_trip() {
         commands.len()
     );
 }
+
+#[tokio::test]
+async fn a_response_cache_hit_adds_one_round_trip() {
+    if crate::helpers::test_redis_url().is_none() {
+        eprintln!("skipped: counts Redis commands; runs in the Redis pass (TEST_REDIS_URL)");
+        return;
+    }
+    let app = TestApp::spawn().await;
+    let session = app.signed_up("hits@example.com").await;
+    for _ in 0..2 {
+        me(&app, &session.access).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    const REQUESTS: usize = 20;
+    let commands = redis_commands(&app, async {
+        for _ in 0..REQUESTS {
+            me(&app, &session.access).await;
+        }
+    })
+    .await;
+    // The caller's script, then one script for the entry and its tags' versions.
+    let lookups = commands
+        .iter()
+        .filter(|c| c.contains("{responses}"))
+        .count();
+    assert_eq!(lookups, REQUESTS, "{commands:#?}");
+    assert!(
+        commands.len() <= 2 * REQUESTS + 5,
+        "{} commands for {REQUESTS} requests: {commands:#?}",
+        commands.len()
+    );
+    let metrics = app.metrics_text().await;
+    assert!(
+        metrics.contains(&format!(
+            "response_cache_total{{result=\"hit\"}} {}",
+            REQUESTS + 1
+        )),
+        "{metrics}"
+    );
+}
