@@ -196,10 +196,9 @@ static GET: LazyLock<Script> = LazyLock::new(|| {
 });
 
 /// `ARGV`: key, ttl ms, value, capacity.
-static PUT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        "{CLOCK}{}",
-        r"redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+/// Writes `value` under `ARGV[1]` (with `CLOCK`'s `score` and `oldest`), drops what aged out and
+/// what is past the capacity `ARGV[4]`, and keeps the namespace for `ARGV[2]` ms.
+const STORE: &str = r"redis.call('HSET', KEYS[1], ARGV[1], value)
           redis.call('ZADD', KEYS[2], score, ARGV[1])
           local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', oldest)
           for _, key in ipairs(stale) do redis.call('HDEL', KEYS[1], key) end
@@ -210,9 +209,10 @@ static PUT: LazyLock<Script> = LazyLock::new(|| {
             for i = 1, #evicted, 2 do redis.call('HDEL', KEYS[1], evicted[i]) end
           end
           for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
-          return 1"
-    ))
-});
+          return 1";
+
+static PUT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{CLOCK}local value = ARGV[3]\n{STORE}")));
 
 static GET_TAGGED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
@@ -243,7 +243,7 @@ static GET_TAGGED: LazyLock<Script> = LazyLock::new(|| {
 
 static PUT_TAGGED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        "{CLOCK}{}",
+        "{CLOCK}{}{STORE}",
         r"local generation = redis.call('GET', ARGV[5] .. ARGV[6]) or '0'
           if generation ~= ARGV[7] then return 0 end
           local header = {}
@@ -251,18 +251,7 @@ static PUT_TAGGED: LazyLock<Script> = LazyLock::new(|| {
             header[#header + 1] = ARGV[i] .. '=' .. (redis.call('GET', ARGV[5] .. ARGV[i]) or '0')
           end
           local value = table.concat(header, ' ') .. '\n' .. ARGV[3]
-          redis.call('HSET', KEYS[1], ARGV[1], value)
-          redis.call('ZADD', KEYS[2], score, ARGV[1])
-          local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', oldest)
-          for _, key in ipairs(stale) do redis.call('HDEL', KEYS[1], key) end
-          redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', oldest)
-          local extra = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[4])
-          if extra > 0 then
-            local evicted = redis.call('ZPOPMIN', KEYS[2], extra)
-            for i = 1, #evicted, 2 do redis.call('HDEL', KEYS[1], evicted[i]) end
-          end
-          for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
-          return 1"
+          "
     ))
 });
 

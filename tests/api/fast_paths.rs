@@ -218,6 +218,24 @@ async fn redis_commands<F: Future<Output = ()>>(app: &TestApp, work: F) -> Vec<S
     seen
 }
 
+const REQUESTS: usize = 20;
+
+/// What the app sends to Redis for `REQUESTS` `me` requests of a new user, once warm (the user's
+/// cached state, this instance's view of the budget, the response cache's entry).
+async fn commands_of_me_requests(app: &TestApp, email: &str) -> Vec<String> {
+    let session = app.signed_up(email).await;
+    for _ in 0..2 {
+        me(app, &session.access).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    redis_commands(app, async {
+        for _ in 0..REQUESTS {
+            me(app, &session.access).await;
+        }
+    })
+    .await
+}
+
 #[tokio::test]
 async fn an_authenticated_request_is_one_store_round_trip() {
     if crate::helpers::test_redis_url().is_none() {
@@ -237,19 +255,7 @@ async fn an_authenticated_request_is_one_store_round_trip() {
         s.cache.responses = false;
     })
     .await;
-    let session = app.signed_up("trips@example.com").await;
-    // Warm: the user's cached state, and this instance's view of the budget.
-    for _ in 0..2 {
-        me(&app, &session.access).await;
-    }
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    const REQUESTS: usize = 20;
-    let commands = redis_commands(&app, async {
-        for _ in 0..REQUESTS {
-            me(&app, &session.access).await;
-        }
-    })
-    .await;
+    let commands = commands_of_me_requests(&app, "trips@example.com").await;
     // One script per request (state, revocations and the rate window together); the budget's
     // charges leave in a batch every tenth of a second, whatever the number of requests.
     let per_request = commands.iter().filter(|c| c.contains("auth:user:")).count();
@@ -268,18 +274,7 @@ async fn a_response_cache_hit_adds_one_round_trip() {
         return;
     }
     let app = TestApp::spawn().await;
-    let session = app.signed_up("hits@example.com").await;
-    for _ in 0..2 {
-        me(&app, &session.access).await;
-    }
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    const REQUESTS: usize = 20;
-    let commands = redis_commands(&app, async {
-        for _ in 0..REQUESTS {
-            me(&app, &session.access).await;
-        }
-    })
-    .await;
+    let commands = commands_of_me_requests(&app, "hits@example.com").await;
     // The caller's script, then one script for the entry and its tags' versions.
     let lookups = commands
         .iter()

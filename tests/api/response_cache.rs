@@ -42,6 +42,17 @@ fn counter(metrics: &str, result: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The user with `email` in an `allUsers` page.
+fn listed(body: &Value, email: &str) -> Value {
+    body["data"]["allUsers"]["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{body}"))
+        .iter()
+        .find(|u| u["email"] == email)
+        .cloned()
+        .unwrap_or_else(|| panic!("{email} not in {body}"))
+}
+
 fn emails(body: &Value) -> Vec<String> {
     body["data"]["allUsers"]["items"]
         .as_array()
@@ -166,13 +177,7 @@ async fn no_stale_entry_survives_a_change_on_any_instance() {
         .await;
     assert!(body["errors"].is_null(), "{body}");
     let (_, _, body) = get(&second, USERS, token, None).await;
-    let shown = body["data"]["allUsers"]["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["email"] == "target@example.com")
-        .cloned()
-        .unwrap();
+    let shown = listed(&body, "target@example.com");
     assert_eq!(shown["displayName"], "Changed", "{body}");
 
     // A role change.
@@ -184,13 +189,7 @@ async fn no_stale_entry_survives_a_change_on_any_instance() {
         )
         .await;
     let (_, _, body) = get(&second, USERS, token, None).await;
-    let shown = body["data"]["allUsers"]["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["email"] == "target@example.com")
-        .cloned()
-        .unwrap();
+    let shown = listed(&body, "target@example.com");
     assert!(
         shown["roles"]
             .as_array()
@@ -214,13 +213,7 @@ async fn no_stale_entry_survives_a_change_on_any_instance() {
     let (_, _, body) = get(&second, &one_user, token, None).await;
     assert_eq!(body["data"]["user"]["isBanned"], true, "{body}");
     let (_, _, body) = get(&second, USERS, token, None).await;
-    let shown = body["data"]["allUsers"]["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["email"] == "target@example.com")
-        .cloned()
-        .unwrap();
+    let shown = listed(&body, "target@example.com");
     assert_eq!(shown["isBanned"], true);
 }
 
