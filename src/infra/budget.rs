@@ -22,6 +22,10 @@ use super::kv::{KeyValueStore, Op, Reply, StoreResult};
 /// How often charges are sent to the shared store.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 
+/// Keys one instance keeps at most (a slot is about a hundred bytes): many principals (addresses
+/// a client rotates through) cannot grow it without bound.
+const MAX_SLOTS: usize = 100_000;
+
 struct Slot {
     /// Spent, as the store said at the last flush (every instance's charges).
     known: i64,
@@ -86,8 +90,20 @@ impl BudgetLedger {
                 Charge::Charged(slot.used())
             }
         };
-        if let Some(done) = self.with(|slots| slots.get_mut(key).map(charge)) {
+        let (found, full) =
+            self.with(|slots| (slots.get_mut(key).map(charge), slots.len() >= MAX_SLOTS));
+        if let Some(done) = found {
             return Ok(done);
+        }
+        if full {
+            // Bounded memory whatever the number of principals: past the cap, new keys are
+            // charged in the store directly (a round trip, as before the ledger).
+            let used = kv.increment(key, cost, Some(ttl)).await?;
+            return Ok(if used > limit {
+                Charge::Refused(used - cost)
+            } else {
+                Charge::Charged(used)
+            });
         }
         // First use here: what every instance spent so far.
         let known = match kv.get(key).await? {
@@ -165,5 +181,74 @@ impl BudgetLedger {
             }
         });
         replies.map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::infra::memory::MemoryStore;
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    #[tokio::test]
+    async fn charges_are_checked_at_once_and_reach_the_store_on_flush() {
+        let store = MemoryStore::new();
+        let (one, two) = (BudgetLedger::default(), BudgetLedger::default());
+        assert_eq!(
+            one.charge(&store, "b", 4, 10, HOUR).await.unwrap(),
+            Charge::Charged(4)
+        );
+        assert_eq!(
+            one.charge(&store, "b", 4, 10, HOUR).await.unwrap(),
+            Charge::Charged(8)
+        );
+        // Past the limit: refused, and nothing charged.
+        assert_eq!(
+            one.charge(&store, "b", 4, 10, HOUR).await.unwrap(),
+            Charge::Refused(8)
+        );
+        assert_eq!(store.get("b").await.unwrap(), None, "not sent yet");
+        one.flush(&store).await.unwrap();
+        assert_eq!(store.get("b").await.unwrap().as_deref(), Some(&b"8"[..]));
+        // Another instance starts from what the store says, and the first learns of its charges
+        // at its next flush.
+        assert_eq!(
+            two.charge(&store, "b", 2, 10, HOUR).await.unwrap(),
+            Charge::Charged(10)
+        );
+        two.flush(&store).await.unwrap();
+        one.flush(&store).await.unwrap();
+        assert_eq!(
+            one.charge(&store, "b", 1, 10, HOUR).await.unwrap(),
+            Charge::Refused(10)
+        );
+    }
+
+    #[tokio::test]
+    async fn past_the_cap_new_keys_are_charged_in_the_store() {
+        let store = MemoryStore::new();
+        let ledger = BudgetLedger::default();
+        ledger.with(|slots| {
+            for n in 0..MAX_SLOTS {
+                slots.insert(
+                    format!("k{n}"),
+                    Slot {
+                        known: 0,
+                        in_flight: 0,
+                        pending: 0,
+                        ttl: HOUR,
+                        expires_at: Instant::now() + HOUR,
+                        used_at: Instant::now(),
+                    },
+                );
+            }
+        });
+        assert_eq!(
+            ledger.charge(&store, "new", 3, 10, HOUR).await.unwrap(),
+            Charge::Charged(3)
+        );
+        assert_eq!(store.get("new").await.unwrap().as_deref(), Some(&b"3"[..]));
+        assert_eq!(ledger.with(|slots| slots.len()), MAX_SLOTS);
     }
 }
