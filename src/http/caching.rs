@@ -15,6 +15,8 @@ pub struct Cacheable {
     /// From the schema's hints (`crate::graphql::cache_policy`).
     pub policy: CachePolicy,
     pub authenticated: bool,
+    /// The body's tag when already known (an answer from the response cache).
+    pub etag: Option<String>,
 }
 
 pub fn etag(body: &[u8]) -> String {
@@ -75,7 +77,7 @@ pub fn apply(
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         return response;
     };
-    let tag = etag(body);
+    let tag = cacheable.etag.clone().unwrap_or_else(|| etag(body));
     let mut headers = HeaderMap::new();
     if let Ok(value) = HeaderValue::from_str(&tag) {
         headers.insert(header::ETAG, value);

@@ -24,13 +24,21 @@ use crate::state::AppState;
 
 const NAMESPACE: &str = "responses";
 
-/// A stored response. On the store it sits under a header line `tag=version …` (the versions of
-/// its tags when it was stored), which the Redis script reads to check them in the same round
-/// trip.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A stored response. On the store it is three parts: a header line `tag=version …` (the
+/// versions of its tags when it was stored, which the Redis script reads to check them in the
+/// same round trip), a line of JSON with the rest of [`Meta`], and the body's bytes as they were
+/// sent — so a hit neither parses nor hashes the body.
+#[derive(Debug, Clone)]
 pub struct Entry {
-    pub body: String,
+    pub body: Vec<u8>,
+    pub meta: Meta,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Meta {
     pub policy: CachePolicy,
+    /// The body's `ETag`.
+    pub etag: String,
     /// Unix milliseconds.
     expires_at: i64,
 }
@@ -71,8 +79,8 @@ pub fn key(document: &str, operation_name: Option<&str>, variables: &Value, scop
 
 /// `(tag, version)` pairs of a stored value's header line, and the entry after it.
 fn decode(bytes: &[u8]) -> Option<(Vec<(String, i64)>, Entry)> {
-    let newline = bytes.iter().position(|b| *b == b'\n')?;
-    let header = std::str::from_utf8(&bytes[..newline]).ok()?;
+    let header_end = bytes.iter().position(|b| *b == b'\n')?;
+    let header = std::str::from_utf8(&bytes[..header_end]).ok()?;
     let pairs = header
         .split_whitespace()
         .map(|pair| {
@@ -80,8 +88,19 @@ fn decode(bytes: &[u8]) -> Option<(Vec<(String, i64)>, Entry)> {
             Some((tag.to_owned(), version.parse().ok()?))
         })
         .collect::<Option<Vec<_>>>()?;
-    let entry = serde_json::from_slice(&bytes[newline + 1..]).ok()?;
-    Some((pairs, entry))
+    let rest = &bytes[header_end + 1..];
+    let meta_end = rest.iter().position(|b| *b == b'\n')?;
+    let meta = serde_json::from_slice(&rest[..meta_end]).ok()?;
+    let body = rest[meta_end + 1..].to_vec();
+    Some((pairs, Entry { body, meta }))
+}
+
+/// The part after the header line (the header is written by whoever knows the versions).
+fn payload(entry: &Entry) -> Option<Vec<u8>> {
+    let mut bytes = serde_json::to_vec(&entry.meta).ok()?;
+    bytes.push(b'\n');
+    bytes.extend_from_slice(&entry.body);
+    Some(bytes)
 }
 
 fn encode(pairs: &[(String, i64)], payload: &[u8]) -> Vec<u8> {
@@ -140,7 +159,7 @@ pub async fn lookup(app: &AppState, key: &str) -> Lookup {
     };
     match read.value.as_deref().and_then(decode) {
         Some((pairs, entry)) => {
-            let live = entry.expires_at > chrono::Utc::now().timestamp_millis();
+            let live = entry.meta.expires_at > chrono::Utc::now().timestamp_millis();
             let current = pairs.len() == read.versions.len()
                 && pairs
                     .iter()
@@ -165,25 +184,26 @@ pub async fn store(
     app: &AppState,
     key: &str,
     body: &[u8],
-    policy: CachePolicy,
+    meta: (CachePolicy, &str),
     tags_seen: Vec<String>,
     generation: i64,
 ) {
+    let (policy, etag) = meta;
     // Fields without a hint count as 0 here: only fully hinted results are kept.
     let Some(max_age) = policy.max_age(0).filter(|age| *age > 0) else {
         return;
     };
-    let Ok(text) = std::str::from_utf8(body) else {
-        return;
-    };
     let ttl = std::time::Duration::from_secs(u64::from(max_age)).min(tags::MAX_ENTRY_TTL);
     let entry = Entry {
-        body: text.to_owned(),
-        policy,
-        expires_at: chrono::Utc::now().timestamp_millis()
-            + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2),
+        body: body.to_vec(),
+        meta: Meta {
+            policy,
+            etag: etag.to_owned(),
+            expires_at: chrono::Utc::now().timestamp_millis()
+                + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2),
+        },
     };
-    let Ok(payload) = serde_json::to_vec(&entry) else {
+    let Some(payload) = payload(&entry) else {
         return;
     };
     let cache = &app.stores.cache;

@@ -221,11 +221,12 @@ async fn run(
                     status: None,
                     headers: HeaderMap::new(),
                     cacheable: Some(Cacheable {
-                        policy: entry.policy,
+                        policy: entry.meta.policy,
                         authenticated: ticket.authenticated,
+                        etag: Some(entry.meta.etag),
                     }),
                     windows: ticket.windows,
-                    bytes: Some(entry.body.into_bytes()),
+                    bytes: Some(entry.body),
                 };
             }
             response_cache::Lookup::Miss {
@@ -266,6 +267,7 @@ async fn run(
         (executed.executed && response.errors.is_empty() && is_query).then_some(Cacheable {
             policy: executed.ticket.phase.cache_policy().unwrap_or_default(),
             authenticated: executed.ticket.authenticated,
+            etag: None,
         });
     let mut headers = response.http_headers;
     if let Some(budget) = executed.ticket.phase.budget() {
@@ -273,17 +275,22 @@ async fn run(
     }
     let body = Value::Object(body);
     let mut bytes = None;
-    if let (Some(cacheable), Some(key), Some(generation)) = (&cacheable, &cache_key, generation) {
+    let mut cacheable = cacheable;
+    if let (Some(cacheable), Some(key), Some(generation)) =
+        (cacheable.as_mut(), &cache_key, generation)
+    {
         let serialized = serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec());
+        let tag = super::caching::etag(&serialized);
         response_cache::store(
             app,
             key,
             &serialized,
-            cacheable.policy,
+            (cacheable.policy, &tag),
             executed.ticket.tags.collected(),
             generation,
         )
         .await;
+        cacheable.etag = Some(tag);
         bytes = Some(serialized);
     }
     Outcome {
