@@ -28,6 +28,20 @@ fn run(vars: &[(&str, &str)], args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// A query with a bearer token to a server the test started, its body as JSON.
+async fn query_as(address: &str, token: &str, query: &str) -> Value {
+    reqwest::Client::new()
+        .post(format!("http://{address}/graphql"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({ "query": query }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 #[test]
 fn bad_configuration_exits_2_naming_every_variable() {
     let (code, _, stderr) = run(
@@ -348,16 +362,7 @@ async fn an_admin_created_with_the_cli_can_log_in() {
         .await
         .unwrap();
     let token = body["data"]["login"]["accessToken"].as_str().unwrap();
-    let me: Value = client
-        .post(format!("http://{address}/graphql"))
-        .bearer_auth(token)
-        .json(&serde_json::json!({ "query": "{ me { roles { name } permissions } }" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me = query_as(&address, token, "{ me { roles { name } permissions } }").await;
     assert!(
         me["data"]["me"]["permissions"]
             .as_array()
@@ -367,16 +372,12 @@ async fn an_admin_created_with_the_cli_can_log_in() {
     );
 
     // Every command left its audit entry, the operator at the command line as the actor.
-    let audit: Value = client
-        .post(format!("http://{address}/graphql"))
-        .bearer_auth(token)
-        .json(&serde_json::json!({ "query": "{ auditLog(limit: 50) { items { action actorId userAgent targetId metadata } } }" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let audit = query_as(
+        &address,
+        token,
+        "{ auditLog(limit: 50) { items { action actorId userAgent targetId metadata } } }",
+    )
+    .await;
     let items = audit["data"]["auditLog"]["items"].as_array().unwrap();
     let by_cli: Vec<&Value> = items
         .iter()
