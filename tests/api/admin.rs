@@ -914,3 +914,36 @@ async fn every_admin_mutation_respects_rank_and_grant_rules() {
         assert!(body.get("errors").is_none(), "{name}: {body}");
     }
 }
+
+#[tokio::test]
+async fn a_page_without_total_count_runs_one_statement() {
+    let app = TestApp::spawn_with(|s| {
+        s.jobs.workers = 0;
+        s.cache.responses = false;
+    })
+    .await;
+    let admin = app.admin().await;
+    for i in 0..5 {
+        app.signed_up(&format!("page{i}@example.com")).await;
+    }
+    gql(&app, &admin, "{ me { id } }", json!({})).await;
+    let count = |query: &'static str| {
+        let app = &app;
+        let admin = &admin;
+        async move {
+            let before = app.statements.load(Ordering::SeqCst);
+            let body = gql(app, admin, query, json!({})).await;
+            assert!(body["errors"].is_null(), "{body}");
+            (app.statements.load(Ordering::SeqCst) - before, body)
+        }
+    };
+    let (without, body) = count("{ allUsers(limit: 20) { items { email } } }").await;
+    assert_eq!(without, 1, "the page alone");
+    assert_eq!(
+        body["data"]["allUsers"]["items"].as_array().unwrap().len(),
+        6
+    );
+    let (with, body) = count("{ allUsers(limit: 2) { totalCount items { email } } }").await;
+    assert_eq!(with, 2, "the page and its count");
+    assert_eq!(body["data"]["allUsers"]["totalCount"], 6);
+}

@@ -61,18 +61,20 @@ impl AdminQuery {
         });
         // A list of users: stale when any user changes or a new one appears.
         ctx.cache_tag(crate::identity::USER_TAG, None);
+        let with_total = ctx.look_ahead().field("totalCount").exists();
         let (items, total) = service::list_users(
             &ctx.state()?.db,
             &filter,
             order,
-            i64::from(limit),
-            i64::from(offset),
+            (i64::from(limit), i64::from(offset)),
+            with_total,
         )
         .await
         .gql()?;
         Ok(UserPage {
             items: items.into_iter().map(User).collect(),
-            total_count: total,
+            // Not selected when not counted.
+            total_count: total.unwrap_or_default(),
             limit,
             offset,
         })

@@ -113,18 +113,19 @@ fn filtered(filter: &UserFilter) -> Select<users::Entity> {
     query
 }
 
-/// A page of users with the total for the filter.
+/// A page of users, and the total for the filter when `with_total` (a statement of its own).
 ///
 /// # Errors
 /// `BAD_USER_INPUT` for a limit outside 1–100 or a negative offset.
-#[tracing::instrument(name = "admin.list_users", skip_all, fields(limit = limit, offset = offset))]
+#[tracing::instrument(name = "admin.list_users", skip_all, fields(limit = page.0, offset = page.1))]
 pub async fn list_users(
     db: &impl ConnectionTrait,
     filter: &UserFilter,
     order: (OrderField, Order),
-    limit: i64,
-    offset: i64,
-) -> AppResult<(Vec<users::Model>, u64)> {
+    page: (i64, i64),
+    with_total: bool,
+) -> AppResult<(Vec<users::Model>, Option<u64>)> {
+    let (limit, offset) = page;
     let mut errors = FieldErrors::default();
     let limit = u64::try_from(limit)
         .ok()
@@ -140,7 +141,12 @@ pub async fn list_users(
     let (Some(limit), Some(offset)) = (limit, offset) else {
         return Err(AppError::invalid("limit", "is invalid"));
     };
-    let total = filtered(filter).count(db).await?;
+    // The count is a statement of its own: only when the caller asked for it.
+    let total = if with_total {
+        Some(filtered(filter).count(db).await?)
+    } else {
+        None
+    };
     let column = match order.0 {
         OrderField::CreatedAt => users::Column::CreatedAt,
         OrderField::Email => users::Column::Email,
