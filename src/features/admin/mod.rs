@@ -3,6 +3,7 @@
 
 pub mod commands;
 mod resolvers;
+pub mod roles;
 pub mod service;
 mod types;
 
