@@ -121,6 +121,25 @@ fn is_pictographic(c: char) -> bool {
     ) || ('\u{1F3FB}'..='\u{1F3FF}').contains(&c)
 }
 
+/// Why the character at `i` may not stand in plain text (`None`: it may). Line breaks and tabs
+/// are control characters here; [`plain`] allows them where several lines are.
+fn refusal(chars: &[char], i: usize) -> Option<Rejection> {
+    let c = chars[i];
+    if is_bidi_control(c) {
+        return Some(Rejection::Bidi);
+    }
+    if c == '\u{200D}' {
+        let joins_pictographs = i > 0
+            && is_pictographic(chars[i - 1])
+            && chars.get(i + 1).is_some_and(|&next| is_pictographic(next));
+        return (!joins_pictographs).then_some(Rejection::Invisible);
+    }
+    if is_invisible(c) {
+        return Some(Rejection::Invisible);
+    }
+    (c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')).then_some(Rejection::ControlCharacter)
+}
+
 /// Checks and normalises plain text: NFC, trimmed, `\r\n` as `\n`.
 ///
 /// # Errors
@@ -129,25 +148,12 @@ pub fn plain(input: &str, rules: Rules) -> Result<String, Rejection> {
     let normalized: String = input.replace("\r\n", "\n").nfc().collect();
     let text = normalized.trim();
     let chars: Vec<char> = text.chars().collect();
-    for (i, &c) in chars.iter().enumerate() {
-        if is_bidi_control(c) {
-            return Err(Rejection::Bidi);
-        }
-        if c == '\u{200D}' {
-            let joins_pictographs = i > 0
-                && chars.get(i + 1).is_some_and(|&next| is_pictographic(next))
-                && is_pictographic(chars[i - 1]);
-            if !joins_pictographs {
-                return Err(Rejection::Invisible);
-            }
-            continue;
-        }
-        if is_invisible(c) {
-            return Err(Rejection::Invisible);
-        }
-        let allowed_space = rules.multiline && matches!(c, '\n' | '\t');
-        if (c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')) && !allowed_space {
-            return Err(Rejection::ControlCharacter);
+    for i in 0..chars.len() {
+        match refusal(&chars, i) {
+            Some(Rejection::ControlCharacter)
+                if rules.multiline && matches!(chars[i], '\n' | '\t') => {}
+            Some(rejection) => return Err(rejection),
+            None => {}
         }
     }
     if chars.is_empty() && !rules.allow_empty {
@@ -166,23 +172,11 @@ pub fn clean_lossy(input: &str, max_chars: usize) -> Option<String> {
     let chars: Vec<char> = normalized.chars().collect();
     let mut out = String::with_capacity(normalized.len());
     for (i, &c) in chars.iter().enumerate() {
-        let keep = if c == '\u{200D}' {
-            i > 0
-                && is_pictographic(chars[i - 1])
-                && chars.get(i + 1).is_some_and(|&next| is_pictographic(next))
-        } else {
-            !is_bidi_control(c) && !is_invisible(c)
-        };
-        if !keep {
-            continue;
+        match refusal(&chars, i) {
+            None => out.push(c),
+            Some(Rejection::ControlCharacter) if c.is_whitespace() => out.push(' '),
+            Some(_) => {}
         }
-        if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
-            if c.is_whitespace() {
-                out.push(' ');
-            }
-            continue;
-        }
-        out.push(c);
     }
     let cut: String = out.trim().chars().take(max_chars).collect();
     let cut = cut.trim_end().to_owned();

@@ -10,17 +10,7 @@ async fn get(
     token: Option<&str>,
     if_none_match: Option<&str>,
 ) -> reqwest::Response {
-    let mut request = app
-        .client
-        .get(app.url("/graphql"))
-        .query(&[("query", query)]);
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    if let Some(tag) = if_none_match {
-        request = request.header("if-none-match", tag);
-    }
-    request.send().await.unwrap()
+    app.get_query(query, token, if_none_match).await
 }
 
 #[tokio::test]

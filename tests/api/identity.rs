@@ -154,14 +154,22 @@ async fn when_nothing_can_check_a_credential_the_answer_is_503_never_401() {
     assert!(response.extension("retryAfter").is_number());
     assert!(!response.header("retry-after").is_empty());
     let request_id = response.header("x-request-id").to_owned();
-    let logged = logs.lines().into_iter().any(|line| {
+    let lines = logs.lines();
+    let logged = lines.iter().any(|line| {
         line["span"]["request_id"] == request_id.as_str()
             && line["level"] == "ERROR"
             && line["fields"]["error"]
                 .as_str()
                 .is_some_and(|cause| cause.contains("closed"))
     });
-    assert!(logged, "a log line with the cause and the request id");
+    let errors: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|line| line["level"] == "ERROR")
+        .collect();
+    assert!(
+        logged,
+        "a log line with the cause and the request id {request_id}: {errors:#?}"
+    );
 
     let mut socket = crate::ws::connect(&app, "graphql-transport-ws")
         .await

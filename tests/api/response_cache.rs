@@ -16,22 +16,15 @@ async fn get(
     token: Option<&str>,
     if_none_match: Option<&str>,
 ) -> (u16, reqwest::header::HeaderMap, Value) {
-    let mut request = app
-        .client
-        .get(app.url("/graphql"))
-        .query(&[("query", query)]);
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    if let Some(tag) = if_none_match {
-        request = request.header("if-none-match", tag);
-    }
-    let response = request.send().await.unwrap();
+    let response = app.get_query(query, token, if_none_match).await;
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let bytes = response.bytes().await.unwrap();
-    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    (status, headers, body)
+    (
+        status,
+        headers,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
 }
 
 fn counter(metrics: &str, result: &str) -> u64 {

@@ -52,4 +52,25 @@ impl TestApp {
             body,
         }
     }
+
+    /// GETs a query (the way a browser revalidates one), with a bearer token and an
+    /// `If-None-Match` when given.
+    pub async fn get_query(
+        &self,
+        query: &str,
+        token: Option<&str>,
+        if_none_match: Option<&str>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .client
+            .get(self.url("/graphql"))
+            .query(&[("query", query)]);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(tag) = if_none_match {
+            request = request.header("if-none-match", tag);
+        }
+        request.send().await.unwrap()
+    }
 }

@@ -40,9 +40,13 @@ pub fn capture_logs() -> LogCapture {
         .with_max_level(tracing::Level::DEBUG)
         .with_writer(CaptureWriter(buffer.clone()))
         .finish();
+    let guard = tracing::subscriber::set_default(subscriber);
+    // Callsites first hit by other tests' threads (no subscriber there) may have cached "no
+    // interest": ask every callsite again now that this thread listens.
+    tracing::callsite::rebuild_interest_cache();
     LogCapture {
         buffer,
-        _guard: tracing::subscriber::set_default(subscriber),
+        _guard: guard,
     }
 }
 
