@@ -1,7 +1,9 @@
 //! Everything a request handler or background task shares, behind one cheap-to-clone handle.
 
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
 use std::ops::Deref;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 
 use sea_orm::DatabaseConnection;
 use tokio::time::Instant;
@@ -44,7 +46,13 @@ pub struct AppInner {
     /// Work that outlives its request (upgraded WebSockets); shutdown waits for it.
     pub tasks: TaskTracker,
     pub started_at: Instant,
+    /// Per-instance services of features (local subscriber hubs and the like): see [`AppState::local`].
+    locals: Locals,
 }
+
+/// One value per type and instance, created on first use.
+#[derive(Default)]
+struct Locals(std::sync::RwLock<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>);
 
 impl AppState {
     /// # Errors
@@ -85,7 +93,37 @@ impl AppState {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             started_at: Instant::now(),
+            locals: Locals::default(),
         })))
+    }
+
+    /// This instance's `T`, created with `T::default()` on first use: where a feature keeps
+    /// in-process state that belongs to one running application (several run in one test
+    /// process, so never a `static`).
+    pub fn local<T: Default + Send + Sync + 'static>(&self) -> Arc<T> {
+        let key = TypeId::of::<T>();
+        let found = self
+            .locals
+            .0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+            .cloned();
+        let value = match found {
+            Some(value) => value,
+            None => self
+                .locals
+                .0
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(key)
+                .or_insert_with(|| Arc::new(T::default()))
+                .clone(),
+        };
+        // The map holds a `T` under `TypeId::of::<T>()` and nothing else.
+        value
+            .downcast::<T>()
+            .unwrap_or_else(|_| Arc::new(T::default()))
     }
 }
 

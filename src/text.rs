@@ -183,6 +183,15 @@ pub fn clean_lossy(input: &str, max_chars: usize) -> Option<String> {
     (!cut.is_empty()).then_some(cut)
 }
 
+/// Plain text made safe to place in HTML text or a quoted attribute.
+pub fn escape_html(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
 /// Formatted text (HTML) reduced to a safe subset: ammonia's allowlist of tags and attributes,
 /// no scripts, styles, event handlers or `javascript:` URLs; links get
 /// `rel="noopener noreferrer nofollow"`.

@@ -10,6 +10,7 @@ mod m20261122_000003_create_two_factor_tables;
 mod m20261122_000004_create_linked_accounts;
 mod m20261122_000005_create_audit_log;
 mod m20261123_000006_create_revoked_sessions;
+mod m20261201_000007_create_notifications;
 
 pub struct Migrator;
 
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000004_create_linked_accounts::Migration),
             Box::new(m20261122_000005_create_audit_log::Migration),
             Box::new(m20261123_000006_create_revoked_sessions::Migration),
+            Box::new(m20261201_000007_create_notifications::Migration),
         ]
     }
 }

@@ -83,6 +83,10 @@ pub struct WebSocketSettings {
     /// An authenticated socket re-checks its session at least this often (it also does on every
     /// operation and whenever its user changes).
     pub reauth_interval: Duration,
+    /// Authenticated sockets one user may hold open on one instance (4429 beyond).
+    pub max_connections_per_user: usize,
+    /// A socket whose client does not take a message within this time is dropped (1013).
+    pub send_timeout: Duration,
 }
 
 impl WebSocketSettings {
@@ -94,6 +98,8 @@ impl WebSocketSettings {
             max_message_size: r.byte_size("WS_MAX_MESSAGE_SIZE", 64 * 1024),
             max_subscriptions: r.number("WS_MAX_SUBSCRIPTIONS", 100usize, 1, 10_000),
             reauth_interval: r.duration("WS_REAUTH_INTERVAL", Duration::from_secs(60)),
+            max_connections_per_user: r.number("WS_MAX_CONNECTIONS_PER_USER", 20usize, 1, 10_000),
+            send_timeout: r.duration("WS_SEND_TIMEOUT", Duration::from_secs(10)),
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod meta;
+pub mod notifications;
 pub mod users;
 
 use async_graphql::{MergedObject, MergedSubscription};
@@ -17,6 +18,7 @@ pub const FEATURES: &[Feature] = &[
     meta::FEATURE,
     users::FEATURE,
     audit::FEATURE,
+    notifications::FEATURE,
     auth::FEATURE,
     admin::FEATURE,
 ];
@@ -28,6 +30,7 @@ pub struct QueryRoot(
     users::UsersQuery,
     admin::AdminQuery,
     audit::AuditQuery,
+    notifications::NotificationsQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -35,7 +38,11 @@ pub struct MutationRoot(
     auth::AuthMutation,
     users::UsersMutation,
     admin::AdminMutation,
+    notifications::NotificationsMutation,
 );
 
 #[derive(MergedSubscription, Default)]
-pub struct SubscriptionRoot(meta::MetaSubscription);
+pub struct SubscriptionRoot(
+    meta::MetaSubscription,
+    notifications::NotificationsSubscription,
+);

@@ -6,8 +6,10 @@ pub mod context;
 pub mod document;
 pub mod extension;
 pub mod guards;
+pub mod socket;
 
 pub use cache_policy::CachePolicy;
 pub use context::{CacheTags, ContextExt};
 pub use extension::{Budget, Cost, RequestContext, RequestPhase};
 pub use guards::RequirePermission;
+pub use socket::SocketSession;

@@ -11,7 +11,13 @@
 //! same windows and budgets as HTTP requests), and the socket closes with 4403 when the access
 //! token expires or the user is banned, deleted, deactivated, signed out, or the session is
 //! revoked — on whichever instance that happened (identity changes arrive over the shared
-//! pub/sub), and at the latest after `WS_REAUTH_INTERVAL`.
+//! pub/sub), and at the latest after `WS_REAUTH_INTERVAL`. Before that close, `sessionEvents`
+//! subscriptions receive the reason ([`SocketSession`]); while the session is being checked again,
+//! subscriptions hold their events, and deliver them only if it still holds.
+//!
+//! Bounded: `WS_MAX_CONNECTIONS_PER_USER` authenticated sockets per user and instance (4429), and a
+//! client that does not take its messages within `WS_SEND_TIMEOUT`, or whose subscriptions fall
+//! behind, is dropped (1013) rather than buffered without limit.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,8 +43,9 @@ use super::caller::{self, Credential};
 use super::operation::{self, Params, Refusal, Transport};
 use super::rate_limit;
 use crate::error::{AppError, ErrorCode, error_response};
+use crate::graphql::SocketSession;
 use crate::identity::events::Watch;
-use crate::identity::{Authentication, Caller, authenticate};
+use crate::identity::{Authentication, Caller, SessionEnd, authenticate};
 use crate::infra::rate_limit::Decision;
 use crate::telemetry::{self, RequestId};
 
@@ -159,8 +166,8 @@ enum Flow {
     Close(u16, String),
 }
 
-/// Why a socket's session no longer holds.
-const SESSION_ENDED: &str = "Forbidden: the session ended";
+/// How long a closing socket waits for `sessionEvents` to hand on the reason.
+const FAREWELL: std::time::Duration = std::time::Duration::from_millis(250);
 
 struct Connection {
     state: HttpState,
@@ -172,6 +179,8 @@ struct Connection {
     token: Option<SecretString>,
     /// Changes to the caller's identity, published by any instance.
     watch: Option<Watch>,
+    /// What subscriptions know of the session (from `connection_init` on).
+    session: Option<Arc<SocketSession>>,
     acknowledged: bool,
     connection_data: Option<Arc<Data>>,
     operations: HashMap<String, AbortHandle>,
@@ -195,6 +204,7 @@ impl Connection {
             caller,
             token,
             watch: None,
+            session: None,
             acknowledged: false,
             connection_data: None,
             operations: HashMap::new(),
@@ -236,21 +246,26 @@ impl Connection {
                     Flow::Close(4408, "Connection initialisation timeout".into())
                 }
                 () = &mut expiry, if self.acknowledged => {
-                    Flow::Close(4403, "Forbidden: the access token expired".into())
+                    self.farewell(SessionEnd::TokenExpired, &mut sink, &mut results).await
                 }
-                () = changed(&mut self.watch), if self.watch.is_some() => self.recheck().await,
+                () = overflowed(self.session.as_ref()) => {
+                    Flow::Close(1013, "Try again later: the client fell behind".into())
+                }
+                hint = changed(&mut self.watch), if self.watch.is_some() => {
+                    self.recheck(hint, &mut sink, &mut results).await
+                }
                 _ = recheck.tick(), if self.acknowledged && self.token.is_some() => {
-                    self.recheck().await
+                    self.recheck(None, &mut sink, &mut results).await
                 }
                 _ = keepalive.tick(), if self.acknowledged => {
                     let beat = match self.protocol {
                         Protocol::TransportWs => json!({ "type": "ping" }),
                         Protocol::Legacy => json!({ "type": "ka" }),
                     };
-                    send(&mut sink, &beat).await
+                    send(&mut sink, &beat, settings.send_timeout).await
                 }
                 Some(result) = results.recv() => match result {
-                    Outgoing::Text(text) => send_text(&mut sink, text).await,
+                    Outgoing::Text(text) => send_text(&mut sink, text, settings.send_timeout).await,
                     Outgoing::Finished(id) => {
                         self.operations.remove(&id);
                         Flow::Continue
@@ -260,7 +275,7 @@ impl Connection {
                     None => break None,
                     Some(Err(error)) => receive_failure(&error),
                     Some(Ok(Message::Text(text))) => {
-                        let flow = self.on_text(text.as_str(), &mut sink).await;
+                        let flow = self.on_text(text.as_str(), &mut sink, &mut results).await;
                         if self.acknowledged
                             && let Some(at) = self.expiry()
                         {
@@ -294,25 +309,103 @@ impl Connection {
         let _ = sink.close().await;
     }
 
-    /// Checks the socket's credentials again; closes (4403) when they no longer hold.
-    async fn recheck(&mut self) -> Flow {
+    /// Checks the socket's credentials again; closes (4403) when they no longer hold, after
+    /// telling `sessionEvents` why (`hint`: the reason the change that caused the check gave).
+    async fn recheck<S>(
+        &mut self,
+        hint: Option<SessionEnd>,
+        sink: &mut S,
+        results: &mut mpsc::Receiver<Outgoing>,
+    ) -> Flow
+    where
+        S: futures_util::Sink<Message> + Unpin,
+    {
         let Some(token) = &self.token else {
             return Flow::Continue;
         };
+        let previous = self.caller.user().map(|user| user.expires_at);
+        if let Some(session) = &self.session {
+            session.rechecking();
+        }
         match authenticate::authenticate(&self.state.app, token.expose_secret()).await {
             Authentication::User(user) => {
+                if let Some(session) = &self.session {
+                    session.live(Some(user.expires_at));
+                }
                 self.caller.authentication = Authentication::User(user);
                 Flow::Continue
             }
             // The stores cannot say now: keep going, the next check decides.
-            Authentication::Unavailable => Flow::Continue,
+            Authentication::Unavailable => {
+                if let Some(session) = &self.session {
+                    session.live(previous);
+                }
+                Flow::Continue
+            }
             Authentication::Invalid(_) | Authentication::Anonymous => {
-                Flow::Close(4403, SESSION_ENDED.into())
+                let reason = match hint {
+                    Some(reason) => reason,
+                    None => self.why_ended().await,
+                };
+                self.farewell(reason, sink, results).await
             }
         }
     }
 
-    async fn on_text<S>(&mut self, text: &str, sink: &mut S) -> Flow
+    /// Why the socket's session ended, when no change said so.
+    async fn why_ended(&self) -> SessionEnd {
+        match self.caller.user() {
+            Some(user) => authenticate::why_ended(&self.state.app, user).await,
+            None => SessionEnd::SessionEnded,
+        }
+    }
+
+    /// Ends the session: `sessionEvents` subscriptions get the reason (their messages are sent
+    /// while any is still producing, for at most [`FAREWELL`]), then the socket closes with 4403.
+    async fn farewell<S>(
+        &mut self,
+        reason: SessionEnd,
+        sink: &mut S,
+        results: &mut mpsc::Receiver<Outgoing>,
+    ) -> Flow
+    where
+        S: futures_util::Sink<Message> + Unpin,
+    {
+        tracing::info!(reason = reason.as_str(), "websocket session ended");
+        let close = Flow::Close(4403, reason.describe().into());
+        let Some(session) = self.session.clone() else {
+            return close;
+        };
+        session.end(reason);
+        let deadline = Instant::now() + FAREWELL;
+        loop {
+            let message = if session.listeners() == 0 {
+                match results.try_recv() {
+                    Ok(message) => message,
+                    Err(_) => break,
+                }
+            } else {
+                match tokio::time::timeout_at(deadline, results.recv()).await {
+                    Ok(Some(message)) => message,
+                    _ => break,
+                }
+            };
+            if let Outgoing::Text(text) = message
+                && let Flow::Close(code, reason) =
+                    send_text(sink, text, self.state.app.settings.websocket.send_timeout).await
+            {
+                return Flow::Close(code, reason);
+            }
+        }
+        close
+    }
+
+    async fn on_text<S>(
+        &mut self,
+        text: &str,
+        sink: &mut S,
+        results: &mut mpsc::Receiver<Outgoing>,
+    ) -> Flow
     where
         S: futures_util::Sink<Message> + Unpin,
     {
@@ -329,9 +422,14 @@ impl Connection {
                     return Flow::Close(code, reason);
                 }
                 self.acknowledged = true;
-                let flow = send(sink, &json!({ "type": "connection_ack" })).await;
+                let flow = send(
+                    sink,
+                    &json!({ "type": "connection_ack" }),
+                    self.send_timeout(),
+                )
+                .await;
                 if self.protocol == Protocol::Legacy && matches!(flow, Flow::Continue) {
-                    return send(sink, &json!({ "type": "ka" })).await;
+                    return send(sink, &json!({ "type": "ka" }), self.send_timeout()).await;
                 }
                 flow
             }
@@ -340,7 +438,7 @@ impl Connection {
                 if let Some(payload) = payload {
                     pong["payload"] = payload;
                 }
-                send(sink, &pong).await
+                send(sink, &pong, self.send_timeout()).await
             }
             ClientMessage::Pong { .. } => Flow::Continue,
             ClientMessage::Subscribe { id, payload } => {
@@ -360,9 +458,14 @@ impl Connection {
                         first.message =
                             format!("at most {limit} operations may run at once on one connection");
                     }
-                    return send(sink, &self.error_message(&id, &refusal)).await;
+                    return send(
+                        sink,
+                        &self.error_message(&id, &refusal),
+                        self.send_timeout(),
+                    )
+                    .await;
                 }
-                self.subscribe(id, payload, sink).await
+                self.subscribe(id, payload, sink, results).await
             }
             ClientMessage::Complete { id } => {
                 if let Some(operation) = self.operations.remove(&id) {
@@ -389,10 +492,20 @@ impl Connection {
             self.caller.authentication = authenticate::authenticate(&self.state.app, &token).await;
             self.token = Some(SecretString::from(token));
         }
+        let mut expires_at = None;
         match &self.caller.authentication {
             Authentication::Anonymous => {}
             Authentication::User(user) => {
-                self.watch = Some(self.state.app.identity_watchers.watch(user.id));
+                let watchers = &self.state.app.identity_watchers;
+                let limit = self.state.app.settings.websocket.max_connections_per_user;
+                if watchers.watching(user.id) >= limit {
+                    return Err((
+                        4429,
+                        format!("Too many connections: at most {limit} per user"),
+                    ));
+                }
+                self.watch = Some(watchers.watch(user.id));
+                expires_at = Some(user.expires_at);
             }
             Authentication::Invalid(_) => return Err((4403, "Forbidden".into())),
             Authentication::Unavailable => {
@@ -404,8 +517,15 @@ impl Connection {
         let mut data = Data::default();
         data.insert(self.request_id.clone());
         data.insert(self.caller.client.clone());
+        let session = Arc::new(SocketSession::new(expires_at));
+        data.insert(session.clone());
+        self.session = Some(session);
         self.connection_data = Some(Arc::new(data));
         Ok(())
+    }
+
+    fn send_timeout(&self) -> std::time::Duration {
+        self.state.app.settings.websocket.send_timeout
     }
 
     fn error_message(&self, id: &str, refusal: &Refusal) -> Value {
@@ -415,7 +535,13 @@ impl Connection {
 
     /// Checks and counts the operation with the caller's current state, then runs it in its own
     /// task; its results come back through the channel.
-    async fn subscribe<S>(&mut self, id: String, payload: Params, sink: &mut S) -> Flow
+    async fn subscribe<S>(
+        &mut self,
+        id: String,
+        payload: Params,
+        sink: &mut S,
+        results: &mut mpsc::Receiver<Outgoing>,
+    ) -> Flow
     where
         S: futures_util::Sink<Message> + Unpin,
     {
@@ -429,18 +555,29 @@ impl Connection {
         let identified = caller::identify(&app, credential, Some(&limit)).await;
         match identified.authentication {
             Authentication::Invalid(_) if self.token.is_some() => {
-                return Flow::Close(4403, SESSION_ENDED.into());
+                let reason = self.why_ended().await;
+                return self.farewell(reason, sink, results).await;
             }
             authentication => self.caller.authentication = authentication,
         }
         match identified.decision {
             Some(Decision::Limited(window)) => {
                 let refusal = Refusal::from_error(&rate_limit::limited(&window));
-                return send(sink, &self.error_message(&id, &refusal)).await;
+                return send(
+                    sink,
+                    &self.error_message(&id, &refusal),
+                    self.send_timeout(),
+                )
+                .await;
             }
             Some(Decision::Unavailable) => {
                 let refusal = Refusal::from_error(&rate_limit::unavailable());
-                return send(sink, &self.error_message(&id, &refusal)).await;
+                return send(
+                    sink,
+                    &self.error_message(&id, &refusal),
+                    self.send_timeout(),
+                )
+                .await;
             }
             _ => {}
         }
@@ -454,7 +591,14 @@ impl Connection {
         .await
         {
             Ok(prepared) => prepared,
-            Err(refusal) => return send(sink, &self.error_message(&id, &refusal)).await,
+            Err(refusal) => {
+                return send(
+                    sink,
+                    &self.error_message(&id, &refusal),
+                    self.send_timeout(),
+                )
+                .await;
+            }
         };
         self.start(id, prepared);
         Flow::Continue
@@ -465,6 +609,8 @@ impl Connection {
         let schema = self.state.schema.clone();
         let session = self.connection_data.clone().unwrap_or_default();
         let outgoing = self.outgoing.clone();
+        let send_timeout = self.send_timeout();
+        let socket_session = self.session.clone();
         let protocol = self.protocol;
         let next_type = match protocol {
             Protocol::TransportWs => "next",
@@ -514,12 +660,21 @@ impl Connection {
                     "id": task_id,
                     "payload": response_payload(&response),
                 });
-                if outgoing
-                    .send(Outgoing::Text(message.to_string()))
-                    .await
-                    .is_err()
+                // A subscriber whose client cannot keep up is dropped, not buffered for.
+                match tokio::time::timeout(
+                    send_timeout,
+                    outgoing.send(Outgoing::Text(message.to_string())),
+                )
+                .await
                 {
-                    return;
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return,
+                    Err(_) => {
+                        if let Some(session) = &socket_session {
+                            session.drop_slow_consumer();
+                        }
+                        return;
+                    }
                 }
             }
             let complete = json!({ "type": "complete", "id": task_id });
@@ -534,7 +689,7 @@ impl Connection {
 }
 
 /// Completes when the watched identity changed (never without a watch).
-async fn changed(watch: &mut Option<Watch>) {
+async fn changed(watch: &mut Option<Watch>) -> Option<SessionEnd> {
     match watch {
         Some(watch) => watch.changed().await,
         None => std::future::pending().await,
@@ -585,20 +740,34 @@ fn response_payload(response: &async_graphql::Response) -> Value {
     payload
 }
 
-async fn send<S>(sink: &mut S, message: &Value) -> Flow
+async fn send<S>(sink: &mut S, message: &Value, timeout: std::time::Duration) -> Flow
 where
     S: futures_util::Sink<Message> + Unpin,
 {
-    send_text(sink, message.to_string()).await
+    send_text(sink, message.to_string(), timeout).await
 }
 
-async fn send_text<S>(sink: &mut S, text: String) -> Flow
+/// Sends one message; a client that does not take it within `timeout` is dropped.
+async fn send_text<S>(sink: &mut S, text: String, timeout: std::time::Duration) -> Flow
 where
     S: futures_util::Sink<Message> + Unpin,
 {
-    match sink.send(Message::Text(Utf8Bytes::from(text))).await {
-        Ok(()) => Flow::Continue,
+    match tokio::time::timeout(timeout, sink.send(Message::Text(Utf8Bytes::from(text)))).await {
+        Ok(Ok(())) => Flow::Continue,
         // The peer is gone; nothing left to close politely.
-        Err(_) => Flow::Close(1006, String::new()),
+        Ok(Err(_)) => Flow::Close(1006, String::new()),
+        // Its receive buffer stays full: a close frame would not get through either.
+        Err(_) => {
+            tracing::info!("websocket client does not take its messages; dropped");
+            Flow::Close(1006, String::new())
+        }
+    }
+}
+
+/// Completes when a subscription on the socket fell behind (never without a session).
+async fn overflowed(session: Option<&Arc<SocketSession>>) {
+    match session {
+        Some(session) => session.overflowed().await,
+        None => std::future::pending().await,
     }
 }

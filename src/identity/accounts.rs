@@ -337,6 +337,10 @@ pub async fn set_active(state: &AppState, user_id: Uuid, active: bool) -> AppRes
     if result.rows_affected == 0 {
         return Err(AppError::NotFound("no such user".into()));
     }
-    super::authenticate::user_changed(state, user_id).await;
+    if active {
+        super::authenticate::user_changed(state, user_id).await;
+    } else {
+        super::authenticate::sessions_ended(state, user_id, super::SessionEnd::Deactivated).await;
+    }
     Ok(())
 }

@@ -181,6 +181,16 @@ async fn load(state: &AppState, user_id: Uuid, cache: bool) -> AppResult<Option<
 /// the cached state is dropped (retried in the background while the store is unreachable, for as
 /// long as a stale entry could live) and every instance re-checks the user's open sockets.
 pub async fn user_changed(state: &AppState, user_id: Uuid) {
+    changed(state, user_id, None).await;
+}
+
+/// [`user_changed`] for a change that ends sessions, saying why: sockets whose session it ended
+/// tell their client the reason before they close (`sessionEvents`).
+pub async fn sessions_ended(state: &AppState, user_id: Uuid, reason: events::SessionEnd) {
+    changed(state, user_id, Some(reason)).await;
+}
+
+async fn changed(state: &AppState, user_id: Uuid, reason: Option<events::SessionEnd>) {
     let key = user_state_key(user_id);
     if let Err(error) = state
         .stores
@@ -207,7 +217,7 @@ pub async fn user_changed(state: &AppState, user_id: Uuid) {
         });
     }
     bump_tags(state, Some(user_id)).await;
-    events::publish(state, user_id).await;
+    events::publish(state, user_id, reason).await;
 }
 
 /// Cached responses that show the user, or any list of users, are stale from now on.
@@ -250,6 +260,35 @@ pub async fn profile_touched(state: &AppState, user_id: Uuid) {
         error.log("cannot refresh a user's cached state");
     }
     bump_tags(state, Some(user_id)).await;
+}
+
+/// Why `user`'s session stopped working, when no change said so (the reason travels with most
+/// changes: `sessions_ended`): read from the database, once, when a socket closes.
+pub async fn why_ended(state: &AppState, user: &AuthUser) -> events::SessionEnd {
+    use events::SessionEnd;
+    if user.expires_at <= Utc::now() {
+        return SessionEnd::TokenExpired;
+    }
+    let Ok(found) = accounts::find_by_id(&state.db, user.id).await else {
+        return SessionEnd::SessionEnded;
+    };
+    let Some(account) = found else {
+        return SessionEnd::Deleted;
+    };
+    if account.is_banned_at(Utc::now()) {
+        return SessionEnd::Banned;
+    }
+    if !account.is_active {
+        return SessionEnd::Deactivated;
+    }
+    match revoked_sessions::Entity::find_by_id(user.session_id)
+        .one(&state.db)
+        .await
+    {
+        Ok(Some(_)) => SessionEnd::SessionRevoked,
+        Ok(None) => SessionEnd::SignedOutEverywhere,
+        Err(_) => SessionEnd::SessionEnded,
+    }
 }
 
 /// The error a transport reports when authentication is unavailable.

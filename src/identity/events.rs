@@ -1,14 +1,13 @@
 //! "Something about this user changed": published on the shared pub/sub by [`user_changed`]
 //! (`super::authenticate::user_changed`), received once per instance, and handed to whatever on
 //! this instance watches the user — open WebSockets, which then re-check their caller and close
-//! when the session no longer holds.
+//! when the session no longer holds. A change that ends sessions says why ([`SessionEnd`]), so a
+//! socket can tell its client before it closes.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt as _;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
@@ -16,25 +15,89 @@ use crate::state::AppState;
 
 pub const CHANNEL: &str = "identity:changed";
 
+/// Why a session stopped working, as a client is told (`sessionEvents`) before its socket closes.
+#[derive(async_graphql::Enum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// The access token expired: refresh it and connect again.
+    TokenExpired,
+    /// This session was signed out or revoked (from this or another device).
+    SessionRevoked,
+    /// Every session of the account was ended (sign-out everywhere).
+    SignedOutEverywhere,
+    /// The password changed; every other session ended.
+    PasswordChanged,
+    Banned,
+    Deactivated,
+    Deleted,
+    /// The session no longer holds for another reason.
+    SessionEnded,
+}
+
+impl SessionEnd {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TokenExpired => "TOKEN_EXPIRED",
+            Self::SessionRevoked => "SESSION_REVOKED",
+            Self::SignedOutEverywhere => "SIGNED_OUT_EVERYWHERE",
+            Self::PasswordChanged => "PASSWORD_CHANGED",
+            Self::Banned => "BANNED",
+            Self::Deactivated => "DEACTIVATED",
+            Self::Deleted => "DELETED",
+            Self::SessionEnded => "SESSION_ENDED",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        [
+            Self::TokenExpired,
+            Self::SessionRevoked,
+            Self::SignedOutEverywhere,
+            Self::PasswordChanged,
+            Self::Banned,
+            Self::Deactivated,
+            Self::Deleted,
+            Self::SessionEnded,
+        ]
+        .into_iter()
+        .find(|reason| reason.as_str() == text)
+    }
+
+    /// What the message of a close frame says.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::TokenExpired => "Forbidden: the access token expired",
+            Self::SessionRevoked => "Forbidden: the session was revoked",
+            Self::SignedOutEverywhere => "Forbidden: every session was signed out",
+            Self::PasswordChanged => "Forbidden: the password changed",
+            Self::Banned => "Forbidden: the account is banned",
+            Self::Deactivated => "Forbidden: the account is deactivated",
+            Self::Deleted => "Forbidden: the account was deleted",
+            Self::SessionEnded => "Forbidden: the session ended",
+        }
+    }
+}
+
 /// This instance's watchers, by user.
 #[derive(Default)]
 pub struct Watchers {
-    by_user: Mutex<HashMap<Uuid, broadcast::Sender<()>>>,
+    by_user: Mutex<HashMap<Uuid, broadcast::Sender<Option<SessionEnd>>>>,
 }
 
 /// Receives a message each time the user changes (a burst may arrive as one).
 pub struct Watch {
-    receiver: broadcast::Receiver<()>,
+    receiver: broadcast::Receiver<Option<SessionEnd>>,
     user_id: Uuid,
     watchers: Arc<Watchers>,
 }
 
 impl Watch {
-    /// Completes when the user changed since the last call.
-    pub async fn changed(&mut self) {
+    /// Completes when the user changed since the last call, with the reason when the change
+    /// ended sessions and said why (a burst may arrive as one: then the reason is unknown).
+    pub async fn changed(&mut self) -> Option<SessionEnd> {
         loop {
             match self.receiver.recv().await {
-                Ok(()) | Err(broadcast::error::RecvError::Lagged(_)) => return,
+                Ok(reason) => return reason,
+                Err(broadcast::error::RecvError::Lagged(_)) => return None,
                 // Never: the sender lives while this watch does.
                 Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
             }
@@ -73,11 +136,20 @@ impl Watchers {
         }
     }
 
-    fn notify(&self, user_id: Uuid) {
+    fn notify(&self, user_id: Uuid, reason: Option<SessionEnd>) {
         let by_user = self.by_user.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(sender) = by_user.get(&user_id) {
-            let _ = sender.send(());
+            let _ = sender.send(reason);
         }
+    }
+
+    /// How many watches (open sockets) this instance holds for the user.
+    pub fn watching(&self, user_id: Uuid) -> usize {
+        self.by_user
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&user_id)
+            .map_or(0, broadcast::Sender::receiver_count)
     }
 
     /// Users watched on this instance (for tests and metrics).
@@ -93,53 +165,47 @@ impl Watchers {
     }
 }
 
-/// Tells every instance that `user_id` changed. When the pub/sub is unreachable, at least this
-/// instance's watchers hear it (others re-check on their next operation and periodically).
-pub async fn publish(state: &AppState, user_id: Uuid) {
-    let payload = Bytes::from(user_id.to_string());
-    if let Err(error) = state.stores.pubsub.publish(CHANNEL, payload).await {
+/// Tells every instance that `user_id` changed (and why, when the change ends sessions). When
+/// the pub/sub is unreachable, at least this instance's watchers hear it (others re-check on
+/// their next operation and periodically).
+pub async fn publish(state: &AppState, user_id: Uuid, reason: Option<SessionEnd>) {
+    let payload = match reason {
+        Some(reason) => format!("{user_id} {}", reason.as_str()),
+        None => user_id.to_string(),
+    };
+    if let Err(error) = state
+        .stores
+        .pubsub
+        .publish(CHANNEL, Bytes::from(payload))
+        .await
+    {
         error.log("cannot publish an identity change");
-        state.identity_watchers.notify(user_id);
+        state.identity_watchers.notify(user_id, reason);
     }
+}
+
+fn parse(payload: &[u8]) -> Option<(Uuid, Option<SessionEnd>)> {
+    let text = std::str::from_utf8(payload).ok()?;
+    let (id, reason) = match text.split_once(' ') {
+        Some((id, reason)) => (id, SessionEnd::parse(reason)),
+        None => (text, None),
+    };
+    Some((Uuid::parse_str(id).ok()?, reason))
 }
 
 /// Feeds this instance's watchers from the shared channel until shutdown, re-subscribing while
 /// the pub/sub is unreachable.
 pub async fn listen(state: AppState) {
-    let mut delay = Duration::from_millis(100);
-    loop {
-        let subscription = tokio::select! {
-            () = state.shutdown.cancelled() => return,
-            subscription = state.stores.pubsub.subscribe(CHANNEL) => subscription,
-        };
-        let mut messages = match subscription {
-            Ok(messages) => messages,
-            Err(error) => {
-                error.log("cannot subscribe to identity changes; retrying");
-                tokio::select! {
-                    () = state.shutdown.cancelled() => return,
-                    () = tokio::time::sleep(delay) => {}
-                }
-                delay = (delay * 2).min(Duration::from_secs(5));
-                continue;
+    let watchers = state.identity_watchers.clone();
+    crate::infra::pubsub::follow(
+        state.stores.pubsub.clone(),
+        state.shutdown.clone(),
+        CHANNEL,
+        |payload| {
+            if let Some((user_id, reason)) = parse(&payload) {
+                watchers.notify(user_id, reason);
             }
-        };
-        delay = Duration::from_millis(100);
-        loop {
-            tokio::select! {
-                () = state.shutdown.cancelled() => return,
-                message = messages.next() => match message {
-                    Some(payload) => {
-                        if let Some(user_id) = std::str::from_utf8(&payload)
-                            .ok()
-                            .and_then(|text| Uuid::parse_str(text).ok())
-                        {
-                            state.identity_watchers.notify(user_id);
-                        }
-                    }
-                    None => break,
-                },
-            }
-        }
-    }
+        },
+    )
+    .await;
 }

@@ -18,6 +18,7 @@ pub mod tokens;
 pub mod viewer;
 
 pub use actor::{Actor, Authority};
-pub use authenticate::{USER_TAG, profile_touched, user_changed, user_created};
+pub use authenticate::{USER_TAG, profile_touched, sessions_ended, user_changed, user_created};
+pub use events::SessionEnd;
 pub use permissions::{Catalogue, Permission};
 pub use viewer::{AuthUser, Authentication, Caller, ClientInfo, Profile, RoleSummary, Viewer};

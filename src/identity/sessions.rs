@@ -17,7 +17,8 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::accounts;
-use super::authenticate::user_changed;
+use super::authenticate::sessions_ended;
+use super::events::SessionEnd;
 use super::tokens;
 use super::viewer::{AuthUser, ClientInfo};
 use crate::entities::{refresh_tokens, revoked_sessions, users};
@@ -210,13 +211,13 @@ pub async fn end(state: &AppState, user_id: Uuid, session_id: Uuid) -> AppResult
     .exec(&txn)
     .await?;
     txn.commit().await?;
-    user_changed(state, user_id).await;
+    sessions_ended(state, user_id, SessionEnd::SessionRevoked).await;
     Ok(())
 }
 
 /// Ends every session of a user on `db` (pass the transaction of the change that needs it): the
 /// session epoch moves on, so every access token issued so far stops working, and every refresh
-/// token is revoked. Call [`user_changed`] after the commit.
+/// token is revoked. Call [`super::user_changed`] (or [`sessions_ended`]) after the commit.
 ///
 /// # Errors
 /// The database fails.

@@ -292,3 +292,43 @@ async fn subscriber_task(
         }
     }
 }
+
+/// Hands every message of `channel` to `on_message` until `shutdown`, subscribing again (with
+/// backoff) whenever the pub/sub is unreachable or the subscription ends: what a per-instance
+/// listener task runs.
+pub async fn follow(
+    pubsub: Arc<dyn PubSub>,
+    shutdown: tokio_util::sync::CancellationToken,
+    channel: &str,
+    mut on_message: impl FnMut(Bytes),
+) {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let subscription = tokio::select! {
+            () = shutdown.cancelled() => return,
+            subscription = pubsub.subscribe(channel) => subscription,
+        };
+        let mut messages = match subscription {
+            Ok(messages) => messages,
+            Err(error) => {
+                error.log("cannot subscribe to a pub/sub channel; retrying");
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        delay = Duration::from_millis(100);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                message = messages.next() => match message {
+                    Some(payload) => on_message(payload),
+                    None => break,
+                },
+            }
+        }
+    }
+}

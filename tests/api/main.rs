@@ -14,6 +14,7 @@ mod http;
 mod identity;
 mod input;
 mod metrics;
+mod notifications;
 mod persisted;
 mod protocol;
 mod query_limits;

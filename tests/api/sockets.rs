@@ -8,17 +8,11 @@ use multipult::config::Quota;
 use serde_json::{Value, json};
 
 use crate::helpers::{Session, TestApp};
-use crate::ws::{Socket, close_code, connect, next_json, send};
+use crate::ws::{Socket, close_code, connect, next_json, send, signed_in};
 
 /// A socket initialised with `session`'s access token, running a heartbeat subscription.
 async fn watching(app: &TestApp, session: &Session) -> Socket {
-    let mut socket = connect(app, "graphql-transport-ws").await.unwrap();
-    send(
-        &mut socket,
-        json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {}", session.access) } }),
-    )
-    .await;
-    assert_eq!(next_json(&mut socket).await["type"], "connection_ack");
+    let mut socket = signed_in(app, session, "graphql-transport-ws").await;
     send(
         &mut socket,
         json!({ "type": "subscribe", "id": "beat", "payload": { "query": "subscription { heartbeat(intervalMs: 100) { sequence } }" } }),

@@ -63,6 +63,18 @@ pub async fn close_code(socket: &mut Socket) -> u16 {
     }
 }
 
+/// A socket initialised with `session`'s access token in `connection_init`.
+pub async fn signed_in(app: &TestApp, session: &crate::helpers::Session, protocol: &str) -> Socket {
+    let mut socket = connect(app, protocol).await.unwrap();
+    send(
+        &mut socket,
+        json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {}", session.access) } }),
+    )
+    .await;
+    assert_eq!(next_json(&mut socket).await["type"], "connection_ack");
+    socket
+}
+
 pub async fn init(socket: &mut Socket) {
     send(socket, json!({ "type": "connection_init", "payload": {} })).await;
     assert_eq!(next_json(socket).await["type"], "connection_ack");

@@ -148,6 +148,33 @@ test('graphql-ws subscribes and receives events until completion', async () => {
   }
 });
 
+test('graphql-ws subscribes to notificationAdded and receives the notice a mutation causes', async () => {
+  const login = await signIn('js-notified@example.com');
+  const client = ws({ connectionParams: { authorization: `Bearer ${login.accessToken}` } });
+  try {
+    const events = client.iterate({
+      query: 'subscription { notificationAdded { kind title link cursor } }',
+    });
+    const first = events.next();
+    // Let the subscription register, then sign in from a browser the account never used.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const elsewhere = new GraphQLClient(`http://${address}/graphql`, {
+      headers: { 'user-agent': 'AnotherDevice/1.0' },
+    });
+    await elsewhere.request(
+      'mutation($input: LoginInput!) { login(input: $input) { accessToken } }',
+      { input: { email: 'js-notified@example.com', password: PASSWORD } },
+    );
+    const { value } = await first;
+    assert.equal(value.data.notificationAdded.kind, 'SECURITY');
+    assert.equal(value.data.notificationAdded.title, 'New sign-in to your account');
+    assert.ok(value.data.notificationAdded.cursor);
+    await events.return();
+  } finally {
+    await client.dispose();
+  }
+});
+
 test('graphql-ws receives errors of an invalid operation', async () => {
   const client = ws();
   try {

@@ -2,6 +2,7 @@
 //! Every mutation is audited in its own transaction.
 
 pub mod commands;
+mod notices;
 mod resolvers;
 pub mod roles;
 pub mod service;

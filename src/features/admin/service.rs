@@ -2,6 +2,7 @@
 //! and system statistics. Every change is one transaction that includes its audit entry, and no
 //! change may lock the system out of administration.
 
+use super::notices::{self, Notice};
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
@@ -18,7 +19,7 @@ use crate::entities::{role_permissions, roles, user_roles, users};
 use crate::error::{AppError, AppResult, FieldErrors};
 use crate::features::audit;
 use crate::identity::permissions::ADMIN_ROLE;
-use crate::identity::{Actor, accounts, rank, sessions, user_changed};
+use crate::identity::{Actor, SessionEnd, accounts, rank, sessions, sessions_ended, user_changed};
 use crate::state::AppState;
 
 pub use super::roles::{
@@ -303,8 +304,14 @@ pub async fn ban(
         json!({ "reason": reason, "until": until, "before": before, "targetEmail": user.email }),
     )
     .await?;
+    let notice = Notice::Banned {
+        reason: &reason,
+        until,
+    };
+    let notice = notices::send(state, &txn, &[user_id], &notice, actor).await?;
     txn.commit().await?;
-    user_changed(state, user_id).await;
+    sessions_ended(state, user_id, SessionEnd::Banned).await;
+    notice.publish(state).await;
     Ok(user)
 }
 
@@ -330,8 +337,10 @@ pub async fn unban(state: &AppState, actor: &Actor, user_id: Uuid) -> AppResult<
         json!({ "before": before, "targetEmail": user.email }),
     )
     .await?;
+    let notice = notices::send(state, &txn, &[user_id], &Notice::Unbanned, actor).await?;
     txn.commit().await?;
     user_changed(state, user_id).await;
+    notice.publish(state).await;
     Ok(user)
 }
 
@@ -373,7 +382,7 @@ pub async fn delete_permanently(
     .await?;
     users::Entity::delete_by_id(user_id).exec(&txn).await?;
     txn.commit().await?;
-    user_changed(state, user_id).await;
+    sessions_ended(state, user_id, SessionEnd::Deleted).await;
     Ok(())
 }
 
@@ -479,10 +488,13 @@ pub async fn bulk_assign_role(
         }
     }
     record_bulk(&txn, actor, "role.bulk_assign", &role.name, &result).await?;
+    let notice = Notice::RoleGranted(&role.name);
+    let notice = notices::send(state, &txn, &result.updated, &notice, actor).await?;
     txn.commit().await?;
     for id in &result.updated {
         user_changed(state, *id).await;
     }
+    notice.publish(state).await;
     Ok(result)
 }
 
@@ -523,10 +535,13 @@ pub async fn bulk_remove_role(
         }
     }
     record_bulk(&txn, actor, "role.bulk_remove", &role.name, &result).await?;
+    let notice = Notice::RoleRemoved(&role.name);
+    let notice = notices::send(state, &txn, &result.updated, &notice, actor).await?;
     txn.commit().await?;
     for id in &result.updated {
         user_changed(state, *id).await;
     }
+    notice.publish(state).await;
     Ok(result)
 }
 

@@ -3,18 +3,12 @@
 use url::Url;
 
 use crate::infra::mailer::Email;
+use crate::text::escape_html as html_escape;
 
 fn link(base: &Url, path: &str, token: &str) -> String {
     let mut url = base.join(path).unwrap_or_else(|_| base.clone());
     url.query_pairs_mut().append_pair("token", token);
     url.to_string()
-}
-
-fn html_escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 fn message(
@@ -40,6 +34,7 @@ fn message(
             html_escape(token),
             html_escape(outro),
         ),
+        unsubscribe: None,
     }
 }
 
@@ -77,5 +72,6 @@ pub fn already_registered(to: &str) -> Email {
         subject: "You already have an account".to_owned(),
         text: format!("{text}\n"),
         html: format!("<p>{}</p>", html_escape(text)),
+        unsubscribe: None,
     }
 }

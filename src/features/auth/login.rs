@@ -10,6 +10,7 @@ use sea_orm::{ActiveModelTrait as _, Set, TransactionTrait as _};
 use serde_json::json;
 use uuid::Uuid;
 
+use super::notices::{self, Notice};
 use super::two_factor;
 use crate::entities::users;
 use crate::error::{AppError, AppResult};
@@ -152,10 +153,26 @@ pub async fn login(
     reservation.give_back(state).await;
 
     let txn = state.db.begin().await?;
+    let new_device = notices::is_new_device(&txn, user.id, client).await?;
     let mut active: users::ActiveModel = user.into();
     active.last_login_at = Set(Some(Utc::now()));
     let user = active.update(&txn).await?;
     let tokens = sessions::start(state, &txn, user, Uuid::now_v7(), client).await?;
+    let notice = if new_device {
+        let actor = actor.as_user(tokens.user.id, &tokens.user.email);
+        Some(
+            notices::send(
+                state,
+                &txn,
+                tokens.user.id,
+                &Notice::NewSignIn(client),
+                &actor,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
     audit::record(
         &txn,
         &actor.as_user(tokens.user.id, &tokens.user.email),
@@ -167,6 +184,9 @@ pub async fn login(
     txn.commit().await?;
     // `lastLoginAt` is part of the cached profile.
     crate::identity::profile_touched(state, tokens.user.id).await;
+    if let Some(notice) = notice {
+        notice.publish(state).await;
+    }
     Ok(tokens)
 }
 
@@ -210,6 +230,11 @@ pub async fn logout_everywhere(state: &AppState, user_id: Uuid, actor: &Actor) -
     )
     .await?;
     txn.commit().await?;
-    crate::identity::user_changed(state, user_id).await;
+    crate::identity::sessions_ended(
+        state,
+        user_id,
+        crate::identity::SessionEnd::SignedOutEverywhere,
+    )
+    .await;
     Ok(())
 }

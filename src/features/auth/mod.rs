@@ -6,6 +6,7 @@ mod email_tokens;
 mod emails;
 mod login;
 mod mail;
+mod notices;
 pub mod oauth;
 mod password;
 mod registration;

@@ -7,11 +7,14 @@ use serde_json::json;
 
 use super::email_tokens::{self, Purpose};
 use super::mail::{self, AuthMail};
+use super::notices::{self, Notice};
 use crate::entities::users;
 use crate::error::{AppError, AppResult};
 use crate::features::audit::service as audit;
 use crate::identity::sessions::{self, Tokens};
-use crate::identity::{Actor, AuthUser, ClientInfo, accounts, passwords, user_changed};
+use crate::identity::{
+    Actor, AuthUser, ClientInfo, SessionEnd, accounts, passwords, sessions_ended,
+};
 use crate::state::AppState;
 
 /// Queues a reset mail for the address. The request does the same work whether or not the
@@ -34,7 +37,7 @@ pub async fn request_reset(
 }
 
 /// Sets the new password on `txn` and ends every session of the user (the epoch moves on, every
-/// refresh token is revoked). Call [`user_changed`] after the commit.
+/// refresh token is revoked). Call [`sessions_ended`] after the commit.
 async fn replace(
     txn: &DatabaseTransaction,
     user: users::Model,
@@ -89,8 +92,10 @@ pub async fn reset(
         json!({}),
     )
     .await?;
+    let notice = notices::send(state, &txn, user_id, &Notice::PasswordReset, actor).await?;
     txn.commit().await?;
-    user_changed(state, user_id).await;
+    sessions_ended(state, user_id, SessionEnd::PasswordChanged).await;
+    notice.publish(state).await;
     Ok(())
 }
 
@@ -131,7 +136,9 @@ pub async fn change(
         json!({}),
     )
     .await?;
+    let notice = notices::send(state, &txn, viewer.id, &Notice::PasswordChanged, actor).await?;
     txn.commit().await?;
-    user_changed(state, viewer.id).await;
+    sessions_ended(state, viewer.id, SessionEnd::PasswordChanged).await;
+    notice.publish(state).await;
     Ok(tokens)
 }

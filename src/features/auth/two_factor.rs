@@ -12,6 +12,7 @@ use sha2::{Digest as _, Sha256};
 use totp_rs::{Builder, Secret, Totp};
 use uuid::Uuid;
 
+use super::notices::{self, Notice};
 use crate::entities::{totp_backup_codes, user_totp, users};
 use crate::error::{AppError, AppResult};
 use crate::features::audit::service as audit;
@@ -156,7 +157,9 @@ pub async fn confirm(
         json!({}),
     )
     .await?;
+    let notice = notices::send(state, &txn, user.id, &Notice::TwoFactorEnabled, actor).await?;
     txn.commit().await?;
+    notice.publish(state).await;
     Ok(codes)
 }
 
@@ -258,6 +261,8 @@ pub async fn disable(
         json!({}),
     )
     .await?;
+    let notice = notices::send(state, &txn, user.id, &Notice::TwoFactorDisabled, actor).await?;
     txn.commit().await?;
+    notice.publish(state).await;
     Ok(())
 }
