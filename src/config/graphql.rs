@@ -98,7 +98,12 @@ impl WebSocketSettings {
             max_message_size: r.byte_size("WS_MAX_MESSAGE_SIZE", 64 * 1024),
             max_subscriptions: r.number("WS_MAX_SUBSCRIPTIONS", 100usize, 1, 10_000),
             reauth_interval: r.duration("WS_REAUTH_INTERVAL", Duration::from_secs(60)),
-            max_connections_per_user: r.number("WS_MAX_CONNECTIONS_PER_USER", 20usize, 1, 10_000),
+            max_connections_per_user: r.number(
+                "WS_MAX_CONNECTIONS_PER_USER",
+                20usize,
+                1,
+                1_000_000,
+            ),
             send_timeout: r.duration("WS_SEND_TIMEOUT", Duration::from_secs(10)),
         }
     }

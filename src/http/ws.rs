@@ -114,6 +114,10 @@ pub async fn handler(
         .protocols([protocol.name()])
         .max_message_size(max_message_size)
         .max_frame_size(max_message_size)
+        // Small per-socket buffers (tungstenite's default is 128 KiB each way): an idle
+        // subscriber then costs a few KiB; larger messages still arrive whole.
+        .read_buffer_size(SOCKET_BUFFER)
+        .write_buffer_size(SOCKET_BUFFER)
         .on_upgrade(move |socket| {
             let id = request_id.clone();
             let connection = Connection::new(state, protocol, request_id, caller, header_token);
@@ -165,6 +169,9 @@ enum Flow {
     Continue,
     Close(u16, String),
 }
+
+/// Read and write buffer of one socket.
+const SOCKET_BUFFER: usize = 8 * 1024;
 
 /// How long a closing socket waits for `sessionEvents` to hand on the reason.
 const FAREWELL: std::time::Duration = std::time::Duration::from_millis(250);
