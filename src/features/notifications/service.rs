@@ -9,8 +9,8 @@ use std::collections::{HashMap, HashSet};
 use chrono::Utc;
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
-    ColumnTrait as _, Condition, ConnectionTrait, EntityTrait as _, PaginatorTrait as _,
-    QueryFilter as _, QueryOrder as _, QuerySelect as _, Select, Set, TransactionTrait as _,
+    ColumnTrait as _, ConnectionTrait, EntityTrait as _, PaginatorTrait as _, QueryFilter as _,
+    QueryOrder as _, QuerySelect as _, Select, Set, TransactionTrait as _,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -614,11 +614,7 @@ pub async fn unsubscribe(
     kind: NotificationKind,
 ) -> AppResult<bool> {
     let txn = state.db.begin().await?;
-    let exists = users::Entity::find()
-        .filter(Condition::all().add(users::Column::Id.eq(user_id)))
-        .count(&txn)
-        .await?
-        > 0;
+    let exists = users::Entity::find_by_id(user_id).count(&txn).await? > 0;
     if !exists {
         return Ok(false);
     }
