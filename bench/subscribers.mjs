@@ -1,13 +1,19 @@
-// Many WebSocket subscribers on one instance, one event: delivery latency and memory per socket.
+// Many WebSocket subscribers, one event: delivery latency and memory per socket.
 //
-//   ulimit -n 65536; SUBSCRIBERS=10000 MULTIPULT_BIN=target/release/multipult \
+//   ulimit -n 20000; SUBSCRIBERS=10000 MULTIPULT_BIN=target/release/multipult \
 //     node bench/subscribers.mjs
 //
-// Starts the binary on a scratch SQLite file with the limits raised (so they are not what is
-// measured), signs one user in, opens SUBSCRIBERS sockets of that user each subscribed to
-// `notificationAdded`, reads the server's RSS, then signs the user in from a browser it never
-// used — one SECURITY notification, fanned out to every socket — and times each delivery from
-// the moment the sign-in was sent. Uses the `ws` package of tests/clients (npm ci there first).
+//   # the same across two instances sharing PostgreSQL and Redis
+//   INSTANCES=2 BENCH_DATABASE_URL=postgres://… BENCH_REDIS_URL=redis://… \
+//     SUBSCRIBERS=10000 MULTIPULT_BIN=target/release/multipult node bench/subscribers.mjs
+//
+// Starts INSTANCES copies of the binary (default 1, on a scratch SQLite file; more need the
+// shared backends) with the limits raised (so they are not what is measured), signs one user
+// in, opens SUBSCRIBERS sockets of that user spread evenly over the instances, each subscribed
+// to `notificationAdded`, reads each server's RSS, then signs the user in on the first instance
+// from a browser it never used — one SECURITY notification, fanned out to every socket on every
+// instance — and times each delivery from the moment the sign-in was sent. Uses the `ws`
+// package of tests/clients (npm ci there first).
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -20,6 +26,16 @@ const WebSocket = require('ws');
 
 const COUNT = Number(process.env.SUBSCRIBERS ?? 10000);
 const BIN = process.env.MULTIPULT_BIN ?? 'target/release/multipult';
+const INSTANCES = Number(process.env.INSTANCES ?? 1);
+if (INSTANCES > 1 && !(process.env.BENCH_DATABASE_URL && process.env.BENCH_REDIS_URL)) {
+  console.error('INSTANCES > 1 needs BENCH_DATABASE_URL and BENCH_REDIS_URL (shared backends)');
+  process.exit(2);
+}
+// Every instance must accept the others' tokens.
+const SHARED_SECRETS = {
+  JWT_SECRET: 'bench-jwt-secret-0123456789abcdef0123456789abcdef',
+  SECRETS_KEY: '00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff',
+};
 const PASSWORD = 'correct horse battery staple';
 
 function rssKiB(pid) {
@@ -40,6 +56,7 @@ async function start() {
       DATABASE_URL: `sqlite://${dir}/bench.db?mode=rwc`,
       LOG_FORMAT: 'json',
       LOG_LEVEL: 'warn,multipult=info',
+      ...SHARED_SECRETS,
       WS_MAX_CONNECTIONS_PER_USER: String(COUNT + 10),
       RATE_LIMIT_ENABLED: 'false',
       COST_BUDGET_USER: 'off',
@@ -99,46 +116,65 @@ function subscriber(address, token, onEvent) {
 
 const percentile = (sorted, p) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 
-const { server, address } = await start();
+const mb = (kib) => (kib / 1024).toFixed(0);
+
+// One after the other: the first applies the migrations.
+const servers = [];
+for (let i = 0; i < INSTANCES; i++) servers.push(await start());
+const [first] = servers;
 try {
-  const email = 'subscriber@example.com';
-  await gql(address, 'mutation($i: RegisterInput!) { register(input: $i) { message } }', { i: { email, password: PASSWORD } });
-  const login = await gql(address, 'mutation($i: LoginInput!) { login(input: $i) { accessToken } }', { i: { email, password: PASSWORD } });
+  const email = `subscriber-${Date.now()}@example.com`;
+  await gql(first.address, 'mutation($i: RegisterInput!) { register(input: $i) { message } }', { i: { email, password: PASSWORD } });
+  const login = await gql(first.address, 'mutation($i: LoginInput!) { login(input: $i) { accessToken } }', { i: { email, password: PASSWORD } });
   const token = login.data.login.accessToken;
 
-  const before = rssKiB(server.pid);
+  const before = servers.map(({ server }) => rssKiB(server.pid));
   let sentAt = 0;
-  const latencies = [];
+  const latencies = servers.map(() => []);
+  let received = 0;
   let done;
   const all = new Promise((resolve) => (done = resolve));
-  const onEvent = () => {
-    latencies.push(performance.now() - sentAt);
-    if (latencies.length === COUNT) done();
+  const onEvent = (instance) => () => {
+    latencies[instance].push(performance.now() - sentAt);
+    received += 1;
+    if (received === COUNT) done();
   };
   const sockets = [];
   const opened = performance.now();
   for (let i = 0; i < COUNT; i += 200) {
     const batch = [];
-    for (let j = i; j < Math.min(COUNT, i + 200); j++) batch.push(subscriber(address, token, onEvent));
+    for (let j = i; j < Math.min(COUNT, i + 200); j++) {
+      const instance = j % INSTANCES;
+      batch.push(subscriber(servers[instance].address, token, onEvent(instance)));
+    }
     sockets.push(...(await Promise.all(batch)));
   }
   const openSeconds = (performance.now() - opened) / 1000;
   await new Promise((resolve) => setTimeout(resolve, 2000));
-  const idle = rssKiB(server.pid);
+  const idle = servers.map(({ server }) => rssKiB(server.pid));
 
   sentAt = performance.now();
-  await gql(address, 'mutation($i: LoginInput!) { login(input: $i) { accessToken } }', { i: { email, password: PASSWORD } }, { 'user-agent': 'AnotherDevice/1.0' });
+  await gql(first.address, 'mutation($i: LoginInput!) { login(input: $i) { accessToken } }', { i: { email, password: PASSWORD } }, { 'user-agent': 'AnotherDevice/1.0' });
   const timeout = setTimeout(() => done(), 30_000);
   await all;
   clearTimeout(timeout);
-  latencies.sort((a, b) => a - b);
 
+  const summary = (values) => {
+    const sorted = [...values].sort((a, b) => a - b);
+    if (sorted.length === 0) return 'none';
+    return `${percentile(sorted, 50).toFixed(0)} / ${percentile(sorted, 99).toFixed(0)} / ${sorted.at(-1).toFixed(0)} ms`;
+  };
+  console.log(`instances:                 ${INSTANCES}${INSTANCES > 1 ? ' (event created on instance 1)' : ''}`);
   console.log(`subscribers held:          ${sockets.length} (opened in ${openSeconds.toFixed(1)} s)`);
-  console.log(`events delivered:          ${latencies.length} of ${COUNT}`);
-  console.log(`delivery p50 / p99 / max:  ${percentile(latencies, 50).toFixed(0)} / ${percentile(latencies, 99).toFixed(0)} / ${latencies.at(-1).toFixed(0)} ms (from sending the sign-in that causes it)`);
-  console.log(`server RSS before / idle:  ${(before / 1024).toFixed(0)} MB / ${(idle / 1024).toFixed(0)} MB`);
-  console.log(`RSS per idle subscriber:   ${(((idle - before) * 1024) / COUNT / 1024).toFixed(1)} KB`);
+  console.log(`events delivered:          ${received} of ${COUNT}`);
+  console.log(`delivery p50 / p99 / max:  ${summary(latencies.flat())} (from sending the sign-in that causes it)`);
+  if (INSTANCES > 1) {
+    latencies.forEach((values, i) => console.log(`  on instance ${i + 1}:            ${summary(values)}`));
+  }
+  servers.forEach((_, i) => console.log(`instance ${i + 1} RSS before / idle: ${mb(before[i])} MB / ${mb(idle[i])} MB`));
+  const grown = idle.reduce((a, b) => a + b, 0) - before.reduce((a, b) => a + b, 0);
+  console.log(`RSS per idle subscriber:   ${((grown * 1024) / COUNT / 1024).toFixed(1)} KB`);
   for (const socket of sockets) socket.terminate();
 } finally {
-  server.kill('SIGTERM');
+  for (const { server } of servers) server.kill('SIGTERM');
 }

@@ -7,6 +7,7 @@
 use std::io::{self, Write};
 
 use serde_json::Value;
+use tokio::task::futures::TaskLocalFuture;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::format::FmtSpan;
@@ -22,8 +23,11 @@ tokio::task_local! {
 }
 
 /// Runs `work` as part of request `id`: error bodies built inside it carry the id.
-pub async fn in_request<F: Future>(id: RequestId, work: F) -> F::Output {
-    CURRENT_REQUEST.scope(id, work).await
+///
+/// A plain function, not an `async fn`: that would keep `work` twice (as its argument and as
+/// the future it awaits), which long-lived work like a WebSocket would pay for all its life.
+pub fn in_request<F: Future>(id: RequestId, work: F) -> TaskLocalFuture<RequestId, F> {
+    CURRENT_REQUEST.scope(id, work)
 }
 
 /// The id of the request the current task works for, if any.

@@ -19,7 +19,7 @@
 //! client that does not take its messages within `WS_SEND_TIMEOUT`, or whose subscriptions fall
 //! behind, is dropped (1013) rather than buffered without limit.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use async_graphql::Data;
@@ -29,7 +29,7 @@ use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
-use futures_util::{SinkExt as _, StreamExt as _};
+use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -110,22 +110,28 @@ pub async fn handler(
     let tracker_token = state.app.tasks.token();
     // The connection outlives the request, not its span: its logs keep the request id.
     let span = tracing::Span::current();
+    // Boxed, and the task built without nested `async` blocks: whatever a socket's task holds
+    // it holds for as long as the socket is open, and a captured value awaited in place would
+    // be kept twice.
+    let connection = Box::new(Connection::new(
+        state,
+        protocol,
+        request_id.clone(),
+        caller,
+        header_token,
+    ));
     upgrade
         .protocols([protocol.name()])
         .max_message_size(max_message_size)
         .max_frame_size(max_message_size)
         // Small per-socket buffers (tungstenite's default is 128 KiB each way): an idle
-        // subscriber then costs a few KiB; larger messages still arrive whole.
-        .read_buffer_size(SOCKET_BUFFER)
-        .write_buffer_size(SOCKET_BUFFER)
+        // subscriber then costs little; larger messages still arrive whole (the read buffer
+        // grows to the frame), only in more reads.
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
         .on_upgrade(move |socket| {
-            let id = request_id.clone();
-            let connection = Connection::new(state, protocol, request_id, caller, header_token);
-            telemetry::in_request(id, async move {
-                connection.run(socket).await;
-                drop(tracker_token);
-            })
-            .instrument(span)
+            let run = connection.run(socket).map(move |()| drop(tracker_token));
+            telemetry::in_request(request_id, run).instrument(span)
         })
 }
 
@@ -170,8 +176,10 @@ enum Flow {
     Close(u16, String),
 }
 
-/// Read and write buffer of one socket.
-const SOCKET_BUFFER: usize = 8 * 1024;
+/// What one read of a socket takes at most (client messages are mostly far smaller).
+const READ_BUFFER: usize = 1024;
+/// Outgoing frames are written through once this much is buffered (each send flushes).
+const WRITE_BUFFER: usize = 8 * 1024;
 
 /// How long a closing socket waits for `sessionEvents` to hand on the reason.
 const FAREWELL: std::time::Duration = std::time::Duration::from_millis(250);
@@ -229,7 +237,7 @@ impl Connection {
         Some(Instant::now() + left)
     }
 
-    async fn run(mut self, socket: WebSocket) {
+    async fn run(mut self: Box<Self>, socket: WebSocket) {
         let settings = self.state.app.settings.websocket.clone();
         let shutdown = self.state.app.shutdown.clone();
         let Some(mut results) = self.incoming.take() else {
@@ -253,16 +261,16 @@ impl Connection {
                     Flow::Close(4408, "Connection initialisation timeout".into())
                 }
                 () = &mut expiry, if self.acknowledged => {
-                    self.farewell(SessionEnd::TokenExpired, &mut sink, &mut results).await
+                    Box::pin(self.farewell(SessionEnd::TokenExpired, &mut sink, &mut results)).await
                 }
                 () = overflowed(self.session.as_ref()) => {
                     Flow::Close(1013, "Try again later: the client fell behind".into())
                 }
                 hint = changed(&mut self.watch), if self.watch.is_some() => {
-                    self.recheck(hint, &mut sink, &mut results).await
+                    Box::pin(self.recheck(hint, &mut sink, &mut results)).await
                 }
                 _ = recheck.tick(), if self.acknowledged && self.token.is_some() => {
-                    self.recheck(None, &mut sink, &mut results).await
+                    Box::pin(self.recheck(None, &mut sink, &mut results)).await
                 }
                 _ = keepalive.tick(), if self.acknowledged => {
                     let beat = match self.protocol {
@@ -282,7 +290,8 @@ impl Connection {
                     None => break None,
                     Some(Err(error)) => receive_failure(&error),
                     Some(Ok(Message::Text(text))) => {
-                        let flow = self.on_text(text.as_str(), &mut sink, &mut results).await;
+                        let flow =
+                            Box::pin(self.on_text(text.as_str(), &mut sink, &mut results)).await;
                         if self.acknowledged
                             && let Some(at) = self.expiry()
                         {
@@ -613,7 +622,6 @@ impl Connection {
 
     fn start(&mut self, id: String, prepared: operation::Prepared) {
         let app = self.state.app.clone();
-        let schema = self.state.schema.clone();
         let session = self.connection_data.clone().unwrap_or_default();
         let outgoing = self.outgoing.clone();
         let send_timeout = self.send_timeout();
@@ -628,21 +636,34 @@ impl Connection {
         let operation::Prepared { request, ticket } = prepared;
         let deadline = (ticket.info.kind != Some(OperationType::Subscription))
             .then_some(app.settings.graphql.execution_timeout);
+        // The request is handed over here, not inside the task: a long-lived subscription then
+        // holds the stream, not the request it was made from. The ticket is only needed until
+        // the first response, so it lives on the heap and is dropped after it.
+        let mut responses = self
+            .state
+            .schema
+            .execute_stream_with_session_data(request, session);
+        let mut ticket = Some(Box::new(ticket));
         let work = async move {
             let started = Instant::now();
-            let mut responses = schema.execute_stream_with_session_data(request, session);
-            let mut first = true;
+            // Each await that is not the wait for the next response goes through a box: the
+            // task then stays small for as long as a subscription waits (rustc keeps room for
+            // every future awaited in place, in every state).
             loop {
                 let next = match deadline {
                     Some(deadline) => {
-                        match tokio::time::timeout_at(started + deadline, responses.next()).await {
+                        match Box::pin(tokio::time::timeout_at(
+                            started + deadline,
+                            responses.next(),
+                        ))
+                        .await
+                        {
                             Ok(next) => next,
                             Err(_) => {
                                 let refusal = Refusal::from_error(&operation::deadline_error(&app));
                                 let errors = refusal.errors_json(&request_id);
                                 let message = error_frame(protocol, &task_id, errors);
-                                let _ = outgoing.send(Outgoing::Text(message.to_string())).await;
-                                let _ = outgoing.send(Outgoing::Finished(task_id)).await;
+                                Box::pin(finish_with(&outgoing, message, task_id)).await;
                                 return;
                             }
                         }
@@ -650,30 +671,25 @@ impl Connection {
                     None => responses.next().await,
                 };
                 let Some(response) = next else { break };
-                if first {
-                    operation::finish(&app, &ticket, &response, started).await;
+                if let Some(ticket) = ticket.take() {
+                    Box::pin(operation::finish(&app, &ticket, &response, started)).await;
+                    // A failure before execution is an `error` message, and ends the operation.
+                    if !ticket.phase.executed() && response.is_err() {
+                        let errors = serde_json::to_value(&response.errors).unwrap_or(Value::Null);
+                        let message = error_frame(protocol, &task_id, errors);
+                        Box::pin(finish_with(&outgoing, message, task_id)).await;
+                        return;
+                    }
                 }
-                // A failure before execution is an `error` message, and ends the operation.
-                if first && !ticket.phase.executed() && response.is_err() {
-                    let errors = serde_json::to_value(&response.errors).unwrap_or(Value::Null);
-                    let message = error_frame(protocol, &task_id, errors);
-                    let _ = outgoing.send(Outgoing::Text(message.to_string())).await;
-                    let _ = outgoing.send(Outgoing::Finished(task_id)).await;
-                    return;
-                }
-                first = false;
-                let message = json!({
-                    "type": next_type,
-                    "id": task_id,
-                    "payload": response_payload(&response),
-                });
+                let message = next_message(next_type, &task_id, &response);
+                drop(response);
                 // A subscriber whose client cannot keep up is dropped, not buffered for.
-                match tokio::time::timeout(
+                let sent = Box::pin(tokio::time::timeout(
                     send_timeout,
-                    outgoing.send(Outgoing::Text(message.to_string())),
-                )
-                .await
-                {
+                    outgoing.send(Outgoing::Text(message)),
+                ))
+                .await;
+                match sent {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => return,
                     Err(_) => {
@@ -685,14 +701,19 @@ impl Connection {
                 }
             }
             let complete = json!({ "type": "complete", "id": task_id });
-            let _ = outgoing.send(Outgoing::Text(complete.to_string())).await;
-            let _ = outgoing.send(Outgoing::Finished(task_id)).await;
+            Box::pin(finish_with(&outgoing, complete, task_id)).await;
         };
         let work = telemetry::in_request(self.request_id.clone(), work)
             .instrument(tracing::Span::current());
         let task = tokio::spawn(work);
         self.operations.insert(id, task.abort_handle());
     }
+}
+
+/// Sends an operation's last message and releases its id.
+async fn finish_with(outgoing: &mpsc::Sender<Outgoing>, message: Value, id: String) {
+    let _ = outgoing.send(Outgoing::Text(message.to_string())).await;
+    let _ = outgoing.send(Outgoing::Finished(id)).await;
 }
 
 /// Completes when the watched identity changed (never without a watch).
@@ -736,15 +757,44 @@ fn error_frame(protocol: Protocol, id: &str, errors: Value) -> Value {
     }
 }
 
-fn response_payload(response: &async_graphql::Response) -> Value {
-    let mut payload = json!({ "data": response.data });
-    if !response.errors.is_empty() {
-        payload["errors"] = serde_json::to_value(&response.errors).unwrap_or(Value::Null);
-    }
-    if !response.extensions.is_empty() {
-        payload["extensions"] = serde_json::to_value(&response.extensions).unwrap_or(Value::Null);
-    }
-    payload
+/// A `next` (`data` in the legacy protocol) message, written straight from the response: no
+/// intermediate JSON tree for what every subscriber of an event is sent.
+#[derive(serde::Serialize)]
+struct NextMessage<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    id: &'a str,
+    payload: Payload<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct Payload<'a> {
+    data: &'a async_graphql::Value,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    errors: &'a [async_graphql::ServerError],
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    extensions: &'a BTreeMap<String, async_graphql::Value>,
+}
+
+fn next_message(kind: &'static str, id: &str, response: &async_graphql::Response) -> String {
+    let message = NextMessage {
+        kind,
+        id,
+        payload: Payload {
+            data: &response.data,
+            errors: &response.errors,
+            extensions: &response.extensions,
+        },
+    };
+    serde_json::to_string(&message).unwrap_or_else(|error| {
+        tracing::error!(error = %error, "cannot encode a subscription event");
+        json!({
+            "type": kind,
+            "id": id,
+            "payload": { "data": null, "errors": [{ "message": "internal server error" }] },
+        })
+        .to_string()
+    })
 }
 
 async fn send<S>(sink: &mut S, message: &Value, timeout: std::time::Duration) -> Flow

@@ -250,7 +250,9 @@ impl NotificationsSubscription {
             let mut replayed = HashSet::new();
             if let Some(mut last) = after {
                 loop {
-                    let rows = match service::since(&state.db, user_id, last, REPLAY_PAGE).await {
+                    // Boxed: the stream lives as long as the subscription, and would otherwise
+                    // keep room for this query's state while it waits for events.
+                    let rows = match Box::pin(service::since(&state.db, user_id, last, REPLAY_PAGE)).await {
                         Ok(rows) => rows,
                         Err(error) => {
                             yield Err(error).gql();
@@ -303,7 +305,7 @@ impl NotificationsSubscription {
         let state = ctx.state()?.clone();
         let mut receiver = state.local::<Hub>().subscribe(user_id);
         Ok(async_stream::stream! {
-            match service::unread_count(&state.db, user_id).await {
+            match Box::pin(service::unread_count(&state.db, user_id)).await {
                 Ok(count) => yield Ok(count),
                 Err(error) => {
                     yield Err(error).gql();
