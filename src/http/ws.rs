@@ -29,12 +29,11 @@ use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
+use futures_util::stream::{AbortHandle, Abortable, BoxStream, SelectAll};
 use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
-use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
@@ -164,12 +163,18 @@ enum ClientMessage {
     ConnectionTerminate,
 }
 
-/// What operation tasks send back to the connection loop.
+/// What operations hand to the connection loop.
 enum Outgoing {
     Text(String),
     /// The operation ended by itself; its id may be reused.
     Finished(String),
+    /// The operation panicked: it answers with an internal error and ends.
+    Panicked(String),
 }
+
+/// The socket's running operations, polled by its own task: a subscription costs its stream,
+/// not a task and a channel of its own (what matters with thousands of idle subscribers).
+type Operations = SelectAll<Abortable<BoxStream<'static, Outgoing>>>;
 
 enum Flow {
     Continue,
@@ -199,8 +204,6 @@ struct Connection {
     acknowledged: bool,
     connection_data: Option<Arc<Data>>,
     operations: HashMap<String, AbortHandle>,
-    outgoing: mpsc::Sender<Outgoing>,
-    incoming: Option<mpsc::Receiver<Outgoing>>,
 }
 
 impl Connection {
@@ -211,7 +214,6 @@ impl Connection {
         caller: Caller,
         token: Option<SecretString>,
     ) -> Self {
-        let (outgoing, incoming) = mpsc::channel(64);
         Self {
             state,
             protocol,
@@ -223,8 +225,6 @@ impl Connection {
             acknowledged: false,
             connection_data: None,
             operations: HashMap::new(),
-            outgoing,
-            incoming: Some(incoming),
         }
     }
 
@@ -240,9 +240,7 @@ impl Connection {
     async fn run(mut self: Box<Self>, socket: WebSocket) {
         let settings = self.state.app.settings.websocket.clone();
         let shutdown = self.state.app.shutdown.clone();
-        let Some(mut results) = self.incoming.take() else {
-            return;
-        };
+        let mut results = Operations::new();
         let (mut sink, mut stream) = socket.split();
         let init_deadline = tokio::time::sleep(settings.connection_init_timeout);
         tokio::pin!(init_deadline);
@@ -279,11 +277,18 @@ impl Connection {
                     };
                     send(&mut sink, &beat, settings.send_timeout).await
                 }
-                Some(result) = results.recv() => match result {
+                Some(result) = results.next() => match result {
                     Outgoing::Text(text) => send_text(&mut sink, text, settings.send_timeout).await,
                     Outgoing::Finished(id) => {
                         self.operations.remove(&id);
                         Flow::Continue
+                    }
+                    Outgoing::Panicked(id) => {
+                        self.operations.remove(&id);
+                        let error = AppError::Internal(anyhow::anyhow!("a WebSocket operation panicked"));
+                        error.report();
+                        let refusal = Refusal::from_error(&error);
+                        send(&mut sink, &self.error_message(&id, &refusal), settings.send_timeout).await
                     }
                 },
                 message = stream.next() => match message {
@@ -331,7 +336,7 @@ impl Connection {
         &mut self,
         hint: Option<SessionEnd>,
         sink: &mut S,
-        results: &mut mpsc::Receiver<Outgoing>,
+        results: &mut Operations,
     ) -> Flow
     where
         S: futures_util::Sink<Message> + Unpin,
@@ -382,7 +387,7 @@ impl Connection {
         &mut self,
         reason: SessionEnd,
         sink: &mut S,
-        results: &mut mpsc::Receiver<Outgoing>,
+        results: &mut Operations,
     ) -> Flow
     where
         S: futures_util::Sink<Message> + Unpin,
@@ -396,12 +401,12 @@ impl Connection {
         let deadline = Instant::now() + FAREWELL;
         loop {
             let message = if session.listeners() == 0 {
-                match results.try_recv() {
-                    Ok(message) => message,
-                    Err(_) => break,
+                match results.next().now_or_never() {
+                    Some(Some(message)) => message,
+                    _ => break,
                 }
             } else {
-                match tokio::time::timeout_at(deadline, results.recv()).await {
+                match tokio::time::timeout_at(deadline, results.next()).await {
                     Ok(Some(message)) => message,
                     _ => break,
                 }
@@ -416,12 +421,7 @@ impl Connection {
         close
     }
 
-    async fn on_text<S>(
-        &mut self,
-        text: &str,
-        sink: &mut S,
-        results: &mut mpsc::Receiver<Outgoing>,
-    ) -> Flow
+    async fn on_text<S>(&mut self, text: &str, sink: &mut S, results: &mut Operations) -> Flow
     where
         S: futures_util::Sink<Message> + Unpin,
     {
@@ -549,14 +549,14 @@ impl Connection {
         error_frame(self.protocol, id, errors)
     }
 
-    /// Checks and counts the operation with the caller's current state, then runs it in its own
-    /// task; its results come back through the channel.
+    /// Checks and counts the operation with the caller's current state, then starts it among
+    /// the socket's running operations.
     async fn subscribe<S>(
         &mut self,
         id: String,
         payload: Params,
         sink: &mut S,
-        results: &mut mpsc::Receiver<Outgoing>,
+        results: &mut Operations,
     ) -> Flow
     where
         S: futures_util::Sink<Message> + Unpin,
@@ -616,16 +616,15 @@ impl Connection {
                 .await;
             }
         };
-        self.start(id, prepared);
+        self.start(id, prepared, results);
         Flow::Continue
     }
 
-    fn start(&mut self, id: String, prepared: operation::Prepared) {
+    /// Adds the operation to the socket's running ones; its messages come back through
+    /// `results`, in the connection's own task.
+    fn start(&mut self, id: String, prepared: operation::Prepared, results: &mut Operations) {
         let app = self.state.app.clone();
         let session = self.connection_data.clone().unwrap_or_default();
-        let outgoing = self.outgoing.clone();
-        let send_timeout = self.send_timeout();
-        let socket_session = self.session.clone();
         let protocol = self.protocol;
         let next_type = match protocol {
             Protocol::TransportWs => "next",
@@ -633,37 +632,35 @@ impl Connection {
         };
         let request_id = self.request_id.clone();
         let task_id = id.clone();
+        let handle_id = id.clone();
         let operation::Prepared { request, ticket } = prepared;
         let deadline = (ticket.info.kind != Some(OperationType::Subscription))
             .then_some(app.settings.graphql.execution_timeout);
-        // The request is handed over here, not inside the task: a long-lived subscription then
-        // holds the stream, not the request it was made from. The ticket is only needed until
-        // the first response, so it lives on the heap and is dropped after it.
+        // The request is handed over here, not inside the stream: a long-lived subscription
+        // then holds the response stream, not the request it was made from. The ticket is only
+        // needed until the first response, so it lives on the heap and is dropped after it.
         let mut responses = self
             .state
             .schema
             .execute_stream_with_session_data(request, session);
         let mut ticket = Some(Box::new(ticket));
-        let work = async move {
+        // Each await other than the wait for the next response goes through a box: the stream
+        // then stays small while a subscription waits (rustc keeps room for every future
+        // awaited in place, in every state).
+        let messages = async_stream::stream! {
             let started = Instant::now();
-            // Each await that is not the wait for the next response goes through a box: the
-            // task then stays small for as long as a subscription waits (rustc keeps room for
-            // every future awaited in place, in every state).
             loop {
                 let next = match deadline {
                     Some(deadline) => {
-                        match Box::pin(tokio::time::timeout_at(
-                            started + deadline,
-                            responses.next(),
-                        ))
-                        .await
+                        match Box::pin(tokio::time::timeout_at(started + deadline, responses.next()))
+                            .await
                         {
                             Ok(next) => next,
                             Err(_) => {
                                 let refusal = Refusal::from_error(&operation::deadline_error(&app));
                                 let errors = refusal.errors_json(&request_id);
-                                let message = error_frame(protocol, &task_id, errors);
-                                Box::pin(finish_with(&outgoing, message, task_id)).await;
+                                yield Outgoing::Text(error_frame(protocol, &task_id, errors).to_string());
+                                yield Outgoing::Finished(task_id);
                                 return;
                             }
                         }
@@ -676,44 +673,24 @@ impl Connection {
                     // A failure before execution is an `error` message, and ends the operation.
                     if !ticket.phase.executed() && response.is_err() {
                         let errors = serde_json::to_value(&response.errors).unwrap_or(Value::Null);
-                        let message = error_frame(protocol, &task_id, errors);
-                        Box::pin(finish_with(&outgoing, message, task_id)).await;
+                        yield Outgoing::Text(error_frame(protocol, &task_id, errors).to_string());
+                        yield Outgoing::Finished(task_id);
                         return;
                     }
                 }
-                let message = next_message(next_type, &task_id, &response);
-                drop(response);
-                // A subscriber whose client cannot keep up is dropped, not buffered for.
-                let sent = Box::pin(tokio::time::timeout(
-                    send_timeout,
-                    outgoing.send(Outgoing::Text(message)),
-                ))
-                .await;
-                match sent {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => return,
-                    Err(_) => {
-                        if let Some(session) = &socket_session {
-                            session.drop_slow_consumer();
-                        }
-                        return;
-                    }
-                }
+                yield Outgoing::Text(next_message(next_type, &task_id, &response));
             }
-            let complete = json!({ "type": "complete", "id": task_id });
-            Box::pin(finish_with(&outgoing, complete, task_id)).await;
+            yield Outgoing::Text(json!({ "type": "complete", "id": task_id }).to_string());
+            yield Outgoing::Finished(task_id);
         };
-        let work = telemetry::in_request(self.request_id.clone(), work)
-            .instrument(tracing::Span::current());
-        let task = tokio::spawn(work);
-        self.operations.insert(id, task.abort_handle());
+        // A panic in a resolver ends this operation with an internal error, not the socket.
+        let messages = std::panic::AssertUnwindSafe(messages)
+            .catch_unwind()
+            .map(move |message| message.unwrap_or_else(|_| Outgoing::Panicked(id.clone())));
+        let (messages, handle) = futures_util::stream::abortable(messages.boxed());
+        results.push(messages);
+        self.operations.insert(handle_id, handle);
     }
-}
-
-/// Sends an operation's last message and releases its id.
-async fn finish_with(outgoing: &mpsc::Sender<Outgoing>, message: Value, id: String) {
-    let _ = outgoing.send(Outgoing::Text(message.to_string())).await;
-    let _ = outgoing.send(Outgoing::Finished(id)).await;
 }
 
 /// Completes when the watched identity changed (never without a watch).
