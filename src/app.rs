@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use axum::Router;
 use sea_orm::DatabaseConnection;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 
 use std::sync::Arc;
 
@@ -16,6 +16,20 @@ use crate::infra::mailer::{SEND_EMAIL, SendEmailJob};
 use crate::infra::{SharedStores, db};
 use crate::state::AppState;
 use crate::{identity, schema};
+
+/// Binds `address` with room for `backlog` connections waiting to be accepted (the standard
+/// library's `bind` asks for 128).
+fn listen(address: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // As `TcpListener::bind` does: a restarted server can bind while old connections linger.
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(backlog)
+}
 
 pub struct Application {
     listener: TcpListener,
@@ -44,8 +58,7 @@ impl Application {
         stores: SharedStores,
     ) -> anyhow::Result<Self> {
         let address = SocketAddr::new(settings.http.host, settings.http.port);
-        let listener = TcpListener::bind(address)
-            .await
+        let listener = listen(address, settings.http.listen_backlog)
             .with_context(|| format!("cannot listen on {address}"))?;
         let state = prepare_state(settings, db, stores).await?;
         let router = crate::http::router(state.clone());

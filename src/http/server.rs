@@ -49,6 +49,11 @@ pub async fn serve(
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    // Responses and socket messages are written whole: Nagle's algorithm would
+                    // only hold a small write back until the peer's delayed ACK.
+                    if let Err(error) = stream.set_nodelay(true) {
+                        tracing::debug!(error = %error, "cannot set TCP_NODELAY");
+                    }
                     connections.spawn(connection(stream, peer, router.clone(), close_idle.clone()));
                 }
                 Err(error) => {

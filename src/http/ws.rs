@@ -15,9 +15,9 @@
 //! subscriptions receive the reason ([`SocketSession`]); while the session is being checked again,
 //! subscriptions hold their events, and deliver them only if it still holds.
 //!
-//! Bounded: `WS_MAX_CONNECTIONS_PER_USER` authenticated sockets per user and instance (4429), and a
-//! client that does not take its messages within `WS_SEND_TIMEOUT`, or whose subscriptions fall
-//! behind, is dropped (1013) rather than buffered without limit.
+//! Bounded: `WS_MAX_CONNECTIONS_PER_USER` authenticated sockets per user and instance (4429);
+//! subscriptions that fall behind close the socket (1013), and a client that does not take a
+//! message within `WS_SEND_TIMEOUT` is disconnected, rather than buffered for without limit.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

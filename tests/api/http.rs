@@ -347,3 +347,41 @@ async fn cors_allows_configured_origins_only() {
             .is_none()
     );
 }
+
+/// The kernel's count of connections dropped because a listener's accept queue was full.
+fn listen_overflows() -> Option<u64> {
+    let netstat = std::fs::read_to_string("/proc/net/netstat").ok()?;
+    let mut lines = netstat.lines().filter(|l| l.starts_with("TcpExt:"));
+    let names = lines.next()?.split_whitespace();
+    let values = lines.next()?.split_whitespace();
+    names
+        .zip(values)
+        .find(|(name, _)| *name == "ListenOverflows")
+        .and_then(|(_, value)| value.parse().ok())
+}
+
+/// A burst of clients (sockets reconnecting after a deploy) is queued, not dropped: the
+/// listener asks for `HTTP_LISTEN_BACKLOG` (4096) rather than the standard library's 128, whose
+/// overflow costs every dropped client a SYN retransmit of a second or more.
+#[tokio::test]
+async fn a_burst_of_connections_overflows_no_accept_queue() {
+    // Linux only: elsewhere the kernel does not count overflows where we can read them.
+    let Some(before) = listen_overflows() else {
+        return;
+    };
+    let app = TestApp::spawn().await;
+    let address = format!("127.0.0.1:{}", app.port);
+    // All at once, before the accept loop (on this test's runtime) runs again.
+    let connects = (0..300).map(|_| tokio::net::TcpStream::connect(address.as_str()));
+    let streams = futures_util::future::join_all(connects).await;
+    assert!(streams.iter().all(Result::is_ok));
+    let after = listen_overflows().unwrap_or(before);
+    assert_eq!(
+        after - before,
+        0,
+        "connections dropped by a full accept queue"
+    );
+    drop(streams);
+    let (status, _, _) = app.post_graphql("{ __typename }", json!({})).await;
+    assert_eq!(status, 200);
+}
