@@ -6,7 +6,7 @@ use chrono::Utc;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait as _, ColumnTrait as _, ConnectionTrait, DatabaseTransaction,
-    EntityTrait as _, QueryFilter as _, QueryOrder as _, Set, TransactionTrait as _,
+    EntityTrait as _, QueryFilter as _, QueryOrder as _, Set,
 };
 use uuid::Uuid;
 use validator::ValidateEmail as _;
@@ -105,7 +105,7 @@ pub async fn create_account(
     verified: bool,
 ) -> AppResult<users::Model> {
     let password_hash = checked_password_hash(state, &account).await?;
-    let txn = state.db.begin().await?;
+    let txn = crate::infra::db::begin(&state.db).await?;
     let user = create_account_in(&txn, account, password_hash, roles, verified).await?;
     txn.commit().await?;
     super::authenticate::user_created(state).await;

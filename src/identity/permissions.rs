@@ -12,7 +12,7 @@ use chrono::Utc;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveModelTrait as _, ColumnTrait as _, ConnectionTrait, DatabaseConnection, EntityTrait as _,
-    QueryFilter as _, Set, TransactionTrait as _,
+    QueryFilter as _, Set,
 };
 use uuid::Uuid;
 
@@ -187,7 +187,7 @@ impl Catalogue {
 /// # Errors
 /// The database fails.
 pub async fn sync_catalogue(db: &DatabaseConnection, catalogue: &Catalogue) -> AppResult<()> {
-    let txn = db.begin().await?;
+    let txn = crate::infra::db::begin(db).await?;
     let wanted: Vec<permissions::ActiveModel> = catalogue
         .all()
         .iter()

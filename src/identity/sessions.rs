@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait as _, OnConflict};
 use sea_orm::{
     ActiveModelTrait as _, ColumnTrait as _, ConnectionTrait, EntityTrait as _, QueryFilter as _,
-    QueryOrder as _, Set, TransactionTrait as _,
+    QueryOrder as _, Set,
 };
 use uuid::Uuid;
 
@@ -139,7 +139,7 @@ pub async fn refresh(
         .ok_or(AppError::Unauthenticated)?;
 
     let refresh = new_refresh_row(state, user.id, current.family_id, client)?;
-    let txn = state.db.begin().await?;
+    let txn = crate::infra::db::begin(&state.db).await?;
     // Only one concurrent refresh with the same token can win this update.
     let rotated = refresh_tokens::Entity::update_many()
         .col_expr(refresh_tokens::Column::RevokedAt, Expr::value(now))
@@ -187,7 +187,7 @@ fn revocation_lifetime(state: &AppState) -> chrono::Duration {
 #[tracing::instrument(name = "sessions.end", skip_all, fields(user = %user_id, session = %session_id))]
 pub async fn end(state: &AppState, user_id: Uuid, session_id: Uuid) -> AppResult<()> {
     let now = Utc::now();
-    let txn = state.db.begin().await?;
+    let txn = crate::infra::db::begin(&state.db).await?;
     refresh_tokens::Entity::update_many()
         .col_expr(refresh_tokens::Column::RevokedAt, Expr::value(now))
         .filter(refresh_tokens::Column::FamilyId.eq(session_id))

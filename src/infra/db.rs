@@ -2,7 +2,10 @@
 
 use migration::{Migrator, MigratorTrait as _};
 use sea_orm::sqlx::sqlite::SqliteJournalMode;
-use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
+use sea_orm::{
+    ConnectOptions, Database, DatabaseConnection, DbErr, SqliteTransactionMode, TransactionOptions,
+    TransactionTrait,
+};
 use secrecy::ExposeSecret as _;
 
 use crate::config::DatabaseSettings;
@@ -92,4 +95,21 @@ pub fn backend_name(db: &DatabaseConnection) -> &'static str {
         sea_orm::DatabaseBackend::Sqlite => "sqlite",
         _ => "other",
     }
+}
+
+/// Starts a transaction that writes. On SQLite it takes the write lock at once (`BEGIN
+/// IMMEDIATE`, waiting up to the busy timeout for another writer): a deferred transaction that
+/// reads first and writes later fails at once with "database is locked" when another connection
+/// wrote in between, and the busy timeout cannot help it. PostgreSQL begins as usual.
+///
+/// # Errors
+/// The transaction cannot be started (the database is unreachable, or the lock was not had in
+/// time).
+pub async fn begin<D: TransactionTrait>(db: &D) -> Result<D::Transaction, DbErr> {
+    #[allow(clippy::disallowed_methods)] // this is the one place that may
+    db.begin_with_options(TransactionOptions {
+        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+        ..TransactionOptions::default()
+    })
+    .await
 }

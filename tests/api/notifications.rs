@@ -6,7 +6,6 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use multipult::features::notifications::{self, Content, NotificationKind};
-use sea_orm::TransactionTrait as _;
 use serde_json::{Value, json};
 
 use crate::helpers::{PASSWORD, Session, TestApp};
@@ -18,7 +17,7 @@ async fn notify(app: &TestApp, users: &[&Session], kind: NotificationKind, title
         .iter()
         .map(|s| uuid::Uuid::parse_str(&s.user_id).unwrap())
         .collect();
-    let txn = app.state.db.begin().await.unwrap();
+    let txn = multipult::infra::db::begin(&app.state.db).await.unwrap();
     let delivery = notifications::notify(
         &app.state,
         &txn,
@@ -718,7 +717,7 @@ async fn reconnecting_with_the_last_cursor_replays_the_missed_then_live_ones_non
         let state = app.state.clone();
         let user_id = uuid::Uuid::parse_str(&user.user_id).unwrap();
         tokio::spawn(async move {
-            let txn = state.db.begin().await.unwrap();
+            let txn = multipult::infra::db::begin(&state.db).await.unwrap();
             let delivery = notifications::notify(
                 &state,
                 &txn,

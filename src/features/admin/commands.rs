@@ -4,7 +4,6 @@
 
 use std::process::ExitCode;
 
-use sea_orm::TransactionTrait as _;
 use serde_json::json;
 
 use crate::error::{AppError, AppResult};
@@ -34,7 +33,7 @@ pub async fn create_user(
     let mut all_roles: Vec<&str> = vec![USER_ROLE];
     all_roles.extend(roles.iter().map(String::as_str));
     let password_hash = accounts::checked_password_hash(state, &account).await?;
-    let txn = state.db.begin().await?;
+    let txn = crate::infra::db::begin(&state.db).await?;
     let user = accounts::create_account_in(&txn, account, password_hash, &all_roles, true).await?;
     audit::service::record(
         &txn,
@@ -60,7 +59,7 @@ pub async fn assign_role(
     email: &str,
     role: &str,
 ) -> AppResult<Option<(crate::entities::users::Model, bool)>> {
-    let txn = state.db.begin().await?;
+    let txn = crate::infra::db::begin(&state.db).await?;
     let Some(user) = accounts::find_by_email(&txn, email).await? else {
         return Ok(None);
     };

@@ -8,7 +8,6 @@ use chrono::Utc;
 use sea_orm::{
     ActiveModelTrait as _, ColumnTrait as _, ConnectionTrait, DatabaseTransaction,
     EntityTrait as _, QueryFilter as _, QueryOrder as _, QuerySelect as _, Set,
-    TransactionTrait as _,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -139,7 +138,7 @@ pub async fn create_role(
         .map(Option::unwrap_or_default);
     errors.into_result()?;
     let grants = check_permissions(state, actor, name, permissions)?;
-    let txn = state.db.begin().await?;
+    let txn = crate::infra::db::begin(&state.db).await?;
     let role = roles::ActiveModel {
         id: Set(Uuid::now_v7()),
         name: Set(name.to_owned()),
@@ -175,7 +174,7 @@ pub async fn update_role_permissions(
     permissions: &[String],
 ) -> AppResult<roles::Model> {
     let grants = check_permissions(state, actor, name, permissions)?;
-    let txn = state.db.begin().await?;
+    let txn = crate::infra::db::begin(&state.db).await?;
     let role = role_by_name(&txn, name).await?;
     if role.name == ADMIN_ROLE {
         return Err(AppError::Refused {
@@ -217,7 +216,7 @@ async fn holders_of(db: &impl ConnectionTrait, role_id: Uuid) -> AppResult<Vec<U
 /// `NOT_FOUND`, `FORBIDDEN` for system roles.
 #[tracing::instrument(name = "admin.delete_role", skip_all, fields(role = name))]
 pub async fn delete_role(state: &AppState, actor: &Actor, name: &str) -> AppResult<()> {
-    let txn = state.db.begin().await?;
+    let txn = crate::infra::db::begin(&state.db).await?;
     let role = role_by_name(&txn, name).await?;
     if role.is_system {
         return Err(AppError::Refused {

@@ -10,7 +10,7 @@ use sea_orm::sea_query::{Expr, ExprTrait as _, Func, LikeExpr, Query};
 use sea_orm::{
     ActiveModelTrait as _, ColumnTrait as _, Condition, ConnectionTrait, DatabaseTransaction,
     EntityTrait as _, Order, PaginatorTrait as _, QueryFilter as _, QueryOrder as _,
-    QuerySelect as _, Select, Set, TransactionTrait as _,
+    QuerySelect as _, Select, Set,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -283,7 +283,7 @@ pub async fn ban(
     }
     errors.into_result()?;
     refuse_self(actor, user_id, "ban")?;
-    let txn = state.db.begin().await?;
+    let txn = crate::infra::db::begin(&state.db).await?;
     let user = target(&txn, user_id).await?;
     require_outranks(state, &txn, actor, &[user_id]).await?;
     keep_an_admin(&txn, &[user_id], "ban").await?;
@@ -319,7 +319,7 @@ pub async fn ban(
 /// `NOT_FOUND`, `FORBIDDEN` (a user the actor does not outrank).
 #[tracing::instrument(name = "admin.unban", skip_all, fields(target = %user_id))]
 pub async fn unban(state: &AppState, actor: &Actor, user_id: Uuid) -> AppResult<users::Model> {
-    let txn = state.db.begin().await?;
+    let txn = crate::infra::db::begin(&state.db).await?;
     let user = target(&txn, user_id).await?;
     require_outranks(state, &txn, actor, &[user_id]).await?;
     let before = json!({ "bannedAt": user.banned_at, "banReason": user.ban_reason, "bannedUntil": user.banned_until });
@@ -357,7 +357,7 @@ pub async fn delete_permanently(
     confirm_email: &str,
 ) -> AppResult<()> {
     refuse_self(actor, user_id, "delete")?;
-    let txn = state.db.begin().await?;
+    let txn = crate::infra::db::begin(&state.db).await?;
     let user = target(&txn, user_id).await?;
     if accounts::normalize_email(confirm_email) != user.email {
         return Err(AppError::invalid(
@@ -465,7 +465,7 @@ pub async fn bulk_assign_role(
     role: &str,
 ) -> AppResult<BulkResult> {
     let ids = check_bulk(ids)?;
-    let txn = state.db.begin().await?;
+    let txn = crate::infra::db::begin(&state.db).await?;
     let role = grantable_role(&txn, actor, role).await?;
     let existing = outranked_users(state, &txn, actor, &ids).await?;
     let mut result = BulkResult::default();
@@ -510,7 +510,7 @@ pub async fn bulk_remove_role(
     role: &str,
 ) -> AppResult<BulkResult> {
     let ids = check_bulk(ids)?;
-    let txn = state.db.begin().await?;
+    let txn = crate::infra::db::begin(&state.db).await?;
     let role = grantable_role(&txn, actor, role).await?;
     if role.name == ADMIN_ROLE {
         if let Some(me) = actor.id.filter(|me| ids.contains(me)) {

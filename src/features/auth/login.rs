@@ -6,7 +6,7 @@
 //! evaluated before the first failure is recorded. A successful sign-in gives its reservation back.
 
 use chrono::Utc;
-use sea_orm::{ActiveModelTrait as _, Set, TransactionTrait as _};
+use sea_orm::{ActiveModelTrait as _, Set};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -152,7 +152,7 @@ pub async fn login(
     }
     reservation.give_back(state).await;
 
-    let txn = state.db.begin().await?;
+    let txn = crate::infra::db::begin(&state.db).await?;
     let new_device = notices::is_new_device(&txn, user.id, client).await?;
     let mut active: users::ActiveModel = user.into();
     active.last_login_at = Set(Some(Utc::now()));
@@ -219,7 +219,7 @@ async fn audit_failure(
 /// # Errors
 /// The database fails.
 pub async fn logout_everywhere(state: &AppState, user_id: Uuid, actor: &Actor) -> AppResult<()> {
-    let txn = state.db.begin().await?;
+    let txn = crate::infra::db::begin(&state.db).await?;
     sessions::end_all_in(&txn, user_id).await?;
     audit::record(
         &txn,

@@ -2,7 +2,7 @@
 //! (`requestPasswordReset` → `resetPassword`). Either way every session ends.
 
 use chrono::Utc;
-use sea_orm::{ActiveModelTrait as _, DatabaseTransaction, Set, TransactionTrait as _};
+use sea_orm::{ActiveModelTrait as _, DatabaseTransaction, Set};
 use serde_json::json;
 
 use super::email_tokens::{self, Purpose};
@@ -77,7 +77,7 @@ pub async fn reset(
         return Err(AppError::invalid("newPassword", "is too long"));
     }
     let hash = passwords::hash(new_password).await?;
-    let txn = state.db.begin().await?;
+    let txn = crate::infra::db::begin(&state.db).await?;
     let user_id = email_tokens::spend(&txn, token, Purpose::ResetPassword).await?;
     let user = accounts::find_by_id(&txn, user_id)
         .await?
@@ -125,7 +125,7 @@ pub async fn change(
     check_policy(state, new_password, &user.email)?;
     let hash = passwords::hash(new_password).await?;
 
-    let txn = state.db.begin().await?;
+    let txn = crate::infra::db::begin(&state.db).await?;
     let user = replace(&txn, user, hash).await?;
     let tokens = sessions::start(state, &txn, user, viewer.session_id, client).await?;
     audit::record(

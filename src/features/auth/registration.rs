@@ -2,7 +2,7 @@
 
 use chrono::Utc;
 use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait as _, EntityTrait as _, QueryFilter as _, TransactionTrait as _};
+use sea_orm::{ColumnTrait as _, EntityTrait as _, QueryFilter as _};
 
 use super::email_tokens::{self, Purpose};
 use super::mail::{self, AuthMail};
@@ -27,7 +27,7 @@ pub async fn register(
 ) -> AppResult<()> {
     let email = accounts::normalize_email(&account.email);
     let password_hash = accounts::checked_password_hash(state, &account).await?;
-    let txn = state.db.begin().await?;
+    let txn = crate::infra::db::begin(&state.db).await?;
     // The account and its verification mail are one change.
     match accounts::create_account_in(&txn, account, password_hash, &[USER_ROLE], false).await {
         Ok(user) => {
@@ -84,7 +84,7 @@ pub async fn request_email_verification(
 /// `BAD_USER_INPUT` (field `token`) for an unknown, used or expired token.
 #[tracing::instrument(name = "auth.verify_email", skip_all)]
 pub async fn verify_email(state: &AppState, token: &str) -> AppResult<()> {
-    let txn = state.db.begin().await?;
+    let txn = crate::infra::db::begin(&state.db).await?;
     let user_id = email_tokens::spend(&txn, token, Purpose::VerifyEmail).await?;
     users::Entity::update_many()
         .col_expr(users::Column::IsVerified, Expr::value(true))

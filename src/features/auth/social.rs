@@ -6,10 +6,7 @@ use std::collections::BTreeMap;
 
 use chrono::Utc;
 use hmac::{Hmac, KeyInit as _, Mac as _};
-use sea_orm::{
-    ActiveModelTrait as _, ColumnTrait as _, EntityTrait as _, QueryFilter as _, Set,
-    TransactionTrait as _,
-};
+use sea_orm::{ActiveModelTrait as _, ColumnTrait as _, EntityTrait as _, QueryFilter as _, Set};
 use secrecy::ExposeSecret as _;
 use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
@@ -43,7 +40,7 @@ pub async fn sign_in(
     identity: ExternalIdentity,
     client: &ClientInfo,
 ) -> AppResult<Tokens> {
-    let txn = state.db.begin().await?;
+    let txn = crate::infra::db::begin(&state.db).await?;
     let linked = linked_accounts::Entity::find()
         .filter(linked_accounts::Column::Provider.eq(&identity.provider))
         .filter(linked_accounts::Column::Subject.eq(&identity.subject))

@@ -4,10 +4,7 @@
 use chrono::Utc;
 use rand::RngCore as _;
 use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ActiveModelTrait as _, ColumnTrait as _, EntityTrait as _, QueryFilter as _, Set,
-    TransactionTrait as _,
-};
+use sea_orm::{ActiveModelTrait as _, ColumnTrait as _, EntityTrait as _, QueryFilter as _, Set};
 use sha2::{Digest as _, Sha256};
 use totp_rs::{Builder, Secret, Totp};
 use uuid::Uuid;
@@ -89,7 +86,7 @@ pub async fn enable(state: &AppState, viewer: &AuthUser) -> AppResult<Setup> {
         last_used_step: Set(None),
         created_at: Set(Utc::now()),
     };
-    let txn = state.db.begin().await?;
+    let txn = crate::infra::db::begin(&state.db).await?;
     user_totp::Entity::delete_by_id(user.id).exec(&txn).await?;
     row.insert(&txn).await?;
     txn.commit().await?;
@@ -120,7 +117,7 @@ pub async fn confirm(
         .ok_or_else(|| {
             AppError::NotFound("no two-factor enrolment to confirm; call enableTwoFactor".into())
         })?;
-    let txn = state.db.begin().await?;
+    let txn = crate::infra::db::begin(&state.db).await?;
     let step = accept_totp(state, &user, &pending, code)
         .await?
         .ok_or_else(|| {
@@ -247,7 +244,7 @@ pub async fn disable(
     if !verify_second_factor(state, &user, code).await? {
         return Err(AppError::invalid("code", "is not a current or backup code"));
     }
-    let txn = state.db.begin().await?;
+    let txn = crate::infra::db::begin(&state.db).await?;
     totp_backup_codes::Entity::delete_many()
         .filter(totp_backup_codes::Column::UserId.eq(user.id))
         .exec(&txn)

@@ -10,7 +10,7 @@ use chrono::Utc;
 use sea_orm::sea_query::{Expr, ExprTrait as _, Query};
 use sea_orm::{
     ColumnTrait as _, Condition, ConnectionTrait, EntityTrait as _, QueryFilter as _,
-    QueryOrder as _, QuerySelect as _, TransactionTrait as _,
+    QueryOrder as _, QuerySelect as _,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -88,7 +88,7 @@ pub async fn start(
         Audience::Roles(_) | Audience::Users(_) => {}
     }
     errors.into_result()?;
-    let txn = state.db.begin().await?;
+    let txn = crate::infra::db::begin(&state.db).await?;
     if let Audience::Roles(names) = &audience {
         let known: Vec<String> = roles::Entity::find()
             .select_only()
@@ -200,7 +200,7 @@ impl JobHandler for BroadcastJob {
 impl BroadcastJob {
     async fn batch(&self, broadcast: &Broadcast, request_id: Option<&str>) -> AppResult<()> {
         let state = &self.state;
-        let txn = state.db.begin().await?;
+        let txn = crate::infra::db::begin(&state.db).await?;
         let size = NotificationSettings::of(state).broadcast_batch;
         let batch = recipients(&txn, broadcast, size).await?;
         let content = Content {

@@ -10,7 +10,7 @@ use chrono::Utc;
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ColumnTrait as _, ConnectionTrait, EntityTrait as _, PaginatorTrait as _, QueryFilter as _,
-    QueryOrder as _, QuerySelect as _, Select, Set, TransactionTrait as _,
+    QueryOrder as _, QuerySelect as _, Select, Set,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -388,7 +388,7 @@ pub async fn mark(
     read: bool,
 ) -> AppResult<Vec<notifications::Model>> {
     let ids = check_ids(ids)?;
-    let txn = state.db.begin().await?;
+    let txn = crate::infra::db::begin(&state.db).await?;
     own_all(&txn, user_id, &ids).await?;
     let mut update = notifications::Entity::update_many()
         .filter(notifications::Column::RecipientId.eq(user_id))
@@ -460,7 +460,7 @@ pub async fn mark_all_read(state: &AppState, user_id: Uuid) -> AppResult<u64> {
 /// `BAD_USER_INPUT`, `NOT_FOUND`, or the database fails.
 pub async fn delete(state: &AppState, user_id: Uuid, ids: &[Uuid]) -> AppResult<Vec<Uuid>> {
     let ids = check_ids(ids)?;
-    let txn = state.db.begin().await?;
+    let txn = crate::infra::db::begin(&state.db).await?;
     own_all(&txn, user_id, &ids).await?;
     notifications::Entity::delete_many()
         .filter(notifications::Column::RecipientId.eq(user_id))
@@ -556,7 +556,7 @@ pub async fn update_preferences(
             ));
         }
     }
-    let txn = state.db.begin().await?;
+    let txn = crate::infra::db::begin(&state.db).await?;
     let current = preferences_of(&txn, user_id).await?;
     for change in changes {
         let Some(now) = current.iter().find(|p| p.kind == change.kind) else {
@@ -613,7 +613,7 @@ pub async fn unsubscribe(
     user_id: Uuid,
     kind: NotificationKind,
 ) -> AppResult<bool> {
-    let txn = state.db.begin().await?;
+    let txn = crate::infra::db::begin(&state.db).await?;
     let exists = users::Entity::find_by_id(user_id).count(&txn).await? > 0;
     if !exists {
         return Ok(false);

@@ -76,6 +76,7 @@ impl TestApp {
 
     pub async fn login(&self, email: &str, password: &str) -> Session {
         let body = self.login_body(email, password).await;
+        assert!(body.get("errors").is_none(), "login of {email}: {body}");
         Session::from_payload(&body["data"]["login"])
     }
 
