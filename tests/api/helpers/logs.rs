@@ -40,10 +40,17 @@ pub fn capture_logs() -> LogCapture {
         .with_max_level(tracing::Level::DEBUG)
         .with_writer(CaptureWriter(buffer.clone()))
         .finish();
+    // Every new subscriber makes tracing recompute each callsite's interest from a snapshot of
+    // the live subscribers. Two of those at once (tests start in parallel) interleave per
+    // callsite, and one taken before this subscriber existed could switch some of its callsites
+    // off (a span missing from a line, now and then): one at a time.
+    static REBUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let rebuilding = REBUILDING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let guard = tracing::subscriber::set_default(subscriber);
     // Callsites first hit by other tests' threads (no subscriber there) may have cached "no
     // interest": ask every callsite again now that this thread listens.
     tracing::callsite::rebuild_interest_cache();
+    drop(rebuilding);
     LogCapture {
         buffer,
         _guard: guard,
