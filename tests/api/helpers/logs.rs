@@ -45,7 +45,9 @@ pub fn capture_logs() -> LogCapture {
     // callsite, and one taken before this subscriber existed could switch some of its callsites
     // off (a span missing from a line, now and then): one at a time.
     static REBUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let rebuilding = REBUILDING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let rebuilding = REBUILDING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let guard = tracing::subscriber::set_default(subscriber);
     // Callsites first hit by other tests' threads (no subscriber there) may have cached "no
     // interest": ask every callsite again now that this thread listens.
