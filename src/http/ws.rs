@@ -238,6 +238,7 @@ impl Connection {
     }
 
     async fn run(mut self: Box<Self>, socket: WebSocket) {
+        let _open = self.state.app.metrics.websocket_open(self.protocol.name());
         let settings = self.state.app.settings.websocket.clone();
         let shutdown = self.state.app.shutdown.clone();
         let mut results = Operations::new();
@@ -636,6 +637,7 @@ impl Connection {
         let operation::Prepared { request, ticket } = prepared;
         let deadline = (ticket.info.kind != Some(OperationType::Subscription))
             .then_some(app.settings.graphql.execution_timeout);
+        let running = app.metrics.websocket_operation(ticket.info.kind_label());
         // The request is handed over here, not inside the stream: a long-lived subscription
         // then holds the response stream, not the request it was made from. The ticket is only
         // needed until the first response, so it lives on the heap and is dropped after it.
@@ -648,6 +650,8 @@ impl Connection {
         // then stays small while a subscription waits (rustc keeps room for every future
         // awaited in place, in every state).
         let messages = async_stream::stream! {
+            // Counted while the stream lives: ended, completed by the client, or dropped.
+            let _running = running;
             let started = Instant::now();
             loop {
                 let next = match deadline {

@@ -94,6 +94,30 @@ impl Metrics {
         });
     }
 
+    /// Counts an open WebSocket (`protocol`: its subprotocol) until the guard is dropped.
+    pub fn websocket_open(self: &Arc<Self>, protocol: &'static str) -> GaugeGuard {
+        self.gauge_guard("websocket_connections", ("protocol", protocol))
+    }
+
+    /// Counts an operation running on a WebSocket (`kind`: `subscription`, `query`, `mutation`,
+    /// `unknown`) until the guard is dropped.
+    pub fn websocket_operation(self: &Arc<Self>, kind: &'static str) -> GaugeGuard {
+        self.gauge_guard("websocket_operations", ("type", kind))
+    }
+
+    fn gauge_guard(
+        self: &Arc<Self>,
+        name: &'static str,
+        label: (&'static str, &'static str),
+    ) -> GaugeGuard {
+        self.record(|| metrics::gauge!(name, label.0 => label.1).increment(1.0));
+        GaugeGuard {
+            metrics: self.clone(),
+            name,
+            label,
+        }
+    }
+
     fn operation_label(&self, name: Option<&str>) -> String {
         let Some(name) = name
             .filter(|n| n.len() <= 100 && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
@@ -110,5 +134,21 @@ impl Metrics {
         } else {
             "other".to_owned()
         }
+    }
+}
+
+/// One unit of a gauge, given back when dropped (however the holder ends: closed, aborted,
+/// panicked).
+pub struct GaugeGuard {
+    metrics: Arc<Metrics>,
+    name: &'static str,
+    label: (&'static str, &'static str),
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        let (name, (key, value)) = (self.name, self.label);
+        self.metrics
+            .record(|| metrics::gauge!(name, key => value).decrement(1.0));
     }
 }

@@ -101,3 +101,71 @@ async fn a_metrics_token_protects_the_endpoint() {
             .starts_with("text/plain")
     );
 }
+
+/// Open sockets (by subprotocol) and the operations running on them (by type) are gauges that
+/// go back down when the client completes an operation or goes away.
+#[tokio::test]
+async fn websocket_connections_and_operations_are_gauged() {
+    let app = TestApp::spawn().await;
+    let scrape = || async {
+        app.client
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let connections = |text: &str| {
+        sample(
+            text,
+            "websocket_connections",
+            &[r#"protocol="graphql-transport-ws""#],
+        )
+    };
+    let subscriptions =
+        |text: &str| sample(text, "websocket_operations", &[r#"type="subscription""#]);
+    let session = app.signed_up("gauged@example.com").await;
+    let mut socket = crate::ws::signed_in(&app, &session, "graphql-transport-ws").await;
+    for id in ["a", "b"] {
+        crate::ws::send(
+            &mut socket,
+            json!({ "id": id, "type": "subscribe", "payload": { "query": "subscription { notificationAdded { id } }" } }),
+        )
+        .await;
+    }
+    // The server counts what it has started: wait for it, as a scraper would.
+    let mut text = scrape().await;
+    for _ in 0..200 {
+        if subscriptions(&text) == 2.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        text = scrape().await;
+    }
+    assert_eq!(connections(&text), 1.0, "{text}");
+    assert_eq!(subscriptions(&text), 2.0, "{text}");
+
+    crate::ws::send(&mut socket, json!({ "id": "a", "type": "complete" })).await;
+    for _ in 0..200 {
+        text = scrape().await;
+        if subscriptions(&text) == 1.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(subscriptions(&text), 1.0, "{text}");
+
+    socket.close(None).await.unwrap();
+    drop(socket);
+    for _ in 0..200 {
+        text = scrape().await;
+        if connections(&text) == 0.0 && subscriptions(&text) == 0.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(connections(&text), 0.0, "{text}");
+    assert_eq!(subscriptions(&text), 0.0, "{text}");
+}
