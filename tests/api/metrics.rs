@@ -12,19 +12,22 @@ fn sample(text: &str, prefix: &str, labels: &[&str]) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// `GET /metrics` without a token.
+async fn scrape(app: &TestApp) -> String {
+    app.client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn counters_and_histograms_grow_with_graphql_requests_by_operation_name() {
     let app = TestApp::spawn().await;
-    let scrape = || async {
-        app.client
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
+    let scrape = || scrape(&app);
     let op = r#"operation="MetricsProbe""#;
     let before = scrape().await;
     assert_eq!(sample(&before, "graphql_operations_total", &[op]), 0.0);
@@ -107,16 +110,7 @@ async fn a_metrics_token_protects_the_endpoint() {
 #[tokio::test]
 async fn websocket_connections_and_operations_are_gauged() {
     let app = TestApp::spawn().await;
-    let scrape = || async {
-        app.client
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
+    let scrape = || scrape(&app);
     let connections = |text: &str| {
         sample(
             text,
