@@ -19,7 +19,7 @@
 //! subscriptions that fall behind close the socket (1013), and a client that does not take a
 //! message within `WS_SEND_TIMEOUT` is disconnected, rather than buffered for without limit.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_graphql::Data;
@@ -32,21 +32,25 @@ use axum::response::Response;
 use futures_util::stream::{AbortHandle, Abortable, BoxStream, SelectAll};
 use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
 use secrecy::{ExposeSecret as _, SecretString};
-use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
-use super::HttpState;
-use super::caller::{self, Credential};
-use super::operation::{self, Params, Refusal, Transport};
-use super::rate_limit;
+use self::frames::{
+    ClientMessage, Flow, error_frame, next_message, receive_failure, send, send_text,
+};
 use crate::error::{AppError, ErrorCode, error_response};
 use crate::graphql::SocketSession;
+use crate::http::HttpState;
+use crate::http::caller::{self, Credential};
+use crate::http::operation::{self, Params, Refusal, Transport};
+use crate::http::rate_limit;
 use crate::identity::events::Watch;
 use crate::identity::{Authentication, Caller, SessionEnd, authenticate};
 use crate::infra::rate_limit::Decision;
 use crate::telemetry::{self, RequestId};
+
+mod frames;
 
 pub const TRANSPORT_WS: &str = "graphql-transport-ws";
 pub const LEGACY_WS: &str = "graphql-ws";
@@ -134,35 +138,6 @@ pub async fn handler(
         })
 }
 
-/// Messages from clients of either protocol.
-#[derive(Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum ClientMessage {
-    ConnectionInit {
-        #[serde(default)]
-        payload: Option<Value>,
-    },
-    Ping {
-        #[serde(default)]
-        payload: Option<Value>,
-    },
-    Pong {
-        #[serde(default)]
-        #[allow(dead_code)]
-        payload: Option<Value>,
-    },
-    #[serde(alias = "start")]
-    Subscribe {
-        id: String,
-        payload: Params,
-    },
-    #[serde(alias = "stop")]
-    Complete {
-        id: String,
-    },
-    ConnectionTerminate,
-}
-
 /// What operations hand to the connection loop.
 enum Outgoing {
     Text(String),
@@ -175,11 +150,6 @@ enum Outgoing {
 /// The socket's running operations, polled by its own task: a subscription costs its stream,
 /// not a task and a channel of its own (what matters with thousands of idle subscribers).
 type Operations = SelectAll<Abortable<BoxStream<'static, Outgoing>>>;
-
-enum Flow {
-    Continue,
-    Close(u16, String),
-}
 
 /// What one read of a socket takes at most (client messages are mostly far smaller).
 const READ_BUFFER: usize = 1024;
@@ -702,103 +672,6 @@ async fn changed(watch: &mut Option<Watch>) -> Option<SessionEnd> {
     match watch {
         Some(watch) => watch.changed().await,
         None => std::future::pending().await,
-    }
-}
-
-/// The close code for a frame the server could not receive: too big (1009), not valid UTF-8
-/// (1007), or otherwise against the WebSocket protocol (1002).
-fn receive_failure(error: &axum::Error) -> Flow {
-    use tungstenite::error::{CapacityError, Error as WsError};
-    tracing::debug!(error = %error, "websocket receive failed");
-    let inner = std::error::Error::source(error)
-        .and_then(|e| e.downcast_ref::<WsError>())
-        .or_else(|| (error as &dyn std::error::Error).downcast_ref::<WsError>());
-    match inner {
-        Some(WsError::Capacity(CapacityError::MessageTooLong { .. }))
-        | Some(WsError::Capacity(_)) => Flow::Close(1009, "message too big".into()),
-        Some(WsError::Utf8(_)) => Flow::Close(1007, "invalid UTF-8".into()),
-        Some(WsError::Protocol(_)) => Flow::Close(1002, "protocol error".into()),
-        // The connection broke: nobody to tell.
-        Some(WsError::Io(_) | WsError::ConnectionClosed | WsError::AlreadyClosed) => {
-            Flow::Close(1006, String::new())
-        }
-        _ => Flow::Close(1002, "protocol error".into()),
-    }
-}
-
-fn error_frame(protocol: Protocol, id: &str, errors: Value) -> Value {
-    match protocol {
-        Protocol::TransportWs => json!({ "type": "error", "id": id, "payload": errors }),
-        // The legacy protocol's `error` payload is a single error object.
-        Protocol::Legacy => json!({
-            "type": "error",
-            "id": id,
-            "payload": errors.get(0).cloned().unwrap_or(Value::Null),
-        }),
-    }
-}
-
-/// A `next` (`data` in the legacy protocol) message, written straight from the response: no
-/// intermediate JSON tree for what every subscriber of an event is sent.
-#[derive(serde::Serialize)]
-struct NextMessage<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    id: &'a str,
-    payload: Payload<'a>,
-}
-
-#[derive(serde::Serialize)]
-struct Payload<'a> {
-    data: &'a async_graphql::Value,
-    #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    errors: &'a [async_graphql::ServerError],
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    extensions: &'a BTreeMap<String, async_graphql::Value>,
-}
-
-fn next_message(kind: &'static str, id: &str, response: &async_graphql::Response) -> String {
-    let message = NextMessage {
-        kind,
-        id,
-        payload: Payload {
-            data: &response.data,
-            errors: &response.errors,
-            extensions: &response.extensions,
-        },
-    };
-    serde_json::to_string(&message).unwrap_or_else(|error| {
-        tracing::error!(error = %error, "cannot encode a subscription event");
-        json!({
-            "type": kind,
-            "id": id,
-            "payload": { "data": null, "errors": [{ "message": "internal server error" }] },
-        })
-        .to_string()
-    })
-}
-
-async fn send<S>(sink: &mut S, message: &Value, timeout: std::time::Duration) -> Flow
-where
-    S: futures_util::Sink<Message> + Unpin,
-{
-    send_text(sink, message.to_string(), timeout).await
-}
-
-/// Sends one message; a client that does not take it within `timeout` is dropped.
-async fn send_text<S>(sink: &mut S, text: String, timeout: std::time::Duration) -> Flow
-where
-    S: futures_util::Sink<Message> + Unpin,
-{
-    match tokio::time::timeout(timeout, sink.send(Message::Text(Utf8Bytes::from(text)))).await {
-        Ok(Ok(())) => Flow::Continue,
-        // The peer is gone; nothing left to close politely.
-        Ok(Err(_)) => Flow::Close(1006, String::new()),
-        // Its receive buffer stays full: a close frame would not get through either.
-        Err(_) => {
-            tracing::info!("websocket client does not take its messages; dropped");
-            Flow::Close(1006, String::new())
-        }
     }
 }
 
