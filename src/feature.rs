@@ -7,7 +7,7 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 
 use crate::config::Section;
-use crate::identity::Permission;
+use crate::identity::{OrgPermission, Permission};
 use crate::infra::jobs::JobHandler;
 use crate::state::AppState;
 
@@ -33,6 +33,9 @@ pub struct Feature {
     pub name: &'static str,
     /// Permissions this feature declares (each with its description and default roles).
     pub permissions: &'static [Permission],
+    /// Organization permissions this feature declares (each with the organization roles that
+    /// hold it); API keys are scoped to them.
+    pub org_permissions: &'static [OrgPermission],
     /// Root fields a request may reach with an invalid or expired credential (then running as
     /// anonymous), so a client can always sign in again.
     pub public_root_fields: &'static [&'static str],
@@ -52,6 +55,7 @@ impl Feature {
         Self {
             name,
             permissions: &[],
+            org_permissions: &[],
             public_root_fields: &[],
             jobs: &[],
             tasks: &[],

@@ -54,7 +54,7 @@ pub fn sdl() -> String {
     schema_builder().finish().sdl()
 }
 
-/// Identity's permissions plus every feature's.
+/// Identity's permissions plus every feature's, and every feature's organization permissions.
 pub fn catalogue() -> Catalogue {
     Catalogue::new(
         IDENTITY_PERMISSIONS
@@ -62,6 +62,7 @@ pub fn catalogue() -> Catalogue {
             .chain(FEATURES.iter().flat_map(|f| f.permissions))
             .copied(),
     )
+    .with_organization(FEATURES.iter().flat_map(|f| f.org_permissions).copied())
 }
 
 /// Root fields reachable with an invalid credential (running as anonymous).

@@ -37,6 +37,7 @@ pub struct GraphqlSettings {
     /// Points per window an authenticated caller may spend (each operation costs its complexity).
     pub user_budget: Option<Quota>,
     pub anonymous_budget: Option<Quota>,
+    pub api_key_budget: Option<Quota>,
     pub introspection: bool,
     pub graphiql: bool,
     /// Maximum operations in one batched (JSON array) request; 0 disables batching.
@@ -67,6 +68,7 @@ impl GraphqlSettings {
             cost_extension: r.boolean("GRAPHQL_COST_EXTENSION", false),
             user_budget: r.optional_quota("COST_BUDGET_USER", "5000/1h"),
             anonymous_budget: r.optional_quota("COST_BUDGET_ANONYMOUS", "500/1h"),
+            api_key_budget: r.optional_quota("COST_BUDGET_API_KEY", "20000/1h"),
             introspection: r.boolean("GRAPHQL_INTROSPECTION", !production),
             graphiql: r.boolean("GRAPHIQL", !production),
             max_batch_size: r.number("GRAPHQL_MAX_BATCH_SIZE", 0usize, 0, 100),

@@ -16,6 +16,8 @@ pub struct RateLimitSettings {
     pub enabled: bool,
     pub user: Quota,
     pub anonymous: Quota,
+    /// Per API key (machine clients).
+    pub api_key: Quota,
     pub rules: Vec<(RuleTarget, Quota)>,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
@@ -48,7 +50,7 @@ pub fn parse_rule(entry: &str) -> Option<(RuleTarget, Quota)> {
 pub const DEFAULT_RULES: &str = "login=5/1m,register=5/1m,requestPasswordReset=5/1m";
 
 impl RateLimitSettings {
-    /// Production defaults are strict (20/1m anonymous, 100/1m signed in); development ones
+    /// Production defaults are strict (20/1m anonymous, 100/1m signed in, 300/1m per API key); development ones
     /// generous, so exploring the API in GraphiQL is not throttled.
     pub fn read(r: &mut Reader<'_>, production: bool) -> Self {
         let enabled = r.boolean("RATE_LIMIT_ENABLED", true);
@@ -59,6 +61,10 @@ impl RateLimitSettings {
         };
         let user = r.quota("RATE_LIMIT_USER", user);
         let anonymous = r.quota("RATE_LIMIT_ANONYMOUS", anonymous);
+        let api_key = r.quota(
+            "RATE_LIMIT_API_KEY",
+            if production { "300/1m" } else { "1000/1m" },
+        );
         let mut rules = vec![];
         let text = r.string("RATE_LIMIT_RULES", DEFAULT_RULES);
         for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
@@ -74,6 +80,7 @@ impl RateLimitSettings {
             enabled,
             user,
             anonymous,
+            api_key,
             rules,
             trusted_proxies: r.cidrs("TRUSTED_PROXIES"),
             allowlist: r.cidrs("RATE_LIMIT_ALLOWLIST"),

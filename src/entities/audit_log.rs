@@ -9,6 +9,10 @@ pub struct Model {
     pub actor_id: Option<Uuid>,
     /// The actor's email when the entry was written (kept after the account is deleted).
     pub actor_email: Option<String>,
+    /// The API key that acted (then `actor_id` is empty).
+    pub actor_api_key_id: Option<Uuid>,
+    /// The organization the change belongs to, if any (kept after it is deleted).
+    pub organization_id: Option<Uuid>,
     /// `user.ban`, `auth.login`, …
     pub action: String,
     pub target_type: Option<String>,

@@ -3,10 +3,12 @@
 //! kernel names a feature (docs/architecture.md, "Adding a feature").
 
 pub mod admin;
+pub mod api_keys;
 pub mod audit;
 pub mod auth;
 pub mod meta;
 pub mod notifications;
+pub mod organizations;
 pub mod users;
 
 use async_graphql::{MergedObject, MergedSubscription};
@@ -19,6 +21,8 @@ pub const FEATURES: &[Feature] = &[
     users::FEATURE,
     audit::FEATURE,
     notifications::FEATURE,
+    organizations::FEATURE,
+    api_keys::FEATURE,
     auth::FEATURE,
     admin::FEATURE,
 ];
@@ -31,6 +35,8 @@ pub struct QueryRoot(
     admin::AdminQuery,
     audit::AuditQuery,
     notifications::NotificationsQuery,
+    organizations::OrganizationsQuery,
+    api_keys::ApiKeysQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -39,6 +45,8 @@ pub struct MutationRoot(
     users::UsersMutation,
     admin::AdminMutation,
     notifications::NotificationsMutation,
+    organizations::OrganizationsMutation,
+    api_keys::ApiKeysMutation,
 );
 
 #[derive(MergedSubscription, Default)]

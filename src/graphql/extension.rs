@@ -254,9 +254,11 @@ async fn check_cost(
         );
     }
     let bypass = user.is_some_and(|u| u.has(RATE_LIMIT_BYPASS));
-    let (principal, quota) = match user {
-        Some(user) => (format!("user:{}", user.id), limits.user_budget),
-        None => (
+    let key = viewer.and_then(Viewer::api_key);
+    let (principal, quota) = match (user, key) {
+        (Some(user), _) => (format!("user:{}", user.id), limits.user_budget),
+        (None, Some(key)) => (format!("apikey:{}", key.id), limits.api_key_budget),
+        (None, None) => (
             format!(
                 "ip:{}",
                 client

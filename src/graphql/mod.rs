@@ -7,9 +7,11 @@ pub mod document;
 pub mod extension;
 pub mod guards;
 pub mod socket;
+pub mod tenancy;
 
 pub use cache_policy::CachePolicy;
 pub use context::{CacheTags, ContextExt};
 pub use extension::{Budget, Cost, RequestContext, RequestPhase};
 pub use guards::RequirePermission;
 pub use socket::SocketSession;
+pub use tenancy::tenant;

@@ -11,9 +11,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse as _, Response};
 
 use super::rate_limit::{self, Principal};
-use crate::identity::authenticate;
 use crate::identity::permissions::RATE_LIMIT_BYPASS;
 use crate::identity::{Authentication, Caller, ClientInfo};
+use crate::identity::{api_keys, authenticate};
 use crate::infra::rate_limit::{Decision, RateLimiter};
 use crate::infra::{Reply, StoreError};
 use crate::state::AppState;
@@ -25,30 +25,77 @@ pub struct Identified {
     pub decision: Option<Decision>,
 }
 
-/// A credential as presented: none, unusable (`Invalid`), or a token to check.
+/// A credential as presented: none, unusable (`Invalid`), an access token or an API key.
 pub enum Credential<'a> {
     None,
     Malformed(&'static str),
     Bearer(&'a str),
+    ApiKey(&'a str),
+}
+
+impl<'a> Credential<'a> {
+    /// A token as given in `Authorization: Bearer`, a WebSocket `connection_init` or
+    /// `X-Api-Key`: an API key by its prefix, else an access token.
+    pub fn from_token(token: &'a str) -> Self {
+        if api_keys::is_api_key(token) {
+            Self::ApiKey(token)
+        } else {
+            Self::Bearer(token)
+        }
+    }
+
+    pub fn token(&self) -> Option<&'a str> {
+        match self {
+            Self::Bearer(token) | Self::ApiKey(token) => Some(token),
+            Self::None | Self::Malformed(_) => None,
+        }
+    }
+}
+
+/// Whom a request counts against, as far as the credential says before it is checked.
+#[derive(Debug, Clone, Copy)]
+pub enum Subject<'a> {
+    /// No usable credential: the client's address.
+    Anonymous,
+    User(uuid::Uuid),
+    /// An API key, by its keyed hash.
+    ApiKey(&'a str),
+}
+
+/// Who a request of a given subject is counted against (`None`: not counted).
+pub type PrincipalFor<'a> = dyn Fn(Subject<'_>) -> Option<Principal> + Sync + 'a;
+
+/// What a credential needs looked up in the shared store.
+enum Checked {
+    Nothing,
+    Token(crate::identity::tokens::Claims),
+    Key(String),
 }
 
 /// Checks `credential` and, unless `limit` is `None`, counts a hit for the caller's principal —
-/// one store round trip for both.
+/// one store round trip for both. A presented API key that turns out not to work is counted
+/// against the client's address as well, so guessing keys is throttled like any anonymous call.
 pub async fn identify(
     app: &AppState,
     credential: Credential<'_>,
-    limit: Option<&(dyn Fn(Option<uuid::Uuid>) -> Option<Principal> + Sync)>,
+    limit: Option<&PrincipalFor<'_>>,
 ) -> Identified {
     let checked = match credential {
-        Credential::None => Ok(None),
+        Credential::None => Ok(Checked::Nothing),
         Credential::Malformed(message) => Err(Authentication::Invalid(message.into())),
-        Credential::Bearer(token) => authenticate::verify(app, token).map(Some),
+        Credential::Bearer(token) => authenticate::verify(app, token).map(Checked::Token),
+        Credential::ApiKey(key) if api_keys::well_formed(key) => {
+            Ok(Checked::Key(api_keys::hash(app, key)))
+        }
+        Credential::ApiKey(_) => Err(Authentication::Invalid(
+            "the API key is invalid, expired or revoked".into(),
+        )),
     };
-    let claims = match checked {
-        Ok(claims) => claims,
+    let checked = match checked {
+        Ok(checked) => checked,
         // Nothing to look up: the request counts against the client's address.
         Err(invalid) => {
-            let decision = match limit.and_then(|l| l(None)) {
+            let decision = match limit.and_then(|l| l(Subject::Anonymous)) {
                 Some(p) => Some(app.rate_limiter.hit(&p.policy, &p.key, p.quota).await),
                 None => None,
             };
@@ -58,11 +105,20 @@ pub async fn identify(
             };
         }
     };
-    let principal = limit.and_then(|l| l(claims.as_ref().map(|c| c.sub)));
+    let subject = match &checked {
+        Checked::Nothing => Subject::Anonymous,
+        Checked::Token(claims) => Subject::User(claims.sub),
+        Checked::Key(hash) => Subject::ApiKey(hash),
+    };
+    let key_presented = matches!(subject, Subject::ApiKey(_));
+    let principal = limit.and_then(|l| l(subject));
     let mut ops = Vec::with_capacity(2);
-    if let Some(claims) = &claims {
-        ops.push(authenticate::state_op(claims));
+    match &checked {
+        Checked::Nothing => {}
+        Checked::Token(claims) => ops.push(authenticate::state_op(claims)),
+        Checked::Key(hash) => ops.push(api_keys::state_op(hash)),
     }
+    let looked_up = !ops.is_empty();
     if let Some(principal) = &principal {
         ops.push(RateLimiter::op(&principal.key, principal.quota));
     }
@@ -74,7 +130,7 @@ pub async fn identify(
     let (cached, window) = match replies {
         Ok(replies) => {
             let mut replies = replies.into_iter();
-            let cached = claims.as_ref().map(|_| match replies.next() {
+            let cached = looked_up.then(|| match replies.next() {
                 Some(Reply::Value(value)) => Ok(value),
                 _ => Err(StoreError::Backend("unexpected reply".into())),
             });
@@ -85,17 +141,18 @@ pub async fn identify(
             (cached, window)
         }
         Err(error) => (
-            claims.as_ref().map(|_| Err(clone_error(&error))),
+            looked_up.then(|| Err(clone_error(&error))),
             principal.as_ref().map(|_| Err(error)),
         ),
     };
-    let authentication = match (&claims, cached) {
-        (Some(claims), Some(cached)) => authenticate::resolve(app, claims, cached).await,
+    let authentication = match (checked, cached) {
+        (Checked::Token(claims), Some(cached)) => authenticate::resolve(app, &claims, cached).await,
+        (Checked::Key(hash), Some(cached)) => api_keys::resolve(app, hash, cached).await,
         _ => Authentication::Anonymous,
     };
     let bypass =
         matches!(&authentication, Authentication::User(user) if user.has(RATE_LIMIT_BYPASS));
-    let decision = match (principal, window) {
+    let mut decision = match (principal, window) {
         (Some(principal), Some(outcome)) if !bypass => Some(app.rate_limiter.decide(
             &principal.policy,
             principal.quota,
@@ -103,6 +160,13 @@ pub async fn identify(
         )),
         _ => None,
     };
+    let key_refused = key_presented && matches!(authentication, Authentication::Invalid(_));
+    if key_refused && let Some(p) = limit.and_then(|l| l(Subject::Anonymous)) {
+        let by_address = app.rate_limiter.hit(&p.policy, &p.key, p.quota).await;
+        if matches!(by_address, Decision::Limited(_) | Decision::Unavailable) {
+            decision = Some(by_address);
+        }
+    }
     Identified {
         authentication,
         decision,
@@ -118,16 +182,28 @@ fn clone_error(error: &StoreError) -> StoreError {
     }
 }
 
-/// `Authorization: Bearer <access token>`.
+/// `Authorization: Bearer <access token or API key>`, or `X-Api-Key: <API key>` (one of them).
 pub fn credential(headers: &HeaderMap) -> Credential<'_> {
-    let Some(value) = headers.get(header::AUTHORIZATION) else {
-        return Credential::None;
-    };
-    match value.to_str().ok().and_then(bearer_token) {
-        Some(token) => Credential::Bearer(token),
-        None => Credential::Malformed("use Authorization: Bearer <access token>"),
+    let authorization = headers.get(header::AUTHORIZATION);
+    let api_key = headers.get(API_KEY_HEADER);
+    match (authorization, api_key) {
+        (None, None) => Credential::None,
+        (Some(_), Some(_)) => {
+            Credential::Malformed("send either Authorization or X-Api-Key, not both")
+        }
+        (Some(value), None) => match value.to_str().ok().and_then(bearer_token) {
+            Some(token) => Credential::from_token(token),
+            None => Credential::Malformed("use Authorization: Bearer <access token or API key>"),
+        },
+        (None, Some(value)) => match value.to_str().ok().map(str::trim) {
+            Some(key) if api_keys::is_api_key(key) => Credential::ApiKey(key),
+            _ => Credential::Malformed("X-Api-Key takes an API key (mpk_…)"),
+        },
     }
 }
+
+/// The header machine clients may send their key in instead of `Authorization`.
+pub const API_KEY_HEADER: &str = "x-api-key";
 
 fn bearer_token(value: &str) -> Option<&str> {
     let (scheme, token) = value.trim().split_once(' ')?;
@@ -141,14 +217,20 @@ pub async fn layer(State(app): State<AppState>, mut request: Request, next: Next
     let client = client_info(&app, &request);
     let path = request.uri().path().to_owned();
     let counted = !is_graphiql_page(&request);
-    let limit = |user: Option<uuid::Uuid>| {
+    let limit = |subject: Subject<'_>| {
         counted
-            .then(|| rate_limit::principal_for_path(&app, &path, &client, user))
+            .then(|| rate_limit::principal_for_path(&app, &path, &client, subject))
             .flatten()
     };
     let identified = identify(&app, credential(request.headers()), Some(&limit)).await;
-    if let Authentication::User(user) = &identified.authentication {
-        tracing::Span::current().record("user_id", user.id.to_string());
+    match &identified.authentication {
+        Authentication::User(user) => {
+            tracing::Span::current().record("user_id", user.id.to_string());
+        }
+        Authentication::ApiKey(key) => {
+            tracing::Span::current().record("api_key_id", key.id.to_string());
+        }
+        _ => {}
     }
     let window = match identified.decision {
         Some(Decision::Limited(window)) => return rate_limit::limited_response(&window),

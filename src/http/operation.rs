@@ -25,11 +25,12 @@ use serde_json::{Map, Value};
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
+use super::caller::Subject;
 use super::persisted;
 use super::rate_limit::{self, Principal};
 use crate::error::{AppError, ErrorCode};
 use crate::graphql::{RequestPhase, document};
-use crate::identity::Caller;
+use crate::identity::{Caller, Viewer};
 use crate::infra::rate_limit::{Decision, Window};
 use crate::schema::{self, AppSchema};
 use crate::state::AppState;
@@ -259,7 +260,12 @@ pub async fn prepare(
     let viewer = caller
         .viewer(info.public)
         .map_err(|e| Refusal::from_error(&e))?;
-    let principal = rate_limit::principal(app, &caller.client, viewer.user_id());
+    let subject = match &viewer {
+        Viewer::User(user) => Subject::User(user.id),
+        Viewer::ApiKey(key) => Subject::ApiKey(&key.hash),
+        Viewer::Anonymous => Subject::Anonymous,
+    };
+    let principal = rate_limit::principal(app, &caller.client, subject);
     let mut windows = Vec::new();
     let bypass = viewer.has(crate::identity::permissions::RATE_LIMIT_BYPASS);
     if let Some(principal) = principal.as_ref().filter(|_| !bypass) {
@@ -284,17 +290,25 @@ pub async fn prepare(
         }
     }
 
-    let authenticated = viewer.user_id().is_some();
-    let cache_scope = match viewer.user() {
-        Ok(user) => {
-            let mut permissions = xxhash_rust::xxh3::Xxh3::new();
-            for permission in &user.permissions {
-                permissions.update(permission.as_bytes());
-                permissions.update(&[0]);
-            }
-            format!("user:{}:{:016x}", user.id, permissions.digest())
+    let authenticated = !viewer.is_anonymous();
+    let digest = |names: &mut dyn Iterator<Item = &String>| {
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        for name in names {
+            hasher.update(name.as_bytes());
+            hasher.update(&[0]);
         }
-        Err(_) => "public".to_owned(),
+        hasher.digest()
+    };
+    let cache_scope = match &viewer {
+        Viewer::User(user) => {
+            format!(
+                "user:{}:{:016x}",
+                user.id,
+                digest(&mut user.permissions.iter())
+            )
+        }
+        Viewer::ApiKey(key) => format!("apikey:{}:{:016x}", key.id, digest(&mut key.scopes.iter())),
+        Viewer::Anonymous => "public".to_owned(),
     };
     let tags = Arc::new(crate::graphql::CacheTags::default());
     let request = request

@@ -8,8 +8,8 @@ use std::net::IpAddr;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
-use uuid::Uuid;
 
+use super::caller::Subject;
 use crate::config::{Quota, RuleTarget};
 use crate::error::{AppError, ErrorCode, error_response};
 use crate::graphql::Budget;
@@ -43,21 +43,27 @@ fn allowlisted(app: &AppState, ip: Option<IpAddr>) -> bool {
     })
 }
 
-/// The principal's key and default quota: the user when signed in, else the client address.
-/// `None` when limits are off or the client is allowlisted. (Holders of `ratelimit:bypass` are
-/// counted but never refused: that needs their permissions, known once the caller is resolved.)
-pub fn principal(app: &AppState, client: &ClientInfo, user: Option<Uuid>) -> Option<Principal> {
+/// The principal's key and default quota: the user when signed in, the API key for machine
+/// clients (`RATE_LIMIT_API_KEY`), else the client address. `None` when limits are off or the
+/// client is allowlisted. (Holders of `ratelimit:bypass` are counted but never refused: that
+/// needs their permissions, known once the caller is resolved.)
+pub fn principal(app: &AppState, client: &ClientInfo, subject: Subject<'_>) -> Option<Principal> {
     let settings = &app.settings.rate_limit;
     if !settings.enabled || allowlisted(app, client.ip) {
         return None;
     }
-    Some(match user {
-        Some(id) => Principal {
+    Some(match subject {
+        Subject::User(id) => Principal {
             key: format!("user:{id}"),
             quota: settings.user,
             policy: "user".to_owned(),
         },
-        None => Principal {
+        Subject::ApiKey(hash) => Principal {
+            key: format!("apikey:{hash}"),
+            quota: settings.api_key,
+            policy: "api_key".to_owned(),
+        },
+        Subject::Anonymous => Principal {
             key: format!(
                 "ip:{}",
                 client
@@ -75,12 +81,12 @@ pub fn principal_for_path(
     app: &AppState,
     path: &str,
     client: &ClientInfo,
-    user: Option<Uuid>,
+    subject: Subject<'_>,
 ) -> Option<Principal> {
     if exempt(path) {
         return None;
     }
-    let principal = principal(app, client, user)?;
+    let principal = principal(app, client, subject)?;
     let rule = app
         .settings
         .rate_limit

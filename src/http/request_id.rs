@@ -51,6 +51,7 @@ pub fn make_span<B>(request: &axum::http::Request<B>) -> Span {
         path = %request.uri().path(),
         operation_name = tracing::field::Empty,
         user_id = tracing::field::Empty,
+        api_key_id = tracing::field::Empty,
     )
 }
 

@@ -22,11 +22,23 @@ impl Default for Authority {
     }
 }
 
+/// An API key as the author of a change: named in the audit entry, never its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyActor {
+    pub id: Uuid,
+    pub name: String,
+    pub prefix: String,
+}
+
 /// Who acts, from where, and with what authority.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Actor {
     pub id: Option<Uuid>,
     pub email: Option<String>,
+    /// The API key acting (then `id` and `email` are empty).
+    pub api_key: Option<ApiKeyActor>,
+    /// The organization the change belongs to, if any: see [`Actor::within`].
+    pub organization: Option<Uuid>,
     pub request_id: Option<String>,
     pub ip: Option<String>,
     pub user_agent: Option<String>,
@@ -39,6 +51,12 @@ impl Actor {
         Self {
             id: user.map(|u| u.id),
             email: user.map(|u| u.email.clone()),
+            api_key: viewer.api_key().map(|key| ApiKeyActor {
+                id: key.id,
+                name: key.name.clone(),
+                prefix: key.prefix.clone(),
+            }),
+            organization: None,
             request_id: request_id.map(str::to_owned),
             ip: client.ip.map(|ip| ip.to_string()),
             user_agent: client
@@ -57,6 +75,15 @@ impl Actor {
             user_agent: Some(source.chars().take(255).collect()),
             authority: Authority::System,
             ..Self::default()
+        }
+    }
+
+    /// The same actor, for a change inside `organization` (recorded with the entry).
+    #[must_use]
+    pub fn within(&self, organization: Uuid) -> Self {
+        Self {
+            organization: Some(organization),
+            ..self.clone()
         }
     }
 

@@ -83,6 +83,9 @@ pub fn state_op(claims: &Claims) -> Op {
 
 /// The full check of one token: local verification, then the user's current state.
 pub async fn authenticate(state: &AppState, token: &str) -> Authentication {
+    if super::api_keys::is_api_key(token) {
+        return super::api_keys::authenticate(state, token).await;
+    }
     let claims = match verify(state, token) {
         Ok(claims) => claims,
         Err(invalid) => return invalid,
@@ -191,14 +194,22 @@ pub async fn sessions_ended(state: &AppState, user_id: Uuid, reason: events::Ses
 }
 
 async fn changed(state: &AppState, user_id: Uuid, reason: Option<events::SessionEnd>) {
-    let key = user_state_key(user_id);
+    drop_cached(state, user_state_key(user_id)).await;
+    bump_tags(state, Some(user_id)).await;
+    events::publish(state, user_id, reason).await;
+}
+
+/// Drops a cached credential state and leaves a tombstone, so a reader that loaded the old
+/// state just before cannot put it back; retried in the background while the store is
+/// unreachable, for as long as a stale entry could live.
+pub(crate) async fn drop_cached(state: &AppState, key: String) {
     if let Err(error) = state
         .stores
         .kv
         .set(&key, TOMBSTONE, Some(TOMBSTONE_TTL))
         .await
     {
-        error.log("cannot drop a user's cached state; retrying in the background");
+        error.log("cannot drop a cached credential state; retrying in the background");
         let kv = state.stores.kv.clone();
         let shutdown = state.shutdown.clone();
         tokio::spawn(async move {
@@ -216,8 +227,11 @@ async fn changed(state: &AppState, user_id: Uuid, reason: Option<events::Session
             }
         });
     }
-    bump_tags(state, Some(user_id)).await;
-    events::publish(state, user_id, reason).await;
+}
+
+/// Whether a cached credential state is a tombstone (see [`drop_cached`]).
+pub(crate) fn is_tombstone(bytes: &[u8]) -> bool {
+    bytes == TOMBSTONE
 }
 
 /// Cached responses that show the user, or any list of users, are stale from now on.

@@ -16,6 +16,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+use super::tenancy::OrgPermission;
 use crate::entities::{permissions, role_permissions, roles};
 use crate::error::AppResult;
 
@@ -152,9 +153,10 @@ pub const SYSTEM_ROLES: [SystemRole; 3] = [
     },
 ];
 
-/// Every permission the running application knows: identity's and each feature's.
+/// Every permission the running application knows: identity's and each feature's, global and
+/// organization-scoped.
 #[derive(Debug, Clone, Default)]
-pub struct Catalogue(Vec<Permission>);
+pub struct Catalogue(Vec<Permission>, Vec<OrgPermission>);
 
 impl Catalogue {
     /// # Panics
@@ -164,7 +166,30 @@ impl Catalogue {
         let mut all: Vec<Permission> = permissions.into_iter().collect();
         all.sort();
         all.dedup();
-        Self(all)
+        Self(all, Vec::new())
+    }
+
+    /// The same catalogue with these organization permissions (see
+    /// [`super::tenancy::OrgPermission`]).
+    #[must_use]
+    pub fn with_organization(
+        mut self,
+        permissions: impl IntoIterator<Item = OrgPermission>,
+    ) -> Self {
+        let mut all: Vec<OrgPermission> = permissions.into_iter().collect();
+        all.sort_by_key(|p| p.as_str());
+        all.dedup();
+        self.1 = all;
+        self
+    }
+
+    /// Every organization permission, by name.
+    pub fn organization(&self) -> &[OrgPermission] {
+        &self.1
+    }
+
+    pub fn parse_organization(&self, name: &str) -> Option<OrgPermission> {
+        self.1.iter().copied().find(|p| p.as_str() == name)
     }
 
     pub fn all(&self) -> &[Permission] {

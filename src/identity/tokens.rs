@@ -81,6 +81,15 @@ pub fn new_refresh_token() -> (String, String) {
     (token, hash)
 }
 
+/// Whether `token` could be one of our opaque tokens (URL-safe base64, bounded): anything else
+/// is refused before it reaches the database.
+pub fn is_token_shaped(token: &str) -> bool {
+    token.len() <= 128
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 pub fn hash_refresh_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }

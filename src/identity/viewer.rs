@@ -11,6 +11,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::api_keys::ApiKeyCaller;
 use super::permissions::Permission;
 use crate::error::{AppError, AppResult};
 
@@ -116,23 +117,40 @@ impl AuthUser {
 pub enum Viewer {
     Anonymous,
     User(Arc<AuthUser>),
+    /// A machine client: its permissions are its organization scopes (global permissions:
+    /// none), and fields that need a person answer `FORBIDDEN`.
+    ApiKey(Arc<ApiKeyCaller>),
 }
 
 impl Viewer {
     /// # Errors
-    /// `UNAUTHENTICATED` for anonymous callers.
+    /// `UNAUTHENTICATED` for anonymous callers, `FORBIDDEN` for API keys.
     pub fn user(&self) -> AppResult<&AuthUser> {
         match self {
             Self::User(user) => Ok(user),
             Self::Anonymous => Err(AppError::Unauthenticated),
+            Self::ApiKey(_) => Err(AppError::Forbidden(
+                "API keys cannot use this field; it needs a signed-in user".into(),
+            )),
         }
     }
 
     pub fn user_id(&self) -> Option<Uuid> {
         match self {
             Self::User(user) => Some(user.id),
-            Self::Anonymous => None,
+            Self::Anonymous | Self::ApiKey(_) => None,
         }
+    }
+
+    pub fn api_key(&self) -> Option<&ApiKeyCaller> {
+        match self {
+            Self::ApiKey(key) => Some(key),
+            _ => None,
+        }
+    }
+
+    pub fn is_anonymous(&self) -> bool {
+        matches!(self, Self::Anonymous)
     }
 
     /// Whether the caller holds `permission` (anonymous callers hold none).
@@ -160,6 +178,7 @@ pub enum Authentication {
     /// No credentials.
     Anonymous,
     User(Arc<AuthUser>),
+    ApiKey(Arc<ApiKeyCaller>),
     /// Credentials were present but invalid, expired or revoked.
     Invalid(String),
     /// The credentials could not be checked: the stores that decide are unreachable.
@@ -192,6 +211,7 @@ impl Caller {
         match &self.authentication {
             Authentication::Anonymous => Ok(Viewer::Anonymous),
             Authentication::User(user) => Ok(Viewer::User(user.clone())),
+            Authentication::ApiKey(key) => Ok(Viewer::ApiKey(key.clone())),
             Authentication::Invalid(_) | Authentication::Unavailable if public => {
                 Ok(Viewer::Anonymous)
             }
@@ -205,6 +225,24 @@ impl Caller {
     pub fn user(&self) -> Option<&AuthUser> {
         match &self.authentication {
             Authentication::User(user) => Some(user),
+            _ => None,
+        }
+    }
+
+    /// When the caller's credential stops working (an access token's expiry, an API key's end).
+    pub fn expires_at(&self) -> Option<DateTime<Utc>> {
+        match &self.authentication {
+            Authentication::User(user) => Some(user.expires_at),
+            Authentication::ApiKey(key) => key.valid_until,
+            _ => None,
+        }
+    }
+
+    /// The id sockets watch for changes: the user's, or the API key's.
+    pub fn principal_id(&self) -> Option<Uuid> {
+        match &self.authentication {
+            Authentication::User(user) => Some(user.id),
+            Authentication::ApiKey(key) => Some(key.id),
             _ => None,
         }
     }

@@ -720,6 +720,8 @@ async fn retention_removes_only_entries_older_than_configured() {
         id: Set(uuid::Uuid::now_v7()),
         actor_id: Set(None),
         actor_email: Set(None),
+        actor_api_key_id: Set(None),
+        organization_id: Set(None),
         action: Set("ancient.event".into()),
         target_type: Set(None),
         target_id: Set(None),

@@ -138,6 +138,49 @@ fn docs_permissions_lists_exactly_the_catalogue() {
 }
 
 #[test]
+fn docs_organizations_lists_exactly_the_organization_permissions_and_their_roles() {
+    let doc = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/organizations.md"),
+    )
+    .unwrap();
+    // | `name` | declared by | OWNER | ADMIN | MEMBER | VIEWER | allows |
+    let documented: BTreeSet<(String, Vec<bool>)> = doc
+        .lines()
+        .filter(|line| line.starts_with("| `") && line.contains(':'))
+        .map(|line| line.split('|').map(str::trim).collect::<Vec<&str>>())
+        // The permissions table is the one with a column per role.
+        .filter(|cells| cells.len() == 9)
+        .map(|cells| {
+            let roles = cells[3..7].iter().map(|c| *c == "✓").collect();
+            (cells[1].trim_matches('`').to_owned(), roles)
+        })
+        .collect();
+    let catalogue = multipult::schema::catalogue();
+    let declared: BTreeSet<(String, Vec<bool>)> = catalogue
+        .organization()
+        .iter()
+        .map(|p| {
+            let roles = multipult::identity::OrgRole::ALL
+                .iter()
+                .map(|role| p.granted_to(*role))
+                .collect();
+            (p.as_str().to_owned(), roles)
+        })
+        .collect();
+    assert_eq!(
+        documented, declared,
+        "docs/organizations.md's table and the organization permissions differ"
+    );
+    // One name, one meaning: no organization permission shadows a global one.
+    for permission in catalogue.organization() {
+        assert!(
+            catalogue.parse(permission.as_str()).is_none(),
+            "{permission}"
+        );
+    }
+}
+
+#[test]
 fn public_root_fields_exist_in_the_schema() {
     let sdl = multipult::schema::sdl();
     let roots: BTreeSet<String> = ["type QueryRoot {", "type MutationRoot {"]

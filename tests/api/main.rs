@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin;
+mod api_keys;
 mod architecture;
 mod auth;
 mod caching;
@@ -15,6 +16,7 @@ mod identity;
 mod input;
 mod metrics;
 mod notifications;
+mod organizations;
 mod persisted;
 mod protocol;
 mod query_limits;

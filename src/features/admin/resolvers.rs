@@ -99,6 +99,8 @@ impl AdminQuery {
                 .map(|(role, users)| RoleCount { role, users })
                 .collect(),
             audit_entries_last_24_hours: stats.audit_last_24h,
+            organizations: stats.organizations,
+            active_api_keys: stats.active_api_keys,
             jobs: JobStats {
                 pending: stats.jobs.pending,
                 running: stats.jobs.running,

@@ -574,6 +574,8 @@ pub struct Stats {
     pub new_last_30_days: u64,
     pub roles: Vec<(String, u64)>,
     pub audit_last_24h: u64,
+    pub organizations: u64,
+    pub active_api_keys: u64,
     pub jobs: crate::infra::jobs::QueueStats,
 }
 
@@ -596,6 +598,8 @@ pub async fn stats(state: &AppState) -> AppResult<Stats> {
         .await?,
         roles: roles.into_iter().map(|r| (r.role.name, r.users)).collect(),
         audit_last_24h: audit::service::count_since(db, now - chrono::Duration::hours(24)).await?,
+        organizations: crate::features::organizations::service::count(db).await?,
+        active_api_keys: crate::features::api_keys::service::count_active(db).await?,
         jobs: state.jobs.stats().await?,
     })
 }

@@ -98,6 +98,9 @@ pub struct SystemStats {
     pub users: UserStats,
     pub role_distribution: Vec<RoleCount>,
     pub audit_entries_last_24_hours: u64,
+    pub organizations: u64,
+    /// API keys neither revoked nor expired.
+    pub active_api_keys: u64,
     pub jobs: JobStats,
     /// `sqlite` or `postgres`.
     pub database_backend: String,

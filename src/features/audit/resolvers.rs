@@ -32,6 +32,14 @@ impl AuditQuery {
             ),
             None => None,
         };
+        let organization_id = match filter.organization_id {
+            Some(id) => Some(
+                uuid::Uuid::parse_str(&id)
+                    .map_err(|_| AppError::invalid("organizationId", "is not an organization id"))
+                    .gql()?,
+            ),
+            None => None,
+        };
         let limit = u64::try_from(limit)
             .map_err(|_| AppError::invalid("limit", "must be from 1 to 100"))
             .gql()?;
@@ -42,6 +50,7 @@ impl AuditQuery {
             actor_id,
             action: filter.action,
             target_id: filter.target_id,
+            organization_id,
             from: filter.from,
             to: filter.to,
         };

@@ -26,6 +26,14 @@ pub async fn record(
     target: Option<(&str, String)>,
     metadata: Value,
 ) -> AppResult<()> {
+    let mut metadata = metadata;
+    // An API key is named by its name and prefix (never its secret).
+    if let (Some(key), Value::Object(map)) = (&actor.api_key, &mut metadata) {
+        map.insert(
+            "apiKey".to_owned(),
+            serde_json::json!({ "id": key.id, "name": key.name, "prefix": key.prefix }),
+        );
+    }
     let (target_type, target_id) = match target {
         Some((kind, id)) => (Some(kind.to_owned()), Some(id)),
         None => (None, None),
@@ -34,6 +42,8 @@ pub async fn record(
         id: Set(Uuid::now_v7()),
         actor_id: Set(actor.id),
         actor_email: Set(actor.email.clone()),
+        actor_api_key_id: Set(actor.api_key.as_ref().map(|key| key.id)),
+        organization_id: Set(actor.organization),
         action: Set(action.to_owned()),
         target_type: Set(target_type),
         target_id: Set(target_id),
@@ -53,6 +63,7 @@ pub struct AuditFilter {
     pub actor_id: Option<Uuid>,
     pub action: Option<String>,
     pub target_id: Option<String>,
+    pub organization_id: Option<Uuid>,
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,
 }
@@ -84,6 +95,9 @@ pub async fn list(
     }
     if let Some(target) = filter.target_id {
         query = query.filter(audit_log::Column::TargetId.eq(target));
+    }
+    if let Some(organization) = filter.organization_id {
+        query = query.filter(audit_log::Column::OrganizationId.eq(organization));
     }
     if let Some(from) = filter.from {
         query = query.filter(audit_log::Column::CreatedAt.gte(from));

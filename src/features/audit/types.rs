@@ -12,6 +12,8 @@ pub struct AuditLogFilter {
     /// e.g. `user.ban`
     pub action: Option<String>,
     pub target_id: Option<String>,
+    /// Entries of one organization (by its id).
+    pub organization_id: Option<ID>,
     /// Inclusive.
     pub from: Option<DateTime<Utc>>,
     /// Exclusive.
@@ -28,6 +30,11 @@ pub struct AuditEntry {
     pub actor_id: Option<ID>,
     /// The actor's email when the action happened.
     pub actor_email: Option<String>,
+    /// The API key that acted, when a machine client did (its name and prefix are in
+    /// `metadata.apiKey`).
+    pub actor_api_key_id: Option<ID>,
+    /// The organization the change belongs to (kept after the organization is deleted).
+    pub organization_id: Option<ID>,
     pub action: String,
     pub target_type: Option<String>,
     pub target_id: Option<String>,
@@ -46,6 +53,8 @@ impl From<audit_log::Model> for AuditEntry {
             id: ID(m.id.to_string()),
             actor_id: m.actor_id.map(|id| ID(id.to_string())),
             actor_email: m.actor_email,
+            actor_api_key_id: m.actor_api_key_id.map(|id| ID(id.to_string())),
+            organization_id: m.organization_id.map(|id| ID(id.to_string())),
             action: m.action,
             target_type: m.target_type,
             target_id: m.target_id,

@@ -68,11 +68,7 @@ pub async fn issue(
 pub async fn spend(db: &impl ConnectionTrait, token: &str, purpose: Purpose) -> AppResult<Uuid> {
     let invalid = || AppError::invalid("token", "is invalid, used or expired");
     // Anything that is not a token we issue is refused before it reaches the database.
-    if token.len() > 128
-        || !token
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
+    if !tokens::is_token_shaped(token) {
         return Err(invalid());
     }
     let now = Utc::now();

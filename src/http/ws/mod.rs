@@ -42,7 +42,7 @@ use self::frames::{
 use crate::error::{AppError, ErrorCode, error_response};
 use crate::graphql::SocketSession;
 use crate::http::HttpState;
-use crate::http::caller::{self, Credential};
+use crate::http::caller::{self, Credential, Subject};
 use crate::http::operation::{self, Params, Refusal, Transport};
 use crate::http::rate_limit;
 use crate::identity::events::Watch;
@@ -105,10 +105,9 @@ pub async fn handler(
         );
     };
     // The upgrade's own credentials: used when `connection_init` carries none.
-    let header_token = match caller::credential(&headers) {
-        Credential::Bearer(token) => Some(SecretString::from(token.to_owned())),
-        _ => None,
-    };
+    let header_token = caller::credential(&headers)
+        .token()
+        .map(|token| SecretString::from(token.to_owned()));
     let max_message_size = state.app.settings.websocket.max_message_size;
     let tracker_token = state.app.tasks.token();
     // The connection outlives the request, not its span: its logs keep the request id.
@@ -165,7 +164,8 @@ struct Connection {
     request_id: RequestId,
     /// Who is calling, as of the last check.
     caller: Caller,
-    /// The access token the socket runs with (from `connection_init`, else the upgrade).
+    /// The access token or API key the socket runs with (from `connection_init`, else the
+    /// upgrade).
     token: Option<SecretString>,
     /// Changes to the caller's identity, published by any instance.
     watch: Option<Watch>,
@@ -200,8 +200,8 @@ impl Connection {
 
     /// When the access token stops working.
     fn expiry(&self) -> Option<Instant> {
-        let user = self.caller.user()?;
-        let left = (user.expires_at - chrono::Utc::now())
+        let expires_at = self.caller.expires_at()?;
+        let left = (expires_at - chrono::Utc::now())
             .to_std()
             .unwrap_or_default();
         Some(Instant::now() + left)
@@ -315,16 +315,16 @@ impl Connection {
         let Some(token) = &self.token else {
             return Flow::Continue;
         };
-        let previous = self.caller.user().map(|user| user.expires_at);
+        let previous = self.caller.expires_at();
         if let Some(session) = &self.session {
             session.rechecking();
         }
         match authenticate::authenticate(&self.state.app, token.expose_secret()).await {
-            Authentication::User(user) => {
+            authentication @ (Authentication::User(_) | Authentication::ApiKey(_)) => {
+                self.caller.authentication = authentication;
                 if let Some(session) = &self.session {
-                    session.live(Some(user.expires_at));
+                    session.live(self.caller.expires_at());
                 }
-                self.caller.authentication = Authentication::User(user);
                 Flow::Continue
             }
             // The stores cannot say now: keep going, the next check decides.
@@ -346,9 +346,15 @@ impl Connection {
 
     /// Why the socket's session ended, when no change said so.
     async fn why_ended(&self) -> SessionEnd {
-        match self.caller.user() {
-            Some(user) => authenticate::why_ended(&self.state.app, user).await,
-            None => SessionEnd::SessionEnded,
+        match &self.caller.authentication {
+            Authentication::User(user) => authenticate::why_ended(&self.state.app, user).await,
+            Authentication::ApiKey(key)
+                if key.valid_until.is_some_and(|t| t <= chrono::Utc::now()) =>
+            {
+                SessionEnd::TokenExpired
+            }
+            Authentication::ApiKey(_) => SessionEnd::SessionRevoked,
+            _ => SessionEnd::SessionEnded,
         }
     }
 
@@ -464,16 +470,25 @@ impl Connection {
         }
     }
 
-    /// Authenticates the connection. The token comes from the payload (`{"authorization":
-    /// "Bearer …"}`, `{"token": "…"}` or `{"accessToken": "…"}`), else from the upgrade request's
-    /// `Authorization` header; none means anonymous. An invalid one closes with 4403; when the
-    /// credential stores cannot be reached, 1011 (try again later).
+    /// Authenticates the connection. The access token or API key comes from the payload
+    /// (`{"authorization": "Bearer …"}`, `{"token": "…"}`, `{"accessToken": "…"}`,
+    /// `{"apiKey": "mpk_…"}` or `{"x-api-key": "mpk_…"}`), else from the upgrade request's
+    /// `Authorization` or `X-Api-Key` header; none means anonymous. An invalid one closes with
+    /// 4403; when the credential stores cannot be reached, 1011 (try again later).
     async fn connection_init(&mut self, payload: Option<Value>) -> Result<(), (u16, String)> {
         let token = payload.as_ref().and_then(|p| {
-            ["authorization", "Authorization", "token", "accessToken"]
-                .iter()
-                .find_map(|key| p.get(*key)?.as_str())
-                .map(|t| t.strip_prefix("Bearer ").unwrap_or(t).trim().to_owned())
+            [
+                "authorization",
+                "Authorization",
+                "token",
+                "accessToken",
+                "apiKey",
+                "x-api-key",
+                "X-Api-Key",
+            ]
+            .iter()
+            .find_map(|key| p.get(*key)?.as_str())
+            .map(|t| t.strip_prefix("Bearer ").unwrap_or(t).trim().to_owned())
         });
         if let Some(token) = token {
             self.caller.authentication = authenticate::authenticate(&self.state.app, &token).await;
@@ -482,17 +497,18 @@ impl Connection {
         let mut expires_at = None;
         match &self.caller.authentication {
             Authentication::Anonymous => {}
-            Authentication::User(user) => {
+            Authentication::User(_) | Authentication::ApiKey(_) => {
                 let watchers = &self.state.app.identity_watchers;
                 let limit = self.state.app.settings.websocket.max_connections_per_user;
-                if watchers.watching(user.id) >= limit {
+                let principal = self.caller.principal_id().unwrap_or_default();
+                if watchers.watching(principal) >= limit {
                     return Err((
                         4429,
-                        format!("Too many connections: at most {limit} per user"),
+                        format!("Too many connections: at most {limit} per user or API key"),
                     ));
                 }
-                self.watch = Some(watchers.watch(user.id));
-                expires_at = Some(user.expires_at);
+                self.watch = Some(watchers.watch(principal));
+                expires_at = self.caller.expires_at();
             }
             Authentication::Invalid(_) => return Err((4403, "Forbidden".into())),
             Authentication::Unavailable => {
@@ -534,11 +550,11 @@ impl Connection {
     {
         let app = self.state.app.clone();
         let credential = match &self.token {
-            Some(token) => Credential::Bearer(token.expose_secret()),
+            Some(token) => Credential::from_token(token.expose_secret()),
             None => Credential::None,
         };
         let client = self.caller.client.clone();
-        let limit = |user: Option<uuid::Uuid>| rate_limit::principal(&app, &client, user);
+        let limit = |subject: Subject<'_>| rate_limit::principal(&app, &client, subject);
         let identified = caller::identify(&app, credential, Some(&limit)).await;
         match identified.authentication {
             Authentication::Invalid(_) if self.token.is_some() => {

@@ -1,0 +1,796 @@
+//! Creating organizations and managing their members and invitations. Every change runs in one
+//! transaction with its audit entry (which names the organization); the rules on roles are here,
+//! not in the resolvers:
+//!
+//! - Owners are made by an owner (`updateMemberRole` to `OWNER`, or `transferOwnership`); nobody
+//!   is invited as owner.
+//! - A manager gives roles up to their own, and changes or removes only members below them;
+//!   owners may change or remove anyone.
+//! - The last owner can neither leave, nor be demoted or removed: hand over first, or delete.
+
+use chrono::{DateTime, Duration, Utc};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait as _, ColumnTrait as _, ConnectionTrait, EntityTrait as _,
+    PaginatorTrait as _, QueryFilter as _, QueryOrder as _, QuerySelect as _, Set,
+};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::entity::invitations;
+use super::mail::{INVITATION_MAIL, InvitationMail};
+use crate::entities::{api_keys, organization_members, organizations, users};
+use crate::error::{AppError, AppResult, FieldErrors, conflict_on_unique};
+use crate::features::audit;
+use crate::identity::{Actor, OrgRole, Tenant, accounts, api_keys as keys, tokens};
+use crate::state::AppState;
+
+/// How long an invitation can be accepted.
+pub const INVITATION_TTL: Duration = Duration::days(7);
+/// At most this many pending invitations per organization.
+pub const MAX_PENDING_INVITATIONS: u64 = 100;
+/// At most this many organizations one user owns.
+pub const MAX_OWNED: u64 = 20;
+/// At most this many members in one page.
+pub const MAX_PAGE: u64 = 100;
+
+/// Slugs that would read as something else in URLs or support conversations.
+const RESERVED: &[&str] = &[
+    "admin",
+    "administrator",
+    "api",
+    "app",
+    "auth",
+    "billing",
+    "dashboard",
+    "docs",
+    "graphql",
+    "health",
+    "help",
+    "login",
+    "logout",
+    "me",
+    "metrics",
+    "multipult",
+    "new",
+    "null",
+    "oauth",
+    "organization",
+    "organizations",
+    "root",
+    "settings",
+    "signup",
+    "static",
+    "support",
+    "system",
+    "undefined",
+    "www",
+];
+
+/// A slug as stored: 3–40 of a-z, 0-9 and single inner hyphens, not reserved.
+fn check_slug(slug: &str, errors: &mut FieldErrors) {
+    let shape = (3..=40).contains(&slug.len())
+        && slug
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !slug.starts_with('-')
+        && !slug.ends_with('-')
+        && !slug.contains("--");
+    if !shape {
+        errors.add(
+            "slug",
+            "must be 3 to 40 characters of a-z, 0-9 and single hyphens inside",
+        );
+    } else if RESERVED.contains(&slug) {
+        errors.add("slug", "is reserved; choose another");
+    }
+}
+
+const NAME: crate::text::Rules = crate::text::Rules::line(100);
+
+/// # Errors
+/// `BAD_USER_INPUT` (`name`, `slug`), `CONFLICT` for a taken slug or too many owned
+/// organizations; the database fails.
+pub async fn create(
+    state: &AppState,
+    actor: &Actor,
+    user_id: Uuid,
+    name: &str,
+    slug: &str,
+) -> AppResult<organizations::Model> {
+    let mut errors = FieldErrors::default();
+    let name = errors.text("name", name, NAME);
+    let slug = slug.trim().to_ascii_lowercase();
+    check_slug(&slug, &mut errors);
+    errors.into_result()?;
+    let name = name.unwrap_or_default();
+
+    let txn = crate::infra::db::begin(&state.db).await?;
+    let owned = organization_members::Entity::find()
+        .filter(organization_members::Column::UserId.eq(user_id))
+        .filter(organization_members::Column::Role.eq(OrgRole::Owner.as_str()))
+        .count(&txn)
+        .await?;
+    if owned >= MAX_OWNED {
+        return Err(AppError::Conflict(format!(
+            "you own {MAX_OWNED} organizations already"
+        )));
+    }
+    let now = Utc::now();
+    let organization = organizations::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        slug: Set(slug),
+        name: Set(name),
+        created_by: Set(Some(user_id)),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+    .insert(&txn)
+    .await
+    .map_err(conflict_on_unique("an organization with this slug exists"))?;
+    organization_members::ActiveModel {
+        organization_id: Set(organization.id),
+        user_id: Set(user_id),
+        role: Set(OrgRole::Owner.as_str().to_owned()),
+        created_at: Set(now),
+    }
+    .insert(&txn)
+    .await?;
+    audit::service::record(
+        &txn,
+        &actor.within(organization.id),
+        "organization.create",
+        Some(("organization", organization.id.to_string())),
+        json!({ "slug": organization.slug, "name": organization.name }),
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(organization)
+}
+
+/// # Errors
+/// `BAD_USER_INPUT` (`name`); the database fails.
+pub async fn rename(
+    state: &AppState,
+    actor: &Actor,
+    tenant: &Tenant,
+    name: &str,
+) -> AppResult<organizations::Model> {
+    let mut errors = FieldErrors::default();
+    let name = errors.text("name", name, NAME);
+    errors.into_result()?;
+    let name = name.unwrap_or_default();
+    let txn = crate::infra::db::begin(&state.db).await?;
+    let mut row: organizations::ActiveModel = tenant.organization.clone().into();
+    row.name = Set(name.clone());
+    row.updated_at = Set(Utc::now());
+    let updated = row.update(&txn).await?;
+    audit::service::record(
+        &txn,
+        &actor.within(tenant.id()),
+        "organization.update",
+        Some(("organization", tenant.id().to_string())),
+        json!({ "before": { "name": tenant.organization.name }, "after": { "name": name } }),
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(updated)
+}
+
+/// The organizations `user_id` belongs to, with their role, by name.
+///
+/// # Errors
+/// The database fails.
+pub async fn mine(
+    db: &impl ConnectionTrait,
+    user_id: Uuid,
+) -> AppResult<Vec<(organizations::Model, OrgRole)>> {
+    let memberships = organization_members::Entity::find()
+        .filter(organization_members::Column::UserId.eq(user_id))
+        .all(db)
+        .await?;
+    let ids: Vec<Uuid> = memberships.iter().map(|m| m.organization_id).collect();
+    let mut found = organizations::Entity::find()
+        .filter(organizations::Column::Id.is_in(ids))
+        .order_by_asc(organizations::Column::Name)
+        .all(db)
+        .await?;
+    found.retain(|o| memberships.iter().any(|m| m.organization_id == o.id));
+    Ok(found
+        .into_iter()
+        .filter_map(|o| {
+            let role = memberships
+                .iter()
+                .find(|m| m.organization_id == o.id)
+                .and_then(|m| OrgRole::parse(&m.role))?;
+            Some((o, role))
+        })
+        .collect())
+}
+
+/// One member as listed.
+#[derive(Debug, Clone)]
+pub struct MemberRow {
+    pub user_id: Uuid,
+    pub email: String,
+    pub display_name: Option<String>,
+    pub role: OrgRole,
+    pub joined_at: DateTime<Utc>,
+}
+
+/// A page of an organization's members in the order they were created (user ids are UUID v7),
+/// after `after`; whether more follow; and the total.
+///
+/// # Errors
+/// `BAD_USER_INPUT` for `first` outside 1–100; the database fails.
+pub async fn members(
+    db: &impl ConnectionTrait,
+    organization: Uuid,
+    first: u64,
+    after: Option<Uuid>,
+) -> AppResult<(Vec<MemberRow>, bool, u64)> {
+    if !(1..=MAX_PAGE).contains(&first) {
+        return Err(AppError::invalid(
+            "first",
+            format!("must be from 1 to {MAX_PAGE}"),
+        ));
+    }
+    let base = organization_members::Entity::find()
+        .filter(organization_members::Column::OrganizationId.eq(organization));
+    let total = base.clone().count(db).await?;
+    let mut query = base.order_by_asc(organization_members::Column::UserId);
+    if let Some(after) = after {
+        query = query.filter(organization_members::Column::UserId.gt(after));
+    }
+    let mut rows = query.limit(first + 1).all(db).await?;
+    let more = rows.len() as u64 > first;
+    rows.truncate(usize::try_from(first).unwrap_or(usize::MAX));
+    let ids: Vec<Uuid> = rows.iter().map(|m| m.user_id).collect();
+    let accounts = users::Entity::find()
+        .filter(users::Column::Id.is_in(ids))
+        .all(db)
+        .await?;
+    let members = rows
+        .into_iter()
+        .filter_map(|m| {
+            let account = accounts.iter().find(|u| u.id == m.user_id)?;
+            Some(MemberRow {
+                user_id: m.user_id,
+                email: account.email.clone(),
+                display_name: account.display_name.clone(),
+                role: OrgRole::parse(&m.role)?,
+                joined_at: m.created_at,
+            })
+        })
+        .collect();
+    Ok((members, more, total))
+}
+
+/// Pending invitations, newest first.
+///
+/// # Errors
+/// The database fails.
+pub async fn pending_invitations(
+    db: &impl ConnectionTrait,
+    organization: Uuid,
+) -> AppResult<Vec<invitations::Model>> {
+    Ok(pending(organization)
+        .order_by_desc(invitations::Column::Id)
+        .limit(MAX_PENDING_INVITATIONS)
+        .all(db)
+        .await?)
+}
+
+fn pending(organization: Uuid) -> sea_orm::Select<invitations::Entity> {
+    invitations::Entity::find()
+        .filter(invitations::Column::OrganizationId.eq(organization))
+        .filter(invitations::Column::AcceptedAt.is_null())
+        .filter(invitations::Column::RevokedAt.is_null())
+        .filter(invitations::Column::ExpiresAt.gt(Utc::now()))
+}
+
+/// The acting member, refusing API keys (membership changes are made by people).
+fn acting(tenant: &Tenant) -> AppResult<(Uuid, OrgRole)> {
+    tenant.member()
+}
+
+async fn membership(
+    db: &impl ConnectionTrait,
+    organization: Uuid,
+    user_id: Uuid,
+) -> AppResult<Option<(organization_members::Model, OrgRole)>> {
+    Ok(
+        organization_members::Entity::find_by_id((organization, user_id))
+            .one(db)
+            .await?
+            .and_then(|m| OrgRole::parse(&m.role).map(|role| (m, role))),
+    )
+}
+
+async fn set_role(
+    db: &impl ConnectionTrait,
+    organization: Uuid,
+    user_id: Uuid,
+    role: OrgRole,
+) -> AppResult<()> {
+    organization_members::Entity::update_many()
+        .col_expr(
+            organization_members::Column::Role,
+            Expr::value(role.as_str()),
+        )
+        .filter(organization_members::Column::OrganizationId.eq(organization))
+        .filter(organization_members::Column::UserId.eq(user_id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+fn member_not_found() -> AppError {
+    AppError::NotFound("no such member".into())
+}
+
+async fn owners(db: &impl ConnectionTrait, organization: Uuid) -> AppResult<u64> {
+    Ok(organization_members::Entity::find()
+        .filter(organization_members::Column::OrganizationId.eq(organization))
+        .filter(organization_members::Column::Role.eq(OrgRole::Owner.as_str()))
+        .count(db)
+        .await?)
+}
+
+fn last_owner() -> AppError {
+    AppError::Refused {
+        reason: "LAST_OWNER",
+        message: "the last owner cannot leave, be removed or be demoted; transfer ownership or \
+                  delete the organization"
+            .into(),
+    }
+}
+
+/// Invites `email` as `role`. The same answer whether or not the address has an account; an
+/// earlier pending invitation of the address is replaced.
+///
+/// # Errors
+/// `BAD_USER_INPUT` (`email`, `role`), `FORBIDDEN` for a role above the inviter's or for API
+/// keys, `CONFLICT` for a member's address or too many pending invitations; the database fails.
+pub async fn invite(
+    state: &AppState,
+    actor: &Actor,
+    tenant: &Tenant,
+    email: &str,
+    role: OrgRole,
+    request_id: Option<&str>,
+) -> AppResult<invitations::Model> {
+    let (_, own) = acting(tenant)?;
+    let email = accounts::normalize_email(email);
+    let mut errors = FieldErrors::default();
+    accounts::check_email(&email, &mut errors);
+    if role == OrgRole::Owner {
+        errors.add(
+            "role",
+            "nobody is invited as owner; make a member owner instead",
+        );
+    }
+    errors.into_result()?;
+    if role.rank() > own.rank() {
+        return Err(AppError::Forbidden(format!(
+            "you cannot invite as {role}: it is above your own role"
+        )));
+    }
+    let txn = crate::infra::db::begin(&state.db).await?;
+    // A member's address: the inviter sees the member list anyway, so this tells them nothing.
+    if let Some(user) = accounts::find_by_email(&txn, &email).await?
+        && membership(&txn, tenant.id(), user.id).await?.is_some()
+    {
+        return Err(AppError::Conflict(
+            "this address is a member already".into(),
+        ));
+    }
+    let now = Utc::now();
+    invitations::Entity::update_many()
+        .col_expr(invitations::Column::RevokedAt, Expr::value(now))
+        .filter(invitations::Column::OrganizationId.eq(tenant.id()))
+        .filter(invitations::Column::Email.eq(&email))
+        .filter(invitations::Column::AcceptedAt.is_null())
+        .filter(invitations::Column::RevokedAt.is_null())
+        .exec(&txn)
+        .await?;
+    if pending(tenant.id()).count(&txn).await? >= MAX_PENDING_INVITATIONS {
+        return Err(AppError::Conflict(format!(
+            "at most {MAX_PENDING_INVITATIONS} invitations may be pending; revoke some first"
+        )));
+    }
+    let invitation = invitations::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        organization_id: Set(tenant.id()),
+        email: Set(email.clone()),
+        role: Set(role.as_str().to_owned()),
+        token_hash: Set(None),
+        invited_by: Set(actor.id),
+        expires_at: Set(now + INVITATION_TTL),
+        accepted_at: Set(None),
+        revoked_at: Set(None),
+        created_at: Set(now),
+    }
+    .insert(&txn)
+    .await?;
+    state
+        .jobs
+        .enqueue(
+            &txn,
+            INVITATION_MAIL,
+            &InvitationMail {
+                invitation: invitation.id,
+            },
+            request_id,
+        )
+        .await?;
+    audit::service::record(
+        &txn,
+        &actor.within(tenant.id()),
+        "organization.invite",
+        Some(("invitation", invitation.id.to_string())),
+        json!({ "email": email, "role": role.as_str() }),
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(invitation)
+}
+
+/// # Errors
+/// `NOT_FOUND` unless a pending invitation of this organization; `FORBIDDEN` for API keys or an
+/// invitation to a role above the caller's; the database fails.
+pub async fn revoke_invitation(
+    state: &AppState,
+    actor: &Actor,
+    tenant: &Tenant,
+    id: Uuid,
+) -> AppResult<()> {
+    let txn = crate::infra::db::begin(&state.db).await?;
+    // What is not this organization's is not found, whoever asks.
+    let invitation = pending(tenant.id())
+        .filter(invitations::Column::Id.eq(id))
+        .one(&txn)
+        .await?
+        .ok_or_else(|| AppError::NotFound("no such pending invitation".into()))?;
+    let (_, own) = acting(tenant)?;
+    if OrgRole::parse(&invitation.role).is_some_and(|role| role.rank() > own.rank()) {
+        return Err(AppError::Forbidden(
+            "the invitation is for a role above your own".into(),
+        ));
+    }
+    invitations::Entity::update_many()
+        .col_expr(invitations::Column::RevokedAt, Expr::value(Utc::now()))
+        .filter(invitations::Column::Id.eq(id))
+        .exec(&txn)
+        .await?;
+    audit::service::record(
+        &txn,
+        &actor.within(tenant.id()),
+        "organization.invitation_revoke",
+        Some(("invitation", id.to_string())),
+        json!({ "email": invitation.email, "role": invitation.role }),
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+/// Accepts an invitation for the signed-in user: once, before it expires, and only for the
+/// account whose address it was sent to. Every refusal reads the same, so the token tells a
+/// wrong account nothing.
+///
+/// # Errors
+/// `BAD_USER_INPUT` (`token`) for an unknown, used, revoked, expired or someone else's
+/// invitation; the database fails.
+pub async fn accept(
+    state: &AppState,
+    actor: &Actor,
+    user_id: Uuid,
+    email: &str,
+    token: &str,
+) -> AppResult<(organizations::Model, OrgRole)> {
+    let invalid = || AppError::invalid("token", "is invalid, used, expired or not for you");
+    if !tokens::is_token_shaped(token) {
+        return Err(invalid());
+    }
+    let now = Utc::now();
+    let txn = crate::infra::db::begin(&state.db).await?;
+    let invitation = invitations::Entity::find()
+        .filter(invitations::Column::TokenHash.eq(tokens::hash_refresh_token(token)))
+        .one(&txn)
+        .await?
+        .filter(|i| i.accepted_at.is_none() && i.revoked_at.is_none() && i.expires_at > now)
+        .filter(|i| i.email == accounts::normalize_email(email))
+        .ok_or_else(invalid)?;
+    let role = OrgRole::parse(&invitation.role).ok_or_else(invalid)?;
+    let spent = invitations::Entity::update_many()
+        .col_expr(invitations::Column::AcceptedAt, Expr::value(now))
+        .filter(invitations::Column::Id.eq(invitation.id))
+        .filter(invitations::Column::AcceptedAt.is_null())
+        .filter(invitations::Column::RevokedAt.is_null())
+        .exec(&txn)
+        .await?;
+    if spent.rows_affected != 1 {
+        return Err(invalid());
+    }
+    let organization = organizations::Entity::find_by_id(invitation.organization_id)
+        .one(&txn)
+        .await?
+        .ok_or_else(invalid)?;
+    let role = match membership(&txn, organization.id, user_id).await? {
+        // Already a member (joined another way): the invitation is spent, the role kept.
+        Some((_, current)) => current,
+        None => {
+            organization_members::ActiveModel {
+                organization_id: Set(organization.id),
+                user_id: Set(user_id),
+                role: Set(role.as_str().to_owned()),
+                created_at: Set(now),
+            }
+            .insert(&txn)
+            .await?;
+            role
+        }
+    };
+    audit::service::record(
+        &txn,
+        &actor.within(organization.id),
+        "organization.join",
+        Some(("invitation", invitation.id.to_string())),
+        json!({ "role": role.as_str() }),
+    )
+    .await?;
+    txn.commit().await?;
+    Ok((organization, role))
+}
+
+/// Changes a member's role.
+///
+/// # Errors
+/// `NOT_FOUND` for a non-member, `FORBIDDEN` by the rules above (and for API keys), `FORBIDDEN`
+/// (`LAST_OWNER`) for demoting the last owner; the database fails.
+pub async fn change_role(
+    state: &AppState,
+    actor: &Actor,
+    tenant: &Tenant,
+    user_id: Uuid,
+    role: OrgRole,
+) -> AppResult<MemberRow> {
+    let txn = crate::infra::db::begin(&state.db).await?;
+    let (row, current) = membership(&txn, tenant.id(), user_id)
+        .await?
+        .ok_or_else(member_not_found)?;
+    let (me, own) = acting(tenant)?;
+    let allowed = own == OrgRole::Owner
+        || (role != OrgRole::Owner && role.rank() <= own.rank() && current.rank() < own.rank());
+    if !allowed {
+        return Err(AppError::Forbidden(
+            "you may give roles up to your own, to members below you; only owners make or \
+             change owners"
+                .into(),
+        ));
+    }
+    if current == OrgRole::Owner && role != OrgRole::Owner && owners(&txn, tenant.id()).await? <= 1
+    {
+        return Err(last_owner());
+    }
+    if current != role {
+        set_role(&txn, tenant.id(), user_id, role).await?;
+        audit::service::record(
+            &txn,
+            &actor.within(tenant.id()),
+            "organization.member_role",
+            Some(("user", user_id.to_string())),
+            json!({ "before": current.as_str(), "after": role.as_str(), "self": me == user_id }),
+        )
+        .await?;
+    }
+    let account = accounts::find_by_id(&txn, user_id)
+        .await?
+        .ok_or_else(member_not_found)?;
+    txn.commit().await?;
+    Ok(MemberRow {
+        user_id,
+        email: account.email,
+        display_name: account.display_name,
+        role,
+        joined_at: row.created_at,
+    })
+}
+
+/// Removes a member (yourself: leaving).
+///
+/// # Errors
+/// `NOT_FOUND` for a non-member, `FORBIDDEN` by the rules above (and for API keys), `FORBIDDEN`
+/// (`LAST_OWNER`) for the last owner; the database fails.
+pub async fn remove(
+    state: &AppState,
+    actor: &Actor,
+    tenant: &Tenant,
+    user_id: Uuid,
+) -> AppResult<()> {
+    let txn = crate::infra::db::begin(&state.db).await?;
+    let (_, current) = membership(&txn, tenant.id(), user_id)
+        .await?
+        .ok_or_else(member_not_found)?;
+    let (me, own) = acting(tenant)?;
+    let leaving = me == user_id;
+    if !leaving && own != OrgRole::Owner && current.rank() >= own.rank() {
+        return Err(AppError::Forbidden(
+            "you may remove only members below your own role".into(),
+        ));
+    }
+    if current == OrgRole::Owner && owners(&txn, tenant.id()).await? <= 1 {
+        return Err(last_owner());
+    }
+    organization_members::Entity::delete_by_id((tenant.id(), user_id))
+        .exec(&txn)
+        .await?;
+    audit::service::record(
+        &txn,
+        &actor.within(tenant.id()),
+        if leaving {
+            "organization.leave"
+        } else {
+            "organization.member_remove"
+        },
+        Some(("user", user_id.to_string())),
+        json!({ "role": current.as_str() }),
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+/// Makes `user_id` an owner and the acting owner an admin.
+///
+/// # Errors
+/// `NOT_FOUND` for a non-member, `BAD_USER_INPUT` (`userId`) for oneself, `FORBIDDEN` for
+/// API keys; the database fails.
+pub async fn transfer(
+    state: &AppState,
+    actor: &Actor,
+    tenant: &Tenant,
+    user_id: Uuid,
+) -> AppResult<()> {
+    let txn = crate::infra::db::begin(&state.db).await?;
+    let (_, before) = membership(&txn, tenant.id(), user_id)
+        .await?
+        .ok_or_else(member_not_found)?;
+    let (me, _) = acting(tenant)?;
+    if me == user_id {
+        return Err(AppError::invalid("userId", "is you; name another member"));
+    }
+    set_role(&txn, tenant.id(), user_id, OrgRole::Owner).await?;
+    set_role(&txn, tenant.id(), me, OrgRole::Admin).await?;
+    audit::service::record(
+        &txn,
+        &actor.within(tenant.id()),
+        "organization.transfer",
+        Some(("user", user_id.to_string())),
+        json!({ "previousRole": before.as_str() }),
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+/// Deletes the organization with everything of it (members, invitations, API keys — which stop
+/// working on every instance at once); its audit entries stay.
+///
+/// # Errors
+/// `BAD_USER_INPUT` (`confirmSlug`) unless it repeats the slug, `FORBIDDEN` for API keys; the
+/// database fails.
+pub async fn delete(
+    state: &AppState,
+    actor: &Actor,
+    tenant: &Tenant,
+    confirm_slug: &str,
+) -> AppResult<()> {
+    acting(tenant)?;
+    if confirm_slug.trim() != tenant.organization.slug {
+        return Err(AppError::invalid(
+            "confirmSlug",
+            "must repeat the organization's slug",
+        ));
+    }
+    let txn = crate::infra::db::begin(&state.db).await?;
+    let keys = api_keys::Entity::find()
+        .filter(api_keys::Column::OrganizationId.eq(tenant.id()))
+        .all(&txn)
+        .await?;
+    let members = organization_members::Entity::find()
+        .filter(organization_members::Column::OrganizationId.eq(tenant.id()))
+        .count(&txn)
+        .await?;
+    // Children first: the same on every backend, whatever its foreign-key settings.
+    api_keys::Entity::delete_many()
+        .filter(api_keys::Column::OrganizationId.eq(tenant.id()))
+        .exec(&txn)
+        .await?;
+    invitations::Entity::delete_many()
+        .filter(invitations::Column::OrganizationId.eq(tenant.id()))
+        .exec(&txn)
+        .await?;
+    organization_members::Entity::delete_many()
+        .filter(organization_members::Column::OrganizationId.eq(tenant.id()))
+        .exec(&txn)
+        .await?;
+    organizations::Entity::delete_by_id(tenant.id())
+        .exec(&txn)
+        .await?;
+    audit::service::record(
+        &txn,
+        &actor.within(tenant.id()),
+        "organization.delete",
+        Some(("organization", tenant.id().to_string())),
+        json!({
+            "slug": tenant.organization.slug,
+            "name": tenant.organization.name,
+            "members": members,
+            "apiKeys": keys.len(),
+        }),
+    )
+    .await?;
+    txn.commit().await?;
+    for key in &keys {
+        let mut hashes = vec![key.secret_hash.as_str()];
+        hashes.extend(key.previous_hash.as_deref());
+        keys::key_changed(state, key.id, &hashes).await;
+    }
+    Ok(())
+}
+
+/// Every organization, newest first, with its member count (admin view).
+///
+/// # Errors
+/// `BAD_USER_INPUT` for a limit outside 1–100; the database fails.
+pub async fn all(
+    db: &impl ConnectionTrait,
+    limit: u64,
+    offset: u64,
+) -> AppResult<(Vec<(organizations::Model, u64)>, u64)> {
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(AppError::invalid(
+            "limit",
+            format!("must be from 1 to {MAX_PAGE}"),
+        ));
+    }
+    let total = organizations::Entity::find().count(db).await?;
+    let rows = organizations::Entity::find()
+        .order_by_desc(organizations::Column::Id)
+        .limit(limit)
+        .offset(offset)
+        .all(db)
+        .await?;
+    let ids: Vec<Uuid> = rows.iter().map(|o| o.id).collect();
+    let counts: Vec<(Uuid, i64)> = organization_members::Entity::find()
+        .select_only()
+        .column(organization_members::Column::OrganizationId)
+        .column_as(organization_members::Column::UserId.count(), "members")
+        .filter(organization_members::Column::OrganizationId.is_in(ids))
+        .group_by(organization_members::Column::OrganizationId)
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok((
+        rows.into_iter()
+            .map(|o| {
+                let members = counts
+                    .iter()
+                    .find(|(id, _)| *id == o.id)
+                    .map_or(0, |(_, n)| u64::try_from(*n).unwrap_or(0));
+                (o, members)
+            })
+            .collect(),
+        total,
+    ))
+}
+
+/// How many organizations there are (for system stats).
+///
+/// # Errors
+/// The database fails.
+pub async fn count(db: &impl ConnectionTrait) -> AppResult<u64> {
+    Ok(organizations::Entity::find().count(db).await?)
+}
