@@ -183,6 +183,18 @@ async fn invitations_work_once_for_the_invited_account_and_say_nothing_about_acc
         &app.wait_for_mail("known@example.com", "Join Team acme")
             .await,
     );
+    // The invitee with an account hears of it in the app too (without the token).
+    let notified = app
+        .gql(
+            Some(&known.access),
+            "{ notifications { nodes { kind title body } } }",
+            json!({}),
+        )
+        .await;
+    let nodes = notified.data()["notifications"]["nodes"].clone();
+    assert_eq!(nodes[0]["kind"], "ORGANIZATION", "{}", notified.body);
+    assert_eq!(nodes[0]["title"], "Invitation to join Team acme");
+    assert!(!nodes.to_string().contains(&token));
 
     // Another account, a tampered token, and garbage are refused alike.
     let mut tampered = token.clone();
@@ -834,4 +846,77 @@ async fn every_organization_scoped_field_answers_not_found_across_tenants() {
         .await;
     assert_eq!(with_key.data()["organization"]["name"], "Team victim-org");
     assert_eq!(roles(&app, &victim, "victim-org").await.len(), 2);
+}
+
+#[tokio::test]
+async fn deleting_an_account_leaves_no_organization_without_an_owner() {
+    let app = TestApp::spawn().await;
+    let root = app.admin().await;
+    let owner = app.signed_up("owner@example.com").await;
+    create_org(&app, &owner, "shared").await;
+    let viewer = member(&app, &owner, "shared", "viewer@example.com", "VIEWER").await;
+    member(&app, &owner, "shared", "admin@example.com", "ADMIN").await;
+    create_org(&app, &owner, "solo").await;
+    let solo_key = crate::api_keys::create_key(&app, &owner, "solo", &["org:read"]).await;
+    let solo = app
+        .gql(
+            Some(&solo_key),
+            "{ organization(slug: \"solo\") { name } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(solo.data()["organization"]["name"], "Team solo");
+
+    let deleted = app
+        .gql(
+            Some(&root.access),
+            "mutation($id: ID!) { deleteUserPermanently(userId: $id, confirmEmail: \"owner@example.com\") }",
+            json!({ "id": owner.user_id }),
+        )
+        .await;
+    assert_eq!(
+        deleted.data()["deleteUserPermanently"],
+        true,
+        "{}",
+        deleted.body
+    );
+
+    // The highest-ranked member inherits the shared organization.
+    assert_eq!(
+        roles(&app, &viewer, "shared").await,
+        vec![
+            ("admin@example.com".into(), "OWNER".into()),
+            ("viewer@example.com".into(), "VIEWER".into()),
+        ]
+    );
+    // The organization nobody else was in is gone, and its key with it.
+    let gone = app
+        .gql(
+            Some(&solo_key),
+            "{ organization(slug: \"solo\") { name } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(gone.status, 401, "{}", gone.body);
+    let all = app
+        .gql(
+            Some(&root.access),
+            "{ allOrganizations { items { slug } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        all.data()["allOrganizations"]["items"],
+        json!([{ "slug": "shared" }])
+    );
+    let actions: Vec<String> = app
+        .audit_entries()
+        .await
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert!(
+        actions.contains(&"organization.owner_succession".to_owned()),
+        "{actions:?}"
+    );
 }

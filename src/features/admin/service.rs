@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::entities::{role_permissions, roles, user_roles, users};
 use crate::error::{AppError, AppResult, FieldErrors};
-use crate::features::audit;
+use crate::features::{api_keys, audit, organizations};
 use crate::identity::permissions::ADMIN_ROLE;
 use crate::identity::{Actor, SessionEnd, accounts, rank, sessions, sessions_ended, user_changed};
 use crate::state::AppState;
@@ -380,8 +380,10 @@ pub async fn delete_permanently(
         }),
     )
     .await?;
+    let orphans = organizations::service::account_leaving(&txn, actor, user_id).await?;
     users::Entity::delete_by_id(user_id).exec(&txn).await?;
     txn.commit().await?;
+    orphans.release(state).await;
     sessions_ended(state, user_id, SessionEnd::Deleted).await;
     Ok(())
 }
@@ -598,8 +600,8 @@ pub async fn stats(state: &AppState) -> AppResult<Stats> {
         .await?,
         roles: roles.into_iter().map(|r| (r.role.name, r.users)).collect(),
         audit_last_24h: audit::service::count_since(db, now - chrono::Duration::hours(24)).await?,
-        organizations: crate::features::organizations::service::count(db).await?,
-        active_api_keys: crate::features::api_keys::service::count_active(db).await?,
+        organizations: organizations::service::count(db).await?,
+        active_api_keys: api_keys::service::count_active(db).await?,
         jobs: state.jobs.stats().await?,
     })
 }

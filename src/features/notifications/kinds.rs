@@ -16,6 +16,8 @@ pub enum NotificationKind {
     Reply,
     /// An integration (Langfuse, …) needs attention.
     IntegrationAlert,
+    /// Invitations to organizations and changes in them.
+    Organization,
 }
 
 /// Whether a kind is shown in the app and sent by email when the user chose nothing.
@@ -26,12 +28,13 @@ pub struct Defaults {
 }
 
 impl NotificationKind {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Security,
         Self::Announcement,
         Self::Mention,
         Self::Reply,
         Self::IntegrationAlert,
+        Self::Organization,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -41,6 +44,7 @@ impl NotificationKind {
             Self::Mention => "MENTION",
             Self::Reply => "REPLY",
             Self::IntegrationAlert => "INTEGRATION_ALERT",
+            Self::Organization => "ORGANIZATION",
         }
     }
 
@@ -70,6 +74,7 @@ impl NotificationKind {
             Self::Mention => "mentions",
             Self::Reply => "replies",
             Self::IntegrationAlert => "integration alerts",
+            Self::Organization => "organization notices",
         }
     }
 }

@@ -14,7 +14,8 @@ use uuid::Uuid;
 
 use super::entity::invitations;
 use crate::entities::organizations;
-use crate::identity::tokens;
+use crate::features::notifications::{Content, NotificationKind, notify};
+use crate::identity::{accounts, tokens};
 use crate::infra::jobs::{JobContext, JobHandler};
 use crate::infra::mailer::Email;
 use crate::state::AppState;
@@ -44,6 +45,10 @@ impl InvitationMailJob {
     async fn compose(&self, id: Uuid, first_attempt: bool) -> Result<Option<Email>, String> {
         let db = &self.state.db;
         let failed = |_| "database unavailable".to_owned();
+        let failed_app = |error: crate::error::AppError| {
+            error.report();
+            "database unavailable".to_owned()
+        };
         let Some(invitation) = invitations::Entity::find_by_id(id)
             .one(db)
             .await
@@ -64,6 +69,11 @@ impl InvitationMailJob {
             tracing::info!("invitation mail cap reached for a recipient; not sent");
             return Ok(None);
         }
+        if first_attempt {
+            self.notify_in_app(&invitation, &organization)
+                .await
+                .map_err(failed_app)?;
+        }
         let (token, hash) = tokens::new_refresh_token();
         invitations::Entity::update_many()
             .col_expr(invitations::Column::TokenHash, Expr::value(hash))
@@ -80,6 +90,44 @@ impl InvitationMailJob {
             &invitation.role,
             &token,
         )))
+    }
+
+    /// Tells an invitee who has an account in the app as well (never the token: that only
+    /// travels by mail). Once per invitation, however often the job runs.
+    async fn notify_in_app(
+        &self,
+        invitation: &invitations::Model,
+        organization: &organizations::Model,
+    ) -> crate::error::AppResult<()> {
+        let state = &self.state;
+        let Some(user) = accounts::find_by_email(&state.db, &invitation.email).await? else {
+            return Ok(());
+        };
+        let role = invitation.role.to_lowercase();
+        let mut content = Content::new(
+            format!("Invitation to join {}", organization.name),
+            format!(
+                "You are invited to join {} as {role}. Accept with the link in the email we sent                  to {}.",
+                organization.name, invitation.email
+            ),
+        )
+        .data("organization", serde_json::json!(organization.slug))
+        .data("invitation", serde_json::json!(invitation.id));
+        content.source_key = Some(format!("invitation:{}", invitation.id));
+        content.no_email = true;
+        let txn = crate::infra::db::begin(&state.db).await?;
+        let delivery = notify(
+            state,
+            &txn,
+            &[user.id],
+            NotificationKind::Organization,
+            &content,
+            None,
+        )
+        .await?;
+        txn.commit().await?;
+        delivery.publish(state).await;
+        Ok(())
     }
 
     async fn within_cap(&self, recipient: &str) -> bool {

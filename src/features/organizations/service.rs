@@ -695,30 +695,7 @@ pub async fn delete(
         ));
     }
     let txn = crate::infra::db::begin(&state.db).await?;
-    let keys = api_keys::Entity::find()
-        .filter(api_keys::Column::OrganizationId.eq(tenant.id()))
-        .all(&txn)
-        .await?;
-    let members = organization_members::Entity::find()
-        .filter(organization_members::Column::OrganizationId.eq(tenant.id()))
-        .count(&txn)
-        .await?;
-    // Children first: the same on every backend, whatever its foreign-key settings.
-    api_keys::Entity::delete_many()
-        .filter(api_keys::Column::OrganizationId.eq(tenant.id()))
-        .exec(&txn)
-        .await?;
-    invitations::Entity::delete_many()
-        .filter(invitations::Column::OrganizationId.eq(tenant.id()))
-        .exec(&txn)
-        .await?;
-    organization_members::Entity::delete_many()
-        .filter(organization_members::Column::OrganizationId.eq(tenant.id()))
-        .exec(&txn)
-        .await?;
-    organizations::Entity::delete_by_id(tenant.id())
-        .exec(&txn)
-        .await?;
+    let (keys, members) = purge(&txn, tenant.id()).await?;
     audit::service::record(
         &txn,
         &actor.within(tenant.id()),
@@ -733,12 +710,115 @@ pub async fn delete(
     )
     .await?;
     txn.commit().await?;
-    for key in &keys {
-        let mut hashes = vec![key.secret_hash.as_str()];
-        hashes.extend(key.previous_hash.as_deref());
-        keys::key_changed(state, key.id, &hashes).await;
-    }
+    Orphans(keys).release(state).await;
     Ok(())
+}
+
+/// Deletes an organization and everything of it, children first (the same on every backend,
+/// whatever its foreign-key settings): its keys (to release after the commit) and how many
+/// members it had.
+async fn purge(
+    conn: &impl ConnectionTrait,
+    organization: Uuid,
+) -> AppResult<(Vec<api_keys::Model>, u64)> {
+    let keys = api_keys::Entity::find()
+        .filter(api_keys::Column::OrganizationId.eq(organization))
+        .all(conn)
+        .await?;
+    let members = organization_members::Entity::find()
+        .filter(organization_members::Column::OrganizationId.eq(organization))
+        .count(conn)
+        .await?;
+    api_keys::Entity::delete_many()
+        .filter(api_keys::Column::OrganizationId.eq(organization))
+        .exec(conn)
+        .await?;
+    invitations::Entity::delete_many()
+        .filter(invitations::Column::OrganizationId.eq(organization))
+        .exec(conn)
+        .await?;
+    organization_members::Entity::delete_many()
+        .filter(organization_members::Column::OrganizationId.eq(organization))
+        .exec(conn)
+        .await?;
+    organizations::Entity::delete_by_id(organization)
+        .exec(conn)
+        .await?;
+    Ok((keys, members))
+}
+
+/// Keys whose cached state must be dropped once a transaction commits.
+#[must_use = "drop the keys' cached state after the commit: `Orphans::release`"]
+#[derive(Debug, Default)]
+pub struct Orphans(Vec<api_keys::Model>);
+
+impl Orphans {
+    pub async fn release(self, state: &AppState) {
+        for key in &self.0 {
+            let mut hashes = vec![key.secret_hash.as_str()];
+            hashes.extend(key.previous_hash.as_deref());
+            keys::key_changed(state, key.id, &hashes).await;
+        }
+    }
+}
+
+/// Before an account is deleted (on `conn`, the deletion's transaction): no organization is left
+/// without an owner. Where the account is the only owner, the longest-standing member of the
+/// highest role becomes owner; an organization with no other member is deleted with its keys
+/// (audited, like everything here). Call [`Orphans::release`] after the commit.
+///
+/// # Errors
+/// The database fails.
+pub async fn account_leaving(
+    conn: &impl ConnectionTrait,
+    actor: &Actor,
+    user_id: Uuid,
+) -> AppResult<Orphans> {
+    let owned = organization_members::Entity::find()
+        .filter(organization_members::Column::UserId.eq(user_id))
+        .filter(organization_members::Column::Role.eq(OrgRole::Owner.as_str()))
+        .all(conn)
+        .await?;
+    let mut orphans = Orphans::default();
+    for membership in owned {
+        let organization = membership.organization_id;
+        if owners(conn, organization).await? > 1 {
+            continue;
+        }
+        let others = organization_members::Entity::find()
+            .filter(organization_members::Column::OrganizationId.eq(organization))
+            .filter(organization_members::Column::UserId.ne(user_id))
+            .order_by_asc(organization_members::Column::CreatedAt)
+            .all(conn)
+            .await?;
+        let heir = others
+            .iter()
+            .filter_map(|m| OrgRole::parse(&m.role).map(|role| (m, role)))
+            .max_by_key(|(m, role)| (role.rank(), std::cmp::Reverse(m.created_at)));
+        if let Some((heir, _)) = heir {
+            set_role(conn, organization, heir.user_id, OrgRole::Owner).await?;
+            audit::service::record(
+                conn,
+                &actor.within(organization),
+                "organization.owner_succession",
+                Some(("user", heir.user_id.to_string())),
+                json!({ "previousOwner": user_id }),
+            )
+            .await?;
+            continue;
+        }
+        let (keys, _) = purge(conn, organization).await?;
+        audit::service::record(
+            conn,
+            &actor.within(organization),
+            "organization.delete",
+            Some(("organization", organization.to_string())),
+            json!({ "reason": "its only member's account was deleted", "apiKeys": keys.len() }),
+        )
+        .await?;
+        orphans.0.extend(keys);
+    }
+    Ok(orphans)
 }
 
 /// Every organization, newest first, with its member count (admin view).
