@@ -292,6 +292,10 @@ async fn keys_are_rate_limited_per_key_with_their_own_quota() {
             limit: 3,
             window: Duration::from_secs(60),
         };
+        s.graphql.api_key_budget = Some(multipult::config::Quota {
+            limit: 50,
+            window: Duration::from_secs(3600),
+        });
     })
     .await;
     let owner = app.signed_up("owner@example.com").await;
@@ -313,7 +317,19 @@ async fn keys_are_rate_limited_per_key_with_their_own_quota() {
         "{:?}",
         limited.headers
     );
-    // Another key, and the owner, have windows of their own.
+    // Another key, and the owner, have windows (and cost budgets) of their own.
+    let budget = app
+        .gql(
+            Some(&second),
+            "{ rateLimit { limit remaining } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(budget.data()["rateLimit"]["limit"], 50, "{}", budget.body);
+    let owners = app
+        .gql(Some(&owner.access), "{ rateLimit { limit } }", json!({}))
+        .await;
+    assert_ne!(owners.data()["rateLimit"]["limit"], 50, "{}", owners.body);
     assert_eq!(org_name_with_key(&app, &second).await.status, 200);
     let as_owner = app.gql(Some(&owner.access), ORG_NAME, json!({})).await;
     assert_eq!(as_owner.status, 200);
