@@ -88,7 +88,7 @@ pub fn apply(
     headers.insert(
         header::VARY,
         HeaderValue::from_static(if cacheable.authenticated {
-            "Accept, Authorization"
+            "Accept, Authorization, X-Api-Key"
         } else {
             "Accept"
         }),

@@ -124,6 +124,7 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
             .allow_headers([
                 header::CONTENT_TYPE,
                 header::AUTHORIZATION,
+                HeaderName::from_static(caller::API_KEY_HEADER),
                 header::ACCEPT,
                 X_REQUEST_ID,
                 HeaderName::from_static("apollo-require-preflight"),

@@ -86,7 +86,10 @@ async fn authenticated_responses_are_private_and_vary_by_authorization() {
         header(response.headers(), "cache-control"),
         "private, max-age=10"
     );
-    assert_eq!(header(response.headers(), "vary"), "Accept, Authorization");
+    assert_eq!(
+        header(response.headers(), "vary"),
+        "Accept, Authorization, X-Api-Key"
+    );
     assert!(!header(response.headers(), "etag").is_empty());
 }
 

@@ -378,9 +378,10 @@ pub async fn invite(
     }
     let txn = crate::infra::db::begin(&state.db).await?;
     // A member's address: the inviter sees the member list anyway, so this tells them nothing.
-    if let Some(user) = accounts::find_by_email(&txn, &email).await?
-        && membership(&txn, tenant.id(), user.id).await?.is_some()
-    {
+    // The same two statements run for every address (no timing difference for accounts).
+    let account = accounts::find_by_email(&txn, &email).await?;
+    let user_id = account.map_or(Uuid::nil(), |user| user.id);
+    if membership(&txn, tenant.id(), user_id).await?.is_some() {
         return Err(AppError::Conflict(
             "this address is a member already".into(),
         ));
