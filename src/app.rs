@@ -122,6 +122,13 @@ impl Application {
         for task in schema::tasks() {
             tasks.spawn((task.run)(state.clone()));
         }
+        let scheduler = crate::infra::scheduler::Scheduler {
+            kv: state.stores.kv.clone(),
+            jobs: state.jobs.clone(),
+            db: state.db.clone(),
+            metrics: state.metrics.clone(),
+        };
+        tasks.spawn(scheduler.run(schema::schedules(&state.settings), state.shutdown.clone()));
         let result = serve(listener, router, state.clone(), signal).await;
         // Requests are done; let running jobs finish (the worker bounds this by SHUTDOWN_TIMEOUT).
         state.shutdown.cancel();

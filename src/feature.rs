@@ -9,6 +9,7 @@ use futures_util::future::BoxFuture;
 use crate::config::Section;
 use crate::identity::{OrgPermission, Permission};
 use crate::infra::jobs::JobHandler;
+use crate::infra::scheduler::Every;
 use crate::state::AppState;
 
 /// A kind of durable job and how to build its handler.
@@ -23,6 +24,17 @@ pub struct Job {
 pub struct Task {
     pub name: &'static str,
     pub run: fn(AppState) -> BoxFuture<'static, ()>,
+}
+
+/// Recurring work, run once across all instances (`crate::infra::scheduler`): when it runs comes
+/// from the settings (`None`: off, e.g. retention not configured), and each run enqueues `job`
+/// (one of the feature's `jobs`, with an `infra::scheduler::Run` payload).
+#[derive(Clone, Copy)]
+pub struct Schedule {
+    pub name: &'static str,
+    /// When, and the jitter added to each run.
+    pub every: fn(&crate::config::Settings) -> Option<(Every, std::time::Duration)>,
+    pub job: &'static str,
 }
 
 /// Adds a feature's request-scoped data (DataLoaders) to one operation's request.
@@ -41,6 +53,7 @@ pub struct Feature {
     pub public_root_fields: &'static [&'static str],
     pub jobs: &'static [Job],
     pub tasks: &'static [Task],
+    pub schedules: &'static [Schedule],
     pub loaders: Option<AttachLoaders>,
     /// HTTP routes besides GraphQL (OAuth callbacks, webhooks), behind every kernel layer.
     pub routes: Option<fn(AppState) -> axum::Router>,
@@ -59,6 +72,7 @@ impl Feature {
             public_root_fields: &[],
             jobs: &[],
             tasks: &[],
+            schedules: &[],
             loaders: None,
             routes: None,
             settings: None,

@@ -87,6 +87,23 @@ pub fn tasks() -> impl Iterator<Item = &'static Task> {
     FEATURES.iter().flat_map(|f| f.tasks)
 }
 
+/// Every feature's schedules that the settings turn on.
+pub fn schedules(settings: &crate::config::Settings) -> Vec<crate::infra::scheduler::Scheduled> {
+    FEATURES
+        .iter()
+        .flat_map(|f| f.schedules)
+        .filter_map(|schedule| {
+            let (every, jitter) = (schedule.every)(settings)?;
+            Some(crate::infra::scheduler::Scheduled {
+                name: schedule.name,
+                every,
+                jitter,
+                job: schedule.job,
+            })
+        })
+        .collect()
+}
+
 /// Adds every feature's request-scoped loaders to one operation's request.
 pub fn attach_loaders(state: &AppState, request: async_graphql::Request) -> async_graphql::Request {
     FEATURES

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod pubsub;
 pub mod rate_limit;
 pub mod redis;
+pub mod scheduler;
 pub mod tags;
 
 use std::sync::Arc;

@@ -711,7 +711,9 @@ async fn retention_removes_only_entries_older_than_configured() {
     let app = TestApp::spawn_with(|s| {
         s.set_section(multipult::features::audit::settings::AuditSettings {
             retention_days: Some(30),
-            retention_interval: Duration::from_millis(100),
+            retention_interval: multipult::infra::scheduler::Every::Interval(
+                Duration::from_millis(200),
+            ),
         });
     })
     .await;

@@ -22,6 +22,7 @@ mod protocol;
 mod query_limits;
 mod rate_limit;
 mod response_cache;
+mod scheduler;
 mod schema;
 mod shutdown;
 mod sockets;

@@ -8,7 +8,7 @@ mod types;
 
 pub use resolvers::AuditQuery;
 
-use crate::feature::{Feature, Task};
+use crate::feature::{Feature, Job, Schedule};
 use crate::identity::Permission;
 use crate::identity::permissions::MODERATOR_ROLE;
 
@@ -18,9 +18,14 @@ pub const AUDIT_READ: Permission =
 pub const FEATURE: Feature = Feature {
     permissions: &[AUDIT_READ],
     settings: Some(settings::SECTION),
-    tasks: &[Task {
+    jobs: &[Job {
+        kind: service::RETENTION_JOB,
+        handler: service::retention_handler,
+    }],
+    schedules: &[Schedule {
         name: "audit-retention",
-        run: service::retention_task,
+        every: service::retention_schedule,
+        job: service::RETENTION_JOB,
     }],
     ..Feature::new("audit")
 };

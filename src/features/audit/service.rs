@@ -140,46 +140,50 @@ pub async fn purge_older_than(db: &impl ConnectionTrait, days: u32) -> AppResult
     Ok(result.rows_affected)
 }
 
-/// The retention task for the registry.
-pub fn retention_task(state: AppState) -> futures_util::future::BoxFuture<'static, ()> {
-    Box::pin(run_retention(state))
+/// The job each retention run enqueues.
+pub const RETENTION_JOB: &str = "audit_retention";
+
+/// Retention runs every `AUDIT_RETENTION_INTERVAL` when `AUDIT_RETENTION_DAYS` is set.
+pub fn retention_schedule(
+    settings: &crate::config::Settings,
+) -> Option<(crate::infra::scheduler::Every, Duration)> {
+    let audit = settings.section::<super::settings::AuditSettings>()?;
+    audit.retention_days?;
+    Some((audit.retention_interval.clone(), Duration::from_secs(30)))
 }
 
-/// Applies `AUDIT_RETENTION_DAYS` periodically until shutdown; one instance at a time (a lease in
-/// the shared store), so a fleet does the work once.
-pub async fn run_retention(state: AppState) {
-    let Some(settings) = state.settings.section::<super::settings::AuditSettings>() else {
-        return;
-    };
-    let Some(days) = settings.retention_days else {
-        return;
-    };
-    let every = settings.retention_interval;
-    let mut tick = tokio::time::interval(every);
-    loop {
-        tokio::select! {
-            () = state.shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let lease = match state
-            .stores
-            .locks
-            .try_acquire("audit-retention", every.max(Duration::from_secs(1)))
-            .await
-        {
-            Ok(Some(lease)) => lease,
-            Ok(None) => continue,
-            Err(error) => {
-                error.log("audit retention: cannot take the lease");
-                continue;
-            }
+struct RetentionJob {
+    state: AppState,
+}
+
+pub fn retention_handler(state: &AppState) -> std::sync::Arc<dyn crate::infra::jobs::JobHandler> {
+    std::sync::Arc::new(RetentionJob {
+        state: state.clone(),
+    })
+}
+
+#[async_trait::async_trait]
+impl crate::infra::jobs::JobHandler for RetentionJob {
+    /// Applies `AUDIT_RETENTION_DAYS` (read when the job runs, so a changed setting applies).
+    async fn handle(&self, _job: crate::infra::jobs::JobContext<'_>) -> Result<(), String> {
+        let Some(days) = self
+            .state
+            .settings
+            .section::<super::settings::AuditSettings>()
+            .and_then(|s| s.retention_days)
+        else {
+            return Ok(());
         };
-        match purge_older_than(&state.db, days).await {
-            Ok(0) => {}
-            Ok(removed) => tracing::info!(removed, days, "audit retention removed old entries"),
-            Err(error) => error.report(),
+        match purge_older_than(&self.state.db, days).await {
+            Ok(0) => Ok(()),
+            Ok(removed) => {
+                tracing::info!(removed, days, "audit retention removed old entries");
+                Ok(())
+            }
+            Err(error) => {
+                error.report();
+                Err("database unavailable".into())
+            }
         }
-        // Held until it expires, so other instances skip this round.
-        drop(lease);
     }
 }

@@ -5,12 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{Environment, Reader, Section};
+use crate::infra::scheduler::Every;
 
 #[derive(Debug, Clone)]
 pub struct AuditSettings {
     /// Entries older than this many days are removed; `None` keeps everything.
     pub retention_days: Option<u32>,
-    pub retention_interval: Duration,
+    /// When retention runs: an interval (`1h`) or a cron expression (`0 30 3 * * *`).
+    pub retention_interval: Every,
 }
 
 fn read(r: &mut Reader<'_>, _environment: Environment) -> Arc<dyn Any + Send + Sync> {
@@ -22,8 +24,20 @@ fn read(r: &mut Reader<'_>, _environment: Environment) -> Arc<dyn Any + Send + S
     };
     Arc::new(AuditSettings {
         retention_days,
-        retention_interval: r.duration("AUDIT_RETENTION_INTERVAL", Duration::from_secs(3600)),
+        retention_interval: schedule(r, "AUDIT_RETENTION_INTERVAL", "1h"),
     })
+}
+
+/// A schedule setting: a duration or a cron expression.
+pub fn schedule(r: &mut Reader<'_>, name: &str, default: &str) -> Every {
+    let text = r.string(name, default);
+    match Every::parse(&text) {
+        Ok(every) => every,
+        Err(message) => {
+            r.fail(name, message);
+            Every::Interval(Duration::from_secs(3600))
+        }
+    }
 }
 
 pub const SECTION: Section = Section {
