@@ -1,4 +1,5 @@
-//! The command line: `serve` (default), `migrate`, `export-schema`, `check-config`, `healthcheck`.
+//! The command line: `serve` (default), `migrate`, `export-schema`, `check-config`, `admin`,
+//! `secrets rotate`, `healthcheck`.
 //! Exit codes: 0 success, 1 runtime failure, 2 invalid configuration or usage.
 
 #![allow(clippy::print_stdout)]
@@ -43,6 +44,11 @@ enum Command {
         #[command(subcommand)]
         action: AdminAction,
     },
+    /// Manage the keys that seal secrets at rest.
+    Secrets {
+        #[command(subcommand)]
+        action: SecretsAction,
+    },
     /// Exit 0 when this host's /health/live answers 200 (for container health checks).
     Healthcheck {
         /// Port to probe; defaults to APP_PORT.
@@ -78,6 +84,13 @@ enum AdminAction {
         #[arg(long)]
         role: String,
     },
+}
+
+#[derive(Subcommand)]
+enum SecretsAction {
+    /// Re-seal every stored secret with the current SECRETS_KEY. Set the new key as
+    /// SECRETS_KEY and the old one in SECRETS_KEY_PREVIOUS first; afterwards the old key can go.
+    Rotate,
 }
 
 #[derive(Subcommand)]
@@ -186,6 +199,9 @@ pub fn main() -> ExitCode {
             Command::Serve => serve(settings).await,
             Command::Migrate { action } => migrate(settings, action).await,
             Command::Admin { action } => admin(settings, action).await,
+            Command::Secrets {
+                action: SecretsAction::Rotate,
+            } => rotate_secrets(settings).await,
             Command::CheckConfig => {
                 for read in settings.describe() {
                     println!("{}={}", read.name, read.value);
@@ -276,6 +292,30 @@ async fn migrate(settings: Settings, action: MigrateAction) -> anyhow::Result<Ex
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `secrets rotate`: every feature's sealed secrets, re-sealed with the current key.
+async fn rotate_secrets(settings: Settings) -> anyhow::Result<ExitCode> {
+    let (db, stores) = crate::app::connect(&settings).await?;
+    let state = crate::app::prepare_state(settings, db, stores).await?;
+    let mut failed = false;
+    for (feature, reseal) in crate::schema::resealers() {
+        match reseal(state.clone()).await {
+            Ok((resealed, total)) => {
+                println!("{feature}: re-sealed {resealed} of {total} stored secrets");
+            }
+            Err(error) => {
+                failed = true;
+                eprintln!("{feature}: cannot re-seal: {}", describe(&error));
+            }
+        }
+    }
+    println!("sealing key id: {}", state.secret_box.key_id());
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 async fn admin(settings: Settings, action: AdminAction) -> anyhow::Result<ExitCode> {

@@ -37,6 +37,10 @@ pub struct Schedule {
     pub job: &'static str,
 }
 
+/// Re-seals every secret a feature stores encrypted with the current `SECRETS_KEY` (`multipult
+/// secrets rotate`): how many values were re-sealed, and how many there are.
+pub type Reseal = fn(AppState) -> BoxFuture<'static, crate::error::AppResult<(u64, u64)>>;
+
 /// Adds a feature's request-scoped data (DataLoaders) to one operation's request.
 pub type AttachLoaders = fn(&AppState, async_graphql::Request) -> async_graphql::Request;
 
@@ -59,6 +63,8 @@ pub struct Feature {
     pub routes: Option<fn(AppState) -> axum::Router>,
     /// The feature's own settings, read with the rest at start (`settings.section::<T>()`).
     pub settings: Option<Section>,
+    /// When the feature stores secrets sealed with `SECRETS_KEY`.
+    pub reseal: Option<Reseal>,
 }
 
 impl Feature {
@@ -76,6 +82,7 @@ impl Feature {
             loaders: None,
             routes: None,
             settings: None,
+            reseal: None,
         }
     }
 }

@@ -122,6 +122,13 @@ pub fn routes(state: &AppState) -> axum::Router {
         })
 }
 
+/// Every feature that stores sealed secrets, by name, with its re-sealing.
+pub fn resealers() -> impl Iterator<Item = (&'static str, crate::feature::Reseal)> {
+    FEATURES
+        .iter()
+        .filter_map(|f| f.reseal.map(|reseal| (f.name, reseal)))
+}
+
 /// Every feature's own settings section.
 pub fn sections() -> Vec<crate::config::Section> {
     FEATURES.iter().filter_map(|f| f.settings).collect()

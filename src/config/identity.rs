@@ -46,6 +46,10 @@ pub struct Secrets {
     pub jwt_secret: SecretString,
     /// 32-byte AES-256-GCM key for secrets at rest, as given (base64 or hex).
     pub secrets_key: SecretString,
+    /// Keys that sealed values before a rotation: they still open them (and still match API
+    /// keys and fingerprints made with them) until `multipult secrets rotate` re-sealed
+    /// everything.
+    pub previous_secrets_keys: Vec<SecretString>,
 }
 
 impl Secrets {
@@ -68,9 +72,25 @@ impl Secrets {
             None if production => r.fail("SECRETS_KEY", "is required in production"),
             _ => {}
         }
+        let mut previous_secrets_keys = Vec::new();
+        if let Some(list) = r.secret("SECRETS_KEY_PREVIOUS") {
+            for key in list.expose_secret().split(',').map(str::trim) {
+                if key.is_empty() {
+                    continue;
+                }
+                if decode_secrets_key(key).is_none() {
+                    r.fail(
+                        "SECRETS_KEY_PREVIOUS",
+                        "must be a comma-separated list of 32-byte keys (base64 or hex)",
+                    );
+                }
+                previous_secrets_keys.push(SecretString::from(key.to_owned()));
+            }
+        }
         Self {
             jwt_secret: jwt_secret.unwrap_or_else(|| SecretString::from(String::new())),
             secrets_key: secrets_key.unwrap_or_else(|| SecretString::from(String::new())),
+            previous_secrets_keys,
         }
     }
 }

@@ -69,7 +69,8 @@ pub type PrincipalFor<'a> = dyn Fn(Subject<'_>) -> Option<Principal> + Sync + 'a
 enum Checked {
     Nothing,
     Token(crate::identity::tokens::Claims),
-    Key(String),
+    /// The key's hashes, the current one first.
+    Key(Vec<String>),
 }
 
 /// Checks `credential` and, unless `limit` is `None`, counts a hit for the caller's principal —
@@ -85,7 +86,7 @@ pub async fn identify(
         Credential::Malformed(message) => Err(Authentication::Invalid(message.into())),
         Credential::Bearer(token) => authenticate::verify(app, token).map(Checked::Token),
         Credential::ApiKey(key) if api_keys::well_formed(key) => {
-            Ok(Checked::Key(api_keys::hash(app, key)))
+            Ok(Checked::Key(api_keys::hashes(app, key)))
         }
         Credential::ApiKey(_) => Err(Authentication::Invalid(
             "the API key is invalid, expired or revoked".into(),
@@ -108,7 +109,7 @@ pub async fn identify(
     let subject = match &checked {
         Checked::Nothing => Subject::Anonymous,
         Checked::Token(claims) => Subject::User(claims.sub),
-        Checked::Key(hash) => Subject::ApiKey(hash),
+        Checked::Key(hashes) => Subject::ApiKey(&hashes[0]),
     };
     let key_presented = matches!(subject, Subject::ApiKey(_));
     let principal = limit.and_then(|l| l(subject));
@@ -116,7 +117,7 @@ pub async fn identify(
     match &checked {
         Checked::Nothing => {}
         Checked::Token(claims) => ops.push(authenticate::state_op(claims)),
-        Checked::Key(hash) => ops.push(api_keys::state_op(hash)),
+        Checked::Key(hashes) => ops.push(api_keys::state_op(&hashes[0])),
     }
     let looked_up = !ops.is_empty();
     if let Some(principal) = &principal {
@@ -147,7 +148,7 @@ pub async fn identify(
     };
     let authentication = match (checked, cached) {
         (Checked::Token(claims), Some(cached)) => authenticate::resolve(app, &claims, cached).await,
-        (Checked::Key(hash), Some(cached)) => api_keys::resolve(app, hash, cached).await,
+        (Checked::Key(hashes), Some(cached)) => api_keys::resolve(app, hashes, cached).await,
         _ => Authentication::Anonymous,
     };
     let bypass =

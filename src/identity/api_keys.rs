@@ -88,12 +88,22 @@ pub fn well_formed(key: &str) -> bool {
         && secret.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
-/// The keyed hash stored for `key`.
-pub fn hash(state: &AppState, key: &str) -> String {
+fn hash_input(key: &str) -> Vec<u8> {
     let mut input = Vec::with_capacity(key.len() + 8);
     input.extend_from_slice(b"api-key\0");
     input.extend_from_slice(key.as_bytes());
-    state.secret_box.fingerprint(&input)
+    input
+}
+
+/// The keyed hash stored for `key` (with the current `SECRETS_KEY`).
+pub fn hash(state: &AppState, key: &str) -> String {
+    state.secret_box.fingerprint(&hash_input(key))
+}
+
+/// The key's hash under every configured secrets key, the current one first: a key hashed
+/// before a `SECRETS_KEY` rotation still matches (and is re-hashed on that use).
+pub fn hashes(state: &AppState, key: &str) -> Vec<String> {
+    state.secret_box.fingerprints(&hash_input(key))
 }
 
 fn state_key(hash: &str) -> String {
@@ -123,29 +133,31 @@ pub async fn authenticate(state: &AppState, key: &str) -> Authentication {
     if !well_formed(key) {
         return Authentication::Invalid(INVALID.into());
     }
-    let hash = hash(state, key);
-    let cached = state.stores.kv.get(&state_key(&hash)).await;
-    resolve(state, hash, cached).await
+    let hashes = hashes(state, key);
+    let cached = state.stores.kv.get(&state_key(&hashes[0])).await;
+    resolve(state, hashes, cached).await
 }
 
-/// Decides on a key (by its `hash`) given what the store answered for [`state_op`].
+/// Decides on a key (by its [`hashes`], the current one first) given what the store answered
+/// for [`state_op`] of the first.
 pub async fn resolve(
     state: &AppState,
-    hash: String,
+    hashes: Vec<String>,
     cached: StoreResult<Option<Vec<u8>>>,
 ) -> Authentication {
     let loaded = match cached {
         Ok(Some(bytes)) if !is_tombstone(&bytes) => match serde_json::from_slice(&bytes) {
             Ok(key_state) => Ok(Some(key_state)),
-            Err(_) => load(state, &hash, true).await,
+            Err(_) => load(state, &hashes, true).await,
         },
-        Ok(Some(_)) => load(state, &hash, false).await,
-        Ok(None) => load(state, &hash, true).await,
+        Ok(Some(_)) => load(state, &hashes, false).await,
+        Ok(None) => load(state, &hashes, true).await,
         Err(error) => {
             error.log("API key cache unavailable; asking the database");
-            load(state, &hash, false).await
+            load(state, &hashes, false).await
         }
     };
+    let hash = hashes.into_iter().next().unwrap_or_default();
     let key_state: KeyState = match loaded {
         Ok(Some(key_state)) => key_state,
         Ok(None) => return Authentication::Invalid(INVALID.into()),
@@ -176,16 +188,39 @@ pub async fn resolve(
 
 /// A key's state from the database (unknown keys are cached too, as revoked, so guessing costs
 /// one lookup per guess and then nothing), cached when `cache`.
-async fn load(state: &AppState, hash: &str, cache: bool) -> AppResult<Option<KeyState>> {
+async fn load(state: &AppState, hashes: &[String], cache: bool) -> AppResult<Option<KeyState>> {
     let now = Utc::now();
+    let Some(hash) = hashes.first() else {
+        return Ok(None);
+    };
     let found = api_keys::Entity::find()
         .filter(
             Condition::any()
-                .add(api_keys::Column::SecretHash.eq(hash))
-                .add(api_keys::Column::PreviousHash.eq(hash)),
+                .add(api_keys::Column::SecretHash.is_in(hashes))
+                .add(api_keys::Column::PreviousHash.is_in(hashes)),
         )
         .one(&state.db)
         .await?;
+    // Hashed with a previous secrets key: re-hash with the current one, so the cache entry and
+    // every later change (revocation drops the entry by the stored hash) agree.
+    let found = match found {
+        Some(mut key) if key.secret_hash != *hash && key.previous_hash.as_ref() != Some(hash) => {
+            let column = if hashes.contains(&key.secret_hash) {
+                key.secret_hash = hash.clone();
+                api_keys::Column::SecretHash
+            } else {
+                key.previous_hash = Some(hash.clone());
+                api_keys::Column::PreviousHash
+            };
+            api_keys::Entity::update_many()
+                .col_expr(column, Expr::value(hash.clone()))
+                .filter(api_keys::Column::Id.eq(key.id))
+                .exec(&state.db)
+                .await?;
+            Some(key)
+        }
+        other => other,
+    };
     let key_state = match found {
         None => None,
         Some(key) => {
@@ -195,7 +230,7 @@ async fn load(state: &AppState, hash: &str, cache: bool) -> AppResult<Option<Key
             let environment = Stage::parse(&key.environment);
             match (organization, environment) {
                 (Some(organization), Some(environment)) => {
-                    let old_secret = key.secret_hash != hash;
+                    let old_secret = key.secret_hash != *hash;
                     let mut valid_until = key.expires_at;
                     if old_secret {
                         let grace = key.previous_expires_at.unwrap_or(now);

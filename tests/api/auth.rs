@@ -736,7 +736,7 @@ async fn a_job_enqueued_before_a_restart_is_delivered_after_it() {
         .await;
 }
 
-fn totp_code(secret: &str, offset_secs: i64) -> String {
+pub fn totp_code(secret: &str, offset_secs: i64) -> String {
     let totp = totp_rs::Builder::new()
         .with_secret(totp_rs::Secret::try_from_base32(secret).unwrap())
         .build_noncompliant();
@@ -776,7 +776,7 @@ async fn two_factor_enrolment_login_backup_codes_and_disabling() {
         .await
         .unwrap();
     assert!(
-        rows[0].secret_encrypted.starts_with("v1:") && !rows[0].secret_encrypted.contains(&secret)
+        rows[0].secret_encrypted.starts_with("v2:") && !rows[0].secret_encrypted.contains(&secret)
     );
 
     let confirm = "mutation($c: String!) { confirmTwoFactor(code: $c) { backupCodes } }";

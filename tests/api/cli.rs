@@ -810,3 +810,87 @@ fn commands_print_results_on_stdout_and_logs_on_stderr() {
     // The logs went to stderr.
     assert!(stderr.lines().any(|l| l.starts_with('{')), "{stderr}");
 }
+
+/// `secrets rotate` re-seals stored secrets with the new key; afterwards the old key can go.
+#[tokio::test]
+async fn secrets_rotate_reseals_every_stored_secret_with_the_new_key() {
+    use crate::helpers::{LOGIN, PASSWORD, TestApp};
+    use sea_orm::EntityTrait as _;
+    use serde_json::json;
+
+    let dir = std::env::temp_dir().join(format!(
+        "multipult-rotate-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}/app.db?mode=rwc", dir.display());
+    let (old_key, new_key) = ("11".repeat(32), "22".repeat(32));
+    let on_file = |key: &str| {
+        let (url, key) = (url.clone(), key.to_owned());
+        move |s: &mut multipult::config::Settings| {
+            s.database.url = url.into();
+            s.database.max_connections = 1;
+            s.secrets.secrets_key = secrecy::SecretString::from(key);
+        }
+    };
+
+    // Two-factor on, sealed with the old key.
+    let app = TestApp::spawn_with(on_file(&old_key)).await;
+    let session = app.signed_up("careful@example.com").await;
+    let setup = app
+        .gql(
+            Some(&session.access),
+            "mutation { enableTwoFactor { secret } }",
+            json!({}),
+        )
+        .await;
+    let secret = setup.data()["enableTwoFactor"]["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let confirmed = app
+        .gql(
+            Some(&session.access),
+            "mutation($c: String!) { confirmTwoFactor(code: $c) { backupCodes } }",
+            json!({ "c": crate::auth::totp_code(&secret, 0) }),
+        )
+        .await;
+    assert!(confirmed.body.get("errors").is_none(), "{}", confirmed.body);
+    let old_id = app.state.secret_box.key_id().to_owned();
+    drop(app);
+
+    let vars = [
+        ("APP_ENV", "test"),
+        ("DATABASE_URL", url.as_str()),
+        ("SECRETS_KEY", new_key.as_str()),
+        ("SECRETS_KEY_PREVIOUS", old_key.as_str()),
+        ("LOG_LEVEL", "warn"),
+    ];
+    let (code, stdout, stderr) = run(&vars, &["secrets", "rotate"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("auth: re-sealed 1 of 1"), "{stdout}");
+    let (code, again, _) = run(&vars, &["secrets", "rotate"]);
+    assert_eq!(code, 0);
+    assert!(again.contains("auth: re-sealed 0 of 1"), "{again}");
+
+    // With the new key alone, the secret opens: signing in with a code works.
+    let app = TestApp::spawn_with(on_file(&new_key)).await;
+    let rows = multipult::entities::user_totp::Entity::find()
+        .all(&app.state.db)
+        .await
+        .unwrap();
+    let new_id = app.state.secret_box.key_id();
+    assert_ne!(new_id, old_id);
+    assert!(
+        rows[0]
+            .secret_encrypted
+            .starts_with(&format!("v2:{new_id}:"))
+    );
+    let input = json!({ "email": "careful@example.com", "password": PASSWORD, "twoFactorCode": crate::auth::totp_code(&secret, 30) });
+    let login = app.gql(None, LOGIN, json!({ "input": input })).await;
+    assert!(
+        login.data()["login"]["accessToken"].is_string(),
+        "{}",
+        login.body
+    );
+}

@@ -37,5 +37,6 @@ pub const FEATURE: Feature = Feature {
     }],
     routes: Some(routes::routes),
     settings: Some(settings::SECTION),
+    reseal: Some(two_factor::reseal),
     ..Feature::new("auth")
 };

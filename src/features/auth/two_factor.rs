@@ -263,3 +263,28 @@ pub async fn disable(
     notice.publish(state).await;
     Ok(())
 }
+
+/// Re-seals every stored TOTP secret that is not sealed with the current `SECRETS_KEY`
+/// (`multipult secrets rotate`), one row at a time (each its own statement, so a crash leaves
+/// every row readable).
+pub fn reseal(state: AppState) -> futures_util::future::BoxFuture<'static, AppResult<(u64, u64)>> {
+    Box::pin(async move {
+        let rows = user_totp::Entity::find().all(&state.db).await?;
+        let total = rows.len() as u64;
+        let mut resealed = 0;
+        for row in rows {
+            if !state.secret_box.is_stale(&row.secret_encrypted) {
+                continue;
+            }
+            let sealed = state.secret_box.reseal(&row.secret_encrypted)?;
+            user_totp::Entity::update_many()
+                .col_expr(user_totp::Column::SecretEncrypted, Expr::value(sealed))
+                .filter(user_totp::Column::UserId.eq(row.user_id))
+                .filter(user_totp::Column::SecretEncrypted.eq(row.secret_encrypted))
+                .exec(&state.db)
+                .await?;
+            resealed += 1;
+        }
+        Ok((resealed, total))
+    })
+}
