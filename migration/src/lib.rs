@@ -12,6 +12,7 @@ mod m20261122_000005_create_audit_log;
 mod m20261123_000006_create_revoked_sessions;
 mod m20261201_000007_create_notifications;
 mod m20261201_000008_create_organizations;
+mod m20261201_000009_create_langfuse;
 
 pub struct Migrator;
 
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000006_create_revoked_sessions::Migration),
             Box::new(m20261201_000007_create_notifications::Migration),
             Box::new(m20261201_000008_create_organizations::Migration),
+            Box::new(m20261201_000009_create_langfuse::Migration),
         ]
     }
 }

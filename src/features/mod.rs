@@ -6,6 +6,7 @@ pub mod admin;
 pub mod api_keys;
 pub mod audit;
 pub mod auth;
+pub mod langfuse;
 pub mod meta;
 pub mod notifications;
 pub mod organizations;
@@ -23,6 +24,7 @@ pub const FEATURES: &[Feature] = &[
     notifications::FEATURE,
     organizations::FEATURE,
     api_keys::FEATURE,
+    langfuse::FEATURE,
     auth::FEATURE,
     admin::FEATURE,
 ];
@@ -37,6 +39,7 @@ pub struct QueryRoot(
     notifications::NotificationsQuery,
     organizations::OrganizationsQuery,
     api_keys::ApiKeysQuery,
+    langfuse::LangfuseQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -47,10 +50,12 @@ pub struct MutationRoot(
     notifications::NotificationsMutation,
     organizations::OrganizationsMutation,
     api_keys::ApiKeysMutation,
+    langfuse::LangfuseMutation,
 );
 
 #[derive(MergedSubscription, Default)]
 pub struct SubscriptionRoot(
     meta::MetaSubscription,
     notifications::NotificationsSubscription,
+    langfuse::LangfuseSubscription,
 );

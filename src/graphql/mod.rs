@@ -6,6 +6,7 @@ pub mod context;
 pub mod document;
 pub mod extension;
 pub mod guards;
+pub mod paging;
 pub mod socket;
 pub mod tenancy;
 
@@ -13,5 +14,6 @@ pub use cache_policy::CachePolicy;
 pub use context::{CacheTags, ContextExt};
 pub use extension::{Budget, Cost, RequestContext, RequestPhase};
 pub use guards::RequirePermission;
+pub use paging::limit_offset;
 pub use socket::SocketSession;
 pub use tenancy::tenant;

@@ -148,6 +148,62 @@ impl JobQueue {
         Ok(stats)
     }
 
+    /// Jobs in `state`, newest first, with the total in that state.
+    ///
+    /// # Errors
+    /// The database fails.
+    pub async fn list(
+        &self,
+        state: &str,
+        limit: u64,
+        offset: u64,
+    ) -> Result<(Vec<jobs::Model>, u64), DbErr> {
+        use sea_orm::PaginatorTrait as _;
+        let query = jobs::Entity::find().filter(jobs::Column::State.eq(state));
+        let total = query.clone().count(&self.db).await?;
+        let rows = query
+            .order_by_desc(jobs::Column::UpdatedAt)
+            .order_by_desc(jobs::Column::Id)
+            .limit(limit)
+            .offset(offset)
+            .all(&self.db)
+            .await?;
+        Ok((rows, total))
+    }
+
+    /// Puts a dead job back in the queue with a fresh set of attempts; `None` when there is no
+    /// dead job with this id (the last error is kept until it runs).
+    ///
+    /// # Errors
+    /// The database fails.
+    pub async fn retry(
+        &self,
+        conn: &impl ConnectionTrait,
+        id: Uuid,
+    ) -> Result<Option<jobs::Model>, DbErr> {
+        let now = Utc::now();
+        let updated = jobs::Entity::update_many()
+            .col_expr(jobs::Column::State, Expr::value(PENDING))
+            .col_expr(jobs::Column::Attempts, Expr::value(0))
+            .col_expr(jobs::Column::RunAt, Expr::value(now))
+            .col_expr(jobs::Column::LockedBy, Expr::value(Option::<String>::None))
+            .col_expr(
+                jobs::Column::LockedUntil,
+                Expr::value(Option::<chrono::DateTime<Utc>>::None),
+            )
+            .col_expr(jobs::Column::UpdatedAt, Expr::value(now))
+            .filter(jobs::Column::Id.eq(id))
+            .filter(jobs::Column::State.eq(DEAD))
+            .exec(conn)
+            .await?;
+        if updated.rows_affected == 0 {
+            return Ok(None);
+        }
+        let job = jobs::Entity::find_by_id(id).one(conn).await?;
+        self.wake.notify_one();
+        Ok(job)
+    }
+
     /// Deletes finished jobs (done, or dead for longer) older than the retention: their payloads
     /// are of no use once delivered. The number removed.
     ///

@@ -953,3 +953,83 @@ async fn a_page_without_total_count_runs_one_statement() {
     assert_eq!(with, 2, "the page and its count");
     assert_eq!(body["data"]["allUsers"]["totalCount"], 6);
 }
+
+#[tokio::test]
+async fn dead_jobs_are_listed_without_payloads_and_can_be_retried() {
+    use sea_orm::sea_query::Expr;
+    use sea_orm::{ColumnTrait as _, EntityTrait as _, QueryFilter as _};
+    let app = TestApp::spawn().await;
+    let admin = app.admin().await;
+    let plain = app.signed_up("plain@example.com").await;
+    let id = app
+        .state
+        .jobs
+        .enqueue(
+            &app.state.db,
+            "audit_retention",
+            &json!({ "private": "do-not-show" }),
+            None,
+        )
+        .await
+        .unwrap();
+    // Let the worker finish it, then make it a dead letter.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    multipult::entities::jobs::Entity::update_many()
+        .col_expr(
+            multipult::entities::jobs::Column::State,
+            Expr::value("dead"),
+        )
+        .col_expr(
+            multipult::entities::jobs::Column::LastError,
+            Expr::value("smtp down"),
+        )
+        .filter(multipult::entities::jobs::Column::Id.eq(id))
+        .exec(&app.state.db)
+        .await
+        .unwrap();
+
+    const JOBS: &str = "{ jobs { totalCount items { id kind state attempts lastError } } }";
+    let listed = gql(&app, &admin, JOBS, json!({})).await;
+    assert_eq!(listed["data"]["jobs"]["totalCount"], 1, "{listed}");
+    assert_eq!(
+        listed["data"]["jobs"]["items"][0]["kind"],
+        "audit_retention"
+    );
+    assert_eq!(listed["data"]["jobs"]["items"][0]["lastError"], "smtp down");
+    assert!(!listed.to_string().contains("do-not-show"));
+    assert_eq!(code(&gql(&app, &plain, JOBS, json!({})).await), "FORBIDDEN");
+
+    const RETRY: &str = "mutation($id: ID!) { retryJob(id: $id) { state attempts } }";
+    let retried = gql(&app, &admin, RETRY, json!({ "id": id })).await;
+    assert_eq!(retried["data"]["retryJob"]["state"], "PENDING", "{retried}");
+    assert_eq!(retried["data"]["retryJob"]["attempts"], 0);
+    // Not dead any more: a second retry finds nothing.
+    let again = gql(&app, &admin, RETRY, json!({ "id": id })).await;
+    assert_eq!(code(&again), "NOT_FOUND");
+    assert_eq!(
+        code(&gql(&app, &plain, RETRY, json!({ "id": id })).await),
+        "FORBIDDEN"
+    );
+    // It runs again.
+    for _ in 0..100 {
+        let done = gql(
+            &app,
+            &admin,
+            "{ jobs(state: DONE) { items { id } } }",
+            json!({}),
+        )
+        .await;
+        if done.to_string().contains(&id.to_string()) {
+            let actions: Vec<String> = app
+                .audit_entries()
+                .await
+                .into_iter()
+                .map(|e| e.action)
+                .collect();
+            assert!(actions.contains(&"job.retry".to_owned()));
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the retried job did not run");
+}

@@ -856,6 +856,25 @@ async fn secrets_rotate_reseals_every_stored_secret_with_the_new_key() {
         )
         .await;
     assert!(confirmed.body.get("errors").is_none(), "{}", confirmed.body);
+    // And a Langfuse secret key.
+    crate::organizations::create_org(&app, &session, "acme").await;
+    let langfuse = wiremock::MockServer::start().await;
+    for (route, body) in [
+        (
+            "/api/public/health",
+            json!({ "status": "OK", "version": "3" }),
+        ),
+        (
+            "/api/public/projects",
+            json!({ "data": [{ "name": "demo" }] }),
+        ),
+    ] {
+        wiremock::Mock::given(wiremock::matchers::path(route))
+            .respond_with(wiremock::ResponseTemplate::new(200).set_body_json(body))
+            .mount(&langfuse)
+            .await;
+    }
+    crate::langfuse::save(&app, &session, "acme", "PRODUCTION", &langfuse.uri()).await;
     let old_id = app.state.secret_box.key_id().to_owned();
     drop(app);
 
@@ -869,9 +888,11 @@ async fn secrets_rotate_reseals_every_stored_secret_with_the_new_key() {
     let (code, stdout, stderr) = run(&vars, &["secrets", "rotate"]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("auth: re-sealed 1 of 1"), "{stdout}");
+    assert!(stdout.contains("langfuse: re-sealed 1 of 1"), "{stdout}");
     let (code, again, _) = run(&vars, &["secrets", "rotate"]);
     assert_eq!(code, 0);
     assert!(again.contains("auth: re-sealed 0 of 1"), "{again}");
+    assert!(again.contains("langfuse: re-sealed 0 of 1"), "{again}");
 
     // With the new key alone, the secret opens: signing in with a code works.
     let app = TestApp::spawn_with(on_file(&new_key)).await;
@@ -893,4 +914,25 @@ async fn secrets_rotate_reseals_every_stored_secret_with_the_new_key() {
         "{}",
         login.body
     );
+    // The Langfuse secret opens too: the saved connection tests OK.
+    let tested = app
+        .gql(
+            login.data()["login"]["accessToken"].as_str(),
+            "mutation { testLangfuseConnection(organization: \"acme\", environment: PRODUCTION) { status } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        tested.data()["testLangfuseConnection"]["status"],
+        "OK",
+        "{}",
+        tested.body
+    );
+    use multipult::features::langfuse::entity::settings;
+    let row = settings::Entity::find()
+        .all(&app.state.db)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(row.secret_key_id, new_id);
 }

@@ -14,6 +14,7 @@ mod helpers;
 mod http;
 mod identity;
 mod input;
+mod langfuse;
 mod metrics;
 mod notifications;
 mod organizations;

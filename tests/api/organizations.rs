@@ -636,6 +636,14 @@ async fn every_organization_scoped_field_answers_not_found_across_tenants() {
         .to_owned();
     let victim_key = crate::api_keys::create_key(&app, &victim, "victim-org", &["org:read"]).await;
     let victim_key_id = crate::api_keys::key_id(&app, &victim, "victim-org").await;
+    crate::langfuse::save(
+        &app,
+        &victim,
+        "victim-org",
+        "PRODUCTION",
+        "https://cloud.langfuse.com",
+    )
+    .await;
 
     // The attacker owns an organization and a key with every scope there.
     let attacker = app.signed_up("attacker@example.com").await;
@@ -648,6 +656,9 @@ async fn every_organization_scoped_field_answers_not_found_across_tenants() {
         "members:manage",
         "apikeys:read",
         "apikeys:manage",
+        "langfuse:read",
+        "langfuse:test",
+        "langfuse:manage",
     ];
     let attacker_key =
         crate::api_keys::create_key(&app, &attacker, "attacker-org", &every_scope).await;
@@ -771,6 +782,48 @@ async fn every_organization_scoped_field_answers_not_found_across_tenants() {
             "mutation($o: String!, $id: ID!) { rotateApiKey(organization: $o, id: $id) { key } }",
             json!({ "id": victim_key_id }),
         ),
+        (
+            "langfuseSettings",
+            "victim-org",
+            "query($o: String!) { langfuseSettings(organization: $o) { id secretKey } }",
+            json!({}),
+        ),
+        (
+            "langfuseStatus",
+            "victim-org",
+            "query($o: String!) { langfuseStatus(organization: $o) { status } }",
+            json!({}),
+        ),
+        (
+            "langfuseSdkConfig",
+            "victim-org",
+            "query($o: String!) { langfuseSdkConfig(organization: $o, environment: PRODUCTION, format: ENV) }",
+            json!({}),
+        ),
+        (
+            "upsertLangfuseSettings",
+            "victim-org",
+            "mutation($o: String!) { upsertLangfuseSettings(organization: $o, input: { environment: PRODUCTION, publicKey: \"pk-lf-attacker-1234\", secretKey: \"sk-lf-attacker-1234\" }) { id } }",
+            json!({}),
+        ),
+        (
+            "deleteLangfuseSettings",
+            "victim-org",
+            "mutation($o: String!) { deleteLangfuseSettings(organization: $o, environment: PRODUCTION) }",
+            json!({}),
+        ),
+        (
+            "testLangfuseConnection",
+            "victim-org",
+            "mutation($o: String!) { testLangfuseConnection(organization: $o, environment: PRODUCTION) { status } }",
+            json!({}),
+        ),
+        (
+            "testLangfuseCredentials",
+            "victim-org",
+            "mutation($o: String!) { testLangfuseCredentials(organization: $o, input: { publicKey: \"pk-lf-attacker-1234\", secretKey: \"sk-lf-attacker-1234\" }) { status } }",
+            json!({}),
+        ),
     ];
     let covered: BTreeSet<String> = calls.iter().map(|c| c.0.to_owned()).collect();
     assert_eq!(
@@ -837,6 +890,17 @@ async fn every_organization_scoped_field_answers_not_found_across_tenants() {
         json!([{ "email": "pending@example.com" }])
     );
     assert_eq!(state.data()["apiKeys"], json!([{ "status": "ACTIVE" }]));
+    let langfuse = app
+        .gql(
+            Some(&victim.access),
+            "{ langfuseSettings(organization: \"victim-org\") { publicKey } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        langfuse.data()["langfuseSettings"],
+        json!([{ "publicKey": "pk-lf-1234567890" }])
+    );
     let with_key = app
         .gql(
             Some(&victim_key),

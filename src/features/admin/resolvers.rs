@@ -5,8 +5,8 @@ use uuid::Uuid;
 
 use super::service::{self, OrderField};
 use super::types::{
-    BulkRoleResult, JobStats, RoleCount, RoleDetails, SortDirection, SystemStats, UserFilter,
-    UserOrder, UserOrderField, UserPage, UserStats,
+    BulkRoleResult, Job, JobPage, JobState, JobStats, RoleCount, RoleDetails, SortDirection,
+    SystemStats, UserFilter, UserOrder, UserOrderField, UserPage, UserStats,
 };
 use crate::error::{AppError, AppResult, GqlResultExt as _};
 use crate::features::users::types::User;
@@ -22,6 +22,35 @@ pub struct AdminQuery;
 
 #[Object]
 impl AdminQuery {
+    /// Background jobs in one state (default: the dead letters), newest first (`admin:read`).
+    /// Costs `limit` × the selection.
+    #[graphql(
+        guard = "RequirePermission(ADMIN_READ)",
+        complexity = "(limit.max(1) as usize).saturating_mul(child_complexity)"
+    )]
+    async fn jobs(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default_with = "JobState::Dead")] state: JobState,
+        #[graphql(default = 20)] limit: i32,
+        #[graphql(default = 0)] offset: i32,
+    ) -> Result<JobPage> {
+        let (limit, offset) = crate::graphql::limit_offset(limit, offset, 100)?;
+        let (rows, total) = ctx
+            .state()?
+            .jobs
+            .list(state.as_str(), limit, offset)
+            .await
+            .map_err(AppError::from)
+            .gql()?;
+        Ok(JobPage {
+            items: rows.into_iter().map(Job::from).collect(),
+            total_count: total,
+            limit,
+            offset,
+        })
+    }
+
     /// Users matching a filter, one page at a time (`limit` 1–100). Costs `limit` × the
     /// selection per user.
     #[graphql(
@@ -162,6 +191,18 @@ pub struct AdminMutation;
 
 #[Object]
 impl AdminMutation {
+    /// Puts a dead job back in the queue with fresh attempts (`admin:update`), audited.
+    #[graphql(guard = "RequirePermission(ADMIN_UPDATE)")]
+    async fn retry_job(&self, ctx: &Context<'_>, id: ID) -> Result<Job> {
+        let id = Uuid::parse_str(&id)
+            .map_err(|_| AppError::NotFound("no dead job with this id".into()))
+            .gql()?;
+        let job = service::retry_job(ctx.state()?, &ctx.actor(), id)
+            .await
+            .gql()?;
+        Ok(job.into())
+    }
+
     /// Bans a user now; every session ends at once. With `until`, the ban ends by itself.
     #[graphql(guard = "RequirePermission(ADMIN_UPDATE)")]
     async fn ban_user(

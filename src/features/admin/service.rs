@@ -605,3 +605,30 @@ pub async fn stats(state: &AppState) -> AppResult<Stats> {
         jobs: state.jobs.stats().await?,
     })
 }
+
+/// Puts a dead job back in the queue, audited as `job.retry`.
+///
+/// # Errors
+/// `NOT_FOUND` unless a dead job has this id; the database fails.
+pub async fn retry_job(
+    state: &AppState,
+    actor: &Actor,
+    id: Uuid,
+) -> AppResult<crate::entities::jobs::Model> {
+    let txn = crate::infra::db::begin(&state.db).await?;
+    let job = state
+        .jobs
+        .retry(&txn, id)
+        .await?
+        .ok_or_else(|| AppError::NotFound("no dead job with this id".into()))?;
+    audit::service::record(
+        &txn,
+        actor,
+        "job.retry",
+        Some(("job", id.to_string())),
+        json!({ "kind": job.kind, "lastError": job.last_error }),
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(job)
+}

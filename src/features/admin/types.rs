@@ -107,3 +107,74 @@ pub struct SystemStats {
     pub version: String,
     pub uptime_seconds: u64,
 }
+
+/// Where a background job is.
+#[derive(async_graphql::Enum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    Pending,
+    Running,
+    Done,
+    /// Failed `JOB_MAX_ATTEMPTS` times: kept for `JOB_DEAD_RETENTION`, can be retried.
+    Dead,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => crate::infra::jobs::PENDING,
+            Self::Running => crate::infra::jobs::RUNNING,
+            Self::Done => crate::infra::jobs::DONE,
+            Self::Dead => crate::infra::jobs::DEAD,
+        }
+    }
+
+    fn parse(text: &str) -> Self {
+        match text {
+            crate::infra::jobs::RUNNING => Self::Running,
+            crate::infra::jobs::DONE => Self::Done,
+            crate::infra::jobs::DEAD => Self::Dead,
+            _ => Self::Pending,
+        }
+    }
+}
+
+/// A background job as operators see it: never its payload (it can hold personal data).
+#[derive(SimpleObject)]
+pub struct Job {
+    pub id: ID,
+    pub kind: String,
+    pub state: JobState,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub run_at: DateTime<Utc>,
+    /// Why the last attempt failed (handlers never put secrets in it).
+    pub last_error: Option<String>,
+    pub request_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<crate::entities::jobs::Model> for Job {
+    fn from(m: crate::entities::jobs::Model) -> Self {
+        Self {
+            id: ID(m.id.to_string()),
+            kind: m.kind,
+            state: JobState::parse(&m.state),
+            attempts: m.attempts,
+            max_attempts: m.max_attempts,
+            run_at: m.run_at,
+            last_error: m.last_error,
+            request_id: m.request_id,
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+        }
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct JobPage {
+    pub items: Vec<Job>,
+    pub total_count: u64,
+    pub limit: u64,
+    pub offset: u64,
+}

@@ -40,12 +40,7 @@ impl AuditQuery {
             ),
             None => None,
         };
-        let limit = u64::try_from(limit)
-            .map_err(|_| AppError::invalid("limit", "must be from 1 to 100"))
-            .gql()?;
-        let offset = u64::try_from(offset)
-            .map_err(|_| AppError::invalid("offset", "must not be negative"))
-            .gql()?;
+        let (limit, offset) = crate::graphql::limit_offset(limit, offset, 100)?;
         let query = AuditFilter {
             actor_id,
             action: filter.action,

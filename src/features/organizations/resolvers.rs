@@ -79,12 +79,7 @@ impl OrganizationsQuery {
         #[graphql(default = 20)] limit: i32,
         #[graphql(default = 0)] offset: i32,
     ) -> Result<OrganizationPage> {
-        let limit = u64::try_from(limit)
-            .map_err(|_| AppError::invalid("limit", "must be from 1 to 100"))
-            .gql()?;
-        let offset = u64::try_from(offset)
-            .map_err(|_| AppError::invalid("offset", "must not be negative"))
-            .gql()?;
+        let (limit, offset) = crate::graphql::limit_offset(limit, offset, 100)?;
         let (rows, total) = service::all(&ctx.state()?.db, limit, offset).await.gql()?;
         Ok(OrganizationPage {
             items: rows
