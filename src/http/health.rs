@@ -11,6 +11,7 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::HttpState;
+use crate::state::AppState;
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -26,10 +27,9 @@ pub async fn live() -> Response {
     Json(json!({ "status": "ok" })).into_response()
 }
 
-/// 200 when every required dependency answers within `HEALTH_CHECK_TIMEOUT`, else 503.
-/// Errors say what failed without internal detail (hosts, credentials).
-pub async fn ready(State(state): State<HttpState>) -> Response {
-    let app = &state.app;
+/// The readiness checks: every required dependency within `HEALTH_CHECK_TIMEOUT`, at once, and
+/// whether the server is shutting down. (`/metrics` reads them too: `dependency_up`, `app_ready`.)
+pub async fn checks(app: &AppState) -> Vec<Check> {
     let limit = app.settings.http.health_check_timeout;
     let database = timed("database", limit, async {
         app.db.ping().await.map_err(|_| "query failed".to_owned())
@@ -58,6 +58,13 @@ pub async fn ready(State(state): State<HttpState>) -> Response {
             error: Some("the server is shutting down".to_owned()),
         });
     }
+    checks
+}
+
+/// 200 when every required dependency answers within `HEALTH_CHECK_TIMEOUT`, else 503.
+/// Errors say what failed without internal detail (hosts, credentials).
+pub async fn ready(State(state): State<HttpState>) -> Response {
+    let checks = checks(&state.app).await;
     let ok = checks.iter().all(|c| c.ok);
     let status = if ok {
         StatusCode::OK

@@ -59,7 +59,7 @@ pub async fn handler(State(state): State<HttpState>, headers: HeaderMap) -> Resp
             ),
             (header::CACHE_CONTROL, "no-store"),
         ],
-        render(&state.app),
+        render(&state.app).await,
     )
         .into_response()
 }
@@ -72,8 +72,40 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The exposition text, with gauges read at scrape time.
-fn render(app: &AppState) -> String {
+/// The exposition text, with gauges read at scrape time: the readiness checks, the circuit
+/// breaker, and (one grouped query each, bounded by `HEALTH_CHECK_TIMEOUT`) the job queue by state
+/// and the active sessions.
+async fn render(app: &AppState) -> String {
+    let bound = app.settings.http.health_check_timeout;
+    let checks = super::health::checks(app).await;
+    app.metrics.record(|| {
+        for check in checks.iter().filter(|c| c.name != "shutdown") {
+            metrics::gauge!("dependency_up", "dependency" => check.name).set(if check.ok {
+                1.0
+            } else {
+                0.0
+            });
+        }
+        let ready = checks.iter().all(|c| c.ok);
+        metrics::gauge!("app_ready").set(if ready { 1.0 } else { 0.0 });
+    });
+    if let Ok(Ok(stats)) = tokio::time::timeout(bound, app.jobs.stats()).await {
+        app.metrics.record(|| {
+            for (state, n) in [
+                ("pending", stats.pending),
+                ("running", stats.running),
+                ("dead", stats.dead),
+            ] {
+                metrics::gauge!("job_queue_depth", "state" => state).set(n as f64);
+            }
+        });
+    }
+    if let Ok(Ok(sessions)) =
+        tokio::time::timeout(bound, crate::identity::sessions::count_active(&app.db)).await
+    {
+        app.metrics
+            .record(|| metrics::gauge!("auth_active_sessions").set(sessions as f64));
+    }
     if let Some(breaker) = &app.stores.breaker {
         app.metrics.record(|| {
             metrics::gauge!("store_circuit_open").set(if breaker.is_open() { 1.0 } else { 0.0 });

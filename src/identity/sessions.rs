@@ -320,3 +320,18 @@ pub async fn count_live(db: &impl ConnectionTrait, user_id: Uuid) -> AppResult<u
         .count(db)
         .await?)
 }
+
+/// Sessions that can still be refreshed: refresh tokens neither revoked, replaced nor expired
+/// (one per live session), for the `auth_active_sessions` gauge.
+///
+/// # Errors
+/// The database fails.
+pub async fn count_active(db: &sea_orm::DatabaseConnection) -> AppResult<u64> {
+    use sea_orm::PaginatorTrait as _;
+    Ok(refresh_tokens::Entity::find()
+        .filter(refresh_tokens::Column::RevokedAt.is_null())
+        .filter(refresh_tokens::Column::ReplacedBy.is_null())
+        .filter(refresh_tokens::Column::ExpiresAt.gt(Utc::now()))
+        .count(db)
+        .await?)
+}

@@ -410,6 +410,11 @@ impl Worker {
         );
         async {
             let started = tokio::time::Instant::now();
+            let waited = (Utc::now() - job.run_at).to_std().unwrap_or_default();
+            self.metrics.record(|| {
+                metrics::histogram!("job_queue_latency_seconds", "kind" => job.kind.clone())
+                    .record(waited.as_secs_f64());
+            });
             let outcome = match self.handlers.get(&job.kind) {
                 Some(handler) => {
                     let context = JobContext {

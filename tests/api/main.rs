@@ -17,6 +17,7 @@ mod input;
 mod langfuse;
 mod metrics;
 mod notifications;
+mod observability;
 mod organizations;
 mod persisted;
 mod protocol;

@@ -115,6 +115,40 @@ pub async fn login(
     client: &ClientInfo,
     actor: &Actor,
 ) -> AppResult<Tokens> {
+    let result = Box::pin(attempt(
+        state,
+        email,
+        password,
+        two_factor_code,
+        client,
+        actor,
+    ))
+    .await;
+    let outcome = match &result {
+        Ok(_) => "success",
+        Err(AppError::InvalidCredentials) => "invalid_credentials",
+        Err(AppError::TwoFactorRequired) => "two_factor_required",
+        Err(AppError::InvalidTwoFactorCode) => "invalid_two_factor_code",
+        Err(AppError::AccountBanned { .. }) => "banned",
+        Err(AppError::Forbidden(_)) => "disabled",
+        Err(AppError::RateLimited { .. }) => "rate_limited",
+        Err(_) => "error",
+    };
+    state.metrics.record(|| {
+        metrics::counter!("auth_logins_total", "method" => "password", "outcome" => outcome)
+            .increment(1);
+    });
+    result
+}
+
+async fn attempt(
+    state: &AppState,
+    email: &str,
+    password: &str,
+    two_factor_code: Option<&str>,
+    client: &ClientInfo,
+    actor: &Actor,
+) -> AppResult<Tokens> {
     let email = accounts::normalize_email(email);
     let mut reservation = Reservation::new(state, &email, client);
     reservation.take(state).await?;

@@ -40,6 +40,9 @@ pub async fn register(
             .await?;
             txn.commit().await?;
             user_created(state).await;
+            state.metrics.record(|| {
+                metrics::counter!("auth_signups_total", "method" => "password").increment(1);
+            });
             Ok(())
         }
         Err(AppError::Conflict(_)) => {

@@ -83,11 +83,27 @@ pub struct Delivery {
     pub rows: usize,
     /// Email jobs queued.
     pub emails: usize,
+    kind: Option<NotificationKind>,
 }
 
 impl Delivery {
-    /// Tells every instance's subscribers. Call after the commit.
+    /// Tells every instance's subscribers (and counts `notifications_sent_total`). Call after
+    /// the commit.
     pub async fn publish(self, state: &AppState) {
+        if let Some(kind) = self.kind {
+            state.metrics.record(|| {
+                for (channel, count) in [("in_app", self.rows), ("email", self.emails)] {
+                    if count > 0 {
+                        metrics::counter!(
+                            "notifications_sent_total",
+                            "kind" => kind.as_str(),
+                            "channel" => channel,
+                        )
+                        .increment(count as u64);
+                    }
+                }
+            });
+        }
         hub::publish(state, &self.event).await;
     }
 }
@@ -219,6 +235,7 @@ pub async fn notify(
         event: Event { added, counts },
         rows,
         emails,
+        kind: Some(kind),
     })
 }
 
