@@ -259,6 +259,8 @@ async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
         println!("{screen}");
     }
     app.run_until_stopped().await?;
+    // The last spans, before the process ends.
+    crate::telemetry::otel::shutdown();
     Ok(ExitCode::SUCCESS)
 }
 

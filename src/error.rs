@@ -245,6 +245,9 @@ impl AppError {
         if let Some(id) = crate::telemetry::current_request_id() {
             ext["requestId"] = json!(id);
         }
+        if let Some(trace) = crate::telemetry::otel::current_trace_id() {
+            ext["traceId"] = json!(trace);
+        }
         ext
     }
 }
@@ -294,6 +297,11 @@ pub fn error_response(
         && let Some(id) = crate::telemetry::current_request_id()
     {
         ext["requestId"] = json!(id);
+    }
+    if ext.get("traceId").is_none()
+        && let Some(trace) = crate::telemetry::otel::current_trace_id()
+    {
+        ext["traceId"] = json!(trace);
     }
     let mut headers = HeaderMap::new();
     headers.insert(

@@ -14,6 +14,8 @@ use tracing_subscriber::fmt::format::FmtSpan;
 
 use crate::config::{LogFormat, Settings};
 
+pub mod otel;
+
 /// The id of the HTTP request (or WebSocket connection) a piece of work belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestId(pub String);
@@ -64,24 +66,42 @@ impl LogStream {
     }
 }
 
-/// Installs the global subscriber writing to `stream`. A second call is a no-op.
+/// Installs the global subscriber writing to `stream` (and, when `OTEL_*` says so, exporting
+/// traces). A second call is a no-op.
 pub fn init(settings: &Settings, stream: LogStream) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = EnvFilter::try_new(&settings.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let tracing = match otel::build(&settings.telemetry) {
+        Ok(tracing) => tracing,
+        Err(error) => {
+            eprintln!("traces are off: {error:#}");
+            None
+        }
+    };
+    let otel_layer = tracing.as_ref().map(otel::layer);
+    if let Some(tracing) = tracing {
+        otel::install_global(tracing);
+    }
+    let fmt = tracing_subscriber::fmt::layer()
         .with_span_events(FmtSpan::NONE)
         .with_target(true);
+    let registry = tracing_subscriber::registry().with(filter).with(otel_layer);
     let _ = match settings.log_format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .with_writer(Redacting::new(move || stream.writer(), LogFormat::Json))
+        LogFormat::Json => registry
+            .with(
+                fmt.json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false)
+                    .with_writer(Redacting::new(move || stream.writer(), LogFormat::Json)),
+            )
             .try_init(),
-        LogFormat::Pretty => builder
-            .compact()
-            .with_writer(Redacting::new(move || stream.writer(), LogFormat::Pretty))
+        LogFormat::Pretty => registry
+            .with(
+                fmt.compact()
+                    .with_writer(Redacting::new(move || stream.writer(), LogFormat::Pretty)),
+            )
             .try_init(),
     };
 }

@@ -13,6 +13,7 @@ mod m20261123_000006_create_revoked_sessions;
 mod m20261201_000007_create_notifications;
 mod m20261201_000008_create_organizations;
 mod m20261201_000009_create_langfuse;
+mod m20261201_000010_add_job_trace_parent;
 
 pub struct Migrator;
 
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000007_create_notifications::Migration),
             Box::new(m20261201_000008_create_organizations::Migration),
             Box::new(m20261201_000009_create_langfuse::Migration),
+            Box::new(m20261201_000010_add_job_trace_parent::Migration),
         ]
     }
 }

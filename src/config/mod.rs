@@ -13,6 +13,7 @@ mod jobs;
 mod mail;
 mod rate_limit;
 pub mod reader;
+pub mod telemetry;
 
 use std::any::{Any, TypeId};
 use std::collections::{BTreeMap, HashMap};
@@ -97,6 +98,7 @@ pub struct Settings {
     pub secrets: Secrets,
     pub log_format: LogFormat,
     pub log_level: String,
+    pub telemetry: telemetry::TelemetrySettings,
     /// Features' own sections.
     pub sections: Sections,
     /// Every variable read, as `check-config` shows it.
@@ -207,6 +209,7 @@ impl Settings {
         let mail = MailSettings::read(&mut r, production);
         let jobs = JobSettings::read(&mut r);
         let (log_format, log_level) = read_logging(&mut r, production);
+        let telemetry = telemetry::TelemetrySettings::read(&mut r);
         let mut read_sections = Sections::default();
         for section in sections {
             let value = (section.read)(&mut r, environment);
@@ -236,6 +239,7 @@ impl Settings {
             secrets,
             log_format,
             log_level,
+            telemetry,
             sections: read_sections,
             read,
         })

@@ -18,6 +18,8 @@ pub struct Model {
     pub locked_until: Option<DateTimeUtc>,
     pub last_error: Option<String>,
     pub request_id: Option<String>,
+    /// The W3C `traceparent` of the request that enqueued it (when traces are on).
+    pub trace_parent: Option<String>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

@@ -190,6 +190,9 @@ fn decorate_error(error: &mut ServerError, phase: &RequestPhase, request_id: Opt
     if let Some(id) = request_id {
         extensions.set("requestId", id);
     }
+    if let Some(trace) = crate::telemetry::otel::current_trace_id() {
+        extensions.set("traceId", trace);
+    }
 }
 
 impl RequestContextExtension {

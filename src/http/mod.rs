@@ -85,6 +85,7 @@ pub fn router(app: AppState) -> Router {
                 .on_response(request_id::on_response)
                 .on_failure(()),
         )
+        .layer(axum::middleware::from_fn(request_id::trace_response))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             metrics::layer,
@@ -139,6 +140,7 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
                 HeaderName::from_static("x-ratelimit-reset"),
                 HeaderName::from_static("ratelimit"),
                 HeaderName::from_static("ratelimit-policy"),
+                HeaderName::from_static("traceresponse"),
             ])
             .allow_credentials(true)
             .max_age(Duration::from_secs(600)),

@@ -160,10 +160,11 @@ impl Refusal {
             .iter()
             .map(|error| {
                 let mut error = error.clone();
-                error
-                    .extensions
-                    .get_or_insert_with(Default::default)
-                    .set("requestId", request_id.0.as_str());
+                let extensions = error.extensions.get_or_insert_with(Default::default);
+                extensions.set("requestId", request_id.0.as_str());
+                if let Some(trace) = telemetry::otel::current_trace_id() {
+                    extensions.set("traceId", trace);
+                }
                 serde_json::to_value(&error)
                     .unwrap_or_else(|_| serde_json::json!({ "message": error.message }))
             })
@@ -394,10 +395,50 @@ pub async fn finish(
         outcome,
         started.elapsed(),
     );
+    if telemetry::otel::enabled() {
+        trace_operation(ticket, response, outcome, started.elapsed());
+    }
     if let Some((hash, document)) = register
         && phase.validated()
     {
         persisted::register(app, principal.as_ref(), hash, document).await;
+    }
+}
+
+/// The operation's span (a child of the request's), and the trace marked failed when the
+/// operation hit an internal error (so it is exported whatever the sampling said).
+fn trace_operation(
+    ticket: &Ticket,
+    response: &async_graphql::Response,
+    outcome: &'static str,
+    elapsed: Duration,
+) {
+    use opentelemetry::KeyValue;
+    let internal = response.errors.iter().any(|error| {
+        error
+            .extensions
+            .as_ref()
+            .and_then(|e| e.get("code"))
+            .is_some_and(|code| {
+                *code == async_graphql::Value::from(ErrorCode::InternalServerError.as_str())
+            })
+    });
+    let mut attributes = vec![
+        KeyValue::new("graphql.operation.type", ticket.info.kind_label()),
+        KeyValue::new("graphql.outcome", outcome),
+    ];
+    if let Some(name) = &ticket.info.name {
+        attributes.push(KeyValue::new("graphql.operation.name", name.clone()));
+    }
+    if let Some(cost) = ticket.phase.cost() {
+        attributes.push(KeyValue::new(
+            "graphql.cost",
+            i64::try_from(cost.requested).unwrap_or(i64::MAX),
+        ));
+    }
+    telemetry::otel::record_finished("graphql", elapsed, attributes, internal);
+    if internal {
+        telemetry::otel::mark_failed("internal error");
     }
 }
 

@@ -44,26 +44,64 @@ pub fn make_span<B>(request: &axum::http::Request<B>) -> Span {
         .extensions()
         .get::<RequestId>()
         .map_or("", |id| id.0.as_str());
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "request",
+        otel.name = tracing::field::Empty,
+        otel.kind = tracing::field::Empty,
         request_id = %id,
         method = %request.method(),
         path = %request.uri().path(),
         operation_name = tracing::field::Empty,
         user_id = tracing::field::Empty,
         api_key_id = tracing::field::Empty,
-    )
+        trace_id = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+    );
+    if telemetry::otel::enabled() {
+        span.record(
+            "otel.name",
+            format!("{} {}", request.method(), request.uri().path()),
+        );
+        span.record("otel.kind", "server");
+        // An incoming `traceparent` is the parent; every log line of the request names the trace.
+        telemetry::otel::adopt_parent(&span, request.headers());
+        if let Some(trace_id) = span.in_scope(telemetry::otel::current_trace_id) {
+            span.record("trace_id", trace_id);
+        }
+    }
+    span
 }
 
 /// The one log line per request.
-pub fn on_response<B>(response: &Response<B>, latency: Duration, _span: &Span) {
+pub fn on_response<B>(response: &Response<B>, latency: Duration, span: &Span) {
     let status = response.status().as_u16();
+    if telemetry::otel::enabled() {
+        span.record("http.response.status_code", status);
+        if response.status().is_server_error() {
+            // Exported whatever the sampling said.
+            span.in_scope(|| telemetry::otel::mark_failed("5xx"));
+        }
+    }
     let latency_ms = latency.as_secs_f64() * 1000.0;
     if response.status().is_server_error() {
         tracing::error!(status, latency_ms, "request failed");
     } else {
         tracing::info!(status, latency_ms, "request completed");
     }
+}
+
+/// `traceresponse` (W3C Trace Context Level 2): the trace and span this request was served in,
+/// when traces are on. Runs inside the request span.
+pub async fn trace_response(request: Request, next: Next) -> axum::response::Response {
+    let mut response = next.run(request).await;
+    if let Some(value) =
+        telemetry::otel::traceresponse().and_then(|v| HeaderValue::from_str(&v).ok())
+    {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static("traceresponse"), value);
+    }
+    response
 }
 
 #[cfg(test)]

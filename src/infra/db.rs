@@ -53,7 +53,39 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<DatabaseConnection, 
                 .foreign_keys(true)
         });
     }
-    Database::connect(options).await
+    let mut connection = Database::connect(options).await?;
+    connection.set_metric_callback(on_statement);
+    Ok(connection)
+}
+
+/// What every statement reports when it finished: a `db.query` span with its real timing and
+/// its SQL (placeholders, never the values) when traces are on; nothing otherwise. A connection
+/// that installs its own callback (tests counting statements) calls this from it.
+pub fn on_statement(info: &sea_orm::metric::Info<'_>) {
+    if !crate::telemetry::otel::enabled() {
+        return;
+    }
+    let sql: String = info.statement.sql.chars().take(2000).collect();
+    let operation = sql
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_ascii_uppercase();
+    let system = match info.statement.db_backend {
+        sea_orm::DatabaseBackend::Postgres => "postgresql",
+        sea_orm::DatabaseBackend::Sqlite => "sqlite",
+        _ => "other_sql",
+    };
+    crate::telemetry::otel::record_finished(
+        "db.query",
+        info.elapsed,
+        vec![
+            opentelemetry::KeyValue::new("db.system.name", system),
+            opentelemetry::KeyValue::new("db.operation.name", operation),
+            opentelemetry::KeyValue::new("db.query.text", sql),
+        ],
+        info.failed,
+    );
 }
 
 /// One connection, for schema changes: SQLite's `PRAGMA foreign_keys` and dropped tables are per

@@ -111,6 +111,7 @@ impl JobQueue {
             locked_until: Set(None),
             last_error: Set(None),
             request_id: Set(request_id.map(str::to_owned)),
+            trace_parent: Set(crate::telemetry::otel::current_traceparent()),
             created_at: Set(now),
             updated_at: Set(now),
         }
@@ -403,11 +404,23 @@ impl Worker {
     async fn process(&self, job: jobs::Model) {
         let span = tracing::info_span!(
             "job",
+            otel.name = %format!("job {}", job.kind),
+            otel.kind = "consumer",
             job_id = %job.id,
             kind = %job.kind,
             attempt = job.attempts,
             request_id = job.request_id.as_deref().unwrap_or(""),
+            trace_id = tracing::field::Empty,
         );
+        if crate::telemetry::otel::enabled() {
+            // Its own trace, linked to the request that enqueued it.
+            if let Some(parent) = &job.trace_parent {
+                span.in_scope(|| crate::telemetry::otel::link_to(parent));
+            }
+            if let Some(trace_id) = span.in_scope(crate::telemetry::otel::current_trace_id) {
+                span.record("trace_id", trace_id);
+            }
+        }
         async {
             let started = tokio::time::Instant::now();
             let waited = (Utc::now() - job.run_at).to_std().unwrap_or_default();

@@ -29,4 +29,5 @@ mod schema;
 mod shutdown;
 mod sockets;
 mod stores;
+mod traces;
 mod ws;

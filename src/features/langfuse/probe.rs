@@ -143,7 +143,15 @@ pub async fn check(client: &Client, config: &LangfuseConfig, target: Target<'_>)
             None,
         )),
         Some((http, policy)) => {
-            match tokio::time::timeout(config.timeout, run(http, policy, &target)).await {
+            use tracing::Instrument as _;
+            let span = tracing::info_span!(
+                "langfuse.check",
+                otel.name = "GET langfuse",
+                otel.kind = "client",
+                server.address = target.host.host_str().unwrap_or_default(),
+            );
+            let checked = run(http, policy, &target).instrument(span);
+            match tokio::time::timeout(config.timeout, checked).await {
                 Ok(outcome) => outcome,
                 Err(_) => Err(Failure(
                     CheckStatus::Timeout,
@@ -203,8 +211,16 @@ async fn run(
             None,
         ));
     }
+    // Langfuse sees which trace called it.
+    let mut traced = reqwest::header::HeaderMap::new();
+    crate::telemetry::otel::inject(&mut traced);
     let health_url = endpoint(target.host, "api/public/health");
-    let response = http.get(health_url).send().await.map_err(transport)?;
+    let response = http
+        .get(health_url)
+        .headers(traced.clone())
+        .send()
+        .await
+        .map_err(transport)?;
     let (status, body) = read(response).await?;
     if status != 200 {
         return Err(by_status(status, None));
@@ -214,6 +230,7 @@ async fn run(
     let projects_url = endpoint(target.host, "api/public/projects");
     let response = http
         .get(projects_url)
+        .headers(traced)
         .basic_auth(target.public_key, Some(target.secret_key.expose_secret()))
         .send()
         .await

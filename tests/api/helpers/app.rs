@@ -58,8 +58,9 @@ impl TestApp {
         db::migrate(&connection).await.expect("migrate");
         let statements = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counter = statements.clone();
-        connection.set_metric_callback(move |_| {
+        connection.set_metric_callback(move |info| {
             counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            db::on_statement(info);
         });
         let stores = SharedStores::from_settings(&settings).expect("stores");
         Self::start(

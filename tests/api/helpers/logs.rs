@@ -32,14 +32,28 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CaptureWriter {
 }
 
 pub fn capture_logs() -> LogCapture {
+    capture(None)
+}
+
+/// [`capture_logs`], with the OpenTelemetry layer of `traces` beside it (as the binary installs
+/// it when `OTEL_*` says so).
+pub fn capture_logs_and_traces(traces: &multipult::telemetry::otel::Tracing) -> LogCapture {
+    capture(Some(traces))
+}
+
+fn capture(traces: Option<&multipult::telemetry::otel::Tracing>) -> LogCapture {
+    use tracing_subscriber::layer::SubscriberExt as _;
     let buffer = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .with_current_span(true)
-        .with_span_list(false)
-        .with_max_level(tracing::Level::DEBUG)
-        .with_writer(CaptureWriter(buffer.clone()))
-        .finish();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_subscriber::filter::LevelFilter::DEBUG)
+        .with(traces.map(multipult::telemetry::otel::layer))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .json()
+                .with_current_span(true)
+                .with_span_list(false)
+                .with_writer(CaptureWriter(buffer.clone())),
+        );
     // Every new subscriber makes tracing recompute each callsite's interest from a snapshot of
     // the live subscribers. Two of those at once (tests start in parallel) interleave per
     // callsite, and one taken before this subscriber existed could switch some of its callsites

@@ -1,0 +1,305 @@
+//! Traces: one request followed from an incoming `traceparent` through its GraphQL operation, its
+//! SQL and the job it enqueued, received by an in-test OTLP collector; failed requests exported
+//! whatever the sampling; the trace id in log lines and error responses.
+
+use std::time::Duration;
+
+use multipult::config::telemetry::{OtlpProtocol, TelemetrySettings, TraceSampling};
+use multipult::telemetry::otel::{self, Tracing};
+use serde_json::{Value, json};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::helpers::{TestApp, capture_logs_and_traces};
+
+const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const PARENT: &str = "00f067aa0ba902b7";
+
+async fn collector() -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/traces"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
+        .mount(&server)
+        .await;
+    server
+}
+
+fn tracing_to(server: &MockServer, ratio: f64) -> Tracing {
+    let settings = TelemetrySettings {
+        endpoint: Some(format!("{}/v1/traces", server.uri()).parse().unwrap()),
+        protocol: OtlpProtocol::Json,
+        service_name: "multipult-test".into(),
+        resource_attributes: vec![("deployment.environment".into(), "test".into())],
+        sampling: TraceSampling {
+            parent_based: true,
+            ratio,
+        },
+    };
+    otel::build(&settings).unwrap().expect("tracing on")
+}
+
+/// Every span the collector received: (trace id, span id, parent id, name, attributes, links).
+async fn received(server: &MockServer, tracing: &Tracing) -> Vec<Value> {
+    // Spans are exported in batches from their own thread.
+    let provider = tracing.provider.clone();
+    tokio::task::spawn_blocking(move || provider.force_flush())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut spans = Vec::new();
+    for request in server.received_requests().await.unwrap() {
+        let body: Value = serde_json::from_slice(&request.body).unwrap();
+        for resource in body["resourceSpans"].as_array().into_iter().flatten() {
+            for scope in resource["scopeSpans"].as_array().into_iter().flatten() {
+                for span in scope["spans"].as_array().into_iter().flatten() {
+                    spans.push(span.clone());
+                }
+            }
+        }
+    }
+    spans
+}
+
+fn attribute(span: &Value, key: &str) -> Option<String> {
+    span["attributes"]
+        .as_array()?
+        .iter()
+        .find(|a| a["key"] == key)
+        .map(|a| {
+            let value = &a["value"];
+            value["stringValue"]
+                .as_str()
+                .map(str::to_owned)
+                .or_else(|| value["intValue"].as_str().map(str::to_owned))
+                .or_else(|| value["intValue"].as_i64().map(|n| n.to_string()))
+                .unwrap_or_default()
+        })
+}
+
+#[tokio::test]
+async fn one_request_is_traced_from_its_traceparent_through_graphql_sql_and_its_job() {
+    let server = collector().await;
+    let tracing = tracing_to(&server, 1.0);
+    let logs = capture_logs_and_traces(&tracing);
+    let _local = otel::install_local(tracing.clone());
+    let app = TestApp::spawn().await;
+
+    let response = app
+        .client
+        .post(app.url("/graphql"))
+        .header("traceparent", format!("00-{TRACE}-{PARENT}-01"))
+        .json(&json!({
+            "query": "mutation SignUp($input: RegisterInput!) { register(input: $input) { message } }",
+            "variables": { "input": { "email": "traced@example.com", "password": crate::helpers::PASSWORD } },
+            "operationName": "SignUp",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let traceresponse = response.headers()["traceresponse"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        traceresponse.starts_with(&format!("00-{TRACE}-")),
+        "{traceresponse}"
+    );
+    app.wait_for_mail("traced@example.com", "Confirm").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let spans = received(&server, &tracing).await;
+    let in_trace: Vec<&Value> = spans.iter().filter(|s| s["traceId"] == TRACE).collect();
+    let request = in_trace
+        .iter()
+        .find(|s| s["name"] == "POST /graphql")
+        .unwrap_or_else(|| panic!("no request span: {spans:#?}"));
+    assert_eq!(
+        request["parentSpanId"], PARENT,
+        "the incoming traceparent is the parent"
+    );
+    let request_span = request["spanId"].as_str().unwrap();
+    let operation = in_trace
+        .iter()
+        .find(|s| s["name"] == "graphql")
+        .expect("an operation span");
+    assert_eq!(
+        attribute(operation, "graphql.operation.name").as_deref(),
+        Some("SignUp")
+    );
+    assert_eq!(
+        attribute(operation, "graphql.operation.type").as_deref(),
+        Some("mutation")
+    );
+    assert_eq!(operation["parentSpanId"], request_span);
+    let sql: Vec<&&Value> = in_trace
+        .iter()
+        .filter(|s| s["name"] == "db.query")
+        .collect();
+    assert!(!sql.is_empty(), "SQL spans in the request's trace");
+    for statement in &sql {
+        let text = attribute(statement, "db.query.text").unwrap();
+        assert!(
+            !text.contains("traced@example.com"),
+            "values stay out: {text}"
+        );
+    }
+    assert!(
+        sql.iter().any(|s| attribute(s, "db.query.text")
+            .unwrap()
+            .starts_with("INSERT INTO \"users\"")),
+        "{sql:#?}"
+    );
+    // The mail job has its own trace, linked to the request.
+    let job = spans
+        .iter()
+        .find(|s| s["name"] == "job auth_mail")
+        .expect("a job span");
+    assert_ne!(job["traceId"], TRACE);
+    assert!(
+        job["links"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["traceId"] == TRACE),
+        "{job:#}"
+    );
+
+    // Every log line of the request names the trace.
+    let lines: Vec<Value> = logs
+        .lines()
+        .into_iter()
+        .filter(|l| {
+            l["span"]["request_id"] == request_id.as_str() && l["span"]["name"] == "request"
+        })
+        .collect();
+    assert!(!lines.is_empty());
+    for line in &lines {
+        assert_eq!(line["span"]["trace_id"], TRACE, "{line}");
+    }
+    // The job's lines name the job's own trace.
+    let job_trace = job["traceId"].as_str().unwrap();
+    let job_lines: Vec<Value> = logs
+        .lines()
+        .into_iter()
+        .filter(|l| l["span"]["name"] == "job" && l["span"]["kind"] == "auth_mail")
+        .collect();
+    assert!(!job_lines.is_empty());
+    for line in &job_lines {
+        assert_eq!(line["span"]["trace_id"], job_trace, "{line}");
+    }
+}
+
+#[tokio::test]
+async fn with_a_zero_ratio_only_failing_requests_are_exported() {
+    let server = collector().await;
+    let tracing = tracing_to(&server, 0.0);
+    let _logs = capture_logs_and_traces(&tracing);
+    let _local = otel::install_local(tracing.clone());
+    // Redis on a port nothing listens on: readiness answers 503.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let app = TestApp::spawn_with(|s| {
+        s.redis = Some(multipult::config::RedisSettings {
+            url: format!("redis://127.0.0.1:{port}").into(),
+            pool_size: 2,
+            timeout: Duration::from_millis(200),
+            circuit_threshold: 3,
+            circuit_cooldown: Duration::from_secs(1),
+        });
+        s.http.health_check_timeout = Duration::from_millis(500);
+    })
+    .await;
+
+    let ok = app
+        .client
+        .get(app.url("/health/live"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let ok_trace = trace_of(&ok);
+    let failed = app
+        .client
+        .get(app.url("/health/ready"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(failed.status(), 503);
+    let failed_trace = trace_of(&failed);
+    // An error body names its trace.
+    let body: Value = failed.json().await.unwrap();
+    let _ = body;
+
+    let spans = received(&server, &tracing).await;
+    assert!(
+        spans
+            .iter()
+            .any(|s| s["traceId"] == failed_trace.as_str() && s["name"] == "GET /health/ready"),
+        "the failed request is exported: {spans:#?}"
+    );
+    assert!(
+        !spans.iter().any(|s| s["traceId"] == ok_trace.as_str()),
+        "the successful one is not"
+    );
+}
+
+fn trace_of(response: &reqwest::Response) -> String {
+    let value = response.headers()["traceresponse"].to_str().unwrap();
+    value.split('-').nth(1).unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn error_responses_carry_the_trace_id() {
+    let server = collector().await;
+    let tracing = tracing_to(&server, 1.0);
+    let _logs = capture_logs_and_traces(&tracing);
+    let _local = otel::install_local(tracing.clone());
+    let app = TestApp::spawn().await;
+    let response = app
+        .client
+        .post(app.url("/graphql"))
+        .header("traceparent", format!("00-{TRACE}-{PARENT}-01"))
+        .json(&json!({ "query": "{ me { id } }" }))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["errors"][0]["extensions"]["code"], "UNAUTHENTICATED");
+    assert_eq!(body["errors"][0]["extensions"]["traceId"], TRACE, "{body}");
+    assert!(body["errors"][0]["extensions"]["requestId"].is_string());
+    // And an HTTP-level error body.
+    let refused = app
+        .client
+        .post(app.url("/graphql"))
+        .header("traceparent", format!("00-{TRACE}-{PARENT}-01"))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["errors"][0]["extensions"]["traceId"], TRACE, "{body}");
+}
+
+#[tokio::test]
+async fn with_traces_off_nothing_is_added() {
+    let app = TestApp::spawn().await;
+    let response = app
+        .client
+        .post(app.url("/graphql"))
+        .header("traceparent", format!("00-{TRACE}-{PARENT}-01"))
+        .json(&json!({ "query": "{ me { id } }" }))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.headers().get("traceresponse").is_none());
+    let body: Value = response.json().await.unwrap();
+    assert!(body["errors"][0]["extensions"].get("traceId").is_none());
+}
