@@ -9,6 +9,8 @@
 #     never to refuse), with the response cache off and on, then with the middleware off;
 #   - the same multipult lines against PostgreSQL + Redis when BENCH_DATABASE_URL and
 #     BENCH_REDIS_URL are set (the database is emptied first: use a throwaway one);
+#   - the full-stack line with traces on (exported to a sink in the calibration server): every
+#     trace, then 1 % of them — against the same line with traces off (the default);
 #   - RSS idle and under load, and cold start to ready (migrated database).
 #
 #   bash bench/side-by-side.sh
@@ -231,6 +233,19 @@ bench_multipult() { # suffix for labels
   off=$(measure "http://$address/graphql" "$work/anon.lua")
   row "multipult$suffix anonymous { apiInfo { version } }, middleware off, uncached" "$off"
   stop
+  if [ -z "$suffix" ]; then
+    # Traces exported to the calibration server's sink: every trace, then 1 % of them.
+    echo "multipult$suffix, traces on…" >&2
+    start "$data" RESPONSE_CACHE=false OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$bare_port"
+    row "multipult$suffix anonymous { apiInfo { version } }, full stack, traces on (every trace)" \
+      "$(measure "http://$address/graphql" "$work/anon.lua")"
+    stop
+    start "$data" RESPONSE_CACHE=false OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$bare_port" \
+      OTEL_TRACES_SAMPLER_ARG=0.01
+    row "multipult$suffix anonymous { apiInfo { version } }, full stack, traces on (1 % sampled)" \
+      "$(measure "http://$address/graphql" "$work/anon.lua")"
+    stop
+  fi
   read -r on_rps _ <<<"$anon_uncached"
   read -r off_rps _ <<<"$off"
   extras+=("multipult$suffix: cold start to ready ${cold_ms} ms; RSS idle $((idle_kb / 1024)) MB, peak (the uncached lines) $((load_kb / 1024)) MB; full stack / middleware off = $(python3 -c "print('%.2f' % ($on_rps / $off_rps))")")

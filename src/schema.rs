@@ -40,6 +40,11 @@ pub fn build_schema(state: &AppState) -> AppSchema {
     let mut builder = schema_builder()
         .data(state.clone())
         .extension(RequestContext);
+    if crate::telemetry::otel::enabled() {
+        builder = builder.extension(crate::graphql::slow_resolvers::SlowResolvers(
+            settings.telemetry.slow_resolver,
+        ));
+    }
     if !settings.graphql.introspection {
         builder = builder.disable_introspection();
     }

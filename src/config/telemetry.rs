@@ -30,6 +30,8 @@ pub struct TelemetrySettings {
     /// `OTEL_RESOURCE_ATTRIBUTES` (`key=value,…`).
     pub resource_attributes: Vec<(String, String)>,
     pub sampling: TraceSampling,
+    /// Resolvers slower than this get a span of their own (`TRACE_SLOW_RESOLVER`).
+    pub slow_resolver: std::time::Duration,
 }
 
 impl TelemetrySettings {
@@ -126,6 +128,7 @@ impl TelemetrySettings {
             service_name,
             resource_attributes,
             sampling,
+            slow_resolver: r.duration("TRACE_SLOW_RESOLVER", std::time::Duration::from_millis(100)),
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod document;
 pub mod extension;
 pub mod guards;
 pub mod paging;
+pub mod slow_resolvers;
 pub mod socket;
 pub mod tenancy;
 

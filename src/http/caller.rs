@@ -126,7 +126,23 @@ pub async fn identify(
     let replies: Result<Vec<Reply>, StoreError> = if ops.is_empty() {
         Ok(vec![])
     } else {
-        app.stores.kv.batch(&ops).await
+        let started = std::time::Instant::now();
+        let replies = app.stores.kv.batch(&ops).await;
+        if crate::telemetry::otel::enabled() {
+            crate::telemetry::otel::record_finished(
+                "store.batch",
+                started.elapsed(),
+                vec![
+                    opentelemetry::KeyValue::new("store.backend", app.stores.backend),
+                    opentelemetry::KeyValue::new(
+                        "store.operations",
+                        i64::try_from(ops.len()).unwrap_or(i64::MAX),
+                    ),
+                ],
+                replies.is_err(),
+            );
+        }
+        replies
     };
     let (cached, window) = match replies {
         Ok(replies) => {

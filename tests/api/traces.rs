@@ -35,6 +35,7 @@ fn tracing_to(server: &MockServer, ratio: f64) -> Tracing {
             parent_based: true,
             ratio,
         },
+        slow_resolver: Duration::from_millis(100),
     };
     otel::build(&settings).unwrap().expect("tracing on")
 }
@@ -83,7 +84,12 @@ async fn one_request_is_traced_from_its_traceparent_through_graphql_sql_and_its_
     let tracing = tracing_to(&server, 1.0);
     let logs = capture_logs_and_traces(&tracing);
     let _local = otel::install_local(tracing.clone());
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_with(|s| {
+        // Every resolver counts as slow; the request is counted (a store round trip).
+        s.telemetry.slow_resolver = Duration::ZERO;
+        s.rate_limit.enabled = true;
+    })
+    .await;
 
     let response = app
         .client

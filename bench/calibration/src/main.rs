@@ -1,6 +1,7 @@
 //! `calibration PORT_BARE PORT_GRAPHQL`: two reference servers in one process.
 //!
-//! - `http://127.0.0.1:PORT_BARE/` answers 29 fixed bytes: the ceiling of axum on this machine.
+//! - `http://127.0.0.1:PORT_BARE/` answers 29 fixed bytes: the ceiling of axum on this machine;
+//!   `POST /v1/traces` on the same port swallows OTLP spans (the traces-on lines).
 //! - `http://127.0.0.1:PORT_GRAPHQL/graphql` is stock async-graphql-axum, no middleware, with
 //!   `{ users(limit: Int) { id name } }` over 1,000 users in memory: the reference multipult's
 //!   figures are divided by.
@@ -8,7 +9,7 @@
 use async_graphql::{EmptyMutation, EmptySubscription, Object, Schema, SimpleObject};
 use async_graphql_axum::GraphQL;
 use axum::Router;
-use axum::routing::{get, post_service};
+use axum::routing::{get, post, post_service};
 
 #[derive(SimpleObject, Clone)]
 struct User {
@@ -45,7 +46,10 @@ async fn main() -> std::io::Result<()> {
         .collect();
     let schema = Schema::build(Query { users }, EmptyMutation, EmptySubscription).finish();
 
-    let bare = Router::new().route("/", get(|| async { "{\"data\":{\"ok\":true}}\n\n\n\n\n\n\n\n" }));
+    let bare = Router::new()
+        .route("/", get(|| async { "{\"data\":{\"ok\":true}}\n\n\n\n\n\n\n\n" }))
+        // An OTLP/HTTP sink for the traces-on lines: takes spans, keeps nothing.
+        .route("/v1/traces", post(|| async { "{}" }));
     let graphql = Router::new().route("/graphql", post_service(GraphQL::new(schema)));
 
     let bare_listener = tokio::net::TcpListener::bind(("127.0.0.1", bare_port)).await?;

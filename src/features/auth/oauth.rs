@@ -188,9 +188,13 @@ async fn sign_in(
 }
 
 async fn get_json(state: &AppState, url: &str, token: &str) -> AppResult<Value> {
+    // The provider sees which trace called it.
+    let mut traced = reqwest::header::HeaderMap::new();
+    crate::telemetry::otel::inject(&mut traced);
     let response = state
         .http_client
         .get(url)
+        .headers(traced)
         .bearer_auth(token)
         .header("accept", "application/json")
         .header("user-agent", "multipult")
