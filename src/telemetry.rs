@@ -79,10 +79,29 @@ pub fn init(settings: &Settings, stream: LogStream) {
             None
         }
     };
-    let otel_layer = tracing.as_ref().map(otel::layer);
-    if let Some(tracing) = tracing {
-        otel::install_global(tracing);
-    }
+    let Some(tracing) = tracing else {
+        // Traces off: the plain formatter, exactly as before traces existed (no layer to skip).
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_span_events(FmtSpan::NONE)
+            .with_target(true);
+        let _ = match settings.log_format {
+            LogFormat::Json => builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(false)
+                .with_writer(Redacting::new(move || stream.writer(), LogFormat::Json))
+                .try_init(),
+            LogFormat::Pretty => builder
+                .compact()
+                .with_writer(Redacting::new(move || stream.writer(), LogFormat::Pretty))
+                .try_init(),
+        };
+        return;
+    };
+    let otel_layer = otel::layer(&tracing);
+    otel::install_global(tracing);
     let fmt = tracing_subscriber::fmt::layer()
         .with_span_events(FmtSpan::NONE)
         .with_target(true);

@@ -85,7 +85,11 @@ pub fn router(app: AppState) -> Router {
                 .on_response(request_id::on_response)
                 .on_failure(()),
         )
-        .layer(axum::middleware::from_fn(request_id::trace_response))
+        // Only with traces on: no extra layer otherwise.
+        .option_layer(
+            crate::telemetry::otel::enabled()
+                .then(|| axum::middleware::from_fn(request_id::trace_response)),
+        )
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             metrics::layer,

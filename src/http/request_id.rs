@@ -44,10 +44,22 @@ pub fn make_span<B>(request: &axum::http::Request<B>) -> Span {
         .extensions()
         .get::<RequestId>()
         .map_or("", |id| id.0.as_str());
+    if !telemetry::otel::enabled() {
+        // Traces off: only the fields logs use.
+        return tracing::info_span!(
+            "request",
+            request_id = %id,
+            method = %request.method(),
+            path = %request.uri().path(),
+            operation_name = tracing::field::Empty,
+            user_id = tracing::field::Empty,
+            api_key_id = tracing::field::Empty,
+        );
+    }
     let span = tracing::info_span!(
         "request",
-        otel.name = tracing::field::Empty,
-        otel.kind = tracing::field::Empty,
+        otel.name = %format!("{} {}", request.method(), request.uri().path()),
+        otel.kind = "server",
         request_id = %id,
         method = %request.method(),
         path = %request.uri().path(),
@@ -57,17 +69,10 @@ pub fn make_span<B>(request: &axum::http::Request<B>) -> Span {
         trace_id = tracing::field::Empty,
         http.response.status_code = tracing::field::Empty,
     );
-    if telemetry::otel::enabled() {
-        span.record(
-            "otel.name",
-            format!("{} {}", request.method(), request.uri().path()),
-        );
-        span.record("otel.kind", "server");
-        // An incoming `traceparent` is the parent; every log line of the request names the trace.
-        telemetry::otel::adopt_parent(&span, request.headers());
-        if let Some(trace_id) = span.in_scope(telemetry::otel::current_trace_id) {
-            span.record("trace_id", trace_id);
-        }
+    // An incoming `traceparent` is the parent; every log line of the request names the trace.
+    telemetry::otel::adopt_parent(&span, request.headers());
+    if let Some(trace_id) = span.in_scope(telemetry::otel::current_trace_id) {
+        span.record("trace_id", trace_id);
     }
     span
 }

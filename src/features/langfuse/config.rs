@@ -68,3 +68,41 @@ pub const SECTION: Section = Section {
     name: "langfuse",
     read,
 };
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn read_in(environment: Environment, vars: &[(&str, &str)]) -> LangfuseConfig {
+        let vars: BTreeMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let mut reader = Reader::new(&vars);
+        let value = read(&mut reader, environment);
+        value
+            .downcast_ref::<LangfuseConfig>()
+            .cloned()
+            .expect("a LangfuseConfig")
+    }
+
+    #[test]
+    fn private_hosts_are_blocked_by_default_in_production_only() {
+        assert!(read_in(Environment::Production, &[]).block_private_hosts);
+        assert!(!read_in(Environment::Development, &[]).block_private_hosts);
+        assert!(
+            !read_in(
+                Environment::Production,
+                &[("LANGFUSE_BLOCK_PRIVATE_HOSTS", "false")]
+            )
+            .block_private_hosts
+        );
+        let allowed = read_in(
+            Environment::Production,
+            &[("LANGFUSE_HOST_ALLOWLIST", "Langfuse.internal, 10.1.0.0/16")],
+        );
+        assert_eq!(allowed.host_allowlist, ["langfuse.internal", "10.1.0.0/16"]);
+    }
+}
