@@ -5,6 +5,7 @@
 //! (`crate::graphql::tenant`), which answers `NOT_FOUND` to anyone outside the organization.
 
 pub mod entity;
+pub mod invitations;
 mod mail;
 mod resolvers;
 pub mod service;

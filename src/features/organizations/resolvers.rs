@@ -1,12 +1,12 @@
 use async_graphql::{Context, ID, Object, Result};
 use uuid::Uuid;
 
-use super::service;
 use super::types::{
     CreateOrganizationInput, Invitation, Member, Organization, OrganizationPage,
     OrganizationPermission, OrganizationSummary,
 };
 use super::{MEMBERS_MANAGE, ORG_MANAGE, ORG_OWN, ORG_READ};
+use super::{invitations, service};
 use crate::error::{AppError, GqlResultExt as _};
 use crate::graphql::{ContextExt as _, RequirePermission, tenant};
 use crate::identity::permissions::ADMIN_READ;
@@ -148,7 +148,7 @@ impl OrganizationsMutation {
         role: OrgRole,
     ) -> Result<Invitation> {
         let tenant = tenant(ctx, &organization, MEMBERS_MANAGE).await?;
-        let invitation = service::invite(
+        let invitation = invitations::invite(
             ctx.state()?,
             &ctx.actor(),
             &tenant,
@@ -172,7 +172,7 @@ impl OrganizationsMutation {
         let id = Uuid::parse_str(&id)
             .map_err(|_| AppError::NotFound("no such pending invitation".into()))
             .gql()?;
-        service::revoke_invitation(ctx.state()?, &ctx.actor(), &tenant, id)
+        invitations::revoke_invitation(ctx.state()?, &ctx.actor(), &tenant, id)
             .await
             .gql()?;
         Ok(true)
@@ -182,7 +182,7 @@ impl OrganizationsMutation {
     /// account with the invited address can; the token works once.
     async fn accept_invitation(&self, ctx: &Context<'_>, token: String) -> Result<Organization> {
         let user = ctx.user()?;
-        let (organization, role) = service::accept(
+        let (organization, role) = invitations::accept(
             ctx.state()?,
             &ctx.actor(),
             user.id,

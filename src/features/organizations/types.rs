@@ -103,7 +103,7 @@ impl Organization {
     /// Invitations not yet accepted, revoked or expired, newest first (`members:manage`).
     async fn invitations(&self, ctx: &Context<'_>) -> Result<Vec<Invitation>> {
         self.0.require(MEMBERS_MANAGE).gql()?;
-        let rows = service::pending_invitations(&ctx.state()?.db, self.0.id())
+        let rows = super::invitations::pending_invitations(&ctx.state()?.db, self.0.id())
             .await
             .gql()?;
         Ok(rows.into_iter().map(Invitation::from).collect())
