@@ -41,6 +41,10 @@ pub struct Schedule {
 /// secrets rotate`): how many values were re-sealed, and how many there are.
 pub type Reseal = fn(AppState) -> BoxFuture<'static, crate::error::AppResult<(u64, u64)>>;
 
+/// Refreshes a feature's gauges from shared state when `/metrics` is scraped (so every instance
+/// reports the same value, whichever ran the work).
+pub type Scrape = fn(&AppState) -> BoxFuture<'_, ()>;
+
 /// Adds a feature's request-scoped data (DataLoaders) to one operation's request.
 pub type AttachLoaders = fn(&AppState, async_graphql::Request) -> async_graphql::Request;
 
@@ -65,6 +69,8 @@ pub struct Feature {
     pub settings: Option<Section>,
     /// When the feature stores secrets sealed with `SECRETS_KEY`.
     pub reseal: Option<Reseal>,
+    /// Gauges read at scrape time.
+    pub scrape: Option<Scrape>,
 }
 
 impl Feature {
@@ -83,6 +89,7 @@ impl Feature {
             routes: None,
             settings: None,
             reseal: None,
+            scrape: None,
         }
     }
 }

@@ -134,6 +134,11 @@ pub fn resealers() -> impl Iterator<Item = (&'static str, crate::feature::Reseal
         .filter_map(|f| f.reseal.map(|reseal| (f.name, reseal)))
 }
 
+/// Every feature's scrape-time gauge refresh.
+pub fn scrapers() -> impl Iterator<Item = crate::feature::Scrape> {
+    FEATURES.iter().filter_map(|f| f.scrape)
+}
+
 /// Every feature's own settings section.
 pub fn sections() -> Vec<crate::config::Section> {
     FEATURES.iter().filter_map(|f| f.settings).collect()

@@ -89,6 +89,9 @@ async fn render(app: &AppState) -> String {
         let ready = checks.iter().all(|c| c.ok);
         metrics::gauge!("app_ready").set(if ready { 1.0 } else { 0.0 });
     });
+    for scrape in crate::schema::scrapers() {
+        let _ = tokio::time::timeout(bound, scrape(app)).await;
+    }
     if let Ok(Ok(stats)) = tokio::time::timeout(bound, app.jobs.stats()).await {
         app.metrics.record(|| {
             for (state, n) in [

@@ -705,6 +705,26 @@ async fn failing_checks_turn_down_alert_once_and_recovery_alerts_once() {
         6
     );
 
+    // A new host is a new configuration: the monitor's verdict starts over, and the gauge says
+    // nothing until it has one (NaN, which no alert compares true).
+    let moved = server.uri().replace("127.0.0.1", "localhost");
+    save(&app, &owner, "acme", "PRODUCTION", &moved).await;
+    let fresh = status().await;
+    assert_eq!(
+        fresh.data()["langfuseStatus"][0]["status"],
+        "UNKNOWN",
+        "{}",
+        fresh.body
+    );
+    assert_eq!(fresh.data()["langfuseStatus"][0]["consecutiveFailures"], 0);
+    let metrics = app.metrics_text().await;
+    assert!(
+        metrics.contains(
+            "langfuse_connection_up{organization=\"acme\",environment=\"PRODUCTION\"} NaN"
+        ),
+        "{metrics}"
+    );
+
     // Another organization's member cannot subscribe to it.
     let outsider = app.signed_up("outsider@example.com").await;
     let mut other = ws::signed_in(&app, &outsider, "graphql-transport-ws").await;
@@ -725,7 +745,7 @@ async fn failing_checks_turn_down_alert_once_and_recovery_alerts_once() {
 
 #[tokio::test]
 async fn with_two_instances_each_setting_is_checked_once_per_interval() {
-    let (one, _two) = TestApp::spawn_pair_with(|s| {
+    let (one, two) = TestApp::spawn_pair_with(|s| {
         let mut config = LangfuseConfig::for_tests();
         config.check_interval =
             multipult::infra::scheduler::Every::Interval(Duration::from_secs(1));
@@ -778,4 +798,14 @@ async fn with_two_instances_each_setting_is_checked_once_per_interval() {
         (after..=after + 1).contains(&checks),
         "{after} runs after saving, {checks} checks"
     );
+    // Both instances report the same status, whichever ran the checks.
+    for app in [&one, &two] {
+        let metrics = app.metrics_text().await;
+        assert!(
+            metrics.contains(
+                "langfuse_connection_up{organization=\"acme\",environment=\"PRODUCTION\"} 1"
+            ),
+            "{metrics}"
+        );
+    }
 }

@@ -52,5 +52,6 @@ pub const FEATURE: Feature = Feature {
     }],
     settings: Some(config::SECTION),
     reseal: Some(service::reseal),
+    scrape: Some(monitor::scrape),
     ..Feature::new("langfuse")
 };

@@ -5,7 +5,8 @@
 //! notification (mailed per their preferences), the audit log records it, and
 //! `langfuseStatusChanged` subscribers hear it; the first successful check after that turns it
 //! `UP` and notifies once more. `/metrics`: `langfuse_connection_up{organization,environment}`
-//! and `langfuse_check_duration_seconds{environment,status}`.
+//! (read from the settings at scrape time: the same on every instance) and
+//! `langfuse_check_duration_seconds{environment,status}`.
 //!
 //! Tests from the API (`testLangfuseConnection`) are recorded in the history but do not move the
 //! status: only the schedule does, so one click cannot page anyone.
@@ -126,9 +127,6 @@ pub async fn record(
     let organization = organizations::Entity::find_by_id(row.organization_id)
         .one(&state.db)
         .await?;
-    let slug = organization
-        .as_ref()
-        .map_or_else(String::new, |o| o.slug.clone());
     state.metrics.record(|| {
         metrics::histogram!(
             "langfuse_check_duration_seconds",
@@ -208,14 +206,6 @@ pub async fn record(
         .filter(settings::Column::Id.eq(row.id))
         .exec(&txn)
         .await?;
-    state.metrics.record(|| {
-        metrics::gauge!(
-            "langfuse_connection_up",
-            "organization" => slug.clone(),
-            "environment" => row.environment.clone(),
-        )
-        .set(if status == "DOWN" { 0.0 } else { 1.0 });
-    });
     // Alert on DOWN, and on UP only after DOWN (not on a first success).
     let alert = changed && (status == "DOWN" || current.status == "DOWN");
     let mut delivery = None;
@@ -322,4 +312,70 @@ pub async fn histories(
         found.insert(row.id, service::history(&state.db, row.id, limit).await?);
     }
     Ok(found)
+}
+
+/// The `(organization, environment)` series this instance reported at the last scrape.
+#[derive(Default)]
+struct Reported(std::sync::Mutex<std::collections::HashSet<(String, String)>>);
+
+/// `langfuse_connection_up`, read from the settings at scrape time, so every instance reports
+/// the same status whichever ran the check: 1 `UP`, 0 `DOWN`; a setting not yet checked,
+/// disabled or deleted reports NaN (no value an alert compares true).
+pub fn scrape(state: &AppState) -> futures_util::future::BoxFuture<'_, ()> {
+    Box::pin(async move {
+        let Ok(rows) = settings::Entity::find().all(&state.db).await else {
+            return;
+        };
+        let ids: Vec<Uuid> = rows.iter().map(|r| r.organization_id).collect();
+        let Ok(orgs) = organizations::Entity::find()
+            .filter(organizations::Column::Id.is_in(ids))
+            .all(&state.db)
+            .await
+        else {
+            return;
+        };
+        let slugs: HashMap<Uuid, String> = orgs.into_iter().map(|o| (o.id, o.slug)).collect();
+        let mut now = std::collections::HashSet::new();
+        let mut values = Vec::new();
+        for row in &rows {
+            let Some(slug) = slugs.get(&row.organization_id) else {
+                continue;
+            };
+            let value = match (row.enabled, row.status.as_str()) {
+                (true, "UP") => 1.0,
+                (true, "DOWN") => 0.0,
+                _ => f64::NAN,
+            };
+            now.insert((slug.clone(), row.environment.clone()));
+            values.push((slug.clone(), row.environment.clone(), value));
+        }
+        let reported = state.local::<Reported>();
+        let gone: Vec<(String, String)> = {
+            let mut seen = reported
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let gone = seen.difference(&now).cloned().collect();
+            *seen = now;
+            gone
+        };
+        state.metrics.record(|| {
+            for (organization, environment, value) in values {
+                metrics::gauge!(
+                    "langfuse_connection_up",
+                    "organization" => organization,
+                    "environment" => environment,
+                )
+                .set(value);
+            }
+            for (organization, environment) in gone {
+                metrics::gauge!(
+                    "langfuse_connection_up",
+                    "organization" => organization,
+                    "environment" => environment,
+                )
+                .set(f64::NAN);
+            }
+        });
+    })
 }

@@ -251,7 +251,17 @@ pub async fn upsert(
     let created = existing.is_none();
     let row = match existing {
         Some(row) => {
+            // A new host, new keys or a toggle deserve a fresh verdict from the monitor.
+            let reconfigured = row.host != host_text(&url)
+                || row.public_key != input.public_key.trim()
+                || sealed.is_some()
+                || row.enabled != input.enabled;
             let mut active: settings::ActiveModel = row.into();
+            if reconfigured {
+                active.status = Set("UNKNOWN".into());
+                active.consecutive_failures = Set(0);
+                active.status_changed_at = Set(Some(now));
+            }
             active.host = Set(host_text(&url));
             active.public_key = Set(input.public_key.trim().to_owned());
             if let Some((sealed, last4)) = sealed {
