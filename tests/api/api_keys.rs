@@ -208,6 +208,13 @@ async fn scopes_are_checked_against_the_creators_own_permissions() {
     );
     let empty = create(&app, &admin, "acme", input(json!([]))).await;
     assert_eq!(empty.code(), "BAD_USER_INPUT");
+    let many: Vec<String> = (0..1000).map(|_| "org:read".to_owned()).collect();
+    let flood = create(&app, &admin, "acme", input(json!(many))).await;
+    assert!(
+        flood.field_error("scopes").starts_with("name at most"),
+        "{}",
+        flood.body
+    );
     let past = create(
         &app,
         &admin,

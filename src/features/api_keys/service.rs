@@ -130,8 +130,12 @@ fn check_scopes(
     errors: &mut FieldErrors,
 ) -> BTreeSet<String> {
     let mut checked = BTreeSet::new();
+    let most = state.catalogue.organization().len();
     if scopes.is_empty() {
         errors.add("scopes", "name at least one organization permission");
+    } else if scopes.len() > most {
+        errors.add("scopes", format!("name at most {most}, each once"));
+        return checked;
     }
     for name in scopes {
         match state.catalogue.parse_organization(name.trim()) {
