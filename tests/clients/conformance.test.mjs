@@ -120,6 +120,39 @@ test('graphql-ws authenticates with a token in connection_init and runs a query'
   }
 });
 
+test('an API key works with graphql-request (X-Api-Key) and graphql-ws (connectionParams.apiKey)', async () => {
+  const owner = await signIn('js-keys@example.com');
+  const asOwner = new GraphQLClient(`http://${address}/graphql`, {
+    headers: { authorization: `Bearer ${owner.accessToken}` },
+  });
+  await asOwner.request(
+    'mutation { createOrganization(input: { name: "JS Team", slug: "js-team" }) { slug } }',
+  );
+  const { createApiKey } = await asOwner.request(
+    'mutation { createApiKey(organization: "js-team", input: { name: "ci", environment: PRODUCTION, scopes: ["org:read"] }) { key } }',
+  );
+  assert.match(createApiKey.key, /^mpk_prod_[A-Za-z0-9]{40}$/);
+  const asKey = new GraphQLClient(`http://${address}/graphql`, {
+    headers: { 'x-api-key': createApiKey.key },
+  });
+  const data = await asKey.request('{ organization(slug: "js-team") { name viewerRole } }');
+  assert.deepEqual(data.organization, { name: 'JS Team', viewerRole: null });
+  await assert.rejects(asKey.request('{ me { email } }'), (error) => {
+    assert.equal(error.response.errors[0].extensions.code, 'FORBIDDEN');
+    return true;
+  });
+  const client = ws({ connectionParams: { apiKey: createApiKey.key } });
+  try {
+    const results = [];
+    for await (const result of client.iterate({ query: '{ organization(slug: "js-team") { name } }' })) {
+      results.push(result);
+    }
+    assert.deepEqual(results, [{ data: { organization: { name: 'JS Team' } } }]);
+  } finally {
+    await client.dispose();
+  }
+});
+
 test('graphql-ws is closed with 4403 for a forged token', async () => {
   const closed = new Promise((resolve) => {
     const client = ws({
