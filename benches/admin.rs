@@ -95,7 +95,8 @@ async fn main() {
     // What the transports do before executing: measure the document, attach the loaders.
     let prepare = |request: Request| {
         let mut request = request;
-        let phase = document::vet(&mut request, &state.settings.graphql).expect("within limits");
+        let phase = document::vet(&mut request, &state.settings.graphql, &state.local())
+            .expect("within limits");
         multipult::schema::attach_loaders(&state, request.data(phase))
     };
 

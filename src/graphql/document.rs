@@ -32,27 +32,132 @@ pub const MAX_NESTING: usize = 64;
 /// it: the phase to attach to the request (`request.data(phase)`), without which the schema
 /// refuses to parse. Every way into the schema goes through here.
 ///
+/// A document that passed before is taken from `documents` instead of being checked and parsed
+/// again (pest parsing is the largest single cost of a small operation); only what depends on
+/// the variables is checked every time.
+///
 /// # Errors
 /// The request error to answer with (`QUERY_TOO_COMPLEX`, `GRAPHQL_PARSE_FAILED`, …).
 pub fn vet(
     request: &mut async_graphql::Request,
     limits: &GraphqlSettings,
+    documents: &Documents,
 ) -> Result<Arc<RequestPhase>, ServerError> {
-    check_text(&request.query, limits)?;
-    let variables = request.variables.clone();
-    let operation_name = request.operation_name.clone();
-    let parsed = request.parsed_query().map_err(|mut error| {
-        let extensions = error.extensions.get_or_insert_with(Default::default);
-        if extensions.get("code").is_none() {
-            extensions.set("code", ErrorCode::GraphqlParseFailed.as_str());
+    let shape = match documents.get(&request.query) {
+        Some(known) => {
+            request.set_parsed_query(known.document.clone());
+            known.shape
         }
-        error
-    })?;
-    let shape = analyse(parsed, &variables, limits)?;
+        None => {
+            check_text(&request.query, limits)?;
+            let parsed = request.parsed_query().map_err(|mut error| {
+                let extensions = error.extensions.get_or_insert_with(Default::default);
+                if extensions.get("code").is_none() {
+                    extensions.set("code", ErrorCode::GraphqlParseFailed.as_str());
+                }
+                error
+            })?;
+            let shape = analyse(parsed, limits)?;
+            if document_has_nul(parsed) {
+                return Err(nul_error());
+            }
+            let document = parsed.clone();
+            documents.insert(&request.query, document, shape);
+            shape
+        }
+    };
+    if variables_have_nul(&request.variables) {
+        return Err(nul_error());
+    }
+    let operation_name = request.operation_name.clone();
+    let variables = request.variables.clone();
+    let parsed = request.parsed_query()?;
     check_required_variables(parsed, operation_name.as_deref(), &variables)?;
     let phase = Arc::new(RequestPhase::default());
     phase.vetted(&shape);
     Ok(phase)
+}
+
+/// Documents that passed [`vet`]'s checks, parsed, by their text: the most recently used, up to
+/// [`Documents::TEXT_BUDGET`] bytes of text in all (documents over [`Documents::MAX_TEXT`] are
+/// not kept). One per application instance (`AppState::local`), whose limits they were checked
+/// against. A client sending a new document every time only churns it: each is parsed once, as
+/// it would be without the memo.
+#[derive(Default)]
+pub struct Documents(std::sync::Mutex<Kept>);
+
+struct Kept {
+    entries: lru::LruCache<u128, Arc<Known>>,
+    text_bytes: usize,
+}
+
+impl Default for Kept {
+    fn default() -> Self {
+        Self {
+            entries: lru::LruCache::unbounded(),
+            text_bytes: 0,
+        }
+    }
+}
+
+struct Known {
+    text: Box<str>,
+    document: ExecutableDocument,
+    shape: Shape,
+}
+
+impl Documents {
+    /// The text kept in all.
+    pub const TEXT_BUDGET: usize = 1024 * 1024;
+    /// The longest document kept.
+    pub const MAX_TEXT: usize = 16 * 1024;
+
+    fn key(text: &str) -> u128 {
+        xxhash_rust::xxh3::xxh3_128(text.as_bytes())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn get(&self, text: &str) -> Option<Arc<Known>> {
+        let known = self.lock().entries.get(&Self::key(text)).cloned()?;
+        // A hash collision is a miss, never another document.
+        (*known.text == *text).then_some(known)
+    }
+
+    fn insert(&self, text: &str, document: ExecutableDocument, shape: Shape) {
+        if text.len() > Self::MAX_TEXT {
+            return;
+        }
+        let known = Arc::new(Known {
+            text: text.into(),
+            document,
+            shape,
+        });
+        let mut memo = self.lock();
+        if let Some(old) = memo.entries.put(Self::key(text), known) {
+            memo.text_bytes -= old.text.len();
+        }
+        memo.text_bytes += text.len();
+        while memo.text_bytes > Self::TEXT_BUDGET {
+            let Some((_, evicted)) = memo.entries.pop_lru() else {
+                break;
+            };
+            memo.text_bytes -= evicted.text.len();
+        }
+    }
+
+    /// How many documents are kept (for tests and benchmarks).
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// What a document costs after fragment expansion.
@@ -297,11 +402,9 @@ impl<'a> Walker<'a> {
 /// Measures a parsed document against the limits, in time linear in its size.
 ///
 /// # Errors
-/// `QUERY_TOO_COMPLEX` naming the measure, `GRAPHQL_VALIDATION_FAILED` for a fragment cycle,
-/// `BAD_USER_INPUT` for a NUL character in a value.
+/// `QUERY_TOO_COMPLEX` naming the measure, `GRAPHQL_VALIDATION_FAILED` for a fragment cycle.
 pub fn analyse(
     document: &ExecutableDocument,
-    variables: &Variables,
     limits: &GraphqlSettings,
 ) -> Result<Shape, ServerError> {
     if document.fragments.len() > limits.max_fragments {
@@ -377,7 +480,6 @@ pub fn analyse(
             limits.max_depth,
         ));
     }
-    check_no_nul(document, variables)?;
     Ok(shape)
 }
 
@@ -462,10 +564,13 @@ fn set_has_nul(set: &SelectionSet) -> bool {
 
 /// PostgreSQL cannot store U+0000 in text, and no client means it: refuse it anywhere a value
 /// can come from (inline arguments, variable defaults, variables) before it reaches a resolver.
-fn check_no_nul(document: &ExecutableDocument, variables: &Variables) -> Result<(), ServerError> {
-    let in_variables = variables
+fn variables_have_nul(variables: &Variables) -> bool {
+    variables
         .iter()
-        .any(|(k, v)| k.as_str().contains('\0') || value_has_nul(v));
+        .any(|(k, v)| k.as_str().contains('\0') || value_has_nul(v))
+}
+
+fn document_has_nul(document: &ExecutableDocument) -> bool {
     let in_operations = document.operations.iter().any(|(_, op)| {
         set_has_nul(&op.node.selection_set.node)
             || op.node.variable_definitions.iter().any(|d| {
@@ -475,12 +580,44 @@ fn check_no_nul(document: &ExecutableDocument, variables: &Variables) -> Result<
                     .is_some_and(|v| value_has_nul(&v.node))
             })
     });
-    let in_fragments = document
-        .fragments
-        .values()
-        .any(|f| set_has_nul(&f.node.selection_set.node));
-    if in_variables || in_operations || in_fragments {
-        return Err(nul_error());
+    in_operations
+        || document
+            .fragments
+            .values()
+            .any(|f| set_has_nul(&f.node.selection_set.node))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Documents, Shape};
+
+    fn parsed(text: &str) -> async_graphql::parser::types::ExecutableDocument {
+        async_graphql::parser::parse_query(text).unwrap_or_else(|e| panic!("{e}"))
     }
-    Ok(())
+
+    #[test]
+    fn the_memo_keeps_the_most_recent_documents_within_its_text_budget() {
+        let documents = Documents::default();
+        let padding = " ".repeat(Documents::MAX_TEXT - 100);
+        let texts: Vec<String> = (0..200)
+            .map(|n| format!("{{ apiInfo {{ version }} }}{padding}# {n}"))
+            .collect();
+        for text in &texts {
+            documents.insert(text, parsed(text), Shape::default());
+        }
+        let kept = texts.iter().filter(|t| documents.get(t).is_some()).count();
+        assert!(kept > 0 && kept < texts.len(), "{kept} kept");
+        assert!(kept * texts[0].len() <= Documents::TEXT_BUDGET);
+        // The most recent are the ones kept.
+        assert!(documents.get(&texts[texts.len() - 1]).is_some());
+        assert!(documents.get(&texts[0]).is_none());
+        // Too long to keep; and another text never answers for a kept one.
+        let long = format!(
+            "{{ apiInfo {{ version }} }}{}",
+            " ".repeat(Documents::MAX_TEXT)
+        );
+        documents.insert(&long, parsed(&long), Shape::default());
+        assert!(documents.get(&long).is_none());
+        assert!(documents.get("{ apiInfo { version } }").is_none());
+    }
 }

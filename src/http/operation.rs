@@ -179,6 +179,14 @@ pub struct Prepared {
     pub ticket: Ticket,
 }
 
+impl Prepared {
+    /// The request with the features' loaders attached, and the ticket: what runs. The loaders
+    /// are only made here, so an answer from the response cache never makes them.
+    pub fn into_parts(self, app: &AppState) -> (async_graphql::Request, Ticket) {
+        (schema::attach_loaders(app, self.request), self.ticket)
+    }
+}
+
 /// What is known about a prepared operation, for its bookkeeping once it has run.
 pub struct Ticket {
     pub phase: Arc<RequestPhase>,
@@ -223,8 +231,12 @@ pub async fn prepare(
         .register
         .map(|hash| (hash, resolved.document.clone()));
     let mut request = params.into_request(resolved.document);
-    let phase =
-        document::vet(&mut request, &app.settings.graphql).map_err(|e| Refusal::new(e, None))?;
+    let phase = document::vet(
+        &mut request,
+        &app.settings.graphql,
+        &app.local::<document::Documents>(),
+    )
+    .map_err(|e| Refusal::new(e, None))?;
     let operation_name = request.operation_name.clone();
     let parsed = request.parsed_query().map_err(|e| Refusal::new(e, None))?;
     let info = select_operation(parsed, operation_name.as_deref());
@@ -318,7 +330,6 @@ pub async fn prepare(
         .data(phase.clone())
         .data(viewer)
         .data(caller.client.clone());
-    let request = schema::attach_loaders(app, request);
     Ok(Prepared {
         request,
         ticket: Ticket {
@@ -337,7 +348,7 @@ pub async fn prepare(
 /// Steps 7–8: runs a query or mutation to its response under the execution deadline.
 pub async fn execute(app: &AppState, schema: &AppSchema, prepared: Prepared) -> Executed {
     let started = Instant::now();
-    let Prepared { request, ticket } = prepared;
+    let (request, ticket) = prepared.into_parts(app);
     let request_id = request_id_of(&request);
     let deadline = app.settings.graphql.execution_timeout;
     let task = {

@@ -1,8 +1,8 @@
 //! Prometheus metrics owned by each application instance (no global recorder, so several
 //! instances in one process — tests — keep separate counts).
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{
@@ -21,6 +21,95 @@ pub struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
     operation_names: Mutex<HashSet<String>>,
+    /// The per-request series, registered once.
+    series: Series,
+}
+
+/// Handles of the series every request updates (a counter and a histogram per label set), by
+/// their label values: a request hashes its three values once and takes a read lock, instead of
+/// building, hashing and looking up two label sets in the registry. The label sets are bounded
+/// where they are made (routes, operation names); past [`Series::MAX`] sets, or on a hash
+/// collision, the registry is asked directly.
+#[derive(Default)]
+struct Series(RwLock<HashMap<u64, Registered>>);
+
+/// A label set and its handles.
+struct Registered {
+    family: Family,
+    values: [Box<str>; 3],
+    counter: metrics::Counter,
+    histogram: metrics::Histogram,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Family {
+    Http,
+    Graphql,
+}
+
+impl Family {
+    /// The counter's name, the histogram's, and the three label names.
+    fn names(self) -> (&'static str, &'static str, [&'static str; 3]) {
+        match self {
+            Self::Http => (
+                "http_requests_total",
+                "http_request_duration_seconds",
+                ["method", "route", "status"],
+            ),
+            Self::Graphql => (
+                "graphql_operations_total",
+                "graphql_operation_duration_seconds",
+                ["operation", "type", "outcome"],
+            ),
+        }
+    }
+}
+
+impl Series {
+    const MAX: usize = 10_000;
+
+    fn get(
+        &self,
+        family: Family,
+        values: [&str; 3],
+        register: impl FnOnce() -> (metrics::Counter, metrics::Histogram),
+    ) -> (metrics::Counter, metrics::Histogram) {
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        hasher.update(&[family as u8]);
+        for value in values {
+            hasher.update(value.as_bytes());
+            hasher.update(&[0]);
+        }
+        let key = hasher.digest();
+        let same = |entry: &Registered| {
+            entry.family == family && entry.values.iter().zip(values).all(|(a, b)| **a == *b)
+        };
+        {
+            let map = self.0.read().unwrap_or_else(PoisonError::into_inner);
+            match map.get(&key) {
+                Some(entry) if same(entry) => {
+                    return (entry.counter.clone(), entry.histogram.clone());
+                }
+                // A collision: not cached.
+                Some(_) => return register(),
+                None if map.len() >= Self::MAX => return register(),
+                None => {}
+            }
+        }
+        let (counter, histogram) = register();
+        let values = values.map(Box::<str>::from);
+        self.0
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(key)
+            .or_insert_with(|| Registered {
+                family,
+                values,
+                counter: counter.clone(),
+                histogram: histogram.clone(),
+            });
+        (counter, histogram)
+    }
 }
 
 impl Metrics {
@@ -34,6 +123,7 @@ impl Metrics {
             recorder,
             handle,
             operation_names: Mutex::new(HashSet::new()),
+            series: Series::default(),
         });
         // Histograms buffer samples until drained; drain them even when nobody scrapes.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -62,16 +152,9 @@ impl Metrics {
     }
 
     pub fn http_request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
-        let labels = [
-            ("method", method.to_owned()),
-            ("route", route.to_owned()),
-            ("status", status.to_string()),
-        ];
-        self.record(|| {
-            metrics::counter!("http_requests_total", &labels).increment(1);
-            metrics::histogram!("http_request_duration_seconds", &labels[..2])
-                .record(elapsed.as_secs_f64());
-        });
+        let mut code = [0u8; 5];
+        let status = status_text(status, &mut code);
+        self.observe(Family::Http, [method, route, status], elapsed);
     }
 
     /// One GraphQL operation; `outcome` is `ok`, `field_error` or `request_error`.
@@ -82,16 +165,28 @@ impl Metrics {
         outcome: &str,
         elapsed: Duration,
     ) {
-        let labels = [
-            ("operation", self.operation_label(name)),
-            ("type", kind.to_owned()),
-            ("outcome", outcome.to_owned()),
-        ];
-        self.record(|| {
-            metrics::counter!("graphql_operations_total", &labels).increment(1);
-            metrics::histogram!("graphql_operation_duration_seconds", &labels[..2])
-                .record(elapsed.as_secs_f64());
+        let operation = self.operation_label(name);
+        self.observe(Family::Graphql, [operation, kind, outcome], elapsed);
+    }
+
+    /// One count and one duration of a per-request series (the duration without the last label).
+    fn observe(&self, family: Family, values: [&str; 3], elapsed: Duration) {
+        let (counter, histogram) = self.series.get(family, values, || {
+            let (total, duration, keys) = family.names();
+            let labels: Vec<(&'static str, String)> = keys
+                .into_iter()
+                .zip(values)
+                .map(|(key, value)| (key, value.to_owned()))
+                .collect();
+            self.record(|| {
+                (
+                    metrics::counter!(total, &labels[..]),
+                    metrics::histogram!(duration, &labels[..2]),
+                )
+            })
         });
+        counter.increment(1);
+        histogram.record(elapsed.as_secs_f64());
     }
 
     /// Counts an open WebSocket (`protocol`: its subprotocol) until the guard is dropped.
@@ -118,23 +213,41 @@ impl Metrics {
         }
     }
 
-    fn operation_label(&self, name: Option<&str>) -> String {
+    fn operation_label<'a>(&self, name: Option<&'a str>) -> &'a str {
         let Some(name) = name
             .filter(|n| n.len() <= 100 && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
         else {
-            return if name.is_some() { "other" } else { "anonymous" }.to_owned();
+            return if name.is_some() { "other" } else { "anonymous" };
         };
         let mut names = self
             .operation_names
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if names.contains(name) || names.len() < MAX_OPERATION_LABELS {
+        if names.contains(name) {
+            name
+        } else if names.len() < MAX_OPERATION_LABELS {
             names.insert(name.to_owned());
-            name.to_owned()
+            name
         } else {
-            "other".to_owned()
+            "other"
         }
     }
+}
+
+/// `status` as decimal text in `buffer` (a status code has three digits; anything else still
+/// fits five).
+fn status_text(status: u16, buffer: &mut [u8; 5]) -> &str {
+    let mut n = status;
+    let mut start = buffer.len();
+    loop {
+        start -= 1;
+        buffer[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 || start == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buffer[start..]).unwrap_or("0")
 }
 
 /// One unit of a gauge, given back when dropped (however the holder ends: closed, aborted,

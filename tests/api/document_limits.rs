@@ -297,6 +297,48 @@ async fn a_nul_character_in_any_value_is_bad_user_input() {
 }
 
 #[tokio::test]
+async fn a_document_seen_before_is_still_checked_against_each_requests_variables() {
+    // Known documents are parsed once (`graphql::document::Documents`); what depends on the
+    // variables is checked every time, and a refused document is refused every time.
+    let app = TestApp::spawn().await;
+    let login =
+        "mutation($e: String!) { login(input: { email: $e, password: \"x\" }) { accessToken } }";
+    for _ in 0..2 {
+        let fine = app
+            .gql(None, login, json!({ "e": "nobody@example.com" }))
+            .await;
+        assert_eq!(fine.code(), "UNAUTHENTICATED", "{}", fine.body);
+    }
+    let documents = app.state.local::<multipult::graphql::document::Documents>();
+    let known = documents.len();
+    assert!(known >= 1, "the document was not kept");
+    let nul = app
+        .gql(None, login, json!({ "e": "a\u{0}b@example.com" }))
+        .await;
+    assert_eq!(nul.code(), "BAD_USER_INPUT", "{}", nul.body);
+    let missing = app.gql(None, login, json!({})).await;
+    assert!(missing.body.get("data").is_none(), "{}", missing.body);
+    assert!(
+        ["BAD_USER_INPUT", "GRAPHQL_VALIDATION_FAILED"].contains(&missing.code()),
+        "{}",
+        missing.body
+    );
+    // Refused for its own shape: every time, and never kept.
+    let nul_inline = "mutation { login(input: { email: \"a\\u0000b@example.com\", password: \"x\" }) { accessToken } }";
+    for _ in 0..2 {
+        let refused = app.gql(None, nul_inline, json!({})).await;
+        assert_eq!(refused.code(), "BAD_USER_INPUT", "{}", refused.body);
+    }
+    let fine = app.gql(None, "{ apiInfo { version } }", json!({})).await;
+    assert!(
+        fine.body["data"]["apiInfo"]["version"].is_string(),
+        "{}",
+        fine.body
+    );
+    assert_eq!(documents.len(), known + 1, "a refused document was kept");
+}
+
+#[tokio::test]
 async fn a_missing_required_variable_is_a_request_error() {
     let app = TestApp::spawn().await;
     let response = app

@@ -620,7 +620,7 @@ impl Connection {
         let request_id = self.request_id.clone();
         let task_id = id.clone();
         let handle_id = id.clone();
-        let operation::Prepared { request, ticket } = prepared;
+        let (request, ticket) = prepared.into_parts(&app);
         let deadline = (ticket.info.kind != Some(OperationType::Subscription))
             .then_some(app.settings.graphql.execution_timeout);
         let running = app.metrics.websocket_operation(ticket.info.kind_label());
