@@ -14,6 +14,7 @@ mod m20261201_000007_create_notifications;
 mod m20261201_000008_create_organizations;
 mod m20261201_000009_create_langfuse;
 mod m20261201_000010_add_job_trace_parent;
+mod m20261201_000011_index_user_pages;
 
 pub struct Migrator;
 
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000008_create_organizations::Migration),
             Box::new(m20261201_000009_create_langfuse::Migration),
             Box::new(m20261201_000010_add_job_trace_parent::Migration),
+            Box::new(m20261201_000011_index_user_pages::Migration),
         ]
     }
 }
