@@ -158,19 +158,18 @@ pub fn headers(windows: &[Window]) -> HeaderMap {
     let Some(decisive) = ordered.first() else {
         return out;
     };
-    let mut put = |name: &'static str, value: String| {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            out.insert(HeaderName::from_static(name), value);
-        }
-    };
-    put("x-ratelimit-limit", decisive.quota.limit.to_string());
-    put(
-        "x-ratelimit-remaining",
-        decisive.outcome.remaining().to_string(),
+    // Numbers straight into header values (no text to validate).
+    out.insert(
+        HeaderName::from_static("x-ratelimit-limit"),
+        HeaderValue::from(decisive.quota.limit),
     );
-    put(
-        "x-ratelimit-reset",
-        secs_ceil(decisive.outcome.reset_after).to_string(),
+    out.insert(
+        HeaderName::from_static("x-ratelimit-remaining"),
+        HeaderValue::from(decisive.outcome.remaining()),
+    );
+    out.insert(
+        HeaderName::from_static("x-ratelimit-reset"),
+        HeaderValue::from(secs_ceil(decisive.outcome.reset_after)),
     );
     let policies: Vec<String> = ordered
         .iter()
@@ -183,6 +182,11 @@ pub fn headers(windows: &[Window]) -> HeaderMap {
             )
         })
         .collect();
+    let mut put = |name: &'static str, value: String| {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            out.insert(HeaderName::from_static(name), value);
+        }
+    };
     put("ratelimit-policy", policies.join(", "));
     let states: Vec<String> = ordered
         .iter()

@@ -14,6 +14,7 @@
 //! An entry keeps its bytes, so a hit answers with the same `ETag` as the execution did, and a
 //! matching `If-None-Match` is a 304 without running anything.
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -30,7 +31,8 @@ const NAMESPACE: &str = "responses";
 /// sent — so a hit neither parses nor hashes the body.
 #[derive(Debug, Clone)]
 pub struct Entry {
-    pub body: Vec<u8>,
+    /// A view into the stored value: a hit copies nothing.
+    pub body: Bytes,
     pub meta: Meta,
 }
 
@@ -77,8 +79,8 @@ pub fn key(document: &str, operation_name: Option<&str>, variables: &Value, scop
     format!("{:032x}", hasher.digest128())
 }
 
-/// `(tag, version)` pairs of a stored value's header line, and the entry after it.
-fn decode(bytes: &[u8]) -> Option<(Vec<(String, i64)>, Entry)> {
+/// `(tag, version)` pairs of a stored value's header line, and where the rest begins.
+fn header(bytes: &[u8]) -> Option<(Vec<(String, i64)>, usize)> {
     let header_end = bytes.iter().position(|b| *b == b'\n')?;
     let header = std::str::from_utf8(&bytes[..header_end]).ok()?;
     let pairs = header
@@ -88,18 +90,23 @@ fn decode(bytes: &[u8]) -> Option<(Vec<(String, i64)>, Entry)> {
             Some((tag.to_owned(), version.parse().ok()?))
         })
         .collect::<Option<Vec<_>>>()?;
-    let rest = &bytes[header_end + 1..];
-    let meta_end = rest.iter().position(|b| *b == b'\n')?;
-    let meta = serde_json::from_slice(&rest[..meta_end]).ok()?;
-    let body = rest[meta_end + 1..].to_vec();
+    Some((pairs, header_end + 1))
+}
+
+/// The header's pairs, and the entry after it.
+fn decode(bytes: Bytes) -> Option<(Vec<(String, i64)>, Entry)> {
+    let (pairs, start) = header(&bytes)?;
+    let meta_end = start + bytes[start..].iter().position(|b| *b == b'\n')?;
+    let meta = serde_json::from_slice(&bytes[start..meta_end]).ok()?;
+    let body = bytes.slice(meta_end + 1..);
     Some((pairs, Entry { body, meta }))
 }
 
 /// The part after the header line (the header is written by whoever knows the versions).
-fn payload(entry: &Entry) -> Option<Vec<u8>> {
-    let mut bytes = serde_json::to_vec(&entry.meta).ok()?;
+fn payload(meta: &Meta, body: &[u8]) -> Option<Vec<u8>> {
+    let mut bytes = serde_json::to_vec(meta).ok()?;
     bytes.push(b'\n');
-    bytes.extend_from_slice(&entry.body);
+    bytes.extend_from_slice(body);
     Some(bytes)
 }
 
@@ -134,7 +141,7 @@ async fn read(app: &AppState, key: &str) -> crate::infra::StoreResult<TaggedGet>
     let value = cache.get(NAMESPACE, bounds(app), key).await?;
     let mut names: Vec<String> = value
         .as_deref()
-        .and_then(decode)
+        .and_then(header)
         .map(|(pairs, _)| pairs.into_iter().map(|(tag, _)| tag).collect())
         .unwrap_or_default();
     names.push(tags::GENERATION.to_owned());
@@ -157,7 +164,7 @@ pub async fn lookup(app: &AppState, key: &str) -> Lookup {
             return Lookup::Unavailable;
         }
     };
-    match read.value.as_deref().and_then(decode) {
+    match read.value.map(Bytes::from).and_then(decode) {
         Some((pairs, entry)) => {
             let live = entry.meta.expires_at > chrono::Utc::now().timestamp_millis();
             let current = pairs.len() == read.versions.len()
@@ -194,16 +201,13 @@ pub async fn store(
         return;
     };
     let ttl = std::time::Duration::from_secs(u64::from(max_age)).min(tags::MAX_ENTRY_TTL);
-    let entry = Entry {
-        body: body.to_vec(),
-        meta: Meta {
-            policy,
-            etag: etag.to_owned(),
-            expires_at: chrono::Utc::now().timestamp_millis()
-                + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2),
-        },
+    let meta = Meta {
+        policy,
+        etag: etag.to_owned(),
+        expires_at: chrono::Utc::now().timestamp_millis()
+            + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2),
     };
-    let Some(payload) = payload(&entry) else {
+    let Some(payload) = payload(&meta, body) else {
         return;
     };
     let cache = &app.stores.cache;

@@ -291,7 +291,7 @@ async fn run(
         )
         .await;
         cacheable.etag = Some(tag);
-        bytes = Some(serialized);
+        bytes = Some(Bytes::from(serialized));
     }
     Outcome {
         body,

@@ -1,6 +1,7 @@
 //! Shaping an operation's outcome into an HTTP response: the status (GraphQL-over-HTTP's rules),
 //! the media type, caching headers, `Allow` and `WWW-Authenticate`.
 
+use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -51,7 +52,7 @@ pub struct Outcome {
     /// Root-field rate windows, for the pacing headers (`super::super::caller`).
     pub windows: Vec<Window>,
     /// The body already serialised (an answer from the response cache, or one just stored).
-    pub bytes: Option<Vec<u8>>,
+    pub bytes: Option<Bytes>,
 }
 
 impl Outcome {
@@ -82,9 +83,9 @@ pub fn respond_outcome(
     } else {
         StatusCode::BAD_REQUEST
     };
-    let bytes = outcome
-        .bytes
-        .unwrap_or_else(|| serde_json::to_vec(&outcome.body).unwrap_or_else(|_| b"{}".to_vec()));
+    let bytes = outcome.bytes.unwrap_or_else(|| {
+        Bytes::from(serde_json::to_vec(&outcome.body).unwrap_or_else(|_| b"{}".to_vec()))
+    });
     let mut response = respond_bytes(status, media, bytes.clone(), outcome.headers);
     if !outcome.windows.is_empty() {
         response
@@ -118,7 +119,7 @@ pub fn respond_outcome(
 
 pub fn respond(status: StatusCode, media: MediaType, body: &Value, headers: HeaderMap) -> Response {
     let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
-    let mut response = respond_bytes(status, media, bytes, headers);
+    let mut response = respond_bytes(status, media, Bytes::from(bytes), headers);
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -128,7 +129,7 @@ pub fn respond(status: StatusCode, media: MediaType, body: &Value, headers: Head
 pub fn respond_bytes(
     status: StatusCode,
     media: MediaType,
-    bytes: Vec<u8>,
+    bytes: Bytes,
     headers: HeaderMap,
 ) -> Response {
     let mut response = (status, bytes).into_response();
