@@ -83,6 +83,7 @@ fn validate_url(value: &str) -> Result<(), String> {
 #[derive(Debug, Clone)]
 pub struct RedisSettings {
     pub url: SecretString,
+    /// Multiplexed connections, taken in turn.
     pub pool_size: usize,
     /// Upper bound for one command, so a stalled Redis adds bounded latency.
     pub timeout: Duration,
@@ -97,7 +98,7 @@ impl RedisSettings {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into().into(),
-            pool_size: 16,
+            pool_size: 4,
             timeout: Duration::from_millis(500),
             circuit_threshold: 3,
             circuit_cooldown: Duration::from_secs(2),
@@ -108,7 +109,7 @@ impl RedisSettings {
     pub fn read(r: &mut Reader<'_>, production: bool) -> Option<Self> {
         let url = r.url("REDIS_URL");
         // Read (and show) the rest whether or not Redis is configured.
-        let pool_size = r.number("REDIS_POOL_SIZE", 16usize, 1, 1024);
+        let pool_size = r.number("REDIS_POOL_SIZE", 4usize, 1, 1024);
         let timeout = r.duration("REDIS_TIMEOUT", Duration::from_millis(500));
         let circuit_threshold = r.number("REDIS_CIRCUIT_THRESHOLD", 3u32, 1, 1000);
         let circuit_cooldown = r.duration("REDIS_CIRCUIT_COOLDOWN", Duration::from_secs(2));

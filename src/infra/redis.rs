@@ -1,11 +1,17 @@
-//! Redis implementation of the shared key-value store: one pooled round trip per call, every call
+//! Redis implementation of the shared key-value store: one round trip per call, every call
 //! bounded by `REDIS_TIMEOUT` so a stalled Redis adds bounded latency instead of hanging requests.
+//!
+//! Calls share a few multiplexed connections (`REDIS_POOL_SIZE`, taken in turn): concurrent
+//! commands are pipelined on each, and nothing is sent but the command itself. (A checkout pool
+//! checks a connection with a `PING` every time it hands one out: a second round trip for every
+//! call.) A connection that timed out or dropped is replaced on the next call.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_redis::{Pool, Runtime};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands as _, Script};
 use secrecy::ExposeSecret as _;
 
@@ -13,38 +19,64 @@ use super::breaker::CircuitBreaker;
 use super::kv::{KeyValueStore, Op, Reply, StoreError, StoreResult, WindowOutcome};
 use crate::config::RedisSettings;
 
-/// A pool plus what every call needs: the key prefix, the per-call timeout and the circuit
-/// breaker shared by every call of this instance.
+/// The connections plus what every call needs: the key prefix, the per-call timeout and the
+/// circuit breaker shared by every call of this instance.
 #[derive(Clone)]
 pub struct RedisClient {
-    pub(crate) pool: Pool,
+    connections: Arc<Connections>,
     pub(crate) client: redis::Client,
     pub(crate) prefix: Arc<str>,
     pub(crate) timeout: Duration,
     pub(crate) breaker: Arc<CircuitBreaker>,
 }
 
+/// Multiplexed connections, made on first use and replaced after a failure.
+struct Connections {
+    slots: Vec<Mutex<Option<ConnectionManager>>>,
+    next: AtomicUsize,
+}
+
+impl Connections {
+    fn slot(&self, index: usize) -> &Mutex<Option<ConnectionManager>> {
+        &self.slots[index % self.slots.len()]
+    }
+
+    fn take_turn(&self) -> usize {
+        self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()
+    }
+
+    fn current(&self, index: usize) -> Option<ConnectionManager> {
+        self.slot(index)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set(&self, index: usize, connection: Option<ConnectionManager>) {
+        *self
+            .slot(index)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = connection;
+    }
+}
+
 impl RedisClient {
-    /// Builds the pool without connecting.
+    /// Sets the client up without connecting.
     ///
     /// # Errors
     /// The URL is not a usable Redis URL.
     pub fn new(settings: &RedisSettings, prefix: &str) -> StoreResult<Self> {
         let url = settings.url.expose_secret();
-        let pool = deadpool_redis::Config::from_url(url)
-            .builder()
-            .map_err(|e| StoreError::Backend(format!("invalid Redis configuration: {e}")))?
-            .max_size(settings.pool_size)
-            .wait_timeout(Some(settings.timeout))
-            .create_timeout(Some(settings.timeout))
-            .recycle_timeout(Some(settings.timeout))
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(|e| StoreError::Backend(format!("cannot build Redis pool: {e}")))?;
         let client = redis::Client::open(url)
             .map_err(|e| StoreError::Backend(format!("invalid Redis URL: {e}")))?;
+        let slots = (0..settings.pool_size.max(1))
+            .map(|_| Mutex::new(None))
+            .collect();
         Ok(Self {
-            pool,
+            connections: Arc::new(Connections {
+                slots,
+                next: AtomicUsize::new(0),
+            }),
             client,
             prefix: prefix.into(),
             timeout: settings.timeout,
@@ -59,19 +91,34 @@ impl RedisClient {
         format!("{}{key}", self.prefix)
     }
 
-    /// Runs `f` on a pooled connection within the timeout, unless the circuit is open.
+    /// The connection in `index`'s slot, connecting it when there is none.
+    async fn connection(&self, index: usize) -> StoreResult<ConnectionManager> {
+        if let Some(connection) = self.connections.current(index) {
+            return Ok(connection);
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            // Reconnecting is this client's business (the next call), not a retry loop's.
+            .set_number_of_retries(0);
+        let connection = ConnectionManager::new_with_config(self.client.clone(), config)
+            .await
+            .map_err(map_redis_error)?;
+        self.connections.set(index, Some(connection.clone()));
+        Ok(connection)
+    }
+
+    /// Runs `f` on one of the connections within the timeout, unless the circuit is open.
     pub(crate) async fn run<T, F, Fut>(&self, f: F) -> StoreResult<T>
     where
-        F: FnOnce(deadpool_redis::Connection) -> Fut,
+        F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         self.breaker.allow()?;
+        let index = self.connections.take_turn();
         let work = async {
-            let conn = self.pool.get().await.map_err(|e| match e {
-                deadpool_redis::PoolError::Timeout(_) => StoreError::Timeout,
-                other => StoreError::Unavailable(other.to_string()),
-            })?;
-            f(conn).await.map_err(map_redis_error)
+            let connection = self.connection(index).await?;
+            f(connection).await.map_err(map_redis_error)
         };
         let result = tokio::time::timeout(self.timeout, work)
             .await
@@ -81,7 +128,12 @@ impl RedisClient {
             Ok(_) => self.breaker.success(),
             // A command the server refused says nothing about its health.
             Err(StoreError::Backend(_)) => self.breaker.success(),
-            Err(error) => self.breaker.failure(error),
+            Err(error) => {
+                // A connection that hung or dropped is not trusted again: the next call in this
+                // slot connects afresh.
+                self.connections.set(index, None);
+                self.breaker.failure(error);
+            }
         }
         result
     }

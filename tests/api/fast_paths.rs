@@ -179,8 +179,9 @@ async fn a_budget_spent_on_one_instance_counts_on_the_other() {
     assert_eq!(budget_of(&body), 100 - 7 * cost, "{body}");
 }
 
-/// Commands this app sends to Redis while `work` runs, read with MONITOR and filtered by the
-/// app's key prefix (other tests share the server).
+/// Commands this app sends to Redis while `work` runs, read with MONITOR: every command sent on
+/// a connection that carried the app's key prefix (other tests share the server), keyed or not —
+/// so a `PING` a connection pool sends before each call counts as the round trip it is.
 async fn redis_commands<F: Future<Output = ()>>(app: &TestApp, work: F) -> Vec<String> {
     use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
     let url = crate::helpers::test_redis_url().expect("the Redis pass");
@@ -201,21 +202,34 @@ async fn redis_commands<F: Future<Output = ()>>(app: &TestApp, work: F) -> Vec<S
         .write_all(format!("ECHO {marker}\r\n").as_bytes())
         .await
         .unwrap();
-    let mut seen = Vec::new();
+    let mut sent = Vec::new();
     tokio::time::timeout(std::time::Duration::from_secs(10), async {
         while let Some(line) = lines.next_line().await.unwrap() {
             if line.contains(&marker) {
                 return;
             }
-            // What the app sent, not what its scripts ran inside Redis.
-            if line.contains(&prefix) && !line.contains(" lua] ") {
-                seen.push(line);
+            // What clients sent, not what scripts ran inside Redis.
+            if !line.contains(" lua] ") {
+                sent.push(line);
             }
         }
     })
     .await
     .expect("the marker comes back");
-    seen
+    // `<time> [<db> <address>] "COMMAND" …`: the connection is the address.
+    let connection = |line: &str| {
+        let start = line.find('[')?;
+        let end = start + line[start..].find(']')?;
+        Some(line[start + 1..end].to_owned())
+    };
+    let ours: std::collections::HashSet<String> = sent
+        .iter()
+        .filter(|line| line.contains(&prefix))
+        .filter_map(|line| connection(line))
+        .collect();
+    sent.into_iter()
+        .filter(|line| connection(line).is_some_and(|c| ours.contains(&c)))
+        .collect()
 }
 
 const REQUESTS: usize = 20;
@@ -260,6 +274,12 @@ async fn an_authenticated_request_is_one_store_round_trip() {
     // charges leave in a batch every tenth of a second, whatever the number of requests.
     let per_request = commands.iter().filter(|c| c.contains("auth:user:")).count();
     assert_eq!(per_request, REQUESTS, "{commands:#?}");
+    // Nothing else goes with them: no connection check before each call.
+    let pings = commands
+        .iter()
+        .filter(|c| c.to_ascii_uppercase().contains("\"PING\""))
+        .count();
+    assert_eq!(pings, 0, "{commands:#?}");
     assert!(
         commands.len() <= REQUESTS + 5,
         "{} commands for {REQUESTS} requests: {commands:#?}",
