@@ -14,6 +14,7 @@ pub mod rate_limit;
 pub mod request_id;
 pub mod response_cache;
 pub mod server;
+pub mod shared;
 pub mod ws;
 
 use std::time::Duration;
@@ -31,6 +32,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::schema::{self, AppSchema, build_schema};
 use crate::state::AppState;
+use shared::SharedLayer;
 
 pub use request_id::X_REQUEST_ID;
 
@@ -71,12 +73,16 @@ pub fn router(app: AppState) -> Router {
     }
     let routes = routes.fallback(errors::not_found);
 
+    // `SharedLayer` under each `from_fn` layer: those clone what is beneath them on every
+    // request, and this way a clone stops at the next layer (`shared.rs`).
     let layers = ServiceBuilder::new()
         .layer(axum::middleware::from_fn(request_id::layer))
+        .layer(SharedLayer)
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             server::close_when_draining,
         ))
+        .layer(SharedLayer)
         .layer(CatchPanicLayer::custom(errors::panic_response))
         .layer(
             TraceLayer::new_for_http()
@@ -94,16 +100,20 @@ pub fn router(app: AppState) -> Router {
             app.clone(),
             metrics::layer,
         ))
+        .layer(SharedLayer)
         .layer(axum::middleware::from_fn(errors::json_error_shape))
+        .layer(SharedLayer)
         .option_layer(cors(&settings.http.cors_origins))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             csrf::layer,
         ))
+        .layer(SharedLayer)
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             caller::layer,
         ))
+        .layer(SharedLayer)
         .layer(CompressionLayer::new())
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,

@@ -62,6 +62,23 @@ async fn received(server: &MockServer, tracing: &Tracing) -> Vec<Value> {
     spans
 }
 
+/// What the collector received once `ready` holds (a span ends when its response has been
+/// written, which on a busy machine can come after the client has read it); panics after 10 s.
+async fn received_when(
+    server: &MockServer,
+    tracing: &Tracing,
+    ready: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let spans = received(server, tracing).await;
+        if ready(&spans) || tokio::time::Instant::now() > deadline {
+            return spans;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn attribute(span: &Value, key: &str) -> Option<String> {
     span["attributes"]
         .as_array()?
@@ -117,9 +134,12 @@ async fn one_request_is_traced_from_its_traceparent_through_graphql_sql_and_its_
         "{traceresponse}"
     );
     app.wait_for_mail("traced@example.com", "Confirm").await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
 
-    let spans = received(&server, &tracing).await;
+    let spans = received_when(&server, &tracing, |spans| {
+        let named = |name: &str| spans.iter().any(|s| s["name"] == name);
+        named("POST /graphql") && named("graphql") && named("job auth_mail")
+    })
+    .await;
     let in_trace: Vec<&Value> = spans.iter().filter(|s| s["traceId"] == TRACE).collect();
     let request = in_trace
         .iter()
@@ -243,7 +263,12 @@ async fn with_a_zero_ratio_only_failing_requests_are_exported() {
     let body: Value = failed.json().await.unwrap();
     let _ = body;
 
-    let spans = received(&server, &tracing).await;
+    let spans = received_when(&server, &tracing, |spans| {
+        spans
+            .iter()
+            .any(|s| s["traceId"] == failed_trace.as_str() && s["name"] == "GET /health/ready")
+    })
+    .await;
     assert!(
         spans
             .iter()
