@@ -6,7 +6,7 @@
 //! checks a connection with a `PING` every time it hands one out: a second round trip for every
 //! call.) A connection that timed out or dropped is replaced on the next call.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -32,31 +32,40 @@ pub struct RedisClient {
 
 /// Multiplexed connections, made on first use and replaced after a failure.
 struct Connections {
-    slots: Vec<Mutex<Option<ConnectionManager>>>,
+    /// Each slot's connection, with the number it was made under.
+    slots: Vec<Mutex<Option<(u64, ConnectionManager)>>>,
     next: AtomicUsize,
+    made: AtomicU64,
 }
 
 impl Connections {
-    fn slot(&self, index: usize) -> &Mutex<Option<ConnectionManager>> {
-        &self.slots[index % self.slots.len()]
+    fn slot(&self, index: usize) -> std::sync::MutexGuard<'_, Option<(u64, ConnectionManager)>> {
+        self.slots[index % self.slots.len()]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn take_turn(&self) -> usize {
         self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()
     }
 
-    fn current(&self, index: usize) -> Option<ConnectionManager> {
-        self.slot(index)
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+    fn current(&self, index: usize) -> Option<(u64, ConnectionManager)> {
+        self.slot(index).clone()
     }
 
-    fn set(&self, index: usize, connection: Option<ConnectionManager>) {
-        *self
-            .slot(index)
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = connection;
+    /// Keeps a new connection in the slot; its number.
+    fn keep(&self, index: usize, connection: ConnectionManager) -> u64 {
+        let number = self.made.fetch_add(1, Ordering::Relaxed);
+        *self.slot(index) = Some((number, connection));
+        number
+    }
+
+    /// Empties the slot if it still holds connection `number` (not one made since).
+    fn forget(&self, index: usize, number: u64) {
+        let mut slot = self.slot(index);
+        if slot.as_ref().is_some_and(|(held, _)| *held == number) {
+            *slot = None;
+        }
     }
 }
 
@@ -76,6 +85,7 @@ impl RedisClient {
             connections: Arc::new(Connections {
                 slots,
                 next: AtomicUsize::new(0),
+                made: AtomicU64::new(0),
             }),
             client,
             prefix: prefix.into(),
@@ -91,10 +101,10 @@ impl RedisClient {
         format!("{}{key}", self.prefix)
     }
 
-    /// The connection in `index`'s slot, connecting it when there is none.
-    async fn connection(&self, index: usize) -> StoreResult<ConnectionManager> {
-        if let Some(connection) = self.connections.current(index) {
-            return Ok(connection);
+    /// The connection in `index`'s slot and its number, connecting it when there is none.
+    async fn connection(&self, index: usize) -> StoreResult<(u64, ConnectionManager)> {
+        if let Some(held) = self.connections.current(index) {
+            return Ok(held);
         }
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.timeout))
@@ -104,8 +114,8 @@ impl RedisClient {
         let connection = ConnectionManager::new_with_config(self.client.clone(), config)
             .await
             .map_err(map_redis_error)?;
-        self.connections.set(index, Some(connection.clone()));
-        Ok(connection)
+        let number = self.connections.keep(index, connection.clone());
+        Ok((number, connection))
     }
 
     /// Runs `f` on one of the connections within the timeout, unless the circuit is open.
@@ -116,8 +126,11 @@ impl RedisClient {
     {
         self.breaker.allow()?;
         let index = self.connections.take_turn();
+        // Which connection the call used (none: it never got one).
+        let used = AtomicU64::new(u64::MAX);
         let work = async {
-            let connection = self.connection(index).await?;
+            let (number, connection) = self.connection(index).await?;
+            used.store(number, Ordering::Relaxed);
             f(connection).await.map_err(map_redis_error)
         };
         let result = tokio::time::timeout(self.timeout, work)
@@ -130,8 +143,8 @@ impl RedisClient {
             Err(StoreError::Backend(_)) => self.breaker.success(),
             Err(error) => {
                 // A connection that hung or dropped is not trusted again: the next call in this
-                // slot connects afresh.
-                self.connections.set(index, None);
+                // slot connects afresh (unless another call has already replaced it).
+                self.connections.forget(index, used.load(Ordering::Relaxed));
                 self.breaker.failure(error);
             }
         }
