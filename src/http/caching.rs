@@ -95,7 +95,7 @@ pub fn apply(
     );
     let hit = if_none_match_matches(request, &tag);
     let result = if hit { "hit" } else { "miss" };
-    metrics.record(|| metrics::counter!("http_cache_total", "result" => result).increment(1));
+    metrics.count("http_cache_total", "result", result);
     if hit {
         let mut not_modified = StatusCode::NOT_MODIFIED.into_response();
         not_modified.headers_mut().extend(headers);

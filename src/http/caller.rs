@@ -68,7 +68,7 @@ pub type PrincipalFor<'a> = dyn Fn(Subject<'_>) -> Option<Principal> + Sync + 'a
 /// What a credential needs looked up in the shared store.
 enum Checked {
     Nothing,
-    Token(crate::identity::tokens::Claims),
+    Token(std::sync::Arc<crate::identity::tokens::Claims>),
     /// The key's hashes, the current one first.
     Key(Vec<String>),
 }

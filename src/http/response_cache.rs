@@ -60,8 +60,7 @@ fn tag_keys() -> TagKeys<'static> {
 }
 
 fn count(app: &AppState, result: &'static str) {
-    app.metrics
-        .record(|| metrics::counter!("response_cache_total", "result" => result).increment(1));
+    app.metrics.count("response_cache_total", "result", result);
 }
 
 /// The key of one operation for one scope.

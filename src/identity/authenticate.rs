@@ -67,12 +67,15 @@ pub fn user_state_key(user_id: Uuid) -> String {
 
 const INVALID: &str = "the access token is invalid, expired or revoked";
 
-/// Checks a token's signature and claims without any I/O.
+/// Checks a token's signature and claims without any I/O (a token this instance verified before
+/// only has its expiry checked again: [`tokens::VerifiedTokens`]).
 ///
 /// # Errors
 /// The `Invalid` outcome to answer with.
-pub fn verify(state: &AppState, token: &str) -> Result<Claims, Authentication> {
-    tokens::verify_access_token(&state.settings, token)
+pub fn verify(state: &AppState, token: &str) -> Result<Arc<Claims>, Authentication> {
+    state
+        .local::<tokens::VerifiedTokens>()
+        .verify(&state.settings, token)
         .map_err(|_| Authentication::Invalid(INVALID.into()))
 }
 
@@ -101,18 +104,24 @@ pub async fn resolve(
     cached: StoreResult<Option<Vec<u8>>>,
 ) -> Authentication {
     let loaded = match cached {
-        Ok(Some(bytes)) if bytes != TOMBSTONE => match serde_json::from_slice(&bytes) {
-            Ok(user_state) => Ok(Some(user_state)),
-            Err(_) => load(state, claims.sub, true).await,
-        },
-        Ok(Some(_)) => load(state, claims.sub, false).await,
-        Ok(None) => load(state, claims.sub, true).await,
+        Ok(Some(bytes)) if bytes != TOMBSTONE => {
+            match state.local::<DecodedStates>().decode(claims.sub, &bytes) {
+                Some(user_state) => Ok(Some(user_state)),
+                None => load(state, claims.sub, true).await.map(|s| s.map(Arc::new)),
+            }
+        }
+        Ok(Some(_)) => load(state, claims.sub, false)
+            .await
+            .map(|s| s.map(Arc::new)),
+        Ok(None) => load(state, claims.sub, true).await.map(|s| s.map(Arc::new)),
         Err(error) => {
             error.log("user state cache unavailable; asking the database");
-            load(state, claims.sub, false).await
+            load(state, claims.sub, false)
+                .await
+                .map(|s| s.map(Arc::new))
         }
     };
-    let user_state: UserState = match loaded {
+    let user_state: Arc<UserState> = match loaded {
         Ok(Some(user_state)) => user_state,
         Ok(None) => return Authentication::Invalid(INVALID.into()),
         Err(error) => {
@@ -128,13 +137,53 @@ pub async fn resolve(
     }
     Authentication::User(Arc::new(AuthUser {
         id: claims.sub,
-        email: user_state.email,
+        email: user_state.email.clone(),
         session_id: claims.sid,
-        roles: user_state.roles.into_iter().collect(),
-        permissions: user_state.permissions.into_iter().collect(),
+        roles: user_state.roles.iter().cloned().collect(),
+        permissions: user_state.permissions.iter().cloned().collect(),
         expires_at: DateTime::from_timestamp(claims.exp, 0).unwrap_or_else(Utc::now),
-        profile: user_state.profile,
+        profile: user_state.profile.clone(),
     }))
+}
+
+/// User states decoded from the shared store, by user, with the bytes they were decoded from.
+/// The stored state only changes with the user, so the bytes of the next request are usually the
+/// same: compared, not decoded again (JSON and dates were most of authentication's cost). Other
+/// bytes are decoded and replace the entry, so the store stays the only truth. Bounded to the
+/// [`DecodedStates::CAPACITY`] users seen most recently; one per instance (`AppState::local`).
+struct DecodedStates(std::sync::Mutex<lru::LruCache<Uuid, Decoded>>);
+
+/// The bytes a state was decoded from, and the state.
+type Decoded = (Box<[u8]>, Arc<UserState>);
+
+impl Default for DecodedStates {
+    fn default() -> Self {
+        Self(std::sync::Mutex::new(lru::LruCache::new(
+            std::num::NonZeroUsize::new(Self::CAPACITY).unwrap_or(std::num::NonZeroUsize::MIN),
+        )))
+    }
+}
+
+impl DecodedStates {
+    const CAPACITY: usize = 4096;
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, lru::LruCache<Uuid, Decoded>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The state `bytes` hold for `user_id`, or `None` when they do not decode.
+    fn decode(&self, user_id: Uuid, bytes: &[u8]) -> Option<Arc<UserState>> {
+        if let Some((seen, decoded)) = self.lock().get(&user_id)
+            && **seen == *bytes
+        {
+            return Some(decoded.clone());
+        }
+        let decoded = Arc::new(serde_json::from_slice::<UserState>(bytes).ok()?);
+        self.lock().put(user_id, (bytes.into(), decoded.clone()));
+        Some(decoded)
+    }
 }
 
 /// Reads a user's state from the database, caching it when `cache` (and nobody dropped it since).

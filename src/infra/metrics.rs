@@ -23,6 +23,8 @@ pub struct Metrics {
     operation_names: Mutex<HashSet<String>>,
     /// The per-request series, registered once.
     series: Series,
+    /// Counters with one fixed label, registered once (`Metrics::count`).
+    counters: RwLock<HashMap<(&'static str, &'static str, &'static str), metrics::Counter>>,
 }
 
 /// Handles of the series every request updates (a counter and a histogram per label set), by
@@ -124,6 +126,7 @@ impl Metrics {
             handle,
             operation_names: Mutex::new(HashSet::new()),
             series: Series::default(),
+            counters: RwLock::default(),
         });
         // Histograms buffer samples until drained; drain them even when nobody scrapes.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -145,6 +148,28 @@ impl Metrics {
     /// Runs `f` with this instance's recorder, so `metrics::counter!` and friends land here.
     pub fn record<T>(&self, f: impl FnOnce() -> T) -> T {
         metrics::with_local_recorder(&self.recorder, f)
+    }
+
+    /// Adds one to the counter `name{label="value"}`, for the counters a hot path updates with
+    /// every request (cache results): the handle is registered once, not looked up each time.
+    pub fn count(&self, name: &'static str, label: &'static str, value: &'static str) {
+        let key = (name, label, value);
+        let found = self
+            .counters
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+            .cloned();
+        let counter = found.unwrap_or_else(|| {
+            let counter = self.record(|| metrics::counter!(name, label => value));
+            self.counters
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(key)
+                .or_insert(counter)
+                .clone()
+        });
+        counter.increment(1);
     }
 
     pub fn render(&self) -> String {

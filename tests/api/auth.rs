@@ -1351,3 +1351,29 @@ async fn the_database_file_and_the_outbox_are_readable_by_their_owner_only() {
         assert_eq!(mode(&data.join("multipult.db")), 0o600, "database file");
     }
 }
+
+#[tokio::test]
+async fn a_token_the_server_verified_before_is_still_checked_for_expiry_and_exact_text() {
+    // The instance keeps tokens it verified (`identity::tokens::VerifiedTokens`); a kept token
+    // skips the signature work, never the expiry check, and only the exact same text is kept.
+    let app = TestApp::spawn_with(|s| s.auth.access_token_ttl = Duration::from_secs(1)).await;
+    let session = app.signed_up("fleeting@example.com").await;
+    for _ in 0..2 {
+        let (status, _, body) = app.graphql_as(Some(&session.access), ME, json!({})).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    // The same header and claims under another signature: refused, though the claims are known.
+    let (unsigned, signature) = session.access.rsplit_once('.').unwrap();
+    let mut altered: Vec<char> = signature.chars().collect();
+    altered[0] = if altered[0] == 'A' { 'B' } else { 'A' };
+    let tampered = format!("{unsigned}.{}", altered.into_iter().collect::<String>());
+    let (status, _, body) = app.graphql_as(Some(&tampered), ME, json!({})).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(code(&body), "UNAUTHENTICATED");
+
+    // Past `exp` and the 5 s leeway, the kept token is refused like any expired one.
+    tokio::time::sleep(Duration::from_millis(7_200)).await;
+    let (status, _, body) = app.graphql_as(Some(&session.access), ME, json!({})).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(code(&body), "UNAUTHENTICATED");
+}

@@ -280,3 +280,65 @@ async fn no_response_of_the_endpoint_is_a_500_or_html() {
         }
     }
 }
+
+/// The raw body of a JSON POST to `/graphql`.
+async fn post_text(app: &TestApp, token: Option<&str>, body: &str) -> String {
+    let mut request = app
+        .client
+        .post(app.url("/graphql"))
+        .header("content-type", "application/json")
+        .body(body.to_owned());
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap().text().await.unwrap()
+}
+
+/// Byte offsets of each needle in `text`, in the order given (panics on a missing one).
+fn offsets(text: &str, needles: &[&str]) -> Vec<usize> {
+    needles
+        .iter()
+        .map(|needle| {
+            text.find(needle)
+                .unwrap_or_else(|| panic!("{needle} not in {text}"))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn response_fields_come_in_the_order_the_selection_set_gives_them() {
+    // GraphQL spec, "Serialized Map Ordering": a response's maps keep the selection order, for
+    // single operations and for each result of a batch (a refused one beside an executed one).
+    let app = TestApp::spawn_with(|s| s.graphql.max_batch_size = 2).await;
+    let session = app.signed_up("ordered@example.com").await;
+    let text = post_text(
+        &app,
+        Some(&session.access),
+        r#"{"query":"{ zeta: apiInfo { version } me { roles { name } id email } alpha: __typename }"}"#,
+    )
+    .await;
+    let at = offsets(
+        &text,
+        &[
+            r#""zeta""#,
+            r#""me""#,
+            r#""roles""#,
+            r#""id""#,
+            r#""email""#,
+            r#""alpha""#,
+        ],
+    );
+    assert!(at.is_sorted(), "{text}");
+
+    let batch = r#"[{"query":"{ apiInfo { version environment } b: __typename a: __typename }"},{"query":"{ nope }"}]"#;
+    let text = post_text(&app, None, batch).await;
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(body.as_array().map(Vec::len), Some(2), "{text}");
+    assert_eq!(body[0]["data"]["b"], "QueryRoot");
+    assert!(body[1]["errors"][0]["message"].is_string(), "{text}");
+    let at = offsets(
+        &text,
+        &[r#""version""#, r#""environment""#, r#""b""#, r#""a""#],
+    );
+    assert!(at.is_sorted(), "{text}");
+}

@@ -15,12 +15,12 @@ use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 
 use negotiation::APPLICATION_JSON;
 pub use negotiation::{MediaType, negotiate};
 use params::{params_from_json, params_from_query_string, wants_html};
-use response::{Outcome, not_acceptable, request_error, respond, respond_outcome};
+use response::{Outcome, not_acceptable, request_error, respond_array, respond_outcome};
 
 use super::HttpState;
 use super::caching::Cacheable;
@@ -146,16 +146,11 @@ pub async fn post_handler(
             let mut results = Vec::with_capacity(params.len());
             let mut windows = Vec::new();
             for p in params {
-                let outcome = run(&state, p, Transport::HttpPost, &request_id, &caller).await;
-                results.push(outcome.body);
-                windows.extend(outcome.windows);
+                let mut outcome = run(&state, p, Transport::HttpPost, &request_id, &caller).await;
+                windows.append(&mut outcome.windows);
+                results.push(outcome.into_bytes());
             }
-            let mut response = respond(
-                StatusCode::OK,
-                media,
-                &Value::Array(results),
-                HeaderMap::new(),
-            );
+            let mut response = respond_array(StatusCode::OK, media, &results);
             response
                 .extensions_mut()
                 .insert(super::rate_limit::RuleWindows(windows));
@@ -244,25 +239,12 @@ async fn run(
         outcome.windows = executed.ticket.windows;
         return outcome;
     };
-    let mut body = Map::new();
-    if executed.executed {
-        body.insert(
-            "data".into(),
-            serde_json::to_value(&response.data).unwrap_or(Value::Null),
-        );
-    }
-    if !response.errors.is_empty() {
-        body.insert(
-            "errors".into(),
-            serde_json::to_value(&response.errors).unwrap_or_else(|_| json!([])),
-        );
-    }
-    if !response.extensions.is_empty() {
-        body.insert(
-            "extensions".into(),
-            serde_json::to_value(&response.extensions).unwrap_or_else(|_| json!({})),
-        );
-    }
+    let serialized = serde_json::to_vec(&Body {
+        data: executed.executed.then_some(&response.data),
+        errors: &response.errors,
+        extensions: &response.extensions,
+    })
+    .unwrap_or_else(|_| b"{}".to_vec());
     let cacheable =
         (executed.executed && response.errors.is_empty() && is_query).then_some(Cacheable {
             policy: executed.ticket.phase.cache_policy().unwrap_or_default(),
@@ -273,13 +255,10 @@ async fn run(
     if let Some(budget) = executed.ticket.phase.budget() {
         headers.extend(super::rate_limit::budget_headers(&budget));
     }
-    let body = Value::Object(body);
-    let mut bytes = None;
     let mut cacheable = cacheable;
     if let (Some(cacheable), Some(key), Some(generation)) =
         (cacheable.as_mut(), &cache_key, generation)
     {
-        let serialized = serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec());
         let tag = super::caching::etag(&serialized);
         response_cache::store(
             app,
@@ -291,15 +270,28 @@ async fn run(
         )
         .await;
         cacheable.etag = Some(tag);
-        bytes = Some(Bytes::from(serialized));
     }
     Outcome {
-        body,
+        body: Value::Null,
         executed: executed.executed,
         status: None,
         headers,
         cacheable,
         windows: executed.ticket.windows,
-        bytes,
+        bytes: Some(Bytes::from(serialized)),
     }
+}
+
+/// An executed operation's response body, serialised straight from async-graphql's response:
+/// its maps keep the order of the selection set, as the specification asks of a response, and
+/// nothing is copied into an intermediate JSON tree.
+#[derive(serde::Serialize)]
+struct Body<'a> {
+    /// Present once execution started (`null` when it failed at a non-null root field).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a async_graphql::Value>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    errors: &'a [async_graphql::ServerError],
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    extensions: &'a std::collections::BTreeMap<String, async_graphql::Value>,
 }

@@ -56,6 +56,13 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// The body as JSON bytes.
+    pub fn into_bytes(self) -> Bytes {
+        self.bytes.unwrap_or_else(|| {
+            Bytes::from(serde_json::to_vec(&self.body).unwrap_or_else(|_| b"{}".to_vec()))
+        })
+    }
+
     pub fn refused(refusal: Refusal, request_id: &RequestId) -> Self {
         Self {
             body: json!({ "errors": refusal.errors_json(request_id) }),
@@ -71,7 +78,7 @@ impl Outcome {
 
 pub fn respond_outcome(
     state: &HttpState,
-    outcome: Outcome,
+    mut outcome: Outcome,
     media: MediaType,
     request_headers: &HeaderMap,
 ) -> Response {
@@ -83,19 +90,18 @@ pub fn respond_outcome(
     } else {
         StatusCode::BAD_REQUEST
     };
-    let bytes = outcome.bytes.unwrap_or_else(|| {
-        Bytes::from(serde_json::to_vec(&outcome.body).unwrap_or_else(|_| b"{}".to_vec()))
-    });
-    let mut response = respond_bytes(status, media, bytes.clone(), outcome.headers);
-    if !outcome.windows.is_empty() {
-        response
-            .extensions_mut()
-            .insert(RuleWindows(outcome.windows));
+    let headers = std::mem::take(&mut outcome.headers);
+    let windows = std::mem::take(&mut outcome.windows);
+    let cacheable = outcome.cacheable.take();
+    let bytes = outcome.into_bytes();
+    let mut response = respond_bytes(status, media, bytes.clone(), headers);
+    if !windows.is_empty() {
+        response.extensions_mut().insert(RuleWindows(windows));
     }
     response = caching::apply(
         response,
         &bytes,
-        outcome.cacheable,
+        cacheable,
         &state.app.settings.cache,
         request_headers,
         &state.app.metrics,
@@ -117,9 +123,18 @@ pub fn respond_outcome(
     response
 }
 
-pub fn respond(status: StatusCode, media: MediaType, body: &Value, headers: HeaderMap) -> Response {
-    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
-    let mut response = respond_bytes(status, media, Bytes::from(bytes), headers);
+/// A JSON array of bodies already serialised (a batch's results, in order), never stored.
+pub fn respond_array(status: StatusCode, media: MediaType, items: &[Bytes]) -> Response {
+    let mut bytes = Vec::with_capacity(items.iter().map(|item| item.len() + 1).sum::<usize>() + 1);
+    bytes.push(b'[');
+    for (index, item) in items.iter().enumerate() {
+        if index > 0 {
+            bytes.push(b',');
+        }
+        bytes.extend_from_slice(item);
+    }
+    bytes.push(b']');
+    let mut response = respond_bytes(status, media, Bytes::from(bytes), HeaderMap::new());
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
