@@ -9,6 +9,8 @@ WORKDIR /app
 #    file, benches included, or Cargo refuses the manifest).
 COPY Cargo.toml Cargo.lock ./
 COPY migration/Cargo.toml migration/Cargo.toml
+# Build settings (the bundled SQLite's compile flags): part of the dependencies' layer.
+COPY .cargo .cargo
 RUN mkdir -p src migration/src benches \
     && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
     && echo 'fn main() {}' > migration/src/main.rs && touch migration/src/lib.rs \

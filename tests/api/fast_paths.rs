@@ -315,3 +315,25 @@ async fn a_response_cache_hit_adds_one_round_trip() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn the_bundled_sqlite_keeps_paged_statements_prepared() {
+    // `.cargo/config.toml` builds SQLite with its query planner stability guarantee: without it,
+    // every `LIMIT ?` statement is prepared anew on each run (docs/benchmarks.md). A build that
+    // lost the setting fails here, not only in a benchmark.
+    use sea_orm::{ConnectionTrait as _, Statement};
+    let app = TestApp::spawn().await;
+    let db = &app.state.db;
+    if db.get_database_backend() != sea_orm::DatabaseBackend::Sqlite {
+        return;
+    }
+    let row = db
+        .query_one_raw(Statement::from_string(
+            sea_orm::DatabaseBackend::Sqlite,
+            "SELECT sqlite_compileoption_used('ENABLE_QPSG') AS used",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.try_get::<i32>("", "used").unwrap(), 1);
+}
