@@ -94,10 +94,10 @@ async fn main() {
     }));
     // What the transports do before executing: measure the document, attach the loaders.
     let prepare = |request: Request| {
-        let mut request = request;
-        let phase = document::vet(&mut request, &state.settings.graphql, &state.local())
+        let vetted = document::vet(&request, &state.settings.graphql, &state.local())
             .expect("within limits");
-        multipult::schema::attach_loaders(&state, request.data(phase))
+        let phase = vetted.phase.clone();
+        multipult::schema::attach_loaders(&state, vetted.into_request(request).data(phase))
     };
 
     let cases = [

@@ -20,7 +20,7 @@ use async_graphql::parser::types::{
 use async_graphql::registry::{MetaType, MetaTypeName, Registry};
 
 /// What the hints of one document's queries add up to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CachePolicy {
     /// The smallest max-age a hint set (`None`: no hint set one).
     hinted_max_age: Option<u32>,
@@ -55,6 +55,44 @@ impl CachePolicy {
             (Some(hinted), false) if default == 0 => hinted,
             (Some(hinted), _) => hinted.min(default),
             (None, _) => default,
+        })
+    }
+
+    /// A compact text form for stored entries, read back by [`CachePolicy::from_code`]:
+    /// `<hinted max-age or ->/<unhinted><private><no-cache>`, the flags as `0`/`1`.
+    pub fn code(&self) -> String {
+        let age = self
+            .hinted_max_age
+            .map_or_else(|| "-".to_owned(), |age| age.to_string());
+        let flag = |on: bool| if on { '1' } else { '0' };
+        format!(
+            "{age}/{}{}{}",
+            flag(self.unhinted),
+            flag(self.private),
+            flag(self.no_cache)
+        )
+    }
+
+    /// The policy [`CachePolicy::code`] wrote; `None` for anything else.
+    pub fn from_code(code: &str) -> Option<Self> {
+        let (age, flags) = code.split_once('/')?;
+        let hinted_max_age = match age {
+            "-" => None,
+            age => Some(age.parse().ok()?),
+        };
+        let flag = |c: u8| match c {
+            b'0' => Some(false),
+            b'1' => Some(true),
+            _ => None,
+        };
+        let &[unhinted, private, no_cache] = flags.as_bytes() else {
+            return None;
+        };
+        Some(Self {
+            hinted_max_age,
+            unhinted: flag(unhinted)?,
+            private: flag(private)?,
+            no_cache: flag(no_cache)?,
         })
     }
 
@@ -169,6 +207,37 @@ impl<'a> Walk<'a> {
                     self.selection_set(on, &fragment.node.selection_set.node, root);
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_code_reads_back_as_the_same_policy_and_nothing_else_reads() {
+        let policies = [
+            CachePolicy::default(),
+            CachePolicy {
+                hinted_max_age: Some(300),
+                unhinted: false,
+                private: true,
+                no_cache: false,
+            },
+            CachePolicy {
+                hinted_max_age: Some(0),
+                unhinted: true,
+                private: false,
+                no_cache: true,
+            },
+        ];
+        for policy in policies {
+            assert_eq!(CachePolicy::from_code(&policy.code()), Some(policy));
+        }
+        assert_eq!(CachePolicy::default().code(), "-/100");
+        for bad in ["", "-", "-/10", "-/1000", "x/100", "-/102", "300/1 0"] {
+            assert_eq!(CachePolicy::from_code(bad), None, "{bad}");
         }
     }
 }

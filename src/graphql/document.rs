@@ -28,54 +28,75 @@ use crate::error::ErrorCode;
 /// each; far below what would exhaust a worker thread's stack.
 pub const MAX_NESTING: usize = 64;
 
-/// Checks a request's text, parses it (the parsed document stays in the request) and measures
-/// it: the phase to attach to the request (`request.data(phase)`), without which the schema
-/// refuses to parse. Every way into the schema goes through here.
+/// Checks a request's text, parses it and measures it. Every way into the schema goes through
+/// here: the schema refuses to parse without the phase this returns attached to the request.
 ///
 /// A document that passed before is taken from `documents` instead of being checked and parsed
 /// again (pest parsing is the largest single cost of a small operation); only what depends on
-/// the variables is checked every time.
+/// the variables is checked every time. The parsed document goes into the request only when the
+/// operation executes ([`Vetted::into_request`]): an answer from the response cache never copies
+/// it.
 ///
 /// # Errors
 /// The request error to answer with (`QUERY_TOO_COMPLEX`, `GRAPHQL_PARSE_FAILED`, …).
 pub fn vet(
-    request: &mut async_graphql::Request,
+    request: &async_graphql::Request,
     limits: &GraphqlSettings,
     documents: &Documents,
-) -> Result<Arc<RequestPhase>, ServerError> {
-    let shape = match documents.get(&request.query) {
-        Some(known) => {
-            request.set_parsed_query(known.document.clone());
-            known.shape
-        }
+) -> Result<Vetted, ServerError> {
+    let known = match documents.get(&request.query) {
+        Some(known) => known,
         None => {
             check_text(&request.query, limits)?;
-            let parsed = request.parsed_query().map_err(|mut error| {
+            let parsed = async_graphql::parser::parse_query(&request.query).map_err(|error| {
+                let mut error = ServerError::from(error);
                 let extensions = error.extensions.get_or_insert_with(Default::default);
                 if extensions.get("code").is_none() {
                     extensions.set("code", ErrorCode::GraphqlParseFailed.as_str());
                 }
                 error
             })?;
-            let shape = analyse(parsed, limits)?;
-            if document_has_nul(parsed) {
+            let shape = analyse(&parsed, limits)?;
+            if document_has_nul(&parsed) {
                 return Err(nul_error());
             }
-            let document = parsed.clone();
-            documents.insert(&request.query, document, shape);
-            shape
+            documents.insert(&request.query, parsed, shape)
         }
     };
     if variables_have_nul(&request.variables) {
         return Err(nul_error());
     }
-    let operation_name = request.operation_name.clone();
-    let variables = request.variables.clone();
-    let parsed = request.parsed_query()?;
-    check_required_variables(parsed, operation_name.as_deref(), &variables)?;
+    check_required_variables(
+        &known.document,
+        request.operation_name.as_deref(),
+        &request.variables,
+    )?;
     let phase = Arc::new(RequestPhase::default());
-    phase.vetted(&shape);
-    Ok(phase)
+    phase.vetted(&known.shape);
+    Ok(Vetted {
+        phase,
+        document: known,
+    })
+}
+
+/// A request's document that passed [`vet`], and the phase to attach to the request.
+pub struct Vetted {
+    pub phase: Arc<RequestPhase>,
+    document: Arc<Known>,
+}
+
+impl Vetted {
+    /// The parsed document.
+    pub fn document(&self) -> &ExecutableDocument {
+        &self.document.document
+    }
+
+    /// `request` with its parsed document (a copy: async-graphql owns and rewrites it), so the
+    /// schema does not parse the text again.
+    pub fn into_request(self, mut request: async_graphql::Request) -> async_graphql::Request {
+        request.set_parsed_query(self.document.document.clone());
+        request
+    }
 }
 
 /// Documents that passed [`vet`]'s checks, parsed, by their text: the most recently used, up to
@@ -128,17 +149,18 @@ impl Documents {
         (*known.text == *text).then_some(known)
     }
 
-    fn insert(&self, text: &str, document: ExecutableDocument, shape: Shape) {
-        if text.len() > Self::MAX_TEXT {
-            return;
-        }
+    /// Keeps `document` (unless its text is too long to keep), and returns it as kept.
+    fn insert(&self, text: &str, document: ExecutableDocument, shape: Shape) -> Arc<Known> {
         let known = Arc::new(Known {
             text: text.into(),
             document,
             shape,
         });
+        if text.len() > Self::MAX_TEXT {
+            return known;
+        }
         let mut memo = self.lock();
-        if let Some(old) = memo.entries.put(Self::key(text), known) {
+        if let Some(old) = memo.entries.put(Self::key(text), known.clone()) {
             memo.text_bytes -= old.text.len();
         }
         memo.text_bytes += text.len();
@@ -148,6 +170,7 @@ impl Documents {
             };
             memo.text_bytes -= evicted.text.len();
         }
+        known
     }
 
     /// How many documents are kept (for tests and benchmarks).

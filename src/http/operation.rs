@@ -177,13 +177,27 @@ impl Refusal {
 pub struct Prepared {
     pub request: async_graphql::Request,
     pub ticket: Ticket,
+    /// What execution adds to the request, kept aside until it runs.
+    document: document::Vetted,
+    viewer: Viewer,
+    client: crate::identity::ClientInfo,
+    request_id: RequestId,
 }
 
 impl Prepared {
-    /// The request with the features' loaders attached, and the ticket: what runs. The loaders
-    /// are only made here, so an answer from the response cache never makes them.
+    /// The request with its parsed document, request data and the features' loaders attached,
+    /// and the ticket: what runs. All of it is only made here, so an answer from the response
+    /// cache copies no document and makes no loader.
     pub fn into_parts(self, app: &AppState) -> (async_graphql::Request, Ticket) {
-        (schema::attach_loaders(app, self.request), self.ticket)
+        let request = self
+            .document
+            .into_request(self.request)
+            .data(self.ticket.tags.clone())
+            .data(self.request_id)
+            .data(self.ticket.phase.clone())
+            .data(self.viewer)
+            .data(self.client);
+        (schema::attach_loaders(app, request), self.ticket)
     }
 }
 
@@ -230,18 +244,16 @@ pub async fn prepare(
     let register = resolved
         .register
         .map(|hash| (hash, resolved.document.clone()));
-    let mut request = params.into_request(resolved.document);
-    let phase = document::vet(
-        &mut request,
+    let request = params.into_request(resolved.document);
+    let vetted = document::vet(
+        &request,
         &app.settings.graphql,
         &app.local::<document::Documents>(),
     )
     .map_err(|e| Refusal::new(e, None))?;
-    let operation_name = request.operation_name.clone();
-    let parsed = request.parsed_query().map_err(|e| Refusal::new(e, None))?;
-    let info = select_operation(parsed, operation_name.as_deref());
+    let info = select_operation(vetted.document(), request.operation_name.as_deref());
     if info.kind.is_none() {
-        let message = match &operation_name {
+        let message = match &request.operation_name {
             Some(name) => format!("the document has no operation named {name:?}"),
             None => "the document has several operations: name the one to run (operationName)"
                 .to_owned(),
@@ -324,16 +336,10 @@ pub async fn prepare(
         Viewer::Anonymous => "public".to_owned(),
     };
     let tags = Arc::new(crate::graphql::CacheTags::default());
-    let request = request
-        .data(tags.clone())
-        .data(request_id.clone())
-        .data(phase.clone())
-        .data(viewer)
-        .data(caller.client.clone());
     Ok(Prepared {
         request,
         ticket: Ticket {
-            phase,
+            phase: vetted.phase.clone(),
             info,
             authenticated,
             register,
@@ -342,6 +348,10 @@ pub async fn prepare(
             cache_scope,
             tags,
         },
+        document: vetted,
+        viewer,
+        client: caller.client.clone(),
+        request_id: request_id.clone(),
     })
 }
 

@@ -15,7 +15,6 @@
 //! matching `If-None-Match` is a 304 without running anything.
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::graphql::CachePolicy;
@@ -27,8 +26,8 @@ const NAMESPACE: &str = "responses";
 
 /// A stored response. On the store it is three parts: a header line `tag=version …` (the
 /// versions of its tags when it was stored, which the Redis script reads to check them in the
-/// same round trip), a line of JSON with the rest of [`Meta`], and the body's bytes as they were
-/// sent — so a hit neither parses nor hashes the body.
+/// same round trip), a line with the rest of [`Meta`] (`expires-at etag policy`), and the body's
+/// bytes as they were sent — so a hit neither parses JSON nor hashes the body.
 #[derive(Debug, Clone)]
 pub struct Entry {
     /// A view into the stored value: a hit copies nothing.
@@ -36,13 +35,32 @@ pub struct Entry {
     pub meta: Meta,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct Meta {
     pub policy: CachePolicy,
     /// The body's `ETag`.
     pub etag: String,
     /// Unix milliseconds.
     expires_at: i64,
+}
+
+impl Meta {
+    /// `expires-at etag policy` (the tag is quoted hex, the policy `CachePolicy::code`).
+    fn line(&self) -> String {
+        format!("{} {} {}", self.expires_at, self.etag, self.policy.code())
+    }
+
+    fn parse(line: &[u8]) -> Option<Self> {
+        let mut parts = std::str::from_utf8(line).ok()?.split(' ');
+        let expires_at = parts.next()?.parse().ok()?;
+        let etag = parts.next()?.to_owned();
+        let policy = CachePolicy::from_code(parts.next()?)?;
+        parts.next().is_none().then_some(Self {
+            policy,
+            etag,
+            expires_at,
+        })
+    }
 }
 
 fn bounds(app: &AppState) -> Bounds {
@@ -96,14 +114,14 @@ fn header(bytes: &[u8]) -> Option<(Vec<(String, i64)>, usize)> {
 fn decode(bytes: Bytes) -> Option<(Vec<(String, i64)>, Entry)> {
     let (pairs, start) = header(&bytes)?;
     let meta_end = start + bytes[start..].iter().position(|b| *b == b'\n')?;
-    let meta = serde_json::from_slice(&bytes[start..meta_end]).ok()?;
+    let meta = Meta::parse(&bytes[start..meta_end])?;
     let body = bytes.slice(meta_end + 1..);
     Some((pairs, Entry { body, meta }))
 }
 
 /// The part after the header line (the header is written by whoever knows the versions).
 fn payload(meta: &Meta, body: &[u8]) -> Option<Vec<u8>> {
-    let mut bytes = serde_json::to_vec(meta).ok()?;
+    let mut bytes = meta.line().into_bytes();
     bytes.push(b'\n');
     bytes.extend_from_slice(body);
     Some(bytes)
