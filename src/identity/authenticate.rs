@@ -103,47 +103,39 @@ pub async fn resolve(
     claims: &Claims,
     cached: StoreResult<Option<Vec<u8>>>,
 ) -> Authentication {
+    let fresh = |loaded: AppResult<Option<UserState>>| {
+        loaded.map(|found| found.map(|state| Arc::new(Decoded::new(Box::default(), state))))
+    };
     let loaded = match cached {
         Ok(Some(bytes)) if bytes != TOMBSTONE => {
             match state.local::<DecodedStates>().decode(claims.sub, &bytes) {
-                Some(user_state) => Ok(Some(user_state)),
-                None => load(state, claims.sub, true).await.map(|s| s.map(Arc::new)),
+                Some(decoded) => Ok(Some(decoded)),
+                None => fresh(load(state, claims.sub, true).await),
             }
         }
-        Ok(Some(_)) => load(state, claims.sub, false)
-            .await
-            .map(|s| s.map(Arc::new)),
-        Ok(None) => load(state, claims.sub, true).await.map(|s| s.map(Arc::new)),
+        Ok(Some(_)) => fresh(load(state, claims.sub, false).await),
+        Ok(None) => fresh(load(state, claims.sub, true).await),
         Err(error) => {
             error.log("user state cache unavailable; asking the database");
-            load(state, claims.sub, false)
-                .await
-                .map(|s| s.map(Arc::new))
+            fresh(load(state, claims.sub, false).await)
         }
     };
-    let user_state: Arc<UserState> = match loaded {
-        Ok(Some(user_state)) => user_state,
+    let decoded = match loaded {
+        Ok(Some(decoded)) => decoded,
         Ok(None) => return Authentication::Invalid(INVALID.into()),
         Err(error) => {
             error.report();
             return Authentication::Unavailable;
         }
     };
+    let user_state = &decoded.state;
     if !user_state.usable(Utc::now())
         || user_state.epoch != claims.epoch
         || user_state.revoked_sessions.contains(&claims.sid)
     {
         return Authentication::Invalid(INVALID.into());
     }
-    Authentication::User(Arc::new(AuthUser {
-        id: claims.sub,
-        email: user_state.email.clone(),
-        session_id: claims.sid,
-        roles: user_state.roles.iter().cloned().collect(),
-        permissions: user_state.permissions.iter().cloned().collect(),
-        expires_at: DateTime::from_timestamp(claims.exp, 0).unwrap_or_else(Utc::now),
-        profile: user_state.profile.clone(),
-    }))
+    Authentication::User(decoded.viewer(claims))
 }
 
 /// User states decoded from the shared store, by user, with the bytes they were decoded from.
@@ -151,10 +143,53 @@ pub async fn resolve(
 /// same: compared, not decoded again (JSON and dates were most of authentication's cost). Other
 /// bytes are decoded and replace the entry, so the store stays the only truth. Bounded to the
 /// [`DecodedStates::CAPACITY`] users seen most recently; one per instance (`AppState::local`).
-struct DecodedStates(std::sync::Mutex<lru::LruCache<Uuid, Decoded>>);
+struct DecodedStates(std::sync::Mutex<lru::LruCache<Uuid, Arc<Decoded>>>);
 
-/// The bytes a state was decoded from, and the state.
-type Decoded = (Box<[u8]>, Arc<UserState>);
+/// A user's state as decoded from `bytes`, and the viewer last built from it.
+struct Decoded {
+    bytes: Box<[u8]>,
+    state: UserState,
+    /// Built for one access token (session and expiry): the same token again, the usual case,
+    /// gets the same viewer instead of copies of the roles, permissions and profile.
+    viewer: std::sync::Mutex<Option<Arc<AuthUser>>>,
+}
+
+impl Decoded {
+    fn new(bytes: Box<[u8]>, state: UserState) -> Self {
+        Self {
+            bytes,
+            state,
+            viewer: std::sync::Mutex::default(),
+        }
+    }
+
+    /// The viewer for verified `claims` of this user (whose state was checked).
+    fn viewer(&self, claims: &Claims) -> Arc<AuthUser> {
+        let mut last = self
+            .viewer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(viewer) = last.as_ref().filter(|viewer| {
+            viewer.id == claims.sub
+                && viewer.session_id == claims.sid
+                && viewer.expires_at.timestamp() == claims.exp
+        }) {
+            return viewer.clone();
+        }
+        let state = &self.state;
+        let viewer = Arc::new(AuthUser {
+            id: claims.sub,
+            email: state.email.clone(),
+            session_id: claims.sid,
+            roles: state.roles.iter().cloned().collect(),
+            permissions: state.permissions.iter().cloned().collect(),
+            expires_at: DateTime::from_timestamp(claims.exp, 0).unwrap_or_else(Utc::now),
+            profile: state.profile.clone(),
+        });
+        *last = Some(viewer.clone());
+        viewer
+    }
+}
 
 impl Default for DecodedStates {
     fn default() -> Self {
@@ -167,21 +202,22 @@ impl Default for DecodedStates {
 impl DecodedStates {
     const CAPACITY: usize = 4096;
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, lru::LruCache<Uuid, Decoded>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, lru::LruCache<Uuid, Arc<Decoded>>> {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The state `bytes` hold for `user_id`, or `None` when they do not decode.
-    fn decode(&self, user_id: Uuid, bytes: &[u8]) -> Option<Arc<UserState>> {
-        if let Some((seen, decoded)) = self.lock().get(&user_id)
-            && **seen == *bytes
+    fn decode(&self, user_id: Uuid, bytes: &[u8]) -> Option<Arc<Decoded>> {
+        if let Some(known) = self.lock().get(&user_id)
+            && *known.bytes == *bytes
         {
-            return Some(decoded.clone());
+            return Some(known.clone());
         }
-        let decoded = Arc::new(serde_json::from_slice::<UserState>(bytes).ok()?);
-        self.lock().put(user_id, (bytes.into(), decoded.clone()));
+        let state = serde_json::from_slice::<UserState>(bytes).ok()?;
+        let decoded = Arc::new(Decoded::new(bytes.into(), state));
+        self.lock().put(user_id, decoded.clone());
         Some(decoded)
     }
 }
