@@ -4,6 +4,7 @@
 //! HTTP requests are counted by [`super::caller`]; WebSocket operations are counted one by one
 //! against the same windows.
 
+use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
@@ -171,35 +172,31 @@ pub fn headers(windows: &[Window]) -> HeaderMap {
         HeaderName::from_static("x-ratelimit-reset"),
         HeaderValue::from(secs_ceil(decisive.outcome.reset_after)),
     );
-    let policies: Vec<String> = ordered
-        .iter()
-        .map(|w| {
-            format!(
-                "\"{}\";q={};w={}",
-                w.policy,
-                w.quota.limit,
-                w.quota.window.as_secs().max(1)
-            )
-        })
-        .collect();
-    let mut put = |name: &'static str, value: String| {
-        if let Ok(value) = HeaderValue::from_str(&value) {
+    // Both lists written straight into one buffer each, no string per entry.
+    let mut policies = String::with_capacity(32 * ordered.len());
+    let mut states = String::with_capacity(32 * ordered.len());
+    for (index, w) in ordered.iter().enumerate() {
+        let separator = if index == 0 { "" } else { ", " };
+        let _ = write!(
+            policies,
+            "{separator}\"{}\";q={};w={}",
+            w.policy,
+            w.quota.limit,
+            w.quota.window.as_secs().max(1)
+        );
+        let _ = write!(
+            states,
+            "{separator}\"{}\";r={};t={}",
+            w.policy,
+            w.outcome.remaining(),
+            secs_ceil(w.outcome.reset_after)
+        );
+    }
+    for (name, value) in [("ratelimit-policy", policies), ("ratelimit", states)] {
+        if let Ok(value) = HeaderValue::try_from(value) {
             out.insert(HeaderName::from_static(name), value);
         }
-    };
-    put("ratelimit-policy", policies.join(", "));
-    let states: Vec<String> = ordered
-        .iter()
-        .map(|w| {
-            format!(
-                "\"{}\";r={};t={}",
-                w.policy,
-                w.outcome.remaining(),
-                secs_ceil(w.outcome.reset_after)
-            )
-        })
-        .collect();
-    put("ratelimit", states.join(", "));
+    }
     out
 }
 
