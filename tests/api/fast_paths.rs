@@ -337,3 +337,53 @@ async fn the_bundled_sqlite_keeps_paged_statements_prepared() {
         .unwrap();
     assert_eq!(row.try_get::<i32>("", "used").unwrap(), 1);
 }
+
+#[tokio::test]
+async fn two_sessions_of_one_user_each_see_their_own_session_and_logout_ends_only_its_own() {
+    // The instance reuses the viewer it built for a token (same user state, same token): two
+    // sessions of one user, alternating, must never get each other's.
+    let app = TestApp::spawn_with(|s| s.cache.responses = false).await;
+    let first = app.signed_up("twice@example.com").await;
+    let second = app
+        .login("twice@example.com", crate::helpers::PASSWORD)
+        .await;
+    let current = |body: &Value| {
+        body["data"]["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["current"] == true)
+            .map(|s| s["id"].clone())
+    };
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        for session in [&first, &second] {
+            let (status, _, body) = app
+                .graphql_as(
+                    Some(&session.access),
+                    "{ sessions { id current } }",
+                    json!({}),
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+            seen.push(current(&body).expect("a current session"));
+        }
+    }
+    assert_ne!(seen[0], seen[1], "both tokens saw the same current session");
+    for (index, id) in seen.iter().enumerate() {
+        assert_eq!(*id, seen[index % 2], "request {index} saw another session");
+    }
+
+    let (_, _, body) = app
+        .graphql_as(Some(&second.access), "mutation { logout }", json!({}))
+        .await;
+    assert_eq!(body["data"]["logout"], true, "{body}");
+    let (status, _, _) = app
+        .graphql_as(Some(&second.access), "{ me { id } }", json!({}))
+        .await;
+    assert_eq!(status, 401);
+    let (status, _, body) = app
+        .graphql_as(Some(&first.access), "{ me { id } }", json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
