@@ -385,6 +385,33 @@ mod tests {
     }
 
     #[test]
+    fn the_idle_ping_threshold_takes_zero_and_durations_and_refuses_the_rest() {
+        let read = |value: &str| {
+            Settings::from_vars(vars(&[("DATABASE_PING_AFTER_IDLE", value)]), &[])
+                .map(|s| s.database.ping_after_idle)
+        };
+        assert_eq!(
+            Settings::from_vars(BTreeMap::new(), &[])
+                .unwrap()
+                .database
+                .ping_after_idle,
+            std::time::Duration::from_secs(30)
+        );
+        assert_eq!(read("0").unwrap(), std::time::Duration::ZERO);
+        assert_eq!(read("2m").unwrap(), std::time::Duration::from_secs(120));
+        for bad in ["-1", "soon", "400d"] {
+            let errors = read(bad).unwrap_err();
+            assert!(
+                errors
+                    .0
+                    .iter()
+                    .any(|e| e.variable == "DATABASE_PING_AFTER_IDLE"),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn every_problem_is_reported_at_once() {
         let errors = Settings::from_vars(
             vars(&[

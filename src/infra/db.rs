@@ -38,6 +38,9 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<DatabaseConnection, 
         .min_connections(settings.min_connections)
         .connect_timeout(settings.connect_timeout)
         .acquire_timeout(settings.acquire_timeout)
+        // Not a ping per checkout (a round trip before every statement on PostgreSQL): only
+        // connections idle long enough to have been dropped by the server or a proxy.
+        .test_before_acquire_if_idle_for(settings.ping_after_idle)
         .sqlx_logging(false);
     if settings.is_sqlite_memory() {
         // An in-memory database lives exactly as long as its one connection: never recycle it.
