@@ -41,6 +41,7 @@ pub fn not_acceptable() -> Response {
 
 /// The outcome of one operation, before it is given a status code.
 pub struct Outcome {
+    /// The body of a refusal (`bytes` is `None`); `Null` once `bytes` holds it.
     pub body: Value,
     /// `false` for request errors: nothing executed, and the body has no `data`.
     pub executed: bool,
@@ -51,7 +52,8 @@ pub struct Outcome {
     pub cacheable: Option<Cacheable>,
     /// Root-field rate windows, for the pacing headers (`super::super::caller`).
     pub windows: Vec<Window>,
-    /// The body already serialised (an answer from the response cache, or one just stored).
+    /// The body already serialised: every executed operation's, and an answer from the response
+    /// cache.
     pub bytes: Option<Bytes>,
 }
 
