@@ -69,6 +69,8 @@ impl LogStream {
 /// Installs the global subscriber writing to `stream` (and, when `OTEL_*` says so, exporting
 /// traces). A second call is a no-op.
 pub fn init(settings: &Settings, stream: LogStream) {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::filter::LevelFilter;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = EnvFilter::try_new(&settings.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
@@ -100,12 +102,14 @@ pub fn init(settings: &Settings, stream: LogStream) {
         };
         return;
     };
-    let otel_layer = otel::layer(&tracing);
+    // `LOG_LEVEL` filters the lines written, not the spans traced: each layer has its own
+    // filter, so a server logging only warnings still exports its (INFO) spans.
+    let otel_layer = otel::layer(&tracing).with_filter(LevelFilter::INFO);
     otel::install_global(tracing);
     let fmt = tracing_subscriber::fmt::layer()
         .with_span_events(FmtSpan::NONE)
         .with_target(true);
-    let registry = tracing_subscriber::registry().with(filter).with(otel_layer);
+    let registry = tracing_subscriber::registry().with(otel_layer);
     let _ = match settings.log_format {
         LogFormat::Json => registry
             .with(
@@ -113,13 +117,15 @@ pub fn init(settings: &Settings, stream: LogStream) {
                     .flatten_event(true)
                     .with_current_span(true)
                     .with_span_list(false)
-                    .with_writer(Redacting::new(move || stream.writer(), LogFormat::Json)),
+                    .with_writer(Redacting::new(move || stream.writer(), LogFormat::Json))
+                    .with_filter(filter),
             )
             .try_init(),
         LogFormat::Pretty => registry
             .with(
                 fmt.compact()
-                    .with_writer(Redacting::new(move || stream.writer(), LogFormat::Pretty)),
+                    .with_writer(Redacting::new(move || stream.writer(), LogFormat::Pretty))
+                    .with_filter(filter),
             )
             .try_init(),
     };

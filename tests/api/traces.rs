@@ -381,3 +381,85 @@ async fn with_traces_off_nothing_is_added() {
     let body: Value = response.json().await.unwrap();
     assert!(body["errors"][0]["extensions"].get("traceId").is_none());
 }
+
+#[tokio::test]
+async fn the_binary_exports_traces_whatever_log_level_it_logs_at() {
+    // LOG_LEVEL decides which lines are written, not which spans are traced: a server logging
+    // warnings only still exports its request spans (they are INFO spans).
+    let server = collector().await;
+    let port = {
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        free.local_addr().unwrap().port()
+    };
+    let dir =
+        std::env::temp_dir().join(format!("multipult-otel-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_multipult"))
+        .env_clear()
+        .current_dir(&dir)
+        .envs([
+            ("APP_ENV", "test"),
+            ("APP_PORT", port.to_string().as_str()),
+            ("DATABASE_URL", "sqlite::memory:"),
+            ("LOG_LEVEL", "warn"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", server.uri().as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut ready = false;
+    for _ in 0..300 {
+        if let Ok(response) = client.get(format!("{base}/health/live")).send().await
+            && response.status() == 200
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "the server did not start");
+    let response = client
+        .get(format!(
+            "{base}/graphql?query=%7B%20apiInfo%20%7B%20version%20%7D%20%7D"
+        ))
+        .header("traceparent", format!("00-{TRACE}-{PARENT}-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    // A graceful stop flushes what is left to export.
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("stopped within 20 s")
+        .unwrap();
+    assert!(status.success(), "{status}");
+    let mut names = Vec::new();
+    for request in server.received_requests().await.unwrap() {
+        let body: Value = serde_json::from_slice(&request.body).unwrap();
+        for resource in body["resourceSpans"].as_array().into_iter().flatten() {
+            for scope in resource["scopeSpans"].as_array().into_iter().flatten() {
+                for span in scope["spans"].as_array().into_iter().flatten() {
+                    if span["traceId"] == TRACE {
+                        names.push(span["name"].as_str().unwrap_or_default().to_owned());
+                    }
+                }
+            }
+        }
+    }
+    assert!(names.iter().any(|n| n == "GET /graphql"), "{names:?}");
+    assert!(names.iter().any(|n| n == "graphql"), "{names:?}");
+}
