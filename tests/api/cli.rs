@@ -153,14 +153,7 @@ async fn a_request_log_line_has_the_request_id_and_never_the_bearer_token() {
         .unwrap();
     assert_eq!(response.status(), 200);
 
-    let pid = child.id().unwrap().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    crate::helpers::sigterm(&child);
     let mut log = Vec::new();
     while let Ok(Ok(Some(line))) =
         tokio::time::timeout(Duration::from_secs(10), lines.next_line()).await

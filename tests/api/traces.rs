@@ -48,6 +48,11 @@ async fn received(server: &MockServer, tracing: &Tracing) -> Vec<Value> {
         .await
         .unwrap()
         .unwrap();
+    collected(server).await
+}
+
+/// Every span the collector has received so far (nothing flushed first).
+async fn collected(server: &MockServer) -> Vec<Value> {
     let mut spans = Vec::new();
     for request in server.received_requests().await.unwrap() {
         let body: Value = serde_json::from_slice(&request.body).unwrap();
@@ -434,32 +439,18 @@ async fn the_binary_exports_traces_whatever_log_level_it_logs_at() {
     assert_eq!(response.status(), 200);
 
     // A graceful stop flushes what is left to export.
-    let pid = child.id().unwrap().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    crate::helpers::sigterm(&child);
     let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
         .await
         .expect("stopped within 20 s")
         .unwrap();
     assert!(status.success(), "{status}");
-    let mut names = Vec::new();
-    for request in server.received_requests().await.unwrap() {
-        let body: Value = serde_json::from_slice(&request.body).unwrap();
-        for resource in body["resourceSpans"].as_array().into_iter().flatten() {
-            for scope in resource["scopeSpans"].as_array().into_iter().flatten() {
-                for span in scope["spans"].as_array().into_iter().flatten() {
-                    if span["traceId"] == TRACE {
-                        names.push(span["name"].as_str().unwrap_or_default().to_owned());
-                    }
-                }
-            }
-        }
-    }
+    let names: Vec<String> = collected(&server)
+        .await
+        .iter()
+        .filter(|span| span["traceId"] == TRACE)
+        .map(|span| span["name"].as_str().unwrap_or_default().to_owned())
+        .collect();
     assert!(names.iter().any(|n| n == "GET /graphql"), "{names:?}");
     assert!(names.iter().any(|n| n == "graphql"), "{names:?}");
 }

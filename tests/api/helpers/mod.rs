@@ -22,3 +22,15 @@ pub fn code(body: &serde_json::Value) -> &str {
         .as_str()
         .unwrap_or_default()
 }
+
+/// Sends SIGTERM to a started binary (a graceful stop).
+pub fn sigterm(child: &tokio::process::Child) {
+    let pid = child.id().expect("the process is running").to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
