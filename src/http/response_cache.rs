@@ -120,11 +120,11 @@ fn decode(bytes: Bytes) -> Option<(Vec<(String, i64)>, Entry)> {
 }
 
 /// The part after the header line (the header is written by whoever knows the versions).
-fn payload(meta: &Meta, body: &[u8]) -> Option<Vec<u8>> {
+fn payload(meta: &Meta, body: &[u8]) -> Vec<u8> {
     let mut bytes = meta.line().into_bytes();
     bytes.push(b'\n');
     bytes.extend_from_slice(body);
-    Some(bytes)
+    bytes
 }
 
 fn encode(pairs: &[(String, i64)], payload: &[u8]) -> Vec<u8> {
@@ -224,9 +224,7 @@ pub async fn store(
         expires_at: chrono::Utc::now().timestamp_millis()
             + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2),
     };
-    let Some(payload) = payload(&meta, body) else {
-        return;
-    };
+    let payload = payload(&meta, body);
     let cache = &app.stores.cache;
     match cache
         .put_tagged(
