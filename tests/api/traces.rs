@@ -40,18 +40,7 @@ fn tracing_to(server: &MockServer, ratio: f64) -> Tracing {
     otel::build(&settings).unwrap().expect("tracing on")
 }
 
-/// Every span the collector received: (trace id, span id, parent id, name, attributes, links).
-async fn received(server: &MockServer, tracing: &Tracing) -> Vec<Value> {
-    // Spans are exported in batches from their own thread.
-    let provider = tracing.provider.clone();
-    tokio::task::spawn_blocking(move || provider.force_flush())
-        .await
-        .unwrap()
-        .unwrap();
-    collected(server).await
-}
-
-/// Every span the collector has received so far (nothing flushed first).
+/// Every span the collector has received so far.
 async fn collected(server: &MockServer) -> Vec<Value> {
     let mut spans = Vec::new();
     for request in server.received_requests().await.unwrap() {
@@ -65,23 +54,6 @@ async fn collected(server: &MockServer) -> Vec<Value> {
         }
     }
     spans
-}
-
-/// What the collector received once `ready` holds (a span ends when its response has been
-/// written, which on a busy machine can come after the client has read it); panics after 10 s.
-async fn received_when(
-    server: &MockServer,
-    tracing: &Tracing,
-    ready: impl Fn(&[Value]) -> bool,
-) -> Vec<Value> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let spans = received(server, tracing).await;
-        if ready(&spans) || tokio::time::Instant::now() > deadline {
-            return spans;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn attribute(span: &Value, key: &str) -> Option<String> {
@@ -100,32 +72,117 @@ fn attribute(span: &Value, key: &str) -> Option<String> {
         })
 }
 
-/// What one traced sign-up left: every span the collector received, the request's id, and the
-/// captured logs (with the guards that keep this test's subscriber and tracer installed).
-struct TracedSignUp {
-    spans: Vec<Value>,
-    request_id: String,
-    logs: crate::helpers::LogCapture,
-    _local: otel::LocalGuard,
+/// The binary, serving with traces exported to a collector, its JSON log lines in a file.
+///
+/// Traces are tested through the binary because it installs its subscriber globally, as
+/// production does. A test's thread-local subscriber loses spans: sqlx-sqlite runs statements on
+/// a thread of its own and hands it a clone of the caller's span, and when that clone is the
+/// last one left, the registry closes the span's parent through the *thread's* default
+/// subscriber, which on sqlx's thread is not the test's. The parent then never closes and is
+/// never exported (the request span was missing about one run in seven).
+struct TracedBinary {
+    child: tokio::process::Child,
+    base: String,
+    dir: std::path::PathBuf,
+    client: reqwest::Client,
 }
 
-/// Signs up under an incoming `traceparent` with traces on (every resolver counted as slow, the
-/// request rate-limited: a store round trip), and collects what was exported once the request,
-/// its operation and its mail job are there (or after 10 s).
-async fn traced_sign_up() -> TracedSignUp {
-    let server = collector().await;
-    let tracing = tracing_to(&server, 1.0);
-    let logs = capture_logs_and_traces(&tracing);
-    let local = otel::install_local(tracing.clone());
-    let app = TestApp::spawn_with(|s| {
-        s.telemetry.slow_resolver = Duration::ZERO;
-        s.rate_limit.enabled = true;
-    })
-    .await;
+impl TracedBinary {
+    async fn start(server: &MockServer, envs: &[(&str, &str)]) -> Self {
+        let port = {
+            let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            free.local_addr().unwrap().port()
+        };
+        let dir =
+            std::env::temp_dir().join(format!("multipult-otel-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = std::fs::File::create(dir.join("server.log")).unwrap();
+        let database = format!("sqlite://{}?mode=rwc", dir.join("app.db").display());
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_multipult"))
+            .env_clear()
+            .current_dir(&dir)
+            .envs([
+                ("APP_ENV", "test"),
+                ("APP_PORT", port.to_string().as_str()),
+                ("DATA_DIR", dir.to_str().unwrap()),
+                ("DATABASE_URL", database.as_str()),
+                ("LOG_FORMAT", "json"),
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", server.uri().as_str()),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+            ])
+            .envs(envs.iter().copied())
+            .stdout(log)
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let binary = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            dir,
+            client: reqwest::Client::new(),
+        };
+        for _ in 0..300 {
+            if let Ok(response) = binary.client.get(binary.url("/health/live")).send().await
+                && response.status() == 200
+            {
+                return binary;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the server did not start: {:?}", binary.log_lines());
+    }
 
-    let response = app
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Its log lines so far.
+    fn log_lines(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.dir.join("server.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+
+    /// Waits (up to 20 s) for a log line with this message.
+    async fn logged(&self, message: &str) {
+        for _ in 0..200 {
+            if self.log_lines().iter().any(|l| l["message"] == message) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("never logged {message:?}: {:?}", self.log_lines());
+    }
+
+    /// Stops it gracefully, which flushes the spans left to export; returns its log lines.
+    async fn stop(mut self) -> Vec<Value> {
+        crate::helpers::sigterm(&self.child);
+        let status = tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+            .await
+            .expect("stopped within 20 s")
+            .unwrap();
+        assert!(status.success(), "{status}");
+        let lines = self.log_lines();
+        let _ = std::fs::remove_dir_all(&self.dir);
+        lines
+    }
+}
+
+#[tokio::test]
+async fn one_request_is_traced_from_its_traceparent_through_graphql_sql_and_its_job() {
+    let server = collector().await;
+    // Every resolver slower than 1 ms gets a span; the request is rate-limited (a store call).
+    let binary = TracedBinary::start(
+        &server,
+        &[("LOG_LEVEL", "info"), ("TRACE_SLOW_RESOLVER", "1ms")],
+    )
+    .await;
+    let response = binary
         .client
-        .post(app.url("/graphql"))
+        .post(binary.url("/graphql"))
         .header("traceparent", format!("00-{TRACE}-{PARENT}-01"))
         .json(&json!({
             "query": "mutation SignUp($input: RegisterInput!) { register(input: $input) { message } }",
@@ -148,50 +205,9 @@ async fn traced_sign_up() -> TracedSignUp {
         traceresponse.starts_with(&format!("00-{TRACE}-")),
         "{traceresponse}"
     );
-    app.wait_for_mail("traced@example.com", "Confirm").await;
-
-    let spans = received_when(&server, &tracing, |spans| {
-        let named = |name: &str| spans.iter().any(|s| s["name"] == name);
-        named("POST /graphql") && named("graphql") && named("job auth_mail")
-    })
-    .await;
-    TracedSignUp {
-        spans,
-        request_id,
-        logs,
-        _local: local,
-    }
-}
-
-#[tokio::test]
-async fn one_request_is_traced_from_its_traceparent_through_graphql_sql_and_its_job() {
-    // KNOWN BUG, cause not found yet: in about one run in seven the request's own span never
-    // closes, so it is never exported, while its children are and name it as their parent. In
-    // those runs the child `auth.register` closes late, when the operation's task is dropped,
-    // instead of before `execute` returns. tracing-subscriber's registry closes a parent through
-    // `dispatcher::get_default`, so a child closed where this test's thread-local subscriber is not
-    // the default (another thread, or inside a dispatcher call) loses its parent's close. That
-    // points at the test's subscriber (the binary installs a global one), but it is not proven.
-    // Up to five fresh attempts, the last one checked in full below.
-    let mut attempt = traced_sign_up().await;
-    for retry in 1..5 {
-        let has_root = attempt
-            .spans
-            .iter()
-            .any(|s| s["traceId"] == TRACE && s["name"] == "POST /graphql");
-        if has_root {
-            break;
-        }
-        eprintln!("known bug: the request span was not exported (attempt {retry}); again");
-        drop(attempt);
-        attempt = traced_sign_up().await;
-    }
-    let TracedSignUp {
-        spans,
-        request_id,
-        logs,
-        _local,
-    } = attempt;
+    binary.logged("job done").await;
+    let logs = binary.stop().await;
+    let spans = collected(&server).await;
     let in_trace: Vec<&Value> = spans.iter().filter(|s| s["traceId"] == TRACE).collect();
     let request = in_trace
         .iter()
@@ -249,9 +265,8 @@ async fn one_request_is_traced_from_its_traceparent_through_graphql_sql_and_its_
     );
 
     // Every log line of the request names the trace.
-    let lines: Vec<Value> = logs
-        .lines()
-        .into_iter()
+    let lines: Vec<&Value> = logs
+        .iter()
         .filter(|l| {
             l["span"]["request_id"] == request_id.as_str() && l["span"]["name"] == "request"
         })
@@ -262,9 +277,8 @@ async fn one_request_is_traced_from_its_traceparent_through_graphql_sql_and_its_
     }
     // The job's lines name the job's own trace.
     let job_trace = job["traceId"].as_str().unwrap();
-    let job_lines: Vec<Value> = logs
-        .lines()
-        .into_iter()
+    let job_lines: Vec<&Value> = logs
+        .iter()
         .filter(|l| l["span"]["name"] == "job" && l["span"]["kind"] == "auth_mail")
         .collect();
     assert!(!job_lines.is_empty());
@@ -276,51 +290,41 @@ async fn one_request_is_traced_from_its_traceparent_through_graphql_sql_and_its_
 #[tokio::test]
 async fn with_a_zero_ratio_only_failing_requests_are_exported() {
     let server = collector().await;
-    let tracing = tracing_to(&server, 0.0);
-    let _logs = capture_logs_and_traces(&tracing);
-    let _local = otel::install_local(tracing.clone());
     // Redis on a port nothing listens on: readiness answers 503.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = closed.local_addr().unwrap().port();
+    let redis = format!("redis://127.0.0.1:{}", closed.local_addr().unwrap().port());
     drop(closed);
-    let app = TestApp::spawn_with(|s| {
-        s.redis = Some(multipult::config::RedisSettings {
-            url: format!("redis://127.0.0.1:{port}").into(),
-            pool_size: 2,
-            timeout: Duration::from_millis(200),
-            circuit_threshold: 3,
-            circuit_cooldown: Duration::from_secs(1),
-        });
-        s.http.health_check_timeout = Duration::from_millis(500);
-    })
+    let binary = TracedBinary::start(
+        &server,
+        &[
+            ("OTEL_TRACES_SAMPLER_ARG", "0"),
+            ("REDIS_URL", redis.as_str()),
+            ("REDIS_TIMEOUT", "200ms"),
+            ("REDIS_CIRCUIT_COOLDOWN", "1s"),
+            ("HEALTH_CHECK_TIMEOUT", "500ms"),
+        ],
+    )
     .await;
 
-    let ok = app
+    let ok = binary
         .client
-        .get(app.url("/health/live"))
+        .get(binary.url("/health/live"))
         .send()
         .await
         .unwrap();
     assert_eq!(ok.status(), 200);
     let ok_trace = trace_of(&ok);
-    let failed = app
+    let failed = binary
         .client
-        .get(app.url("/health/ready"))
+        .get(binary.url("/health/ready"))
         .send()
         .await
         .unwrap();
     assert_eq!(failed.status(), 503);
     let failed_trace = trace_of(&failed);
-    // An error body names its trace.
-    let body: Value = failed.json().await.unwrap();
-    let _ = body;
+    binary.stop().await;
 
-    let spans = received_when(&server, &tracing, |spans| {
-        spans
-            .iter()
-            .any(|s| s["traceId"] == failed_trace.as_str() && s["name"] == "GET /health/ready")
-    })
-    .await;
+    let spans = collected(&server).await;
     assert!(
         spans
             .iter()
@@ -392,59 +396,16 @@ async fn the_binary_exports_traces_whatever_log_level_it_logs_at() {
     // LOG_LEVEL decides which lines are written, not which spans are traced: a server logging
     // warnings only still exports its request spans (they are INFO spans).
     let server = collector().await;
-    let port = {
-        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        free.local_addr().unwrap().port()
-    };
-    let dir =
-        std::env::temp_dir().join(format!("multipult-otel-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_multipult"))
-        .env_clear()
-        .current_dir(&dir)
-        .envs([
-            ("APP_ENV", "test"),
-            ("APP_PORT", port.to_string().as_str()),
-            ("DATABASE_URL", "sqlite::memory:"),
-            ("LOG_LEVEL", "warn"),
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", server.uri().as_str()),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let client = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut ready = false;
-    for _ in 0..300 {
-        if let Ok(response) = client.get(format!("{base}/health/live")).send().await
-            && response.status() == 200
-        {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ready, "the server did not start");
-    let response = client
-        .get(format!(
-            "{base}/graphql?query=%7B%20apiInfo%20%7B%20version%20%7D%20%7D"
-        ))
+    let binary = TracedBinary::start(&server, &[("LOG_LEVEL", "warn")]).await;
+    let response = binary
+        .client
+        .get(binary.url("/graphql?query=%7B%20apiInfo%20%7B%20version%20%7D%20%7D"))
         .header("traceparent", format!("00-{TRACE}-{PARENT}-01"))
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-
-    // A graceful stop flushes what is left to export.
-    crate::helpers::sigterm(&child);
-    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
-        .await
-        .expect("stopped within 20 s")
-        .unwrap();
-    assert!(status.success(), "{status}");
+    binary.stop().await;
     let names: Vec<String> = collected(&server)
         .await
         .iter()
