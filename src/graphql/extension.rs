@@ -259,22 +259,17 @@ async fn check_cost(
     let bypass = user.is_some_and(|u| u.has(RATE_LIMIT_BYPASS));
     let key = viewer.and_then(Viewer::api_key);
     let (principal, quota) = match (user, key) {
-        (Some(user), _) => (format!("user:{}", user.id), limits.user_budget),
-        (None, Some(key)) => (format!("apikey:{}", key.id), limits.api_key_budget),
+        (Some(user), _) => (BudgetPrincipal::User(user.id), limits.user_budget),
+        (None, Some(key)) => (BudgetPrincipal::ApiKey(key.id), limits.api_key_budget),
         (None, None) => (
-            format!(
-                "ip:{}",
-                client
-                    .and_then(|c| c.ip)
-                    .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
-            ),
+            BudgetPrincipal::Address(client.and_then(|c| c.ip)),
             limits.anonymous_budget,
         ),
     };
     let budget = match quota.filter(|_| !bypass) {
         None => None,
         Some(quota) => {
-            let debited = debit(state, &principal, quota, complexity).await;
+            let debited = debit(state, principal, quota, complexity).await;
             let budget = match &debited {
                 Ok(budget) => *budget,
                 Err((budget, _)) => Some(*budget),
@@ -290,12 +285,31 @@ async fn check_cost(
     })
 }
 
+/// Whose budget an operation is charged to (written into the budget's store key).
+#[derive(Clone, Copy)]
+enum BudgetPrincipal {
+    User(uuid::Uuid),
+    ApiKey(uuid::Uuid),
+    Address(Option<std::net::IpAddr>),
+}
+
+impl std::fmt::Display for BudgetPrincipal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::User(id) => write!(f, "user:{id}"),
+            Self::ApiKey(id) => write!(f, "apikey:{id}"),
+            Self::Address(Some(ip)) => write!(f, "ip:{ip}"),
+            Self::Address(None) => f.write_str("ip:unknown"),
+        }
+    }
+}
+
 /// Spends `cost` points of the principal's budget for the current window (fixed windows, as
 /// GitHub's API does); refuses when it is used up (with the budget as it stands). A store outage
 /// lets the operation through.
 async fn debit(
     state: &AppState,
-    principal: &str,
+    principal: BudgetPrincipal,
     quota: Quota,
     cost: usize,
 ) -> Result<Option<Budget>, (Budget, Vec<ServerError>)> {

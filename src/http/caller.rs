@@ -97,7 +97,7 @@ pub async fn identify(
         // Nothing to look up: the request counts against the client's address.
         Err(invalid) => {
             let decision = match limit.and_then(|l| l(Subject::Anonymous)) {
-                Some(p) => Some(app.rate_limiter.hit(&p.policy, &p.key, p.quota).await),
+                Some(p) => Some(app.rate_limiter.hit(p.policy, &p.key, p.quota).await),
                 None => None,
             };
             return Identified {
@@ -171,7 +171,7 @@ pub async fn identify(
         matches!(&authentication, Authentication::User(user) if user.has(RATE_LIMIT_BYPASS));
     let mut decision = match (principal, window) {
         (Some(principal), Some(outcome)) if !bypass => Some(app.rate_limiter.decide(
-            &principal.policy,
+            principal.policy,
             principal.quota,
             outcome,
         )),
@@ -179,7 +179,7 @@ pub async fn identify(
     };
     let key_refused = key_presented && matches!(authentication, Authentication::Invalid(_));
     if key_refused && let Some(p) = limit.and_then(|l| l(Subject::Anonymous)) {
-        let by_address = app.rate_limiter.hit(&p.policy, &p.key, p.quota).await;
+        let by_address = app.rate_limiter.hit(p.policy, &p.key, p.quota).await;
         if matches!(by_address, Decision::Limited(_) | Decision::Unavailable) {
             decision = Some(by_address);
         }
@@ -269,7 +269,7 @@ pub async fn layer(State(app): State<AppState>, mut request: Request, next: Next
         windows.extend(rules.0);
     }
     if !windows.is_empty() {
-        response.headers_mut().extend(rate_limit::headers(&windows));
+        rate_limit::add_headers(response.headers_mut(), &windows);
     }
     response
 }

@@ -31,12 +31,14 @@ fn simple_content_type(request: &Request) -> bool {
         .split(';')
         .next()
         .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    matches!(
-        essence.as_str(),
-        "text/plain" | "application/x-www-form-urlencoded" | "multipart/form-data"
-    )
+        .trim();
+    [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data",
+    ]
+    .iter()
+    .any(|simple| essence.eq_ignore_ascii_case(simple))
 }
 
 /// Whether the browser could have attached the request's credentials by itself.
@@ -58,6 +60,16 @@ fn ambient_credentials(request: &Request, csrf: &CsrfSettings) -> bool {
             .any(|name| headers.contains_key(name.as_str()))
 }
 
+/// Whether the request carries one of the headers a cross-site page cannot set.
+fn preflighted(request: &Request, csrf: &CsrfSettings) -> bool {
+    csrf.headers.iter().any(|name| {
+        request
+            .headers()
+            .get(name.as_str())
+            .is_some_and(|v| !v.as_bytes().is_empty())
+    })
+}
+
 pub async fn layer(State(app): State<AppState>, request: Request, next: Next) -> Response {
     let csrf = &app.settings.csrf;
     // Only GraphQL over HTTP executes operations; the WebSocket endpoint authenticates in its
@@ -75,13 +87,7 @@ pub async fn layer(State(app): State<AppState>, request: Request, next: Next) ->
             CsrfMode::Strict => true,
             CsrfMode::Ambient => ambient_credentials(&request, csrf),
         };
-    let preflighted = csrf.headers.iter().any(|name| {
-        request
-            .headers()
-            .get(name.as_str())
-            .is_some_and(|v| !v.as_bytes().is_empty())
-    });
-    if !guarded || preflighted {
+    if !guarded || preflighted(&request, csrf) {
         return next.run(request).await;
     }
     error_response(

@@ -297,7 +297,7 @@ pub async fn prepare(
         for rule in rate_limit::field_rules(app, principal, &info.root_fields) {
             match app
                 .rate_limiter
-                .hit(&rule.policy, &rule.key, rule.quota)
+                .hit(rule.policy, &rule.key, rule.quota)
                 .await
             {
                 Decision::Limited(window) => {

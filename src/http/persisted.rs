@@ -172,7 +172,7 @@ pub async fn register(app: &AppState, principal: Option<&Principal>, hash: &str,
     if let Some(principal) = principal {
         let quota = app.settings.persisted_queries.registrations;
         let key = format!("apq:{}", principal.key);
-        match app.rate_limiter.hit("apq", &key, quota).await {
+        match app.rate_limiter.hit("apq".into(), &key, quota).await {
             Decision::Allowed(_) | Decision::StoreDown => {}
             Decision::Limited(_) | Decision::Unavailable => {
                 tracing::debug!("persisted query registrations used up; not stored");

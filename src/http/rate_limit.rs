@@ -4,7 +4,7 @@
 //! HTTP requests are counted by [`super::caller`]; WebSocket operations are counted one by one
 //! against the same windows.
 
-use std::fmt::Write as _;
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
@@ -23,7 +23,7 @@ use crate::state::AppState;
 pub struct Principal {
     pub key: String,
     pub quota: Quota,
-    pub policy: String,
+    pub policy: Cow<'static, str>,
 }
 
 /// Paths never limited: probes and scrapes.
@@ -57,22 +57,20 @@ pub fn principal(app: &AppState, client: &ClientInfo, subject: Subject<'_>) -> O
         Subject::User(id) => Principal {
             key: format!("user:{id}"),
             quota: settings.user,
-            policy: "user".to_owned(),
+            policy: Cow::Borrowed("user"),
         },
         Subject::ApiKey(hash) => Principal {
             key: format!("apikey:{hash}"),
             quota: settings.api_key,
-            policy: "api_key".to_owned(),
+            policy: Cow::Borrowed("api_key"),
         },
         Subject::Anonymous => Principal {
-            key: format!(
-                "ip:{}",
-                client
-                    .ip
-                    .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
-            ),
+            key: match client.ip {
+                Some(ip) => format!("ip:{ip}"),
+                None => "ip:unknown".to_owned(),
+            },
             quota: settings.anonymous,
-            policy: "anonymous".to_owned(),
+            policy: Cow::Borrowed("anonymous"),
         },
     })
 }
@@ -103,7 +101,7 @@ pub fn principal_for_path(
         Some((prefix, quota)) => Principal {
             key: format!("path:{prefix}:{}", principal.key),
             quota,
-            policy: format!("path:{prefix}"),
+            policy: Cow::Owned(format!("path:{prefix}")),
         },
         None => principal,
     })
@@ -123,7 +121,7 @@ pub fn field_rules<'a>(
             RuleTarget::Field(field) if root_fields.iter().any(|f| f == field) => Some(Principal {
                 key: format!("field:{field}:{}", principal.key),
                 quota: *quota,
-                policy: field.clone(),
+                policy: Cow::Owned(field.clone()),
             }),
             _ => None,
         })
@@ -139,13 +137,12 @@ fn secs_ceil(d: std::time::Duration) -> u64 {
 #[derive(Debug, Clone, Default)]
 pub struct RuleWindows(pub Vec<Window>);
 
-/// The pacing headers of the windows a request was counted against.
+/// Adds the pacing headers of the windows a request was counted against to `out`.
 ///
 /// `RateLimit-Policy` and `RateLimit` (IETF draft `ratelimit-headers`) list every policy, the
 /// decisive one first; `X-RateLimit-*` describe the decisive one alone: the window that refused
 /// the request, else the one with the fewest requests left.
-pub fn headers(windows: &[Window]) -> HeaderMap {
-    let mut out = HeaderMap::new();
+pub fn add_headers(out: &mut HeaderMap, windows: &[Window]) {
     let mut ordered: Vec<&Window> = Vec::with_capacity(windows.len());
     for window in windows {
         // One entry per policy: the last count wins (a batch may count a rule twice).
@@ -157,8 +154,9 @@ pub fn headers(windows: &[Window]) -> HeaderMap {
     }
     ordered.sort_by_key(|w| (w.outcome.allowed, w.outcome.remaining()));
     let Some(decisive) = ordered.first() else {
-        return out;
+        return;
     };
+    out.reserve(5);
     // Numbers straight into header values (no text to validate).
     out.insert(
         HeaderName::from_static("x-ratelimit-limit"),
@@ -173,48 +171,62 @@ pub fn headers(windows: &[Window]) -> HeaderMap {
         HeaderValue::from(secs_ceil(decisive.outcome.reset_after)),
     );
     // Both lists written straight into one buffer each, no string per entry.
-    let mut policies = String::with_capacity(32 * ordered.len());
-    let mut states = String::with_capacity(32 * ordered.len());
+    let mut policies = Vec::with_capacity(32 * ordered.len());
+    let mut states = Vec::with_capacity(32 * ordered.len());
+    let mut numbers = itoa::Buffer::new();
     for (index, w) in ordered.iter().enumerate() {
         let separator = if index == 0 { "" } else { ", " };
-        let _ = write!(
-            policies,
-            "{separator}\"{}\";q={};w={}",
-            w.policy,
-            w.quota.limit,
-            w.quota.window.as_secs().max(1)
-        );
-        let _ = write!(
-            states,
-            "{separator}\"{}\";r={};t={}",
-            w.policy,
-            w.outcome.remaining(),
-            secs_ceil(w.outcome.reset_after)
-        );
+        let policy = &w.policy;
+        for (list, parts) in [
+            (
+                &mut policies,
+                [("q", w.quota.limit), ("w", w.quota.window.as_secs().max(1))],
+            ),
+            (
+                &mut states,
+                [
+                    ("r", w.outcome.remaining()),
+                    ("t", secs_ceil(w.outcome.reset_after)),
+                ],
+            ),
+        ] {
+            // `"policy";q=100;w=60` (an sf-string item with integer parameters).
+            list.extend_from_slice(separator.as_bytes());
+            list.push(b'"');
+            list.extend_from_slice(policy.as_bytes());
+            list.push(b'"');
+            for (key, number) in parts {
+                list.push(b';');
+                list.extend_from_slice(key.as_bytes());
+                list.push(b'=');
+                list.extend_from_slice(numbers.format(number).as_bytes());
+            }
+        }
     }
     for (name, value) in [("ratelimit-policy", policies), ("ratelimit", states)] {
-        if let Ok(value) = HeaderValue::try_from(value) {
+        if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
             out.insert(HeaderName::from_static(name), value);
         }
     }
-    out
 }
 
-/// The cost budget's headers (GitHub-style points per window, `docs/rate-limiting.md`):
-/// `X-Cost-Budget-Limit`, `X-Cost-Budget-Remaining` and `X-Cost-Budget-Reset` (seconds).
-pub fn budget_headers(budget: &Budget) -> HeaderMap {
-    let mut out = HeaderMap::new();
+/// Adds the cost budget's headers (GitHub-style points per window, `docs/rate-limiting.md`) to
+/// `out`: `X-Cost-Budget-Limit`, `X-Cost-Budget-Remaining` and `X-Cost-Budget-Reset` (seconds).
+pub fn add_budget_headers(out: &mut HeaderMap, budget: &Budget) {
     let reset = (budget.reset_at - chrono::Utc::now()).num_seconds().max(0);
-    for (name, value) in [
-        ("x-cost-budget-limit", budget.limit.to_string()),
-        ("x-cost-budget-remaining", budget.remaining.to_string()),
-        ("x-cost-budget-reset", reset.to_string()),
-    ] {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            out.insert(HeaderName::from_static(name), value);
-        }
-    }
-    out
+    out.reserve(3);
+    out.insert(
+        HeaderName::from_static("x-cost-budget-limit"),
+        HeaderValue::from(budget.limit),
+    );
+    out.insert(
+        HeaderName::from_static("x-cost-budget-remaining"),
+        HeaderValue::from(budget.remaining),
+    );
+    out.insert(
+        HeaderName::from_static("x-cost-budget-reset"),
+        HeaderValue::from(reset),
+    );
 }
 
 /// The refusal of a window that is used up.
@@ -234,9 +246,7 @@ pub fn limited_response(window: &Window) -> Response {
         &error.to_string(),
         Some(error.extensions()),
     );
-    response
-        .headers_mut()
-        .extend(headers(std::slice::from_ref(window)));
+    add_headers(response.headers_mut(), std::slice::from_ref(window));
     response
 }
 

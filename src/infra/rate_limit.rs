@@ -3,6 +3,7 @@
 //! request goes through, `rate_limit_store_errors_total` counts it, a warning is logged at most
 //! once a minute) or, when configured, closed.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -16,7 +17,7 @@ const WARN_EVERY_SECS: u64 = 60;
 /// The state of one policy's window after a hit.
 #[derive(Debug, Clone)]
 pub struct Window {
-    pub policy: String,
+    pub policy: Cow<'static, str>,
     pub quota: Quota,
     pub outcome: WindowOutcome,
 }
@@ -58,7 +59,7 @@ impl RateLimiter {
     }
 
     /// Counts one hit of `key` against `quota`.
-    pub async fn hit(&self, policy: &str, key: &str, quota: Quota) -> Decision {
+    pub async fn hit(&self, policy: Cow<'static, str>, key: &str, quota: Quota) -> Decision {
         let outcome = self
             .store
             .sliding_window(&format!("rl:{key}"), quota.limit, quota.window)
@@ -69,21 +70,21 @@ impl RateLimiter {
     /// The decision for what the store answered to [`RateLimiter::op`].
     pub fn decide(
         &self,
-        policy: &str,
+        policy: Cow<'static, str>,
         quota: Quota,
         outcome: StoreResult<WindowOutcome>,
     ) -> Decision {
         match outcome {
             Ok(outcome) => {
                 let window = Window {
-                    policy: policy.to_owned(),
+                    policy,
                     quota,
                     outcome,
                 };
                 if outcome.allowed {
                     Decision::Allowed(window)
                 } else {
-                    let labels = [("policy", policy.to_owned())];
+                    let labels = [("policy", window.policy.to_string())];
                     self.metrics
                         .record(|| metrics::counter!("rate_limited_total", &labels).increment(1));
                     Decision::Limited(window)

@@ -302,17 +302,17 @@ async fn only_requests_with_ambient_credentials_need_a_preflight_header() {
     assert_eq!(header(response.headers(), "allow"), "POST");
 
     // A form-style POST: with a cookie it is blocked, without one it meets content negotiation.
-    let form = |cookie: bool| {
-        let mut request = app
-            .client
-            .post(app.url("/graphql"))
-            .header("content-type", "text/plain")
-            .body(r#"{"query":"{ __typename }"}"#);
-        if cookie {
-            request = request.header("cookie", "session=abc");
-        }
-        request.send()
-    };
+    let form = |cookie: bool| form_post(&app, "text/plain", cookie);
+    // Media types are case-insensitive and may carry parameters.
+    for content_type in [
+        "Text/Plain; charset=utf-8",
+        "APPLICATION/X-WWW-FORM-URLENCODED",
+        " multipart/form-data; boundary=x",
+    ] {
+        let response = form_post(&app, content_type, true).await.unwrap();
+        assert_eq!(response.status(), 400, "{content_type}");
+    }
+
     let (status, _, body) = read(form(true).await.unwrap()).await;
     assert_eq!(status, 400);
     assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_REQUEST");
@@ -328,6 +328,23 @@ async fn only_requests_with_ambient_credentials_need_a_preflight_header() {
     let marked =
         TestApp::spawn_with(|s| s.csrf.ambient_headers = vec!["x-client-cert".into()]).await;
     assert_eq!(get_status(&marked, q, &[("x-client-cert", "…")]).await, 400);
+}
+
+/// A POST of `content_type` (with an ambient cookie when `cookie`).
+fn form_post(
+    app: &TestApp,
+    content_type: &str,
+    cookie: bool,
+) -> impl Future<Output = reqwest::Result<reqwest::Response>> {
+    let mut request = app
+        .client
+        .post(app.url("/graphql"))
+        .header("content-type", content_type)
+        .body(r#"{"query":"{ __typename }"}"#);
+    if cookie {
+        request = request.header("cookie", "session=abc");
+    }
+    request.send()
 }
 
 #[tokio::test]

@@ -253,7 +253,7 @@ async fn run(
         });
     let mut headers = response.http_headers;
     if let Some(budget) = executed.ticket.phase.budget() {
-        headers.extend(super::rate_limit::budget_headers(&budget));
+        super::rate_limit::add_budget_headers(&mut headers, &budget);
     }
     let mut cacheable = cacheable;
     if let (Some(cacheable), Some(key), Some(generation)) =
