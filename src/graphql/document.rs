@@ -47,7 +47,7 @@ pub fn vet(
     let known = match documents.get(&request.query) {
         Some(known) => known,
         None => {
-            check_text(&request.query, limits)?;
+            let tokens = check_text(&request.query, limits)?;
             let parsed = async_graphql::parser::parse_query(&request.query).map_err(|error| {
                 let mut error = ServerError::from(error);
                 let extensions = error.extensions.get_or_insert_with(Default::default);
@@ -60,7 +60,7 @@ pub fn vet(
             if document_has_nul(&parsed) {
                 return Err(nul_error());
             }
-            documents.insert(&request.query, parsed, shape)
+            documents.insert(&request.query, tokens, parsed, shape)
         }
     };
     if variables_have_nul(&request.variables) {
@@ -100,38 +100,50 @@ impl Vetted {
 }
 
 /// Documents that passed [`vet`]'s checks, parsed, by their text: the most recently used, up to
-/// [`Documents::TEXT_BUDGET`] bytes of text in all (documents over [`Documents::MAX_TEXT`] are
-/// not kept). One per application instance (`AppState::local`), whose limits they were checked
-/// against. A client sending a new document every time only churns it: each is parsed once, as
-/// it would be without the memo.
+/// [`Documents::BUDGET`] bytes in all, as estimated by [`Documents::weight`] (documents over
+/// [`Documents::MAX_TEXT`] are not kept). One per application instance (`AppState::local`),
+/// whose limits they were checked against. A client sending a new document every time only
+/// churns it: each is parsed once, as it would be without the memo.
 #[derive(Default)]
 pub struct Documents(std::sync::Mutex<Kept>);
 
 struct Kept {
     entries: lru::LruCache<u128, Arc<Known>>,
-    text_bytes: usize,
+    /// The sum of the entries' weights.
+    weight: usize,
 }
 
 impl Default for Kept {
     fn default() -> Self {
         Self {
             entries: lru::LruCache::unbounded(),
-            text_bytes: 0,
+            weight: 0,
         }
     }
 }
 
 struct Known {
     text: Box<str>,
+    weight: usize,
     document: ExecutableDocument,
     shape: Shape,
 }
 
 impl Documents {
-    /// The text kept in all.
-    pub const TEXT_BUDGET: usize = 1024 * 1024;
+    /// What the kept documents may weigh in all (bytes, estimated).
+    pub const BUDGET: usize = 8 * 1024 * 1024;
     /// The longest document kept.
     pub const MAX_TEXT: usize = 16 * 1024;
+    /// What a parsed token costs in memory, roughly: a kept document of 5,900 tokens (840
+    /// directives with an argument each, 16 KB of text) held about 0.75 MB.
+    pub const TOKEN_BYTES: usize = 128;
+
+    /// A document's estimated size once parsed: its text and its tokens (the parsed tree grows
+    /// with the tokens, not the bytes: `@include(if: true)` is seven nodes in 18 bytes).
+    pub fn weight(text: &str, tokens: usize) -> usize {
+        text.len()
+            .saturating_add(tokens.saturating_mul(Self::TOKEN_BYTES))
+    }
 
     fn key(text: &str) -> u128 {
         xxhash_rust::xxh3::xxh3_128(text.as_bytes())
@@ -149,10 +161,18 @@ impl Documents {
         (*known.text == *text).then_some(known)
     }
 
-    /// Keeps `document` (unless its text is too long to keep), and returns it as kept.
-    fn insert(&self, text: &str, document: ExecutableDocument, shape: Shape) -> Arc<Known> {
+    /// Keeps `document` of `tokens` tokens (unless its text is too long to keep), and returns it
+    /// as kept.
+    fn insert(
+        &self,
+        text: &str,
+        tokens: usize,
+        document: ExecutableDocument,
+        shape: Shape,
+    ) -> Arc<Known> {
         let known = Arc::new(Known {
             text: text.into(),
+            weight: Self::weight(text, tokens),
             document,
             shape,
         });
@@ -161,16 +181,21 @@ impl Documents {
         }
         let mut memo = self.lock();
         if let Some(old) = memo.entries.put(Self::key(text), known.clone()) {
-            memo.text_bytes -= old.text.len();
+            memo.weight -= old.weight;
         }
-        memo.text_bytes += text.len();
-        while memo.text_bytes > Self::TEXT_BUDGET {
+        memo.weight += known.weight;
+        while memo.weight > Self::BUDGET {
             let Some((_, evicted)) = memo.entries.pop_lru() else {
                 break;
             };
-            memo.text_bytes -= evicted.text.len();
+            memo.weight -= evicted.weight;
         }
         known
+    }
+
+    /// The estimated weight of what is kept.
+    pub fn weight_kept(&self) -> usize {
+        self.lock().weight
     }
 
     /// How many documents are kept (for tests and benchmarks).
@@ -225,11 +250,11 @@ fn invalid(message: impl Into<String>) -> ServerError {
 }
 
 /// Checks the raw text: size, token count and bracket nesting, in one linear pass that
-/// understands strings, block strings and comments.
+/// understands strings, block strings and comments. Returns the token count.
 ///
 /// # Errors
 /// `QUERY_TOO_COMPLEX` naming the measure.
-pub fn check_text(query: &str, limits: &GraphqlSettings) -> Result<(), ServerError> {
+pub fn check_text(query: &str, limits: &GraphqlSettings) -> Result<usize, ServerError> {
     if query.len() > limits.max_document_size {
         return Err(too_complex(
             format!(
@@ -318,7 +343,7 @@ pub fn check_text(query: &str, limits: &GraphqlSettings) -> Result<(), ServerErr
             MAX_NESTING,
         ));
     }
-    Ok(())
+    Ok(tokens)
 }
 
 /// Counts of one selection set, after expansion.
@@ -618,19 +643,29 @@ mod tests {
         async_graphql::parser::parse_query(text).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    fn insert(documents: &Documents, text: &str) {
+        let vars = std::collections::BTreeMap::new();
+        let limits = crate::config::GraphqlSettings::read(
+            &mut crate::config::reader::Reader::new(&vars),
+            false,
+        );
+        let tokens = super::check_text(text, &limits).unwrap_or_else(|e| panic!("{e:?}"));
+        documents.insert(text, tokens, parsed(text), Shape::default());
+    }
+
     #[test]
-    fn the_memo_keeps_the_most_recent_documents_within_its_text_budget() {
+    fn the_memo_keeps_the_most_recent_documents_within_its_budget() {
         let documents = Documents::default();
         let padding = " ".repeat(Documents::MAX_TEXT - 100);
-        let texts: Vec<String> = (0..200)
+        let texts: Vec<String> = (0..700)
             .map(|n| format!("{{ apiInfo {{ version }} }}{padding}# {n}"))
             .collect();
         for text in &texts {
-            documents.insert(text, parsed(text), Shape::default());
+            insert(&documents, text);
         }
         let kept = texts.iter().filter(|t| documents.get(t).is_some()).count();
         assert!(kept > 0 && kept < texts.len(), "{kept} kept");
-        assert!(kept * texts[0].len() <= Documents::TEXT_BUDGET);
+        assert!(documents.weight_kept() <= Documents::BUDGET);
         // The most recent are the ones kept.
         assert!(documents.get(&texts[texts.len() - 1]).is_some());
         assert!(documents.get(&texts[0]).is_none());
@@ -639,8 +674,39 @@ mod tests {
             "{{ apiInfo {{ version }} }}{}",
             " ".repeat(Documents::MAX_TEXT)
         );
-        documents.insert(&long, parsed(&long), Shape::default());
+        insert(&documents, &long);
         assert!(documents.get(&long).is_none());
         assert!(documents.get("{ apiInfo { version } }").is_none());
+    }
+
+    #[test]
+    fn documents_dense_in_tokens_weigh_more_than_their_text() {
+        // The same 16 KB of text: spaces, or 840 directives (a parsed tree of about 0.75 MB).
+        let dense = |n: usize| {
+            format!(
+                "{{ __typename{} }} # {n}",
+                " @include(if: true)".repeat(840)
+            )
+        };
+        let sparse = |n: usize| format!("{{ __typename }}{} # {n}", " ".repeat(dense(0).len()));
+        let kept = |text: &dyn Fn(usize) -> String, count: usize| {
+            let documents = Documents::default();
+            for n in 0..count {
+                insert(&documents, &text(n));
+            }
+            assert!(documents.weight_kept() <= Documents::BUDGET);
+            documents.len()
+        };
+        let (dense_kept, sparse_kept) = (kept(&dense, 40), kept(&sparse, 300));
+        assert!(dense_kept > 0, "the budget holds a few");
+        assert!(
+            dense_kept * 20 < sparse_kept,
+            "{dense_kept} dense, {sparse_kept} sparse"
+        );
+        // What the budget allows of the densest documents is what it says, give or take.
+        assert!(
+            dense_kept * 600 * 1024 <= Documents::BUDGET * 2,
+            "{dense_kept}"
+        );
     }
 }
