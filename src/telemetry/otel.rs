@@ -439,9 +439,17 @@ pub fn layer<S>(tracing: &Tracing) -> tracing_opentelemetry::OpenTelemetryLayer<
 where
     S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
 {
+    // Every span is recorded, sampled or not (`Rescue`), so what the layer does per span counts.
+    // Off: busy/idle timings (an `Instant::now` at every enter and exit of a span that is
+    // entered at each poll), the thread attributes (a span moves between a runtime's threads),
+    // and activating an OpenTelemetry context on entry (nothing here reads
+    // `opentelemetry::Context::current`: parents come from the `tracing` span).
     tracing_opentelemetry::layer()
         .with_tracer(tracing.tracer.clone())
         .with_error_records_to_exceptions(false)
+        .with_tracked_inactivity(false)
+        .with_threads(false)
+        .with_context_activation(false)
 }
 
 #[cfg(test)]
