@@ -332,6 +332,10 @@ impl ShouldSample for RatioOrFailure {
 const MAX_PENDING_TRACES: usize = 4096;
 /// Most spans kept for one unsampled trace.
 const MAX_PENDING_SPANS: usize = 512;
+/// Most spans kept for all unsampled traces together (a few hundred bytes each): a trace whose
+/// root lives long, such as a WebSocket connection's, gathers spans until it ends, and thousands
+/// of them must not hold gigabytes. Beyond, the oldest traces are dropped.
+const MAX_PENDING_SPANS_IN_ALL: usize = 65_536;
 
 #[derive(Default)]
 struct Pending {
@@ -350,12 +354,61 @@ struct Rescue<P> {
 #[derive(Default)]
 struct PendingTraces {
     traces: HashMap<TraceId, Pending>,
+    /// Traces in the order they were first seen, oldest first. Ids of traces already finished
+    /// stay until they are popped or compacted away, so that finishing one is O(1).
     order: std::collections::VecDeque<TraceId>,
+    /// Spans held, all traces together.
+    spans: usize,
 }
 
 impl std::fmt::Debug for PendingTraces {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PendingTraces({})", self.traces.len())
+        write!(
+            f,
+            "PendingTraces({} traces, {} spans)",
+            self.traces.len(),
+            self.spans
+        )
+    }
+}
+
+impl PendingTraces {
+    /// Holds `span` of the unsampled `trace` (or only notes that it failed, past the bounds).
+    fn hold(&mut self, trace: TraceId, span: SpanData) {
+        while self.spans >= MAX_PENDING_SPANS_IN_ALL && self.drop_oldest() {}
+        if !self.traces.contains_key(&trace) {
+            while self.traces.len() >= MAX_PENDING_TRACES && self.drop_oldest() {}
+            self.order.push_back(trace);
+        }
+        let entry = self.traces.entry(trace).or_default();
+        entry.failed |= failed(&span);
+        if entry.spans.len() < MAX_PENDING_SPANS {
+            entry.spans.push(span);
+            self.spans += 1;
+        }
+    }
+
+    /// Drops the oldest trace still held; false when none is.
+    fn drop_oldest(&mut self) -> bool {
+        while let Some(oldest) = self.order.pop_front() {
+            if let Some(dropped) = self.traces.remove(&oldest) {
+                self.spans -= dropped.spans.len();
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Takes `trace` out, its root having ended.
+    fn finish(&mut self, trace: TraceId) -> Option<Pending> {
+        let done = self.traces.remove(&trace)?;
+        self.spans -= done.spans.len();
+        // Finished ids left in `order`: compact once they outnumber the live ones.
+        if self.order.len() > 2 * self.traces.len() + 64 {
+            let traces = &self.traces;
+            self.order.retain(|id| traces.contains_key(id));
+        }
+        Some(done)
     }
 }
 
@@ -386,25 +439,8 @@ impl<P: SpanProcessor> SpanProcessor for Rescue<P> {
         let root = span.parent_span_id == SpanId::INVALID || span.parent_span_is_remote;
         let done = {
             let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-            if !pending.traces.contains_key(&trace) {
-                if pending.order.len() >= MAX_PENDING_TRACES
-                    && let Some(oldest) = pending.order.pop_front()
-                {
-                    pending.traces.remove(&oldest);
-                }
-                pending.order.push_back(trace);
-            }
-            let entry = pending.traces.entry(trace).or_default();
-            entry.failed |= failed(&span);
-            if entry.spans.len() < MAX_PENDING_SPANS {
-                entry.spans.push(span);
-            }
-            if root {
-                pending.order.retain(|t| *t != trace);
-                pending.traces.remove(&trace)
-            } else {
-                None
-            }
+            pending.hold(trace, span);
+            if root { pending.finish(trace) } else { None }
         };
         if let Some(done) = done.filter(|d| d.failed) {
             for mut span in done.spans {
@@ -455,6 +491,118 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Counts what reaches the exporter.
+    #[derive(Debug, Default, Clone)]
+    struct Counted(Arc<Mutex<Vec<SpanData>>>);
+
+    impl SpanProcessor for Counted {
+        fn on_start(&self, _: &mut Span, _: &Context) {}
+        fn on_end(&self, span: SpanData) {
+            self.0.lock().unwrap().push(span);
+        }
+        fn force_flush(&self) -> OTelSdkResult {
+            Ok(())
+        }
+        fn shutdown_with_timeout(&self, _: Duration) -> OTelSdkResult {
+            Ok(())
+        }
+    }
+
+    /// An unsampled span of `trace` (a root when `parent` is 0).
+    fn unsampled(trace: u128, span: u64, parent: u64, failed: bool) -> SpanData {
+        SpanData {
+            span_context: SpanContext::new(
+                TraceId::from(trace),
+                SpanId::from(span),
+                TraceFlags::default(),
+                false,
+                TraceState::NONE,
+            ),
+            parent_span_id: if parent == 0 {
+                SpanId::INVALID
+            } else {
+                SpanId::from(parent)
+            },
+            parent_span_is_remote: false,
+            span_kind: SpanKind::Internal,
+            name: "span".into(),
+            start_time: SystemTime::UNIX_EPOCH,
+            end_time: SystemTime::UNIX_EPOCH,
+            attributes: Vec::new(),
+            dropped_attributes_count: 0,
+            events: opentelemetry_sdk::trace::SpanEvents::default(),
+            links: opentelemetry_sdk::trace::SpanLinks::default(),
+            status: if failed {
+                Status::error("failed")
+            } else {
+                Status::Unset
+            },
+            instrumentation_scope: opentelemetry::InstrumentationScope::default(),
+        }
+    }
+
+    #[test]
+    fn an_unsampled_trace_is_exported_whole_only_when_it_failed() {
+        let exported = Counted::default();
+        let rescue = Rescue::new(exported.clone());
+        for (trace, failing) in [(1, false), (2, true)] {
+            rescue.on_end(unsampled(trace, 11, 10, false));
+            rescue.on_end(unsampled(trace, 12, 10, failing));
+            rescue.on_end(unsampled(trace, 10, 0, false));
+        }
+        let spans = exported.0.lock().unwrap();
+        assert_eq!(spans.len(), 3);
+        assert!(
+            spans
+                .iter()
+                .all(|s| s.span_context.trace_id() == TraceId::from(2)
+                    && s.span_context.is_sampled())
+        );
+        let pending = rescue.pending.lock().unwrap();
+        assert!(pending.traces.is_empty() && pending.spans == 0);
+    }
+
+    #[test]
+    fn traces_whose_root_never_ends_are_held_within_bounds() {
+        let rescue = Rescue::new(Counted::default());
+        // Long-lived roots (WebSocket connections), each gathering spans.
+        for trace in 0..(MAX_PENDING_TRACES as u128 + 100) {
+            for span in 0..40 {
+                rescue.on_end(unsampled(trace + 1, span + 2, 1, false));
+            }
+        }
+        let pending = rescue.pending.lock().unwrap();
+        assert!(pending.spans <= MAX_PENDING_SPANS_IN_ALL, "{pending:?}");
+        assert!(pending.traces.len() <= MAX_PENDING_TRACES, "{pending:?}");
+        assert_eq!(
+            pending.spans,
+            pending
+                .traces
+                .values()
+                .map(|p| p.spans.len())
+                .sum::<usize>()
+        );
+        // The newest are the ones kept.
+        assert!(
+            pending
+                .traces
+                .contains_key(&TraceId::from(MAX_PENDING_TRACES as u128 + 100))
+        );
+        assert!(!pending.traces.contains_key(&TraceId::from(1)));
+    }
+
+    #[test]
+    fn finished_traces_leave_no_trail() {
+        let rescue = Rescue::new(Counted::default());
+        for trace in 1..=20_000u128 {
+            rescue.on_end(unsampled(trace, 11, 10, false));
+            rescue.on_end(unsampled(trace, 10, 0, false));
+        }
+        let pending = rescue.pending.lock().unwrap();
+        assert!(pending.traces.is_empty());
+        assert!(pending.order.len() <= 64, "{}", pending.order.len());
+    }
 
     #[test]
     fn the_ratio_keeps_about_its_share_of_traces() {
