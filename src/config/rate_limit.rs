@@ -21,6 +21,8 @@ pub struct RateLimitSettings {
     pub rules: Vec<(RuleTarget, Quota)>,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The network size an IPv6 client is counted as (`RATE_LIMIT_IPV6_PREFIX`, bits).
+    pub ipv6_prefix: u8,
     /// Clients never limited.
     pub allowlist: Vec<ipnet::IpNet>,
     /// Refuse (503) instead of letting requests through when the store is unreachable.
@@ -83,6 +85,7 @@ impl RateLimitSettings {
             api_key,
             rules,
             trusted_proxies: r.cidrs("TRUSTED_PROXIES"),
+            ipv6_prefix: r.number("RATE_LIMIT_IPV6_PREFIX", 64u8, 32, 128),
             allowlist: r.cidrs("RATE_LIMIT_ALLOWLIST"),
             fail_closed: r.boolean("RATE_LIMIT_FAIL_CLOSED", false),
         }

@@ -262,7 +262,7 @@ async fn check_cost(
         (Some(user), _) => (BudgetPrincipal::User(user.id), limits.user_budget),
         (None, Some(key)) => (BudgetPrincipal::ApiKey(key.id), limits.api_key_budget),
         (None, None) => (
-            BudgetPrincipal::Address(client.and_then(|c| c.ip)),
+            BudgetPrincipal::Address(client.map(ClientInfo::address_key).unwrap_or_default()),
             limits.anonymous_budget,
         ),
     };
@@ -290,7 +290,7 @@ async fn check_cost(
 enum BudgetPrincipal {
     User(uuid::Uuid),
     ApiKey(uuid::Uuid),
-    Address(Option<std::net::IpAddr>),
+    Address(crate::identity::AddressKey),
 }
 
 impl std::fmt::Display for BudgetPrincipal {
@@ -298,8 +298,7 @@ impl std::fmt::Display for BudgetPrincipal {
         match self {
             Self::User(id) => write!(f, "user:{id}"),
             Self::ApiKey(id) => write!(f, "apikey:{id}"),
-            Self::Address(Some(ip)) => write!(f, "ip:{ip}"),
-            Self::Address(None) => f.write_str("ip:unknown"),
+            Self::Address(address) => write!(f, "ip:{address}"),
         }
     }
 }

@@ -292,14 +292,16 @@ pub fn client_info(app: &AppState, request: &Request) -> ClientInfo {
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|info| info.0.ip());
+    let ip = peer.map(|peer| {
+        client_ip(
+            peer,
+            request.headers(),
+            &app.settings.rate_limit.trusted_proxies,
+        )
+    });
     ClientInfo {
-        ip: peer.map(|peer| {
-            client_ip(
-                peer,
-                request.headers(),
-                &app.settings.rate_limit.trusted_proxies,
-            )
-        }),
+        ip,
+        network: ip.map(|ip| ClientInfo::network_of(ip, app.settings.rate_limit.ipv6_prefix)),
         user_agent: request
             .headers()
             .get(header::USER_AGENT)

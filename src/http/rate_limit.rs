@@ -65,10 +65,7 @@ pub fn principal(app: &AppState, client: &ClientInfo, subject: Subject<'_>) -> O
             policy: Cow::Borrowed("api_key"),
         },
         Subject::Anonymous => Principal {
-            key: match client.ip {
-                Some(ip) => format!("ip:{ip}"),
-                None => "ip:unknown".to_owned(),
-            },
+            key: format!("ip:{}", client.address_key()),
             quota: settings.anonymous,
             policy: Cow::Borrowed("anonymous"),
         },

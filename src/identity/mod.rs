@@ -27,4 +27,6 @@ pub use authenticate::{USER_TAG, profile_touched, sessions_ended, user_changed, 
 pub use events::SessionEnd;
 pub use permissions::{Catalogue, Permission};
 pub use tenancy::{OrgPermission, OrgRole, Stage, Tenant};
-pub use viewer::{AuthUser, Authentication, Caller, ClientInfo, Profile, RoleSummary, Viewer};
+pub use viewer::{
+    AddressKey, AuthUser, Authentication, Caller, ClientInfo, Profile, RoleSummary, Viewer,
+};

@@ -189,7 +189,44 @@ pub enum Authentication {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClientInfo {
     pub ip: Option<IpAddr>,
+    /// What per-address limits count the client as ([`ClientInfo::network_of`]).
+    pub network: Option<ipnet::IpNet>,
     pub user_agent: Option<String>,
+}
+
+impl ClientInfo {
+    /// The network per-address limits (rate limits, cost budgets, failed logins) count `ip` as:
+    /// an IPv4 address alone (an IPv4-mapped IPv6 address as IPv4), an IPv6 address as its
+    /// `ipv6_prefix`-bit network. One host usually holds a whole IPv6 /64 and may send from
+    /// any address in it: counted address by address, it would step around every limit (and
+    /// fill the store with keys).
+    pub fn network_of(ip: IpAddr, ipv6_prefix: u8) -> ipnet::IpNet {
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => ipnet::IpNet::V4(ipnet::Ipv4Net::from(v4)),
+            IpAddr::V6(v6) => ipnet::Ipv6Net::new(v6, ipv6_prefix.min(128))
+                .map_or_else(|_| ipnet::Ipv6Net::from(v6), |net| net.trunc())
+                .into(),
+        }
+    }
+
+    /// The client in a store key: `192.0.2.7`, `2001:db8:1:2::/64`, or `unknown`.
+    pub fn address_key(&self) -> AddressKey {
+        AddressKey(self.network)
+    }
+}
+
+/// [`ClientInfo::address_key`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AddressKey(Option<ipnet::IpNet>);
+
+impl std::fmt::Display for AddressKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(ipnet::IpNet::V4(net)) if net.prefix_len() == 32 => write!(f, "{}", net.addr()),
+            Some(net) => write!(f, "{net}"),
+            None => f.write_str("unknown"),
+        }
+    }
 }
 
 /// What the authentication step attaches to every request.
@@ -245,5 +282,31 @@ impl Caller {
             Authentication::ApiKey(key) => Some(key.id),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ClientInfo;
+
+    fn key(ip: &str, prefix: u8) -> String {
+        let ip = ip.parse().unwrap();
+        ClientInfo {
+            ip: Some(ip),
+            network: Some(ClientInfo::network_of(ip, prefix)),
+            user_agent: None,
+        }
+        .address_key()
+        .to_string()
+    }
+
+    #[test]
+    fn per_address_limits_count_ipv4_addresses_and_ipv6_networks() {
+        assert_eq!(key("192.0.2.7", 64), "192.0.2.7");
+        assert_eq!(key("::ffff:192.0.2.7", 64), "192.0.2.7");
+        assert_eq!(key("2001:db8:1:2:abcd::9", 64), "2001:db8:1:2::/64");
+        assert_eq!(key("2001:db8:1:2:abcd::9", 48), "2001:db8:1::/48");
+        assert_eq!(key("2001:db8:1:2:abcd::9", 128), "2001:db8:1:2:abcd::9/128");
+        assert_eq!(ClientInfo::default().address_key().to_string(), "unknown");
     }
 }

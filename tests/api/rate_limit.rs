@@ -131,6 +131,75 @@ async fn behind_a_trusted_proxy_the_right_most_untrusted_forwarded_address_is_th
 }
 
 #[tokio::test]
+async fn an_ipv6_client_is_counted_by_its_network_not_its_address() {
+    let app = TestApp::spawn_with(|s| {
+        s.rate_limit.enabled = true;
+        s.rate_limit.anonymous = quota(2, 60_000);
+        s.rate_limit.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    // A new address of the same /64 for every request does not step around the limit.
+    assert_eq!(hit(&app, None, Some("2001:db8:1:2::1")).await.0, 200);
+    assert_eq!(hit(&app, None, Some("2001:db8:1:2::ffff")).await.0, 200);
+    let (status, headers, _) = hit(&app, None, Some("2001:db8:1:2:abcd:ef01:2345:6789")).await;
+    assert_eq!(status, 429);
+    assert!(header(&headers, "retry-after").parse::<u64>().unwrap() > 0);
+    // The next /64 is another client.
+    assert_eq!(hit(&app, None, Some("2001:db8:1:3::1")).await.0, 200);
+    // An IPv4-mapped address is its IPv4 address.
+    assert_eq!(hit(&app, None, Some("198.51.100.9")).await.0, 200);
+    assert_eq!(hit(&app, None, Some("::ffff:198.51.100.9")).await.0, 200);
+    assert_eq!(hit(&app, None, Some("198.51.100.9")).await.0, 429);
+
+    // RATE_LIMIT_IPV6_PREFIX=128 counts addresses one by one.
+    let single = TestApp::spawn_with(|s| {
+        s.rate_limit.enabled = true;
+        s.rate_limit.anonymous = quota(1, 60_000);
+        s.rate_limit.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        s.rate_limit.ipv6_prefix = 128;
+    })
+    .await;
+    assert_eq!(hit(&single, None, Some("2001:db8::1")).await.0, 200);
+    assert_eq!(hit(&single, None, Some("2001:db8::2")).await.0, 200);
+    assert_eq!(hit(&single, None, Some("2001:db8::1")).await.0, 429);
+}
+
+#[tokio::test]
+async fn failed_logins_from_one_ipv6_network_are_counted_together() {
+    let app = TestApp::spawn_with(|s| {
+        s.auth.login_max_failures = 1;
+        s.rate_limit.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    // Per address the limit is ten times the per-account one: ten accounts, one wrong password
+    // each, every attempt from a new address of the same /64.
+    let mut refused = None;
+    for n in 0..12 {
+        let response = app
+            .client
+            .post(app.url("/graphql"))
+            .header("x-forwarded-for", format!("2001:db8:7:7::{:x}", n + 1))
+            .json(&json!({
+                "query": "mutation($i: LoginInput!) { login(input: $i) { accessToken } }",
+                "variables": { "i": { "email": format!("nobody{n}@example.com"), "password": "wrong password" } },
+            }))
+            .send()
+            .await
+            .unwrap();
+        let (_, _, body) = read(response).await;
+        if body["errors"][0]["extensions"]["code"] == "RATE_LIMITED" {
+            refused = Some(n);
+            break;
+        }
+    }
+    assert_eq!(
+        refused,
+        Some(10),
+        "the eleventh attempt from the network is refused"
+    );
+}
+
+#[tokio::test]
 async fn field_rules_apply_whatever_the_operation_is_called() {
     let app = TestApp::spawn_with(|s| {
         s.rate_limit.enabled = true;

@@ -31,8 +31,11 @@ impl Reservation {
     fn new(state: &AppState, email: &str, client: &ClientInfo) -> Self {
         let max = state.settings.auth.login_max_failures;
         let mut keys = vec![(format!("auth:fail:account:{email}"), max)];
-        if let Some(ip) = client.ip {
-            keys.push((format!("auth:fail:ip:{ip}"), max.saturating_mul(10)));
+        if client.network.is_some() {
+            keys.push((
+                format!("auth:fail:ip:{}", client.address_key()),
+                max.saturating_mul(10),
+            ));
         }
         Self {
             keys,
