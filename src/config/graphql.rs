@@ -87,6 +87,8 @@ pub struct WebSocketSettings {
     pub reauth_interval: Duration,
     /// Authenticated sockets one user may hold open on one instance (4429 beyond).
     pub max_connections_per_user: usize,
+    /// Anonymous sockets one client network may hold open on one instance (4429 beyond).
+    pub max_anonymous_per_address: usize,
     /// A socket whose client does not take a message within this time is dropped (1013).
     pub send_timeout: Duration,
 }
@@ -103,6 +105,12 @@ impl WebSocketSettings {
             max_connections_per_user: r.number(
                 "WS_MAX_CONNECTIONS_PER_USER",
                 20usize,
+                1,
+                1_000_000,
+            ),
+            max_anonymous_per_address: r.number(
+                "WS_MAX_ANONYMOUS_PER_ADDRESS",
+                50usize,
                 1,
                 1_000_000,
             ),

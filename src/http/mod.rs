@@ -41,6 +41,8 @@ pub use request_id::X_REQUEST_ID;
 pub struct HttpState {
     pub app: AppState,
     pub schema: AppSchema,
+    /// Anonymous WebSockets open per client network.
+    pub ws_addresses: std::sync::Arc<ws::slots::AddressSlots>,
 }
 
 /// The whole router, outermost layer first:
@@ -52,6 +54,7 @@ pub fn router(app: AppState) -> Router {
     let state = HttpState {
         schema: build_schema(&app),
         app: app.clone(),
+        ws_addresses: std::sync::Arc::default(),
     };
 
     let mut routes = Router::new()

@@ -187,6 +187,46 @@ async fn no_init_within_the_timeout_closes_with_4408() {
 }
 
 #[tokio::test]
+async fn anonymous_sockets_per_client_address_are_bounded() {
+    let app = TestApp::spawn_with(|s| s.websocket.max_anonymous_per_address = 2).await;
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut socket = connect(&app, "graphql-transport-ws").await.unwrap();
+        init(&mut socket).await;
+        open.push(socket);
+    }
+    let mut third = connect(&app, "graphql-transport-ws").await.unwrap();
+    send(&mut third, json!({ "type": "connection_init" })).await;
+    assert_eq!(close_code(&mut third).await, 4429);
+    // The legacy protocol counts against the same places.
+    let mut legacy = connect(&app, "graphql-ws").await.unwrap();
+    send(&mut legacy, json!({ "type": "connection_init" })).await;
+    assert_eq!(close_code(&mut legacy).await, 4429);
+    // A signed-in socket from the same address is counted per user instead.
+    let user = app.user_with_roles("ws-anonymous@example.com", &[]).await;
+    let _signed = signed_in(&app, &user, "graphql-transport-ws").await;
+    // A closed socket gives its place back.
+    let mut first = open.remove(0);
+    first.close(None).await.unwrap();
+    drop(first);
+    let mut again = None;
+    for _ in 0..50 {
+        let mut socket = connect(&app, "graphql-transport-ws").await.unwrap();
+        send(&mut socket, json!({ "type": "connection_init" })).await;
+        // The server may not have seen the close yet: then this one is refused, and we retry.
+        if let Ok(Some(Ok(Message::Text(text)))) =
+            tokio::time::timeout(Duration::from_secs(5), socket.next()).await
+            && text.contains("connection_ack")
+        {
+            again = Some(socket);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(again.is_some(), "the place was given back");
+}
+
+#[tokio::test]
 async fn protocol_violations_close_with_their_codes() {
     let app = TestApp::spawn().await;
 

@@ -51,6 +51,7 @@ use crate::infra::rate_limit::Decision;
 use crate::telemetry::{self, RequestId};
 
 mod frames;
+pub mod slots;
 
 pub const TRANSPORT_WS: &str = "graphql-transport-ws";
 pub const LEGACY_WS: &str = "graphql-ws";
@@ -169,6 +170,8 @@ struct Connection {
     token: Option<SecretString>,
     /// Changes to the caller's identity, published by any instance.
     watch: Option<Watch>,
+    /// An anonymous socket's place among its network's (`WS_MAX_ANONYMOUS_PER_ADDRESS`).
+    address_slot: Option<slots::AddressSlot>,
     /// What subscriptions know of the session (from `connection_init` on).
     session: Option<Arc<SocketSession>>,
     acknowledged: bool,
@@ -191,6 +194,7 @@ impl Connection {
             caller,
             token,
             watch: None,
+            address_slot: None,
             session: None,
             acknowledged: false,
             connection_data: None,
@@ -496,7 +500,22 @@ impl Connection {
         }
         let mut expires_at = None;
         match &self.caller.authentication {
-            Authentication::Anonymous => {}
+            Authentication::Anonymous => {
+                let limit = self.state.app.settings.websocket.max_anonymous_per_address;
+                if let Some(network) = self.caller.client.network {
+                    match self.state.ws_addresses.take(network, limit) {
+                        Some(slot) => self.address_slot = Some(slot),
+                        None => {
+                            return Err((
+                                4429,
+                                format!(
+                                    "Too many connections: at most {limit} anonymous sockets per client address"
+                                ),
+                            ));
+                        }
+                    }
+                }
+            }
             Authentication::User(_) | Authentication::ApiKey(_) => {
                 let watchers = &self.state.app.identity_watchers;
                 let limit = self.state.app.settings.websocket.max_connections_per_user;
