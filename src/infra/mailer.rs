@@ -81,6 +81,7 @@ pub struct SmtpMailer {
 
 #[async_trait]
 impl Mailer for SmtpMailer {
+    #[tracing::instrument(name = "mail.send", skip_all, fields(otel.kind = "client", mail.transport = "smtp"))]
     async fn send(&self, email: &Email) -> Result<(), MailError> {
         let message = build(&self.from, email)?;
         self.transport
@@ -105,6 +106,7 @@ impl OutboxMailer {
 
 #[async_trait]
 impl Mailer for OutboxMailer {
+    #[tracing::instrument(name = "mail.send", skip_all, fields(otel.kind = "client", mail.transport = "outbox"))]
     async fn send(&self, email: &Email) -> Result<(), MailError> {
         let message = build(&self.from, email)?;
         let name = format!("{}.eml", uuid::Uuid::now_v7());

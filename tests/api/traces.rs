@@ -255,6 +255,13 @@ async fn one_request_is_traced_from_its_traceparent_through_graphql_sql_and_its_
         .find(|s| s["name"] == "job auth_mail")
         .expect("a job span");
     assert_ne!(job["traceId"], TRACE);
+    // Sending the mail is a span of its own, in the job's trace.
+    let sent = spans
+        .iter()
+        .find(|s| s["name"] == "mail.send")
+        .expect("a mail.send span");
+    assert_eq!(sent["parentSpanId"], job["spanId"]);
+    assert_eq!(attribute(sent, "mail.transport").as_deref(), Some("outbox"));
     assert!(
         job["links"]
             .as_array()
@@ -340,6 +347,90 @@ async fn with_a_zero_ratio_only_failing_requests_are_exported() {
 fn trace_of(response: &reqwest::Response) -> String {
     let value = response.headers()["traceresponse"].to_str().unwrap();
     value.split('-').nth(1).unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn the_oauth_token_exchange_is_a_client_span_of_its_own() {
+    let server = collector().await;
+    let tracing = tracing_to(&server, 1.0);
+    let _logs = capture_logs_and_traces(&tracing);
+    let _local = otel::install_local(tracing.clone());
+    let provider = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "access_token": "provider-access-token", "token_type": "Bearer", "expires_in": 3600
+        })))
+        .mount(&provider)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/userinfo"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({ "sub": "t-1", "email": "traced-oauth@example.com", "email_verified": true }),
+        ))
+        .mount(&provider)
+        .await;
+    let base = provider.uri();
+    let frontend = "http://frontend.test/done";
+    let app = TestApp::spawn_with(|s| {
+        let mut social = multipult::features::auth::settings::SocialSettings::default();
+        social.oauth.insert(
+            "generic".into(),
+            multipult::features::auth::settings::OAuthProvider {
+                client_id: "client-1".into(),
+                client_secret: "secret".to_owned().into(),
+                auth_url: format!("{base}/authorize").parse().unwrap(),
+                token_url: format!("{base}/token").parse().unwrap(),
+                userinfo_url: format!("{base}/userinfo").parse().unwrap(),
+                scopes: vec!["email".into()],
+            },
+        );
+        social.redirect_allowlist = vec![frontend.parse().unwrap()];
+        s.set_section(social);
+    })
+    .await;
+    let started = app
+        .client
+        .get(app.url("/auth/oauth/generic/start"))
+        .query(&[("redirect_uri", frontend)])
+        .send()
+        .await
+        .unwrap();
+    let location = url::Url::parse(started.headers()["location"].to_str().unwrap()).unwrap();
+    let state = location
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .into_owned();
+    let finished = app
+        .client
+        .get(app.url("/auth/oauth/generic/callback"))
+        .query(&[("code", "the-code"), ("state", state.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(finished.status(), 302);
+
+    let mut exchange = None;
+    for _ in 0..100 {
+        let provider_ = tracing.provider.clone();
+        tokio::task::spawn_blocking(move || provider_.force_flush())
+            .await
+            .unwrap()
+            .unwrap();
+        exchange = collected(&server)
+            .await
+            .into_iter()
+            .find(|s| s["name"] == "oauth.token_exchange");
+        if exchange.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let exchange = exchange.expect("an oauth.token_exchange span");
+    assert_eq!(attribute(&exchange, "provider").as_deref(), Some("generic"));
+    assert_eq!(exchange["kind"], 3, "SPAN_KIND_CLIENT: {exchange:#}");
 }
 
 #[tokio::test]

@@ -14,6 +14,7 @@ use oauth2::{
 use secrecy::ExposeSecret as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tracing::Instrument as _;
 use url::Url;
 
 use super::settings::{OAuthProvider, SocialSettings};
@@ -177,6 +178,11 @@ async fn sign_in(
         .exchange_code(AuthorizationCode::new(code.to_owned()))
         .set_pkce_verifier(PkceCodeVerifier::new(verifier))
         .request_async(&state.http_client)
+        .instrument(tracing::info_span!(
+            "oauth.token_exchange",
+            otel.kind = "client",
+            provider = name
+        ))
         .await
         .map_err(|e| {
             tracing::warn!(provider = name, error = %e, "OAuth code exchange failed");
