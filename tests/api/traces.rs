@@ -414,8 +414,8 @@ async fn the_oauth_token_exchange_is_a_client_span_of_its_own() {
 
     let mut exchange = None;
     for _ in 0..100 {
-        let provider_ = tracing.provider.clone();
-        tokio::task::spawn_blocking(move || provider_.force_flush())
+        let exporter = tracing.provider.clone();
+        tokio::task::spawn_blocking(move || exporter.force_flush())
             .await
             .unwrap()
             .unwrap();
