@@ -311,8 +311,12 @@ pub fn client_info(app: &AppState, request: &Request) -> ClientInfo {
 }
 
 /// The socket peer, unless it is a trusted proxy: then the right-most `X-Forwarded-For` entry that
-/// is not a trusted proxy (entries further left are whatever the client claimed).
+/// is not a trusted proxy (entries further left are whatever the client claimed). IPv4-mapped
+/// IPv6 addresses (`::ffff:10.0.0.5`, what a dual-stack listener on `::` sees of an IPv4 peer)
+/// are taken as the IPv4 addresses they are, so IPv4 ranges in `TRUSTED_PROXIES` and the
+/// allowlist match them.
 pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> IpAddr {
+    let peer = peer.to_canonical();
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
     if !is_trusted(&peer) {
         return peer;
@@ -324,6 +328,7 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) ->
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .map_while(|entry| entry.parse::<IpAddr>().ok())
+        .map(|ip| ip.to_canonical())
         .collect();
     chain
         .iter()
@@ -332,4 +337,42 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) ->
         .or_else(|| chain.first())
         .copied()
         .unwrap_or(peer)
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{HeaderMap, HeaderValue};
+
+    use super::client_ip;
+
+    fn forwarded(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn ipv4_mapped_peers_and_entries_are_their_ipv4_addresses() {
+        let trusted = ["10.0.0.0/8".parse().unwrap()];
+        let ip = |s: &str| s.parse().unwrap();
+        // A dual-stack listener sees the proxy as ::ffff:10.0.0.5: still the trusted proxy.
+        assert_eq!(
+            client_ip(ip("::ffff:10.0.0.5"), &forwarded("203.0.113.9"), &trusted),
+            ip("203.0.113.9")
+        );
+        // Mapped entries are unwrapped, and a mapped proxy in the chain is skipped.
+        assert_eq!(
+            client_ip(
+                ip("10.0.0.5"),
+                &forwarded("::ffff:203.0.113.9, ::ffff:10.1.1.1"),
+                &trusted
+            ),
+            ip("203.0.113.9")
+        );
+        // An untrusted mapped peer is the client, as IPv4.
+        assert_eq!(
+            client_ip(ip("::ffff:198.51.100.7"), &forwarded("1.2.3.4"), &trusted),
+            ip("198.51.100.7")
+        );
+    }
 }
