@@ -925,54 +925,12 @@ async fn telegram_login_accepts_only_fresh_correctly_signed_payloads() {
 }
 
 mod oauth {
+    use crate::helpers::{TestApp, app_with_oauth, oauth_provider};
     use base64::Engine as _;
     use serde_json::{Value, json};
     use sha2::Digest as _;
-    use wiremock::matchers::{header, method, path};
-    use wiremock::{Mock, MockServer, ResponseTemplate};
 
-    use crate::helpers::TestApp;
-
-    const FRONTEND: &str = "http://frontend.test/auth/done";
-
-    async fn provider(userinfo: Value) -> MockServer {
-        let server = MockServer::start().await;
-        Mock::given(method("POST"))
-            .and(path("/token"))
-            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-                "access_token": "provider-access-token", "token_type": "Bearer", "expires_in": 3600
-            })))
-            .mount(&server)
-            .await;
-        Mock::given(method("GET"))
-            .and(path("/userinfo"))
-            .and(header("authorization", "Bearer provider-access-token"))
-            .respond_with(ResponseTemplate::new(200).set_body_json(userinfo))
-            .mount(&server)
-            .await;
-        server
-    }
-
-    async fn app_for(server: &MockServer) -> TestApp {
-        let base = server.uri();
-        TestApp::spawn_with(|s| {
-            let mut social = multipult::features::auth::settings::SocialSettings::default();
-            social.oauth.insert(
-                "generic".into(),
-                multipult::features::auth::settings::OAuthProvider {
-                    client_id: "client-123".into(),
-                    client_secret: "client-secret".to_owned().into(),
-                    auth_url: format!("{base}/authorize").parse().unwrap(),
-                    token_url: format!("{base}/token").parse().unwrap(),
-                    userinfo_url: format!("{base}/userinfo").parse().unwrap(),
-                    scopes: vec!["openid".into(), "email".into()],
-                },
-            );
-            social.redirect_allowlist = vec![FRONTEND.parse().unwrap()];
-            s.set_section(social);
-        })
-        .await
-    }
+    const FRONTEND: &str = crate::helpers::OAUTH_FRONTEND;
 
     fn query(url: &url::Url) -> std::collections::HashMap<String, String> {
         url.query_pairs().into_owned().collect()
@@ -1005,8 +963,8 @@ mod oauth {
 
     #[tokio::test]
     async fn the_code_flow_with_pkce_signs_in_and_hands_tokens_to_the_frontend() {
-        let server = provider(json!({ "sub": "g-42", "email": "Oauth@Example.com", "email_verified": true, "name": "Octo Cat" })).await;
-        let app = app_for(&server).await;
+        let server = oauth_provider(json!({ "sub": "g-42", "email": "Oauth@Example.com", "email_verified": true, "name": "Octo Cat" })).await;
+        let app = app_with_oauth(&server).await;
 
         let started = start(&app, &format!("{FRONTEND}?next=/home")).await;
         assert_eq!(started.status(), 302);
@@ -1068,8 +1026,8 @@ mod oauth {
 
     #[tokio::test]
     async fn unknown_state_and_foreign_redirect_uris_are_refused() {
-        let server = provider(json!({ "sub": "x" })).await;
-        let app = app_for(&server).await;
+        let server = oauth_provider(json!({ "sub": "x" })).await;
+        let app = app_with_oauth(&server).await;
         let forged = callback(&app, "code", "made-up-state").await;
         assert_eq!(forged.status(), 400);
 
@@ -1101,11 +1059,11 @@ mod oauth {
     #[tokio::test]
     async fn an_existing_account_is_linked_only_when_the_provider_verified_the_email() {
         // Unverified at the provider: no takeover of the existing account.
-        let server = provider(
+        let server = oauth_provider(
             json!({ "sub": "u-1", "email": "owner@example.com", "email_verified": false }),
         )
         .await;
-        let app = app_for(&server).await;
+        let app = app_with_oauth(&server).await;
         app.signed_up("owner@example.com").await;
         let started = start(&app, FRONTEND).await;
         let state = query(
@@ -1117,11 +1075,11 @@ mod oauth {
         assert_eq!(result["error"], "CONFLICT", "{result:?}");
 
         // Verified: the same account.
-        let server = provider(
+        let server = oauth_provider(
             json!({ "sub": "v-1", "email": "linked@example.com", "email_verified": "true" }),
         )
         .await;
-        let app = app_for(&server).await;
+        let app = app_with_oauth(&server).await;
         let existing = app.signed_up("linked@example.com").await;
         let started = start(&app, FRONTEND).await;
         let state = query(

@@ -355,40 +355,12 @@ async fn the_oauth_token_exchange_is_a_client_span_of_its_own() {
     let tracing = tracing_to(&server, 1.0);
     let _logs = capture_logs_and_traces(&tracing);
     let _local = otel::install_local(tracing.clone());
-    let provider = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/token"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "access_token": "provider-access-token", "token_type": "Bearer", "expires_in": 3600
-        })))
-        .mount(&provider)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/userinfo"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(
-            json!({ "sub": "t-1", "email": "traced-oauth@example.com", "email_verified": true }),
-        ))
-        .mount(&provider)
-        .await;
-    let base = provider.uri();
-    let frontend = "http://frontend.test/done";
-    let app = TestApp::spawn_with(|s| {
-        let mut social = multipult::features::auth::settings::SocialSettings::default();
-        social.oauth.insert(
-            "generic".into(),
-            multipult::features::auth::settings::OAuthProvider {
-                client_id: "client-1".into(),
-                client_secret: "secret".to_owned().into(),
-                auth_url: format!("{base}/authorize").parse().unwrap(),
-                token_url: format!("{base}/token").parse().unwrap(),
-                userinfo_url: format!("{base}/userinfo").parse().unwrap(),
-                scopes: vec!["email".into()],
-            },
-        );
-        social.redirect_allowlist = vec![frontend.parse().unwrap()];
-        s.set_section(social);
-    })
+    let provider = crate::helpers::oauth_provider(
+        json!({ "sub": "t-1", "email": "traced-oauth@example.com", "email_verified": true }),
+    )
     .await;
+    let app = crate::helpers::app_with_oauth(&provider).await;
+    let frontend = crate::helpers::OAUTH_FRONTEND;
     let started = app
         .client
         .get(app.url("/auth/oauth/generic/start"))

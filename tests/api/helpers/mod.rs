@@ -7,6 +7,7 @@ mod backends;
 mod graphql;
 mod logs;
 mod mail;
+mod oauth;
 
 pub use accounts::*;
 pub use app::*;
@@ -14,6 +15,7 @@ pub use backends::*;
 pub use graphql::*;
 pub use logs::*;
 pub use mail::*;
+pub use oauth::*;
 pub use reqwest::header::HeaderMap;
 
 /// The first error's `extensions.code` (empty when there is none).
