@@ -317,10 +317,11 @@ async fn a_response_cache_hit_adds_one_round_trip() {
 }
 
 #[tokio::test]
-async fn the_bundled_sqlite_keeps_paged_statements_prepared() {
-    // `.cargo/config.toml` builds SQLite with its query planner stability guarantee: without it,
-    // every `LIMIT ?` statement is prepared anew on each run (docs/benchmarks.md). A build that
-    // lost the setting fails here, not only in a benchmark.
+async fn the_bundled_sqlite_is_built_with_the_repository_flags() {
+    // `.cargo/config.toml` builds SQLite with its query planner stability guarantee (without it,
+    // every `LIMIT ?` statement is prepared anew on each run) and without memory statistics
+    // (which take a process-wide mutex on every allocation and free): docs/benchmarks.md. A
+    // build that lost either fails here, not only in a benchmark.
     use sea_orm::{ConnectionTrait as _, Statement};
     let app = TestApp::spawn().await;
     let db = &app.state.db;
@@ -330,12 +331,14 @@ async fn the_bundled_sqlite_keeps_paged_statements_prepared() {
     let row = db
         .query_one_raw(Statement::from_string(
             sea_orm::DatabaseBackend::Sqlite,
-            "SELECT sqlite_compileoption_used('ENABLE_QPSG') AS used",
+            "SELECT sqlite_compileoption_used('ENABLE_QPSG') AS qpsg, \
+                    sqlite_compileoption_used('DEFAULT_MEMSTATUS=0') AS no_memstatus",
         ))
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(row.try_get::<i32>("", "used").unwrap(), 1);
+    assert_eq!(row.try_get::<i32>("", "qpsg").unwrap(), 1);
+    assert_eq!(row.try_get::<i32>("", "no_memstatus").unwrap(), 1);
 }
 
 #[tokio::test]
