@@ -85,12 +85,17 @@ pub fn apply(
     if let Ok(value) = HeaderValue::from_str(&cache_control_value(&cacheable, settings)) {
         headers.insert(header::CACHE_CONTROL, value);
     }
+    // `Accept-Encoding` too, on every cacheable response: the compression layer adds it only to
+    // the bodies it would compress, so a 304 (no body) lost it, and a cache that refreshes its
+    // stored headers from the 304 (RFC 9111 §4.3.4) would have kept a gzip body without it. RFC
+    // 9110 §15.4.5: a 304 carries the `Vary` the 200 would have (the layer sees it and adds
+    // nothing).
     headers.insert(
         header::VARY,
         HeaderValue::from_static(if cacheable.authenticated {
-            "Accept, Authorization, X-Api-Key"
+            "Accept, Accept-Encoding, Authorization, X-Api-Key"
         } else {
-            "Accept"
+            "Accept, Accept-Encoding"
         }),
     );
     let hit = if_none_match_matches(request, &tag);
