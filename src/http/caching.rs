@@ -7,6 +7,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse as _, Response};
 
 use crate::config::CacheSettings;
+use crate::error::ErrorCode;
 use crate::graphql::CachePolicy;
 use crate::infra::metrics::Metrics;
 
@@ -61,13 +62,16 @@ fn cache_control_value(cacheable: &Cacheable, settings: &CacheSettings) -> Strin
     }
 }
 
-/// Adds caching headers to a finished response, or answers 304.
+/// Adds caching headers to a finished response, or answers 304 — for a GET or HEAD
+/// (`revalidates`); a POST whose `If-None-Match` matches gets 412 instead, as RFC 9110 §13.1.2
+/// requires of every other method.
 pub fn apply(
     response: Response,
     body: &[u8],
     cacheable: Option<Cacheable>,
     settings: &CacheSettings,
     request: &HeaderMap,
+    revalidates: bool,
     metrics: &Metrics,
 ) -> Response {
     let mut response = response;
@@ -101,6 +105,23 @@ pub fn apply(
     let hit = if_none_match_matches(request, &tag);
     let result = if hit { "hit" } else { "miss" };
     metrics.count("http_cache_total", "result", result);
+    if hit && !revalidates {
+        let mut failed = crate::error::error_response(
+            StatusCode::PRECONDITION_FAILED,
+            ErrorCode::PreconditionFailed,
+            "If-None-Match matches the current response; only GET and HEAD are answered with 304",
+            None,
+        );
+        if let Some(media) = response.headers().get(header::CONTENT_TYPE) {
+            failed
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, media.clone());
+        }
+        if let Some(tag) = headers.remove(header::ETAG) {
+            failed.headers_mut().insert(header::ETAG, tag);
+        }
+        return failed;
+    }
     if hit {
         let mut not_modified = StatusCode::NOT_MODIFIED.into_response();
         not_modified.headers_mut().extend(headers);

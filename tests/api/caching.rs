@@ -108,6 +108,64 @@ async fn a_compressed_response_and_its_304_vary_alike() {
 }
 
 #[tokio::test]
+async fn a_post_whose_if_none_match_matches_is_412_not_304() {
+    // RFC 9110 §13.1.2: a matching If-None-Match is answered with 304 for GET and HEAD only,
+    // with 412 for every other method.
+    let app = TestApp::spawn().await;
+    let tag = header(
+        get(&app, "{ apiInfo { version } }", None, None)
+            .await
+            .headers(),
+        "etag",
+    )
+    .to_owned();
+    let post = |query: &'static str, condition: String| {
+        app.client
+            .post(app.url("/graphql"))
+            .header("content-type", "application/json")
+            .header("accept", "application/graphql-response+json")
+            .header("if-none-match", condition)
+            .json(&json!({ "query": query }))
+            .send()
+    };
+    for condition in [tag.clone(), "*".to_owned()] {
+        let failed = post("{ apiInfo { version } }", condition.clone())
+            .await
+            .unwrap();
+        assert_eq!(failed.status(), 412, "{condition}");
+        assert_eq!(header(failed.headers(), "etag"), tag);
+        let body: serde_json::Value = failed.json().await.unwrap();
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"],
+            "PRECONDITION_FAILED"
+        );
+    }
+    let other = post("{ apiInfo { version } }", "\"stale\"".to_owned())
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 200);
+    assert_eq!(header(other.headers(), "etag"), tag);
+    // Nothing to match for a mutation (never cacheable): it runs.
+    let mutation = post(
+        "mutation { register(input: { email: \"p@example.com\", password: \"correct horse battery\" }) { message } }",
+        "*".to_owned(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(mutation.status(), 200);
+    // HEAD revalidates like GET.
+    let head = app
+        .client
+        .head(app.url("/graphql"))
+        .query(&[("query", "{ apiInfo { version } }")])
+        .header("if-none-match", &tag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 304);
+}
+
+#[tokio::test]
 async fn configured_defaults_apply_and_cap_hints() {
     let app = TestApp::spawn_with(|s| s.cache.public_max_age = 30).await;
     let capped = get(&app, "{ apiInfo { version } }", None, None).await;

@@ -47,7 +47,7 @@ pub async fn get_handler(
     match params {
         Ok(Some(params)) => {
             let outcome = run(&state, params, Transport::HttpGet, &request_id, &caller).await;
-            respond_outcome(&state, outcome, media, &headers)
+            respond_outcome(&state, outcome, media, &headers, true)
         }
         Ok(None) => request_error(
             StatusCode::BAD_REQUEST,
@@ -159,7 +159,7 @@ pub async fn post_handler(
         other => match params_from_json(other) {
             Ok(params) => {
                 let outcome = run(&state, params, Transport::HttpPost, &request_id, &caller).await;
-                respond_outcome(&state, outcome, media, &headers)
+                respond_outcome(&state, outcome, media, &headers, false)
             }
             Err(message) => bad(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, &message),
         },

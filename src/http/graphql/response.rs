@@ -78,11 +78,13 @@ impl Outcome {
     }
 }
 
+/// `revalidates`: the request is a GET or HEAD, which a matching `If-None-Match` answers with 304.
 pub fn respond_outcome(
     state: &HttpState,
     mut outcome: Outcome,
     media: MediaType,
     request_headers: &HeaderMap,
+    revalidates: bool,
 ) -> Response {
     let status = if let Some(status) = outcome.status {
         status
@@ -106,6 +108,7 @@ pub fn respond_outcome(
         cacheable,
         &state.app.settings.cache,
         request_headers,
+        revalidates,
         &state.app.metrics,
     );
     match status {
