@@ -103,8 +103,14 @@ pub fn apply(
         }),
     );
     let hit = if_none_match_matches(request, &tag);
-    let result = if hit { "hit" } else { "miss" };
-    metrics.count("http_cache_total", "result", result);
+    // Revalidations only: a GET or HEAD that asked with If-None-Match.
+    if revalidates && request.contains_key(header::IF_NONE_MATCH) {
+        metrics.count(
+            "http_cache_total",
+            "result",
+            if hit { "hit" } else { "miss" },
+        );
+    }
     if hit && !revalidates {
         let mut failed = crate::error::error_response(
             StatusCode::PRECONDITION_FAILED,

@@ -62,6 +62,11 @@ async fn a_query_gets_a_stable_etag_and_a_matching_revalidation_is_304() {
         metrics.contains(r#"http_cache_total{result="hit"} 4"#),
         "{metrics}"
     );
+    // Only conditional requests count: the two plain GETs do not, the stale tag does.
+    assert!(
+        metrics.contains(r#"http_cache_total{result="miss"} 1"#),
+        "{metrics}"
+    );
 }
 
 /// Every `Vary` line of a response.
