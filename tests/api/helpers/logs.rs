@@ -5,16 +5,42 @@ use serde_json::Value;
 /// Log lines written while a [`LogCapture`] lives, as JSON objects (with the current span's
 /// fields under `span`). Tests run on one thread, so the server's tasks log here too.
 pub struct LogCapture {
-    buffer: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
-    _guard: tracing::subscriber::DefaultGuard,
+    buffer: Buffer,
+    /// Gives the thread its previous sink back.
+    _sink: SinkScope,
+    /// Only with traces: a subscriber of the test's own, with the OpenTelemetry layer.
+    _guard: Option<tracing::subscriber::DefaultGuard>,
 }
 
-#[derive(Clone)]
-struct CaptureWriter(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+type Buffer = std::sync::Arc<std::sync::Mutex<Vec<u8>>>;
 
-impl std::io::Write for CaptureWriter {
+thread_local! {
+    /// Where this thread's log lines go while a [`LogCapture`] lives.
+    static SINK: std::cell::RefCell<Option<Buffer>> = const { std::cell::RefCell::new(None) };
+}
+
+fn capturing() -> bool {
+    SINK.with(|sink| sink.borrow().is_some())
+}
+
+struct SinkScope(Option<Buffer>);
+
+impl Drop for SinkScope {
+    fn drop(&mut self) {
+        SINK.with(|sink| *sink.borrow_mut() = self.0.take());
+    }
+}
+
+/// Writes into this thread's sink (nothing when there is none).
+struct ThreadSink;
+
+impl std::io::Write for ThreadSink {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
+        SINK.with(|sink| {
+            if let Some(buffer) = sink.borrow().as_ref() {
+                buffer.lock().unwrap().extend_from_slice(bytes);
+            }
+        });
         Ok(bytes.len())
     }
 
@@ -23,11 +49,11 @@ impl std::io::Write for CaptureWriter {
     }
 }
 
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CaptureWriter {
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for ThreadSink {
     type Writer = Self;
 
     fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
+        Self
     }
 }
 
@@ -41,34 +67,35 @@ pub fn capture_logs_and_traces(traces: &multipult::telemetry::otel::Tracing) -> 
     capture(Some(traces))
 }
 
+/// The same JSON lines as the binary writes, with the current span's fields.
+fn json_lines<S, W>(writer: W) -> impl tracing_subscriber::Layer<S>
+where
+    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + 'static,
+{
+    tracing_subscriber::fmt::layer()
+        .json()
+        .with_current_span(true)
+        .with_span_list(false)
+        .with_writer(writer)
+}
+
 fn capture(traces: Option<&multipult::telemetry::otel::Tracing>) -> LogCapture {
     use tracing_subscriber::layer::SubscriberExt as _;
-    let buffer = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let subscriber = tracing_subscriber::registry()
-        .with(tracing_subscriber::filter::LevelFilter::DEBUG)
-        .with(traces.map(multipult::telemetry::otel::layer))
-        .with(
-            tracing_subscriber::fmt::layer()
-                .json()
-                .with_current_span(true)
-                .with_span_list(false)
-                .with_writer(CaptureWriter(buffer.clone())),
-        );
-    // Every new subscriber makes tracing recompute each callsite's interest from a snapshot of
-    // the live subscribers. Two of those at once (tests start in parallel) interleave per
-    // callsite, and one taken before this subscriber existed could switch some of its callsites
-    // off (a span missing from a line, now and then): one at a time.
-    static REBUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let rebuilding = REBUILDING
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let guard = tracing::subscriber::set_default(subscriber);
-    // Callsites first hit by other tests' threads (no subscriber there) may have cached "no
-    // interest": ask every callsite again now that this thread listens.
-    tracing::callsite::rebuild_interest_cache();
-    drop(rebuilding);
+    // The process-wide subscriber first: see `init_test_logs`.
+    init_test_logs();
+    let buffer: Buffer = std::sync::Arc::default();
+    let previous = SINK.with(|sink| sink.borrow_mut().replace(buffer.clone()));
+    let guard = traces.map(|traces| {
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_subscriber::filter::LevelFilter::DEBUG)
+            .with(multipult::telemetry::otel::layer(traces))
+            .with(json_lines(ThreadSink));
+        tracing::subscriber::set_default(subscriber)
+    });
     LogCapture {
         buffer,
+        _sink: SinkScope(previous),
         _guard: guard,
     }
 }
@@ -83,19 +110,39 @@ impl LogCapture {
     }
 }
 
-/// With `TEST_LOG=1`, the servers' logs go to the test output (shown for failing tests, or all
-/// with `--nocapture`).
+/// The test binary's process-wide subscriber, installed once: JSON lines into the sink of
+/// whichever thread has a [`LogCapture`] (nothing is formatted elsewhere) and, with
+/// `TEST_LOG=1`, the servers' logs in the test output (shown for failing tests, or all with
+/// `--nocapture`).
+///
+/// Captures used to install a subscriber of their own per test thread, with no global one. Then
+/// a callsite's interest (and tracing's maximum level) is worked out from whichever subscribers
+/// are alive at that moment: with tests starting and ending in parallel, a request span could be
+/// switched off for a while, and a line came without its `span` now and then. With one global
+/// subscriber that is always interested, and the choice made per event, that cannot happen.
 pub fn init_test_logs() {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        if std::env::var("TEST_LOG").is_ok_and(|v| v == "1") {
-            let _ = tracing_subscriber::fmt()
-                .with_env_filter(
+        let captured = json_lines(ThreadSink).with_filter(
+            tracing_subscriber::filter::dynamic_filter_fn(|metadata, _| {
+                *metadata.level() <= tracing::Level::DEBUG && capturing()
+            })
+            .with_max_level_hint(tracing::Level::DEBUG),
+        );
+        let shown = std::env::var("TEST_LOG").is_ok_and(|v| v == "1").then(|| {
+            tracing_subscriber::fmt::layer()
+                .with_test_writer()
+                .with_filter(
                     tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
                         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
                 )
-                .with_test_writer()
-                .try_init();
-        }
+        });
+        let _ = tracing_subscriber::registry()
+            .with(captured)
+            .with(shown)
+            .try_init();
     });
 }
