@@ -102,11 +102,17 @@ pub struct RedisSettings {
 }
 
 impl RedisSettings {
+    /// Two multiplexed connections: measured against 1 and 4 with PostgreSQL + Redis on one
+    /// 2-core machine, 2 and 1 tie and 4 is 5–20 % slower (fewer commands pipelined into each
+    /// write, more driver tasks waking); two leave a second connection's driver task for busier
+    /// machines (docs/benchmarks.md).
+    pub const DEFAULT_POOL_SIZE: usize = 2;
+
     /// Defaults for `url` (tests and tools adjust the rest).
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into().into(),
-            pool_size: 4,
+            pool_size: Self::DEFAULT_POOL_SIZE,
             timeout: Duration::from_millis(500),
             circuit_threshold: 3,
             circuit_cooldown: Duration::from_secs(2),
@@ -117,7 +123,7 @@ impl RedisSettings {
     pub fn read(r: &mut Reader<'_>, production: bool) -> Option<Self> {
         let url = r.url("REDIS_URL");
         // Read (and show) the rest whether or not Redis is configured.
-        let pool_size = r.number("REDIS_POOL_SIZE", 4usize, 1, 1024);
+        let pool_size = r.number("REDIS_POOL_SIZE", Self::DEFAULT_POOL_SIZE, 1, 1024);
         let timeout = r.duration("REDIS_TIMEOUT", Duration::from_millis(500));
         let circuit_threshold = r.number("REDIS_CIRCUIT_THRESHOLD", 3u32, 1, 1000);
         let circuit_cooldown = r.duration("REDIS_CIRCUIT_COOLDOWN", Duration::from_secs(2));

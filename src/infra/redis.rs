@@ -106,9 +106,11 @@ impl RedisClient {
         if let Some(held) = self.connections.current(index) {
             return Ok(held);
         }
+        // No response timeout of redis-rs's own: `run` bounds every call with `REDIS_TIMEOUT`
+        // already, and a second timer per command is a second timer-wheel entry per request.
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout))
+            .set_response_timeout(None)
             // Reconnecting is this client's business (the next call), not a retry loop's.
             .set_number_of_retries(0);
         let connection = ConnectionManager::new_with_config(self.client.clone(), config)

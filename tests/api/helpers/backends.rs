@@ -23,7 +23,7 @@ pub fn test_database_url() -> Option<String> {
 pub fn test_redis_settings() -> Option<RedisSettings> {
     test_redis_url().map(|url| RedisSettings {
         url: url.into(),
-        pool_size: 4,
+        pool_size: RedisSettings::DEFAULT_POOL_SIZE,
         timeout: Duration::from_secs(2),
         circuit_threshold: 3,
         circuit_cooldown: Duration::from_secs(1),
