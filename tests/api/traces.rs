@@ -231,6 +231,22 @@ async fn one_request_is_traced_from_its_traceparent_through_graphql_sql_and_its_
         Some("mutation")
     );
     assert_eq!(operation["parentSpanId"], request_span);
+    // `register` hashes a password: slower than 1 ms, so its resolver has a span of its own.
+    let resolved = in_trace
+        .iter()
+        .find(|s| {
+            s["name"] == "graphql.resolve"
+                && attribute(s, "graphql.field.name").as_deref() == Some("register")
+        })
+        .unwrap_or_else(|| panic!("a graphql.resolve span for register: {in_trace:#?}"));
+    assert_eq!(
+        attribute(resolved, "graphql.field.path").as_deref(),
+        Some("register")
+    );
+    assert_eq!(
+        attribute(resolved, "graphql.field.parent_type").as_deref(),
+        Some("MutationRoot")
+    );
     let sql: Vec<&&Value> = in_trace
         .iter()
         .filter(|s| s["name"] == "db.query")
