@@ -148,6 +148,36 @@ async fn post_without_a_json_content_type_is_415_once_past_csrf_prevention() {
 }
 
 #[tokio::test]
+async fn a_json_body_in_a_charset_other_than_utf8_is_415() {
+    let app = TestApp::spawn().await;
+    for (content_type, expected) in [
+        ("application/json; charset=utf-16", 415),
+        ("application/json;charset=ISO-8859-1", 415),
+        ("application/json; charset=\"latin1\"", 415),
+        ("application/json", 200),
+        ("application/json; charset=utf-8", 200),
+        ("Application/JSON; Charset=\"UTF-8\"", 200),
+        ("application/json; charset=utf8", 200),
+    ] {
+        let (status, headers, body) = post(
+            &app,
+            Some(GQL_JSON),
+            Some(content_type),
+            r#"{"query":"{ __typename }"}"#,
+        )
+        .await;
+        assert_eq!(status, expected, "{content_type}: {body}");
+        assert!(header(&headers, "content-type").starts_with(GQL_JSON));
+        if expected == 415 {
+            assert_eq!(
+                body["errors"][0]["extensions"]["code"],
+                "UNSUPPORTED_MEDIA_TYPE"
+            );
+        }
+    }
+}
+
+#[tokio::test]
 async fn malformed_parameters_are_400_for_both_media_types() {
     let app = TestApp::spawn().await;
     let cases = [

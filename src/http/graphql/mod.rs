@@ -78,15 +78,24 @@ pub async fn post_handler(
 
     let content_type = headers
         .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_ascii_lowercase()
-        });
-    match content_type.as_deref() {
+        .and_then(|v| v.to_str().ok());
+    let media_type = content_type.map(|v| {
+        v.split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase()
+    });
+    match media_type.as_deref() {
+        Some(APPLICATION_JSON) if !utf8_or_unlabelled(content_type.unwrap_or_default()) => {
+            // JSON is UTF-8 (RFC 8259 §8.1); a body said to be in another charset is not read
+            // as if it were UTF-8.
+            return bad(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                ErrorCode::UnsupportedMediaType,
+                "the request body must be UTF-8 (charset=utf-8, or no charset)",
+            );
+        }
         Some(APPLICATION_JSON) => {}
         Some(_) => {
             return bad(
@@ -164,6 +173,19 @@ pub async fn post_handler(
             Err(message) => bad(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, &message),
         },
     }
+}
+
+/// `true` unless the media type names a charset other than UTF-8.
+fn utf8_or_unlabelled(content_type: &str) -> bool {
+    content_type.split(';').skip(1).all(|parameter| {
+        let Some((name, value)) = parameter.split_once('=') else {
+            return true;
+        };
+        !name.trim().eq_ignore_ascii_case("charset") || {
+            let value = value.trim().trim_matches('"');
+            value.eq_ignore_ascii_case("utf-8") || value.eq_ignore_ascii_case("utf8")
+        }
+    })
 }
 
 /// Prepares and executes one operation (see `super::operation`), shaped for HTTP.
