@@ -128,20 +128,16 @@ pub async fn identify(
     } else {
         let started = std::time::Instant::now();
         let replies = app.stores.kv.batch(&ops).await;
-        if crate::telemetry::otel::enabled() {
-            crate::telemetry::otel::record_finished(
-                "store.batch",
-                started.elapsed(),
-                vec![
-                    opentelemetry::KeyValue::new("store.backend", app.stores.backend),
-                    opentelemetry::KeyValue::new(
-                        "store.operations",
-                        i64::try_from(ops.len()).unwrap_or(i64::MAX),
-                    ),
-                ],
-                replies.is_err(),
-            );
-        }
+        crate::telemetry::otel::record_store_call(
+            "store.batch",
+            started,
+            app.stores.backend,
+            vec![opentelemetry::KeyValue::new(
+                "store.operations",
+                i64::try_from(ops.len()).unwrap_or(i64::MAX),
+            )],
+            replies.is_err(),
+        );
         replies
     };
     let (cached, window) = match replies {

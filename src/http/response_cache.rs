@@ -173,7 +173,16 @@ async fn read(app: &AppState, key: &str) -> crate::infra::StoreResult<TaggedGet>
 
 /// The entry for `key`, when it is live and none of its tags moved.
 pub async fn lookup(app: &AppState, key: &str) -> Lookup {
-    let read = match read(app, key).await {
+    let started = std::time::Instant::now();
+    let read = read(app, key).await;
+    crate::telemetry::otel::record_store_call(
+        "store.cache_lookup",
+        started,
+        app.stores.backend,
+        vec![],
+        read.is_err(),
+    );
+    let read = match read {
         Ok(read) => read,
         Err(error) => {
             error.log("response cache unavailable");
@@ -225,46 +234,52 @@ pub async fn store(
             + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2),
     };
     let payload = payload(&meta, body);
+    let started = std::time::Instant::now();
+    let stored = put(app, key, &payload, tags_seen, generation).await;
+    crate::telemetry::otel::record_store_call(
+        "store.cache_store",
+        started,
+        app.stores.backend,
+        vec![],
+        stored.is_err(),
+    );
+    if let Err(error) = stored {
+        error.log("cannot store a response");
+    }
+}
+
+/// Writes the entry unless a tag moved since `generation`: one round trip where the backend
+/// can (Redis), else the versions are read and the entry written.
+async fn put(
+    app: &AppState,
+    key: &str,
+    payload: &[u8],
+    tags_seen: Vec<String>,
+    generation: i64,
+) -> crate::infra::StoreResult<()> {
     let cache = &app.stores.cache;
-    match cache
-        .put_tagged(
-            NAMESPACE,
-            bounds(app),
-            key,
-            TaggedPut {
-                tags: &tag_keys(),
-                expected: generation,
-                entry_tags: &tags_seen,
-                payload: &payload,
-            },
-        )
-        .await
+    let put = TaggedPut {
+        tags: &tag_keys(),
+        expected: generation,
+        entry_tags: &tags_seen,
+        payload,
+    };
+    if cache
+        .put_tagged(NAMESPACE, bounds(app), key, put)
+        .await?
+        .is_some()
     {
-        Ok(Some(_)) => return,
-        Ok(None) => {}
-        Err(error) => {
-            error.log("cannot store a response");
-            return;
-        }
+        return Ok(());
     }
     let mut names = tags_seen;
     names.push(tags::GENERATION.to_owned());
-    let mut versions = match tags::versions(&app.stores, &names).await {
-        Ok(versions) => versions,
-        Err(error) => {
-            error.log("response cache unavailable");
-            return;
-        }
-    };
+    let mut versions = tags::versions(&app.stores, &names).await?;
     if versions.pop().unwrap_or(0) != generation {
-        return;
+        return Ok(());
     }
     names.pop();
     let pairs: Vec<(String, i64)> = names.into_iter().zip(versions).collect();
-    if let Err(error) = cache
-        .put(NAMESPACE, bounds(app), key, &encode(&pairs, &payload))
+    cache
+        .put(NAMESPACE, bounds(app), key, &encode(&pairs, payload))
         .await
-    {
-        error.log("cannot store a response");
-    }
 }

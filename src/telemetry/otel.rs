@@ -239,8 +239,25 @@ pub fn mark_failed(message: &str) {
     }
 }
 
+/// A client span for a call to the shared store that started at `started` and just ended:
+/// `store.batch` (a request's credentials and rate limits), `store.cache_lookup` and
+/// `store.cache_store` (the response cache), with `store.backend` (`memory` or `redis`).
+pub fn record_store_call(
+    name: &'static str,
+    started: std::time::Instant,
+    backend: &'static str,
+    mut attributes: Vec<KeyValue>,
+    failed: bool,
+) {
+    if !enabled() {
+        return;
+    }
+    attributes.push(KeyValue::new("store.backend", backend));
+    record_finished(name, started.elapsed(), attributes, failed);
+}
+
 /// A child span of the current one for work that already happened (its real start and end):
-/// SQL statements, timed by the connection.
+/// SQL statements timed by the connection, store calls, the operation, a slow resolver.
 pub fn record_finished(
     name: &'static str,
     elapsed: Duration,
@@ -263,7 +280,7 @@ pub fn record_finished(
         .with_attributes(attributes)
         .start_with_context(&tracer, &parent);
     if failed {
-        span.set_status(Status::error("the statement failed"));
+        span.set_status(Status::error("failed"));
     }
     span.end_with_timestamp(end);
 }

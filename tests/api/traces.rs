@@ -471,7 +471,7 @@ async fn with_traces_off_nothing_is_added() {
 }
 
 #[tokio::test]
-async fn the_binary_exports_traces_whatever_log_level_it_logs_at() {
+async fn at_any_log_level_requests_and_their_response_cache_calls_are_traced() {
     // LOG_LEVEL decides which lines are written, not which spans are traced: a server logging
     // warnings only still exports its request spans (they are INFO spans).
     let server = collector().await;
@@ -484,13 +484,40 @@ async fn the_binary_exports_traces_whatever_log_level_it_logs_at() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    binary.stop().await;
-    let names: Vec<String> = collected(&server)
+    // Asked again in a trace of its own: answered from the response cache.
+    const AGAIN: &str = "0af7651916cd43dd8448eb211c80319c";
+    let again = binary
+        .client
+        .get(binary.url("/graphql?query=%7B%20apiInfo%20%7B%20version%20%7D%20%7D"))
+        .header("traceparent", format!("00-{AGAIN}-{PARENT}-01"))
+        .send()
         .await
-        .iter()
-        .filter(|span| span["traceId"] == TRACE)
-        .map(|span| span["name"].as_str().unwrap_or_default().to_owned())
-        .collect();
+        .unwrap();
+    assert_eq!(again.status(), 200);
+    binary.stop().await;
+    let spans = collected(&server).await;
+    let names_in = |trace: &str| -> Vec<String> {
+        spans
+            .iter()
+            .filter(|span| span["traceId"] == trace)
+            .map(|span| span["name"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    let names = names_in(TRACE);
     assert!(names.iter().any(|n| n == "GET /graphql"), "{names:?}");
     assert!(names.iter().any(|n| n == "graphql"), "{names:?}");
+    // The miss looked the response cache up, ran the operation and stored its result: both
+    // store calls are client spans of the request.
+    for call in ["store.cache_lookup", "store.cache_store"] {
+        let span = spans
+            .iter()
+            .find(|span| span["traceId"] == TRACE && span["name"] == call)
+            .unwrap_or_else(|| panic!("a {call} span: {names:?}"));
+        assert_eq!(attribute(span, "store.backend").as_deref(), Some("memory"));
+        assert_eq!(span["kind"], 3, "SPAN_KIND_CLIENT: {span:#}");
+    }
+    // The hit: a lookup, and no operation ran.
+    let names = names_in(AGAIN);
+    assert!(names.iter().any(|n| n == "store.cache_lookup"), "{names:?}");
+    assert!(!names.iter().any(|n| n == "graphql"), "{names:?}");
 }
