@@ -111,36 +111,36 @@ pub fn apply(
             if hit { "hit" } else { "miss" },
         );
     }
-    if hit && !revalidates {
-        let mut failed = crate::error::error_response(
-            StatusCode::PRECONDITION_FAILED,
-            ErrorCode::PreconditionFailed,
-            "If-None-Match matches the current response; only GET and HEAD are answered with 304",
-            None,
-        );
-        if let Some(media) = response.headers().get(header::CONTENT_TYPE) {
-            failed
-                .headers_mut()
-                .insert(header::CONTENT_TYPE, media.clone());
-        }
-        if let Some(tag) = headers.remove(header::ETAG) {
-            failed.headers_mut().insert(header::ETAG, tag);
-        }
-        return failed;
-    }
     if hit {
-        let mut not_modified = StatusCode::NOT_MODIFIED.into_response();
-        not_modified.headers_mut().extend(headers);
-        // Keep the negotiated content type and the rate-limit/request-id headers.
+        let mut answer = if revalidates {
+            let mut not_modified = StatusCode::NOT_MODIFIED.into_response();
+            not_modified.headers_mut().extend(headers);
+            not_modified
+        } else {
+            let mut failed = crate::error::error_response(
+                StatusCode::PRECONDITION_FAILED,
+                ErrorCode::PreconditionFailed,
+                "If-None-Match matches the current response; only GET and HEAD are answered with 304",
+                None,
+            );
+            if let Some(tag) = headers.remove(header::ETAG) {
+                failed.headers_mut().insert(header::ETAG, tag);
+            }
+            failed
+        };
+        // Keep the budget and request-id headers the response had, and for a 412 the
+        // negotiated content type of its body (a 304 has none).
         for (name, value) in response.headers() {
-            if name != header::CONTENT_LENGTH && !not_modified.headers().contains_key(name) {
-                not_modified
-                    .headers_mut()
-                    .insert(name.clone(), value.clone());
+            let keep = if name == header::CONTENT_TYPE {
+                !revalidates
+            } else {
+                name != header::CONTENT_LENGTH && !answer.headers().contains_key(name)
+            };
+            if keep {
+                answer.headers_mut().insert(name.clone(), value.clone());
             }
         }
-        not_modified.headers_mut().remove(header::CONTENT_TYPE);
-        return not_modified;
+        return answer;
     }
     response.headers_mut().extend(headers);
     response

@@ -116,7 +116,13 @@ async fn a_compressed_response_and_its_304_vary_alike() {
 async fn a_post_whose_if_none_match_matches_is_412_not_304() {
     // RFC 9110 §13.1.2: a matching If-None-Match is answered with 304 for GET and HEAD only,
     // with 412 for every other method.
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_with(|s| {
+        s.graphql.anonymous_budget = Some(multipult::config::Quota {
+            limit: 1000,
+            window: std::time::Duration::from_secs(3600),
+        });
+    })
+    .await;
     let tag = header(
         get(&app, "{ apiInfo { version } }", None, None)
             .await
@@ -139,12 +145,23 @@ async fn a_post_whose_if_none_match_matches_is_412_not_304() {
             .unwrap();
         assert_eq!(failed.status(), 412, "{condition}");
         assert_eq!(header(failed.headers(), "etag"), tag);
+        assert!(
+            header(failed.headers(), "content-type")
+                .starts_with("application/graphql-response+json")
+        );
         let body: serde_json::Value = failed.json().await.unwrap();
         assert_eq!(
             body["errors"][0]["extensions"]["code"],
             "PRECONDITION_FAILED"
         );
     }
+    // Not cached yet: it executes, is charged, and `*` matches what it answered. What the
+    // response carried besides its body stays (the cost budget it was charged).
+    let executed = post("{ apiInfo { v: version } }", "*".to_owned())
+        .await
+        .unwrap();
+    assert_eq!(executed.status(), 412);
+    assert!(!header(executed.headers(), "x-cost-budget-remaining").is_empty());
     let other = post("{ apiInfo { version } }", "\"stale\"".to_owned())
         .await
         .unwrap();
