@@ -126,19 +126,18 @@ pub async fn identify(
     let replies: Result<Vec<Reply>, StoreError> = if ops.is_empty() {
         Ok(vec![])
     } else {
-        let started = std::time::Instant::now();
-        let replies = app.stores.kv.batch(&ops).await;
-        crate::telemetry::otel::record_store_call(
+        crate::telemetry::otel::store_call(
             "store.batch",
-            started,
             app.stores.backend,
-            vec![opentelemetry::KeyValue::new(
-                "store.operations",
-                i64::try_from(ops.len()).unwrap_or(i64::MAX),
-            )],
-            replies.is_err(),
-        );
-        replies
+            || {
+                vec![opentelemetry::KeyValue::new(
+                    "store.operations",
+                    i64::try_from(ops.len()).unwrap_or(i64::MAX),
+                )]
+            },
+            app.stores.kv.batch(&ops),
+        )
+        .await
     };
     let (cached, window) = match replies {
         Ok(replies) => {

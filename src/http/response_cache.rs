@@ -173,16 +173,13 @@ async fn read(app: &AppState, key: &str) -> crate::infra::StoreResult<TaggedGet>
 
 /// The entry for `key`, when it is live and none of its tags moved.
 pub async fn lookup(app: &AppState, key: &str) -> Lookup {
-    let started = std::time::Instant::now();
-    let read = read(app, key).await;
-    crate::telemetry::otel::record_store_call(
+    let read = crate::telemetry::otel::store_call(
         "store.cache_lookup",
-        started,
         app.stores.backend,
-        vec![],
-        read.is_err(),
+        Vec::new,
+        read(app, key),
     );
-    let read = match read {
+    let read = match read.await {
         Ok(read) => read,
         Err(error) => {
             error.log("response cache unavailable");
@@ -234,16 +231,13 @@ pub async fn store(
             + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2),
     };
     let payload = payload(&meta, body);
-    let started = std::time::Instant::now();
-    let stored = put(app, key, &payload, tags_seen, generation).await;
-    crate::telemetry::otel::record_store_call(
+    let stored = crate::telemetry::otel::store_call(
         "store.cache_store",
-        started,
         app.stores.backend,
-        vec![],
-        stored.is_err(),
+        Vec::new,
+        put(app, key, &payload, tags_seen, generation),
     );
-    if let Err(error) = stored {
+    if let Err(error) = stored.await {
         error.log("cannot store a response");
     }
 }

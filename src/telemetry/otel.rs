@@ -239,21 +239,25 @@ pub fn mark_failed(message: &str) {
     }
 }
 
-/// A client span for a call to the shared store that started at `started` and just ended:
-/// `store.batch` (a request's credentials and rate limits), `store.cache_lookup` and
-/// `store.cache_store` (the response cache), with `store.backend` (`memory` or `redis`).
-pub fn record_store_call(
+/// Runs a call to the shared store, and with traces on makes it a client span of the current
+/// one: `store.batch` (a request's credentials and rate limits), `store.cache_lookup` and
+/// `store.cache_store` (the response cache), with `store.backend` (`memory` or `redis`) and
+/// `attributes` (made only with traces on).
+pub async fn store_call<T, E>(
     name: &'static str,
-    started: std::time::Instant,
     backend: &'static str,
-    mut attributes: Vec<KeyValue>,
-    failed: bool,
-) {
+    attributes: impl FnOnce() -> Vec<KeyValue>,
+    call: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
     if !enabled() {
-        return;
+        return call.await;
     }
+    let started = std::time::Instant::now();
+    let result = call.await;
+    let mut attributes = attributes();
     attributes.push(KeyValue::new("store.backend", backend));
-    record_finished(name, started.elapsed(), attributes, failed);
+    record_finished(name, started.elapsed(), attributes, result.is_err());
+    result
 }
 
 /// A child span of the current one for work that already happened (its real start and end):
