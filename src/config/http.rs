@@ -20,6 +20,9 @@ pub struct HttpSettings {
     pub cors_origins: Vec<String>,
     pub metrics_token: Option<SecretString>,
     pub health_check_timeout: Duration,
+    /// How old a dependency check or scrape-time gauge may be when `/health/ready` or
+    /// `/metrics` answers; probes that arrive while one runs share it.
+    pub health_check_max_age: Duration,
     /// Connections the kernel queues for the accept loop (capped by `net.core.somaxconn`).
     pub listen_backlog: u32,
 }
@@ -72,6 +75,7 @@ impl HttpSettings {
         let request_timeout = r.duration("HTTP_REQUEST_TIMEOUT", Duration::from_secs(30));
         let shutdown_timeout = r.duration("SHUTDOWN_TIMEOUT", Duration::from_secs(30));
         let health_check_timeout = r.duration("HEALTH_CHECK_TIMEOUT", Duration::from_secs(2));
+        let health_check_max_age = r.duration("HEALTH_CHECK_MAX_AGE", Duration::from_secs(1));
         // Not the standard library's 128: a burst of clients (sockets reconnecting after a
         // deploy) would overflow it, and each dropped SYN costs its client a second or more.
         let listen_backlog = r.number("HTTP_LISTEN_BACKLOG", 4096u32, 16, 65535);
@@ -85,6 +89,7 @@ impl HttpSettings {
             cors_origins,
             metrics_token,
             health_check_timeout,
+            health_check_max_age,
             listen_backlog,
         })
     }

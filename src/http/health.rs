@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use super::HttpState;
 use crate::state::AppState;
 
-#[derive(Serialize)]
+#[derive(Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Check {
     pub name: &'static str,
@@ -29,7 +29,43 @@ pub async fn live() -> Response {
 
 /// The readiness checks: every required dependency within `HEALTH_CHECK_TIMEOUT`, at once, and
 /// whether the server is shutting down. (`/metrics` reads them too: `dependency_up`, `app_ready`.)
-pub async fn checks(app: &AppState) -> Vec<Check> {
+///
+/// The dependencies are asked at most once per `HEALTH_CHECK_MAX_AGE`, and probes that arrive
+/// while they are asked wait for that answer: `/health/ready` is open and never rate-limited, so
+/// its cost must not grow with the rate at which anyone calls it. Shutting down shows at once.
+pub async fn checks(app: &AppState) -> Checks {
+    let probes = app.local::<Probes>();
+    let mut checks = probes
+        .dependencies
+        .get(app.settings.http.health_check_max_age, || dependencies(app))
+        .await;
+    // Shutting down: tell the load balancer to send no more.
+    if app.shutdown.is_cancelled() {
+        checks.list.push(Check {
+            name: "shutdown",
+            ok: false,
+            latency_ms: 0,
+            error: Some("the server is shutting down".to_owned()),
+        });
+    }
+    checks
+}
+
+/// The dependencies' answers, and when they were asked.
+#[derive(Clone)]
+pub struct Checks {
+    pub checked_at: std::time::SystemTime,
+    pub list: Vec<Check>,
+}
+
+impl Checks {
+    pub fn ok(&self) -> bool {
+        self.list.iter().all(|c| c.ok)
+    }
+}
+
+async fn dependencies(app: &AppState) -> Checks {
+    let checked_at = std::time::SystemTime::now();
     let limit = app.settings.http.health_check_timeout;
     let database = timed("database", limit, async {
         app.db.ping().await.map_err(|_| "query failed".to_owned())
@@ -48,30 +84,69 @@ pub async fn checks(app: &AppState) -> Vec<Check> {
         )
     };
     let (database, redis) = tokio::join!(database, redis);
-    let mut checks: Vec<Check> = std::iter::once(database).chain(redis).collect();
-    // Shutting down: tell the load balancer to send no more.
-    if app.shutdown.is_cancelled() {
-        checks.push(Check {
-            name: "shutdown",
-            ok: false,
-            latency_ms: 0,
-            error: Some("the server is shutting down".to_owned()),
-        });
+    Checks {
+        checked_at,
+        list: std::iter::once(database).chain(redis).collect(),
     }
-    checks
+}
+
+/// This instance's shared answers to probes: the dependency checks, and when `/metrics` last
+/// read its scrape-time gauges.
+#[derive(Default)]
+pub(super) struct Probes {
+    dependencies: Coalesced<Checks>,
+    pub(super) gauges: Coalesced<()>,
+}
+
+/// One computation at a time, its result shared with every caller that asked while it ran and
+/// with those that ask within `max_age` of it: a probe's cost is bounded whatever its rate.
+pub(super) struct Coalesced<T> {
+    last: tokio::sync::Mutex<Option<(Instant, T)>>,
+}
+
+impl<T> Default for Coalesced<T> {
+    fn default() -> Self {
+        Self {
+            last: tokio::sync::Mutex::new(None),
+        }
+    }
+}
+
+impl<T: Clone> Coalesced<T> {
+    pub(super) async fn get<F: Future<Output = T>>(
+        &self,
+        max_age: Duration,
+        compute: impl FnOnce() -> F,
+    ) -> T {
+        let asked = Instant::now();
+        // Held while computing: callers that come meanwhile queue here, then find the answer.
+        let mut last = self.last.lock().await;
+        if let Some((at, value)) = last.as_ref()
+            && (*at >= asked || at.elapsed() < max_age)
+        {
+            return value.clone();
+        }
+        let value = compute().await;
+        *last = Some((Instant::now(), value.clone()));
+        value
+    }
 }
 
 /// 200 when every required dependency answers within `HEALTH_CHECK_TIMEOUT`, else 503.
 /// Errors say what failed without internal detail (hosts, credentials).
 pub async fn ready(State(state): State<HttpState>) -> Response {
     let checks = checks(&state.app).await;
-    let ok = checks.iter().all(|c| c.ok);
+    let ok = checks.ok();
     let status = if ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = json!({ "status": if ok { "ok" } else { "unavailable" }, "checks": checks });
+    let body = json!({
+        "status": if ok { "ok" } else { "unavailable" },
+        "checkedAt": humantime::format_rfc3339_micros(checks.checked_at).to_string(),
+        "checks": checks.list,
+    });
     (status, [("cache-control", "no-store")], Json(body)).into_response()
 }
 

@@ -76,16 +76,35 @@ async fn render(app: &AppState) -> String {
     let bound = app.settings.http.health_check_timeout;
     let checks = super::health::checks(app).await;
     app.metrics.record(|| {
-        for check in checks.iter().filter(|c| c.name != "shutdown") {
+        for check in checks.list.iter().filter(|c| c.name != "shutdown") {
             metrics::gauge!("dependency_up", "dependency" => check.name).set(if check.ok {
                 1.0
             } else {
                 0.0
             });
         }
-        let ready = checks.iter().all(|c| c.ok);
+        let ready = checks.ok();
         metrics::gauge!("app_ready").set(if ready { 1.0 } else { 0.0 });
     });
+    // Queries, at most once per `HEALTH_CHECK_MAX_AGE` whatever the scrape rate (as the checks).
+    app.local::<super::health::Probes>()
+        .gauges
+        .get(app.settings.http.health_check_max_age, || {
+            database_gauges(app, bound)
+        })
+        .await;
+    if let Some(breaker) = &app.stores.breaker {
+        app.metrics.record(|| {
+            metrics::gauge!("store_circuit_open").set(if breaker.is_open() { 1.0 } else { 0.0 });
+            metrics::counter!("store_circuit_opened_total").absolute(breaker.opened());
+            metrics::counter!("store_circuit_rejected_total").absolute(breaker.rejected());
+        });
+    }
+    app.metrics.render()
+}
+
+/// The gauges read from the database: every feature's, the job queue by state, active sessions.
+async fn database_gauges(app: &AppState, bound: std::time::Duration) {
     for scrape in crate::schema::scrapers() {
         let _ = tokio::time::timeout(bound, scrape(app)).await;
     }
@@ -106,12 +125,4 @@ async fn render(app: &AppState) -> String {
         app.metrics
             .record(|| metrics::gauge!("auth_active_sessions").set(sessions as f64));
     }
-    if let Some(breaker) = &app.stores.breaker {
-        app.metrics.record(|| {
-            metrics::gauge!("store_circuit_open").set(if breaker.is_open() { 1.0 } else { 0.0 });
-            metrics::counter!("store_circuit_opened_total").absolute(breaker.opened());
-            metrics::counter!("store_circuit_rejected_total").absolute(breaker.rejected());
-        });
-    }
-    app.metrics.render()
 }

@@ -24,15 +24,7 @@ async fn live_is_200() {
 #[tokio::test]
 async fn ready_is_200_and_lists_the_database_check() {
     let app = TestApp::spawn().await;
-    let (status, _, body) = read(
-        app.client
-            .get(app.url("/health/ready"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    let body = readiness(&app).await;
     assert_eq!(body["status"], "ok");
     let checks = body["checks"].as_array().unwrap();
     let database = checks
@@ -95,4 +87,76 @@ async fn ready_is_503_naming_redis_when_redis_is_unreachable() {
         elapsed < timeout + Duration::from_secs(2),
         "took {elapsed:?}"
     );
+}
+
+/// `GET /health/ready`'s body, which must be a 200.
+async fn readiness(app: &TestApp) -> serde_json::Value {
+    let (status, _, body) = read(
+        app.client
+            .get(app.url("/health/ready"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+#[tokio::test]
+async fn probes_at_any_rate_cost_the_dependencies_one_check_per_max_age() {
+    let app = TestApp::spawn_with(|s| s.http.health_check_max_age = Duration::from_secs(600)).await;
+    let statements = || app.statements.load(std::sync::atomic::Ordering::SeqCst);
+
+    // The first scrape reads the gauges from the database (the job queue, active sessions,
+    // each feature's). Background work (the job worker, the scheduler) runs statements too, so
+    // what follows compares with one scrape's worth, not with zero.
+    let before = statements();
+    let first = app.client.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    let one_scrape = statements() - before;
+    assert!(one_scrape >= 2, "a scrape reads its gauges: {one_scrape}");
+    let checked_at = readiness(&app).await["checkedAt"].clone();
+    assert!(checked_at.is_string(), "{checked_at}");
+
+    // A flood of probes and scrapes, all at once: no statement, one answer.
+    let before = statements();
+    let probes = (0..40).map(|_| readiness(&app));
+    let scrapes = (0..40).map(|_| async {
+        let response = app.client.get(app.url("/metrics")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap()
+    });
+    let (answers, texts) = tokio::join!(
+        futures_util::future::join_all(probes),
+        futures_util::future::join_all(scrapes)
+    );
+    let ran = statements() - before;
+    assert!(
+        ran < one_scrape,
+        "80 probes within the max age ran {ran} statements (one scrape: {one_scrape})"
+    );
+    for answer in &answers {
+        assert_eq!(answer["checkedAt"], checked_at, "{answer}");
+    }
+    // The request counters are not cached: each scrape shows the requests before it.
+    assert!(texts.iter().all(|t| t.contains("http_requests_total")));
+}
+
+#[tokio::test]
+async fn with_no_max_age_every_probe_asks_the_dependencies_again() {
+    let app = TestApp::spawn_with(|s| s.http.health_check_max_age = Duration::ZERO).await;
+    let statements = || app.statements.load(std::sync::atomic::Ordering::SeqCst);
+    let first = readiness(&app).await["checkedAt"].clone();
+    let second = readiness(&app).await["checkedAt"].clone();
+    assert!(
+        second.as_str().unwrap() > first.as_str().unwrap(),
+        "{first} then {second}"
+    );
+    for _ in 0..2 {
+        let before = statements();
+        let response = app.client.get(app.url("/metrics")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(statements() > before, "each scrape reads its gauges");
+    }
 }
