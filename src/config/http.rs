@@ -25,6 +25,13 @@ pub struct HttpSettings {
     pub health_check_max_age: Duration,
     /// Connections the kernel queues for the accept loop (capped by `net.core.somaxconn`).
     pub listen_backlog: u32,
+    /// How long a client may take to send a request's head once it began (or, for the first
+    /// request, from connecting).
+    pub header_timeout: Duration,
+    /// How long a connection with no request in flight stays open.
+    pub idle_timeout: Duration,
+    /// Connections served at once; beyond, new ones wait in the listen backlog.
+    pub max_connections: usize,
 }
 
 fn display_host(host: IpAddr) -> String {
@@ -75,10 +82,19 @@ impl HttpSettings {
         let request_timeout = r.duration("HTTP_REQUEST_TIMEOUT", Duration::from_secs(30));
         let shutdown_timeout = r.duration("SHUTDOWN_TIMEOUT", Duration::from_secs(30));
         let health_check_timeout = r.duration("HEALTH_CHECK_TIMEOUT", Duration::from_secs(2));
-        let health_check_max_age = r.duration("HEALTH_CHECK_MAX_AGE", Duration::from_secs(1));
+        let health_check_max_age = r.duration_or_zero(
+            "HEALTH_CHECK_MAX_AGE",
+            Duration::from_secs(1),
+            Duration::from_secs(60),
+        );
         // Not the standard library's 128: a burst of clients (sockets reconnecting after a
         // deploy) would overflow it, and each dropped SYN costs its client a second or more.
         let listen_backlog = r.number("HTTP_LISTEN_BACKLOG", 4096u32, 16, 65535);
+        let header_timeout = r.duration("HTTP_HEADER_TIMEOUT", Duration::from_secs(10));
+        // Longer than the idle timeouts of common load balancers (60 s), which must close an
+        // idle connection before the server does, or a request sent on it as it closes is lost.
+        let idle_timeout = r.duration("HTTP_IDLE_TIMEOUT", Duration::from_secs(75));
+        let max_connections = r.number("HTTP_MAX_CONNECTIONS", 10_000usize, 1, 1_000_000);
         Some(Self {
             host,
             port,
@@ -91,6 +107,9 @@ impl HttpSettings {
             health_check_timeout,
             health_check_max_age,
             listen_backlog,
+            header_timeout,
+            idle_timeout,
+            max_connections,
         })
     }
 }

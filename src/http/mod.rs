@@ -15,6 +15,7 @@ pub mod request_id;
 pub mod response_cache;
 pub mod server;
 pub mod shared;
+pub mod watch;
 pub mod ws;
 
 use std::time::Duration;

@@ -8,6 +8,7 @@
 //! `SHUTDOWN_TIMEOUT` is cut off.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -15,15 +16,20 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, Version, header};
 use axum::middleware::Next;
 use axum::response::Response;
+use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
+use super::watch::{Activity, Limits, Verdict, WatchedIo};
+use crate::infra::metrics::Metrics;
 use crate::state::AppState;
 
 /// How long idle keep-alive connections may still send a request once shutdown began.
@@ -41,8 +47,33 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let close_idle = CancellationToken::new();
     let mut connections = JoinSet::new();
+    let http = &state.settings.http;
+    let limits = Limits {
+        header: http.header_timeout,
+        idle: http.idle_timeout,
+    };
+    // Beyond `HTTP_MAX_CONNECTIONS`, clients wait in the listen backlog for a slot.
+    let slots = Arc::new(Semaphore::new(http.max_connections));
+    let mut full = false;
     tokio::pin!(signal);
     loop {
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                if !full {
+                    full = true;
+                    tracing::warn!(
+                        max = http.max_connections,
+                        "every connection slot is taken (HTTP_MAX_CONNECTIONS); new clients wait"
+                    );
+                }
+                tokio::select! {
+                    () = &mut signal => break,
+                    Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+                }
+            }
+        };
+        full = false;
         tokio::select! {
             () = &mut signal => break,
             // Reap finished connections as they go, so the set stays small.
@@ -54,7 +85,18 @@ pub async fn serve(
                     if let Err(error) = stream.set_nodelay(true) {
                         tracing::debug!(error = %error, "cannot set TCP_NODELAY");
                     }
-                    connections.spawn(connection(stream, peer, router.clone(), close_idle.clone()));
+                    let served = connection(
+                        stream,
+                        peer,
+                        router.clone(),
+                        close_idle.clone(),
+                        limits,
+                        state.metrics.clone(),
+                    );
+                    connections.spawn(async move {
+                        served.await;
+                        drop(slot);
+                    });
                 }
                 Err(error) => {
                     // Out of file descriptors and the like: wait instead of spinning.
@@ -94,23 +136,69 @@ async fn connection(
     peer: SocketAddr,
     router: Router,
     close_idle: CancellationToken,
+    limits: Limits,
+    metrics: Arc<Metrics>,
 ) {
+    let activity = Activity::new();
+    let (heads, requests) = (activity.clone(), activity.clone());
     let service = router
         .layer(axum::Extension(ConnectInfo(peer)))
-        .map_request(|request: Request<Incoming>| request.map(axum::body::Body::new));
+        .map_request(move |request: Request<Incoming>| {
+            heads.head_arrived(request.version() == Version::HTTP_2);
+            request.map(axum::body::Body::new)
+        })
+        // In flight until the response's body is dropped (sent, or the client gone), or until
+        // the request is abandoned before it has a response.
+        .map_future(move |answer| {
+            let in_flight = requests.request_started();
+            async move {
+                let response: Response = answer.await?;
+                Ok::<_, std::convert::Infallible>(response.map(|body| {
+                    body.map_frame(move |frame| {
+                        let _ = &in_flight;
+                        frame
+                    })
+                }))
+            }
+        });
     let service = TowerToHyperService::new(service);
     let builder = Builder::new(TokioExecutor::new());
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    let io = TokioIo::new(WatchedIo::new(stream, activity.clone()));
+    let connection = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(connection);
-    tokio::select! {
-        result = connection.as_mut() => {
-            if let Err(error) = result {
-                tracing::debug!(error = %error, "connection ended with an error");
+    // Once an idle connection is being closed: when to stop waiting for it.
+    let mut cut_off = None;
+    loop {
+        let check = match (cut_off, activity.verdict(limits)) {
+            (Some(at), _) if Instant::now() >= at => return,
+            (Some(at), _) | (None, Verdict::Until(at)) => at,
+            (None, Verdict::HeaderTimedOut) => {
+                // Dropping the connection closes the socket.
+                metrics.count("http_connections_timed_out_total", "reason", "header");
+                tracing::debug!(peer = %peer, "no request head within HTTP_HEADER_TIMEOUT; closing");
+                return;
             }
-        }
-        () = close_idle.cancelled() => {
-            connection.as_mut().graceful_shutdown();
-            let _ = connection.await;
+            (None, Verdict::Idle) => {
+                metrics.count("http_connections_timed_out_total", "reason", "idle");
+                connection.as_mut().graceful_shutdown();
+                let at = Instant::now() + limits.header;
+                cut_off = Some(at);
+                at
+            }
+        };
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(error = %error, "connection ended with an error");
+                }
+                return;
+            }
+            () = close_idle.cancelled() => {
+                connection.as_mut().graceful_shutdown();
+                let _ = connection.await;
+                return;
+            }
+            () = tokio::time::sleep_until(check) => {}
         }
     }
 }

@@ -588,7 +588,8 @@ async fn alerts(app: &TestApp, session: &Session) -> Vec<String> {
 
 #[tokio::test]
 async fn failing_checks_turn_down_alert_once_and_recovery_alerts_once() {
-    let app = TestApp::spawn().await;
+    // Each scrape below must read the gauges afresh (`HEALTH_CHECK_MAX_AGE`).
+    let app = TestApp::spawn_with(|s| s.http.health_check_max_age = Duration::ZERO).await;
     let owner = app.signed_up("owner@example.com").await;
     create_org(&app, &owner, "acme").await;
     let admin = member(&app, &owner, "acme", "admin@example.com", "ADMIN").await;

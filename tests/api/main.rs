@@ -7,6 +7,7 @@ mod architecture;
 mod auth;
 mod caching;
 mod cli;
+mod connections;
 mod document_limits;
 mod fast_paths;
 mod health;

@@ -1,0 +1,256 @@
+//! What a connection may cost while it sends nothing useful: a client gets `HTTP_HEADER_TIMEOUT`
+//! to send a request's head once it has started one (or from connecting, for the first), and a
+//! connection with no request in flight is closed after `HTTP_IDLE_TIMEOUT`.
+//!
+//! hyper's own header timeout needs a timer, and it would also be the keep-alive idle timeout
+//! (it starts while the connection waits for a next request), so one setting could not be both
+//! short enough against clients that trickle headers and longer than a load balancer's idle
+//! timeout. HTTP/2 and a connection that has not yet said which version it speaks have no such
+//! timeout at all. So the accept loop watches each connection itself: its reads mark when a
+//! request began to arrive, its requests mark when they start and when their response body is
+//! done, and a timer per connection compares.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
+
+/// The two bounds, from the settings.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub header: Duration,
+    pub idle: Duration,
+}
+
+/// What the watch decided about a connection.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Look again at this instant.
+    Until(Instant),
+    /// A request's head did not arrive in time: drop the connection.
+    HeaderTimedOut,
+    /// Nothing in flight for the idle timeout: close it gracefully.
+    Idle,
+}
+
+/// One connection's activity, shared by its reads, its requests and its watch.
+pub struct Activity {
+    opened: Instant,
+    /// Requests being answered, until their response body is dropped.
+    in_flight: AtomicUsize,
+    /// When the last request ended (milliseconds after `opened`).
+    idle_since: AtomicU64,
+    /// When bytes of a request began to arrive with none in flight (milliseconds after
+    /// `opened`, plus one; 0: nothing pending). A new connection starts pending: its first
+    /// request is due.
+    pending_since: AtomicU64,
+    /// HTTP/2 peers send frames of their own between requests (PING, SETTINGS, WINDOW_UPDATE),
+    /// so there only the idle rule applies once a request has come.
+    http2: AtomicBool,
+}
+
+impl Activity {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            opened: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(0),
+            pending_since: AtomicU64::new(1),
+            http2: AtomicBool::new(false),
+        })
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX - 1)
+    }
+
+    fn at(&self, millis: u64) -> Instant {
+        self.opened + Duration::from_millis(millis)
+    }
+
+    /// Bytes were read from the client.
+    fn bytes_arrived(&self) {
+        if self.in_flight.load(Ordering::Acquire) == 0
+            && !self.http2.load(Ordering::Relaxed)
+            && self.pending_since.load(Ordering::Acquire) == 0
+        {
+            self.pending_since.store(self.now() + 1, Ordering::Release);
+        }
+    }
+
+    /// A request's head arrived.
+    pub fn head_arrived(&self, http2: bool) {
+        if http2 {
+            self.http2.store(true, Ordering::Relaxed);
+        }
+        self.pending_since.store(0, Ordering::Release);
+    }
+
+    /// The request whose head arrived last is in flight until the returned guard is dropped
+    /// (with the response's body, or with the request when it is abandoned).
+    pub fn request_started(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(self.clone())
+    }
+
+    /// What to do now, given the limits.
+    pub fn verdict(&self, limits: Limits) -> Verdict {
+        let now = self.now();
+        // Nothing tells the watch when a request ends or the next begins to arrive (a wake-up
+        // per request would cost every request), so it looks again at least every half header
+        // timeout: a stalled head is cut off at most that late.
+        let next_look = now + millis(limits.header) / 2;
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            // Requests bound themselves (`HTTP_REQUEST_TIMEOUT`).
+            return Verdict::Until(self.at(next_look));
+        }
+        let pending = self.pending_since.load(Ordering::Acquire);
+        if pending > 0 {
+            let deadline = pending - 1 + millis(limits.header);
+            if now >= deadline {
+                return Verdict::HeaderTimedOut;
+            }
+            return Verdict::Until(self.at(deadline));
+        }
+        let deadline = self.idle_since.load(Ordering::Acquire) + millis(limits.idle);
+        if now >= deadline {
+            return Verdict::Idle;
+        }
+        Verdict::Until(self.at(deadline.min(next_look)))
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 2)
+}
+
+/// One request in flight on its connection; dropping it ends the request.
+pub struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let activity = &self.0;
+        activity.idle_since.store(activity.now(), Ordering::Release);
+        activity.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A connection's socket, telling its [`Activity`] when bytes arrive.
+pub struct WatchedIo<T> {
+    inner: T,
+    activity: Arc<Activity>,
+}
+
+impl<T> WatchedIo<T> {
+    pub fn new(inner: T, activity: Arc<Activity>) -> Self {
+        Self { inner, activity }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for WatchedIo<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.bytes_arrived();
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for WatchedIo<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        header: Duration::from_secs(10),
+        idle: Duration::from_secs(60),
+    };
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_connection_owes_its_first_head_within_the_header_timeout() {
+        let activity = Activity::new();
+        assert!(matches!(activity.verdict(LIMITS), Verdict::Until(_)));
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert_eq!(activity.verdict(LIMITS), Verdict::HeaderTimedOut);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn between_requests_only_the_idle_timeout_counts_until_bytes_arrive() {
+        let activity = Activity::new();
+        activity.head_arrived(false);
+        drop(activity.request_started());
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert!(matches!(activity.verdict(LIMITS), Verdict::Until(_)));
+        // A next request begins to arrive, and stalls.
+        activity.bytes_arrived();
+        tokio::time::advance(Duration::from_secs(9)).await;
+        assert!(matches!(activity.verdict(LIMITS), Verdict::Until(_)));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(activity.verdict(LIMITS), Verdict::HeaderTimedOut);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_in_flight_holds_the_connection_and_its_end_starts_the_idle_clock() {
+        let activity = Activity::new();
+        activity.head_arrived(false);
+        let request = activity.request_started();
+        tokio::time::advance(Duration::from_secs(120)).await;
+        assert!(matches!(activity.verdict(LIMITS), Verdict::Until(_)));
+        drop(request);
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert!(matches!(activity.verdict(LIMITS), Verdict::Until(_)));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(activity.verdict(LIMITS), Verdict::Idle);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn http2_frames_between_requests_are_not_a_stalled_head() {
+        let activity = Activity::new();
+        activity.head_arrived(true);
+        drop(activity.request_started());
+        activity.bytes_arrived();
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert!(matches!(activity.verdict(LIMITS), Verdict::Until(_)));
+        tokio::time::advance(Duration::from_secs(31)).await;
+        assert_eq!(activity.verdict(LIMITS), Verdict::Idle);
+    }
+}
