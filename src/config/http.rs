@@ -32,6 +32,8 @@ pub struct HttpSettings {
     pub idle_timeout: Duration,
     /// Connections served at once; beyond, new ones wait in the listen backlog.
     pub max_connections: usize,
+    /// Bytes of one request's head (request line and headers); beyond, 431.
+    pub max_header_size: usize,
 }
 
 fn display_host(host: IpAddr) -> String {
@@ -95,6 +97,11 @@ impl HttpSettings {
         // idle connection before the server does, or a request sent on it as it closes is lost.
         let idle_timeout = r.duration("HTTP_IDLE_TIMEOUT", Duration::from_secs(75));
         let max_connections = r.number("HTTP_MAX_CONNECTIONS", 10_000usize, 1, 1_000_000);
+        let max_header_size = r.byte_size("HTTP_MAX_HEADER_SIZE", 64 * 1024);
+        // hyper's HTTP/1 reader needs at least this much buffer.
+        if !(8 * 1024..=16 * 1024 * 1024).contains(&max_header_size) {
+            r.fail("HTTP_MAX_HEADER_SIZE", "must be from 8KiB to 16MiB");
+        }
         Some(Self {
             host,
             port,
@@ -110,6 +117,7 @@ impl HttpSettings {
             header_timeout,
             idle_timeout,
             max_connections,
+            max_header_size,
         })
     }
 }

@@ -54,6 +54,13 @@ pub async fn serve(
     };
     // Beyond `HTTP_MAX_CONNECTIONS`, clients wait in the listen backlog for a slot.
     let slots = Arc::new(Semaphore::new(http.max_connections));
+    let mut protocols = Builder::new(TokioExecutor::new());
+    // One bound on a request's head for both versions (hyper's defaults: about 400 KiB for
+    // HTTP/1, which every stalled connection could hold, and 16 KiB for HTTP/2).
+    protocols.http1().max_buf_size(http.max_header_size);
+    protocols
+        .http2()
+        .max_header_list_size(u32::try_from(http.max_header_size).unwrap_or(u32::MAX));
     let mut full = false;
     tokio::pin!(signal);
     loop {
@@ -88,6 +95,7 @@ pub async fn serve(
                     let served = connection(
                         stream,
                         peer,
+                        protocols.clone(),
                         router.clone(),
                         close_idle.clone(),
                         limits,
@@ -134,6 +142,7 @@ pub async fn serve(
 async fn connection(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
+    protocols: Builder<TokioExecutor>,
     router: Router,
     close_idle: CancellationToken,
     limits: Limits,
@@ -162,9 +171,8 @@ async fn connection(
             }
         });
     let service = TowerToHyperService::new(service);
-    let builder = Builder::new(TokioExecutor::new());
     let io = TokioIo::new(WatchedIo::new(stream, activity.clone()));
-    let connection = builder.serve_connection_with_upgrades(io, service);
+    let connection = protocols.serve_connection_with_upgrades(io, service);
     tokio::pin!(connection);
     // Once an idle connection is being closed: when to stop waiting for it.
     let mut cut_off = None;

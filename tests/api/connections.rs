@@ -193,3 +193,28 @@ async fn beyond_the_connection_cap_clients_wait_until_a_slot_frees() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(live(&mut second).await.starts_with("HTTP/1.1 200"));
 }
+
+#[tokio::test]
+async fn a_request_head_over_the_limit_is_431_on_both_versions() {
+    let app = TestApp::spawn_with(|s| s.http.max_header_size = 16 * 1024).await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    for client in [&app.client, &h2] {
+        let within = client
+            .get(app.url("/health/live"))
+            .header("x-padding", "a".repeat(8 * 1024))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(within.status(), 200);
+        let over = client
+            .get(app.url("/health/live"))
+            .header("x-padding", "a".repeat(20 * 1024))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(over.status(), 431, "{:?}", over.version());
+    }
+}
