@@ -91,6 +91,9 @@ pub struct WebSocketSettings {
     pub max_anonymous_per_address: usize,
     /// A socket whose client does not take a message within this time is dropped (1013).
     pub send_timeout: Duration,
+    /// Messages per second a socket's client may send (each KiB counts as one more), with bursts
+    /// of twice as many; beyond, its socket is read more slowly.
+    pub max_message_rate: u32,
 }
 
 impl WebSocketSettings {
@@ -115,6 +118,7 @@ impl WebSocketSettings {
                 1_000_000,
             ),
             send_timeout: r.duration("WS_SEND_TIMEOUT", Duration::from_secs(10)),
+            max_message_rate: r.number("WS_MAX_MESSAGE_RATE", 100u32, 1, 1_000_000),
         }
     }
 }

@@ -433,3 +433,31 @@ async fn broken_frames_close_with_the_protocol_codes() {
     let opcode = client_frame(0x83, b"{}");
     assert_eq!(close_code_for_raw_frame(&app, &opcode).await, Some(1002));
 }
+
+#[tokio::test]
+async fn a_client_flooding_its_socket_is_read_at_the_message_rate_not_closed() {
+    let app = TestApp::spawn_with(|s| s.websocket.max_message_rate = 20).await;
+    let mut socket = connect(&app, "graphql-transport-ws").await.unwrap();
+    init(&mut socket).await;
+    // 100 pings at once: the bucket holds 40 (one went on connection_init), then 20 a second.
+    let started = std::time::Instant::now();
+    for _ in 0..100 {
+        send(&mut socket, json!({ "type": "ping" })).await;
+    }
+    for _ in 0..100 {
+        assert_eq!(next_json(&mut socket).await["type"], "pong");
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(2),
+        "100 messages read in {took:?}"
+    );
+    // Throttled, not refused: the socket still runs operations.
+    send(&mut socket, json!({ "type": "subscribe", "id": "1", "payload": { "query": "{ apiInfo { version } }" } })).await;
+    assert_eq!(next_json(&mut socket).await["type"], "next");
+    let metrics = app.metrics_text().await;
+    assert!(
+        metrics.contains("websocket_throttled_total{protocol=\"graphql-transport-ws\"} 1"),
+        "{metrics}"
+    );
+}

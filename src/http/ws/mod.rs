@@ -17,7 +17,8 @@
 //!
 //! Bounded: `WS_MAX_CONNECTIONS_PER_USER` authenticated sockets per user and instance (4429);
 //! subscriptions that fall behind close the socket (1013), and a client that does not take a
-//! message within `WS_SEND_TIMEOUT` is disconnected, rather than buffered for without limit.
+//! message within `WS_SEND_TIMEOUT` is disconnected, rather than buffered for without limit; a
+//! client that sends faster than `WS_MAX_MESSAGE_RATE` is read more slowly ([`pace`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -51,6 +52,7 @@ use crate::infra::rate_limit::Decision;
 use crate::telemetry::{self, RequestId};
 
 mod frames;
+mod pace;
 pub mod slots;
 
 pub const TRANSPORT_WS: &str = "graphql-transport-ws";
@@ -226,8 +228,17 @@ impl Connection {
         let far = Instant::now() + std::time::Duration::from_secs(365 * 24 * 3600);
         let expiry = tokio::time::sleep_until(far);
         tokio::pin!(expiry);
+        let mut pace = pace::Pace::new(settings.max_message_rate);
 
         let close = loop {
+            let (paced, wait_began) = pace.next_read();
+            if wait_began {
+                self.state.app.metrics.count(
+                    "websocket_throttled_total",
+                    "protocol",
+                    self.protocol.name(),
+                );
+            }
             let flow = tokio::select! {
                 () = shutdown.cancelled() => Flow::Close(1001, "server shutting down".into()),
                 () = &mut init_deadline, if !self.acknowledged => {
@@ -266,10 +277,13 @@ impl Connection {
                         send(&mut sink, &self.error_message(&id, &refusal), settings.send_timeout).await
                     }
                 },
-                message = stream.next() => match message {
+                // A client in debt (`pace`) waits: nothing is read from its socket meanwhile.
+                () = tokio::time::sleep_until(paced.unwrap_or(far)), if paced.is_some() => Flow::Continue,
+                message = stream.next(), if paced.is_none() => match message {
                     None => break None,
                     Some(Err(error)) => receive_failure(&error),
                     Some(Ok(Message::Text(text))) => {
+                        pace.charge(text.len());
                         let flow =
                             Box::pin(self.on_text(text.as_str(), &mut sink, &mut results)).await;
                         if self.acknowledged
@@ -283,7 +297,10 @@ impl Connection {
                         Flow::Close(4400, "binary messages are not supported".into())
                     }
                     Some(Ok(Message::Close(_))) => break None,
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => Flow::Continue,
+                    Some(Ok(Message::Ping(bytes) | Message::Pong(bytes))) => {
+                        pace.charge(bytes.len());
+                        Flow::Continue
+                    }
                 },
             };
             if let Flow::Close(code, reason) = flow {
