@@ -18,7 +18,7 @@
 //! Bounded: `WS_MAX_CONNECTIONS_PER_USER` authenticated sockets per user and instance (4429);
 //! subscriptions that fall behind close the socket (1013), and a client that does not take a
 //! message within `WS_SEND_TIMEOUT` is disconnected, rather than buffered for without limit; a
-//! client that sends faster than `WS_MAX_MESSAGE_RATE` is read more slowly ([`pace`]).
+//! client that sends faster than `WS_MAX_MESSAGE_RATE` is read more slowly (`pace.rs`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
