@@ -1,4 +1,4 @@
-//! "Something about this user changed": published on the shared pub/sub by [`user_changed`]
+//! "Something about this user changed": published on the shared pub/sub by [`user_changed`](super::authenticate::user_changed)
 //! (`super::authenticate::user_changed`), received once per instance, and handed to whatever on
 //! this instance watches the user — open WebSockets, which then re-check their caller and close
 //! when the session no longer holds. A change that ends sessions says why ([`SessionEnd`]), so a
