@@ -178,6 +178,39 @@ async fn a_json_body_in_a_charset_other_than_utf8_is_415() {
 }
 
 #[tokio::test]
+async fn a_compressed_request_body_is_415_naming_the_codings_accepted() {
+    let app = TestApp::spawn().await;
+    for (coding, expected) in [
+        (Some("gzip"), 415),
+        (Some("br"), 415),
+        (Some("identity, gzip"), 415),
+        (Some("identity"), 200),
+        (Some("IDENTITY"), 200),
+        (None, 200),
+    ] {
+        let mut request = app
+            .client
+            .post(app.url("/graphql"))
+            .header("accept", GQL_JSON)
+            .header("content-type", "application/json")
+            .body(r#"{"query":"{ __typename }"}"#);
+        if let Some(coding) = coding {
+            request = request.header("content-encoding", coding);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), expected, "{coding:?}");
+        if expected == 415 {
+            assert_eq!(response.headers()["accept-encoding"], "identity");
+            let body: serde_json::Value = response.json().await.unwrap();
+            assert_eq!(
+                body["errors"][0]["extensions"]["code"],
+                "UNSUPPORTED_MEDIA_TYPE"
+            );
+        }
+    }
+}
+
+#[tokio::test]
 async fn malformed_parameters_are_400_for_both_media_types() {
     let app = TestApp::spawn().await;
     let cases = [

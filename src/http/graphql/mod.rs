@@ -13,7 +13,7 @@ use async_graphql::parser::types::OperationType;
 use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use serde_json::Value;
 
@@ -76,6 +76,19 @@ pub async fn post_handler(
     };
     let bad = |status, code, message: &str| request_error(status, code, message, Some(media));
 
+    if content_coded(&headers) {
+        // RFC 9110 §15.5.16: say which codings would have been accepted.
+        let mut response = bad(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::UnsupportedMediaType,
+            "request bodies are not decoded: send them without Content-Encoding",
+        );
+        response.headers_mut().insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
+        return response;
+    }
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
@@ -176,6 +189,17 @@ pub async fn post_handler(
 }
 
 /// `true` unless the media type names a charset other than UTF-8.
+/// Whether the body says it is compressed (any `Content-Encoding` but `identity`): it would
+/// otherwise be read as JSON and fail with a misleading message.
+fn content_coded(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("?").split(','))
+        .map(str::trim)
+        .any(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case("identity"))
+}
+
 fn utf8_or_unlabelled(content_type: &str) -> bool {
     content_type.split(';').skip(1).all(|parameter| {
         let Some((name, value)) = parameter.split_once('=') else {
