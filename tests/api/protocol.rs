@@ -201,7 +201,7 @@ async fn a_compressed_request_body_is_415_naming_the_codings_accepted() {
         assert_eq!(response.status(), expected, "{coding:?}");
         if expected == 415 {
             assert_eq!(response.headers()["accept-encoding"], "identity");
-            let body: serde_json::Value = response.json().await.unwrap();
+            let body: Value = response.json().await.unwrap();
             assert_eq!(
                 body["errors"][0]["extensions"]["code"],
                 "UNSUPPORTED_MEDIA_TYPE"
