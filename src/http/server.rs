@@ -53,7 +53,8 @@ pub async fn serve(
         idle: http.idle_timeout,
     };
     // Beyond `HTTP_MAX_CONNECTIONS`, clients wait in the listen backlog for a slot.
-    let slots = Arc::new(Semaphore::new(http.max_connections));
+    let cap = connection_cap(http.max_connections);
+    let slots = Arc::new(Semaphore::new(cap));
     let mut protocols = Builder::new(TokioExecutor::new());
     // One bound on a request's head for both versions (hyper's defaults: about 400 KiB for
     // HTTP/1, which every stalled connection could hold, and 16 KiB for HTTP/2).
@@ -70,7 +71,7 @@ pub async fn serve(
                 if !full {
                     full = true;
                     tracing::warn!(
-                        max = http.max_connections,
+                        max = cap,
                         "every connection slot is taken (HTTP_MAX_CONNECTIONS); new clients wait"
                     );
                 }
@@ -137,6 +138,48 @@ pub async fn serve(
         connections.abort_all();
     }
     Ok(())
+}
+
+/// Files kept for everything but client connections: the database pool, Redis, upgraded
+/// WebSockets, log and data files.
+const RESERVED_FILES: u64 = 256;
+
+/// How many connections to serve at once: `HTTP_MAX_CONNECTIONS`, or fewer when the process may
+/// not open that many files (a connection past the limit would fail to be accepted, over and
+/// over, instead of waiting in the backlog). The soft limit on open files is raised to the hard
+/// one first, as Go's runtime does: systemd starts services with a soft limit of 1024.
+fn connection_cap(configured: usize) -> usize {
+    #[cfg(unix)]
+    {
+        use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+        let limit = getrlimit(Resource::Nofile);
+        let mut soft = limit.current;
+        if let Some(current) = limit.current {
+            // No hard limit: as many as the kernel gives one process (macOS refuses more).
+            let target = limit.maximum.unwrap_or(1 << 20);
+            let raised = Rlimit {
+                current: Some(target),
+                maximum: limit.maximum,
+            };
+            if target > current && setrlimit(Resource::Nofile, raised).is_ok() {
+                soft = Some(target);
+            }
+        }
+        if let Some(soft) = soft {
+            let allowed =
+                usize::try_from(soft.saturating_sub(RESERVED_FILES).max(1)).unwrap_or(usize::MAX);
+            if allowed < configured {
+                tracing::warn!(
+                    configured,
+                    open_file_limit = soft,
+                    serving = allowed,
+                    "HTTP_MAX_CONNECTIONS is above what the open-file limit allows; serving fewer connections at once"
+                );
+                return allowed;
+            }
+        }
+    }
+    configured
 }
 
 async fn connection(

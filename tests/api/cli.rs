@@ -929,3 +929,92 @@ async fn secrets_rotate_reseals_every_stored_secret_with_the_new_key() {
         .remove(0);
     assert_eq!(row.secret_key_id, new_id);
 }
+
+/// `Max open files` of a process: (soft, hard), from `/proc/<pid>/limits`.
+#[cfg(target_os = "linux")]
+fn open_file_limits(pid: &str) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let mut numbers = line
+        .split_whitespace()
+        .filter_map(|w| w.parse::<u64>().ok());
+    (numbers.next().unwrap(), numbers.next().unwrap())
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn serve_raises_the_open_file_limit_and_serves_no_more_connections_than_it_allows() {
+    type Lines = tokio::io::Lines<BufReader<tokio::process::ChildStdout>>;
+    let (_, hard) = open_file_limits("self");
+    assert!(
+        hard >= 600,
+        "this test needs a hard open-file limit of 600 or more"
+    );
+    let serve = |ulimit: &str| {
+        let dir = std::env::temp_dir().join(format!(
+            "multipult-nofile-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut child = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("ulimit {ulimit} && exec \"$0\" serve 2>&1"))
+            .arg(env!("CARGO_BIN_EXE_multipult"))
+            .env_clear()
+            .current_dir(dir)
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs([
+                ("APP_PORT", "0"),
+                ("DATABASE_URL", "sqlite::memory:"),
+                ("LOG_FORMAT", "json"),
+            ])
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let lines: Lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        (child, lines)
+    };
+    // The first log line whose message is `message`.
+    async fn logged(lines: &mut Lines, message: &str) -> Value {
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                let value: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+                if value["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with(message))
+                {
+                    return value;
+                }
+            }
+            panic!("the server stopped before logging {message:?}");
+        })
+        .await
+        .expect("logged within 30 s")
+    }
+
+    // A soft limit under the hard one (systemd's 1024, say) is raised to it.
+    let (child, mut lines) = serve("-Sn 300");
+    logged(&mut lines, "listening").await;
+    let pid = child.id().unwrap().to_string();
+    let raised = tokio::time::timeout(Duration::from_secs(10), async {
+        while open_file_limits(&pid).0 != hard {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(raised.is_ok(), "{:?}", open_file_limits(&pid));
+    drop(child);
+
+    // A hard limit too low for HTTP_MAX_CONNECTIONS (10 000): fewer are served at once, and
+    // the log says how many.
+    let (child, mut lines) = serve("-n 600");
+    let warning = logged(&mut lines, "HTTP_MAX_CONNECTIONS is above").await;
+    assert_eq!(warning["level"], "WARN", "{warning}");
+    assert_eq!(warning["open_file_limit"], 600, "{warning}");
+    assert_eq!(warning["serving"], 600 - 256, "{warning}");
+    drop(child);
+}
