@@ -51,6 +51,7 @@ pub async fn serve(
     let limits = Limits {
         header: http.header_timeout,
         idle: http.idle_timeout,
+        stall: http.request_timeout + http.idle_timeout,
     };
     // Beyond `HTTP_MAX_CONNECTIONS`, clients wait in the listen backlog for a slot.
     let cap = connection_cap(http.max_connections);
@@ -227,6 +228,11 @@ async fn connection(
                 // Dropping the connection closes the socket.
                 metrics.count("http_connections_timed_out_total", "reason", "header");
                 tracing::debug!(peer = %peer, "no request head within HTTP_HEADER_TIMEOUT; closing");
+                return;
+            }
+            (None, Verdict::Stalled) => {
+                metrics.count("http_connections_timed_out_total", "reason", "stalled");
+                tracing::debug!(peer = %peer, "a response not read for too long; closing");
                 return;
             }
             (None, Verdict::Idle) => {

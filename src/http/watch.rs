@@ -1,6 +1,8 @@
 //! What a connection may cost while it sends nothing useful: a client gets `HTTP_HEADER_TIMEOUT`
 //! to send a request's head once it has started one (or from connecting, for the first), and a
-//! connection with no request in flight is closed after `HTTP_IDLE_TIMEOUT`.
+//! connection with no request in flight and no byte moving is closed after `HTTP_IDLE_TIMEOUT`;
+//! one whose request is in flight but with nothing moving for `HTTP_REQUEST_TIMEOUT` plus that
+//! (a client that stopped reading a streamed response) is dropped.
 //!
 //! hyper's own header timeout needs a timer, and it would also be the keep-alive idle timeout
 //! (it starts while the connection waits for a next request), so one setting could not be both
@@ -19,11 +21,15 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
-/// The two bounds, from the settings.
+/// The bounds, from the settings.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
     pub header: Duration,
     pub idle: Duration,
+    /// How long a connection with a request in flight may go without a byte read or written:
+    /// longer than a request may take to answer (`HTTP_REQUEST_TIMEOUT`) plus the idle timeout,
+    /// so only a client that stopped reading its responses (a slow-read attack) reaches it.
+    pub stall: Duration,
 }
 
 /// What the watch decided about a connection.
@@ -35,6 +41,8 @@ pub enum Verdict {
     HeaderTimedOut,
     /// Nothing in flight for the idle timeout: close it gracefully.
     Idle,
+    /// A request in flight, and no byte moved either way for the stall bound: drop it.
+    Stalled,
 }
 
 /// One connection's activity, shared by its reads, its requests and its watch.
@@ -51,6 +59,12 @@ pub struct Activity {
     /// HTTP/2 peers send frames of their own between requests (PING, SETTINGS, WINDOW_UPDATE),
     /// so there only the idle rule applies once a request has come.
     http2: AtomicBool,
+    /// Successful reads and writes, counted (cheaper than a clock reading each).
+    progress: AtomicU64,
+    /// The watch's own memory: the count it saw last, and since when (milliseconds after
+    /// `opened`) it has not changed.
+    seen_progress: AtomicU64,
+    seen_since: AtomicU64,
 }
 
 impl Activity {
@@ -61,6 +75,9 @@ impl Activity {
             idle_since: AtomicU64::new(0),
             pending_since: AtomicU64::new(1),
             http2: AtomicBool::new(false),
+            progress: AtomicU64::new(0),
+            seen_progress: AtomicU64::new(0),
+            seen_since: AtomicU64::new(0),
         })
     }
 
@@ -104,9 +121,18 @@ impl Activity {
         // per request would cost every request), so it looks again at least every half header
         // timeout: a stalled head is cut off at most that late.
         let next_look = now + millis(limits.header) / 2;
+        let progress = self.progress.load(Ordering::Relaxed);
+        if progress != self.seen_progress.swap(progress, Ordering::Relaxed) {
+            self.seen_since.store(now, Ordering::Relaxed);
+        }
         if self.in_flight.load(Ordering::Acquire) > 0 {
-            // Requests bound themselves (`HTTP_REQUEST_TIMEOUT`).
-            return Verdict::Until(self.at(next_look));
+            // Requests bound themselves (`HTTP_REQUEST_TIMEOUT`) but a client that stops
+            // reading its responses holds its request in flight for ever.
+            let stalled_at = self.seen_since.load(Ordering::Relaxed) + millis(limits.stall);
+            if now >= stalled_at {
+                return Verdict::Stalled;
+            }
+            return Verdict::Until(self.at(next_look.min(stalled_at)));
         }
         let pending = self.pending_since.load(Ordering::Acquire);
         if pending > 0 {
@@ -116,7 +142,13 @@ impl Activity {
             }
             return Verdict::Until(self.at(deadline));
         }
-        let deadline = self.idle_since.load(Ordering::Acquire) + millis(limits.idle);
+        // A response handed to hyper whole may still be being written after its body was
+        // dropped: bytes moving either way keep the connection from being idle.
+        let active_since = self
+            .idle_since
+            .load(Ordering::Acquire)
+            .max(self.seen_since.load(Ordering::Relaxed));
+        let deadline = active_since + millis(limits.idle);
         if now >= deadline {
             return Verdict::Idle;
         }
@@ -149,6 +181,12 @@ impl<T> WatchedIo<T> {
     pub fn new(inner: T, activity: Arc<Activity>) -> Self {
         Self { inner, activity }
     }
+
+    fn wrote(&self, polled: &Poll<std::io::Result<usize>>) {
+        if matches!(polled, Poll::Ready(Ok(n)) if *n > 0) {
+            self.activity.progress.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for WatchedIo<T> {
@@ -160,6 +198,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for WatchedIo<T> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.progress.fetch_add(1, Ordering::Relaxed);
             self.activity.bytes_arrived();
         }
         polled
@@ -172,7 +211,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WatchedIo<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.wrote(&polled);
+        polled
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -188,7 +229,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WatchedIo<T> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.wrote(&polled);
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -203,6 +246,7 @@ mod tests {
     const LIMITS: Limits = Limits {
         header: Duration::from_secs(10),
         idle: Duration::from_secs(60),
+        stall: Duration::from_secs(90),
     };
 
     #[tokio::test(start_paused = true)]
@@ -233,9 +277,44 @@ mod tests {
         let activity = Activity::new();
         activity.head_arrived(false);
         let request = activity.request_started();
-        tokio::time::advance(Duration::from_secs(120)).await;
-        assert!(matches!(activity.verdict(LIMITS), Verdict::Until(_)));
+        for _ in 0..4 {
+            tokio::time::advance(Duration::from_secs(60)).await;
+            // Its response is being written.
+            activity.progress.fetch_add(1, Ordering::Relaxed);
+            assert!(matches!(activity.verdict(LIMITS), Verdict::Until(_)));
+        }
         drop(request);
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert!(matches!(activity.verdict(LIMITS), Verdict::Until(_)));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(activity.verdict(LIMITS), Verdict::Idle);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_in_flight_with_nothing_moving_for_the_stall_bound_is_dropped() {
+        let activity = Activity::new();
+        activity.head_arrived(false);
+        let _request = activity.request_started();
+        activity.progress.fetch_add(1, Ordering::Relaxed);
+        assert!(matches!(activity.verdict(LIMITS), Verdict::Until(_)));
+        tokio::time::advance(Duration::from_secs(89)).await;
+        assert!(matches!(activity.verdict(LIMITS), Verdict::Until(_)));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(activity.verdict(LIMITS), Verdict::Stalled);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_response_still_being_written_after_its_body_was_dropped_is_not_idle() {
+        let activity = Activity::new();
+        activity.head_arrived(false);
+        // hyper took the whole body at once and dropped it; the bytes go out over minutes.
+        drop(activity.request_started());
+        for _ in 0..10 {
+            tokio::time::advance(Duration::from_secs(30)).await;
+            activity.progress.fetch_add(1, Ordering::Relaxed);
+            assert!(matches!(activity.verdict(LIMITS), Verdict::Until(_)));
+        }
+        // The client stops reading: idle once nothing moved for the idle timeout.
         tokio::time::advance(Duration::from_secs(59)).await;
         assert!(matches!(activity.verdict(LIMITS), Verdict::Until(_)));
         tokio::time::advance(Duration::from_secs(2)).await;

@@ -218,3 +218,82 @@ async fn a_request_head_over_the_limit_is_431_on_both_versions() {
         assert_eq!(over.status(), 431, "{:?}", over.version());
     }
 }
+
+/// A large response: GraphiQL's script (about 1 MB, asked uncompressed), its path and size.
+async fn large_response(app: &TestApp) -> (String, usize) {
+    let page = app
+        .client
+        .get(app.url("/graphql"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let end = page.find("graphiql.min.js\"").unwrap() + "graphiql.min.js".len();
+    let start = page[..end].rfind('"').unwrap() + 1;
+    let path = format!("/{}", &page[start..end]);
+    let size = app
+        .client
+        .get(app.url(&path))
+        .header("accept-encoding", "identity")
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .len();
+    assert!(size > 500_000, "{size}");
+    (path, size)
+}
+
+/// A connection that holds little unread (a 4 KiB receive buffer), with `count` requests for
+/// `path` sent at once (pipelined).
+async fn pipelined(app: &TestApp, path: &str, count: usize) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket
+        .connect(format!("127.0.0.1:{}", app.port).parse().unwrap())
+        .await
+        .unwrap();
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nAccept-Encoding: identity\r\n\r\n");
+    stream
+        .write_all(request.repeat(count).as_bytes())
+        .await
+        .unwrap();
+    stream
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_its_responses_is_dropped() {
+    // Nothing moving for HTTP_IDLE_TIMEOUT (1 s) with no request in flight, or for
+    // HTTP_REQUEST_TIMEOUT + HTTP_IDLE_TIMEOUT (2 s) with one.
+    let app = TestApp::spawn_with(|s| {
+        s.http.header_timeout = HEADER;
+        s.http.idle_timeout = Duration::from_secs(1);
+        s.http.request_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let (path, size) = large_response(&app).await;
+
+    // Sixteen of them, far more than the socket buffers hold, and nothing read for a while.
+    let mut stream = pipelined(&app, &path, 16).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    // The server gave up on this client: what it had written, then the end.
+    let (received, _) = until_closed(&mut stream, Duration::from_secs(20))
+        .await
+        .expect("the connection is closed");
+    assert!(
+        received.len() < 16 * size,
+        "{} of {} bytes: every response was sent",
+        received.len(),
+        16 * size
+    );
+    // Its responses were handed to the connection whole, so it was idle (nothing in flight,
+    // no byte moving) rather than stalled in the middle of a streamed body.
+    assert!(timed_out(&app, "idle").await >= 1.0);
+}
