@@ -63,14 +63,15 @@ pub async fn serve(
     protocols
         .http2()
         .max_header_list_size(u32::try_from(http.max_header_size).unwrap_or(u32::MAX));
-    let mut full = false;
+    // At the cap a slot frees and is taken again with every connection: warn once a minute.
+    let mut warned: Option<Instant> = None;
     tokio::pin!(signal);
     loop {
         let slot = match slots.clone().try_acquire_owned() {
             Ok(slot) => slot,
             Err(_) => {
-                if !full {
-                    full = true;
+                if warned.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+                    warned = Some(Instant::now());
                     tracing::warn!(
                         max = cap,
                         "every connection slot is taken (HTTP_MAX_CONNECTIONS); new clients wait"
@@ -82,7 +83,6 @@ pub async fn serve(
                 }
             }
         };
-        full = false;
         tokio::select! {
             () = &mut signal => break,
             // Reap finished connections as they go, so the set stays small.
