@@ -136,7 +136,13 @@ async fn document(
                 if let Some(document) = settings.manifest.get(&hash) {
                     return Ok(document.clone());
                 }
-                match app.stores.cache.get(NAMESPACE, bounds(app), &hash).await {
+                let lookup = crate::telemetry::otel::store_call(
+                    "store.persisted_lookup",
+                    app.stores.backend,
+                    Vec::new,
+                    app.stores.cache.get(NAMESPACE, bounds(app), &hash),
+                );
+                match lookup.await {
                     Ok(Some(bytes)) => String::from_utf8(bytes).map_err(|_| {
                         refuse(ErrorCode::PersistedQueryNotFound, "PersistedQueryNotFound")
                     }),
@@ -180,12 +186,15 @@ pub async fn register(app: &AppState, principal: Option<&Principal>, hash: &str,
             }
         }
     }
-    if let Err(error) = app
-        .stores
-        .cache
-        .put(NAMESPACE, bounds(app), hash, document.as_bytes())
-        .await
-    {
+    let stored = crate::telemetry::otel::store_call(
+        "store.persisted_store",
+        app.stores.backend,
+        Vec::new,
+        app.stores
+            .cache
+            .put(NAMESPACE, bounds(app), hash, document.as_bytes()),
+    );
+    if let Err(error) = stored.await {
         error.log("cannot store a persisted query");
     }
 }

@@ -241,7 +241,8 @@ pub fn mark_failed(message: &str) {
 
 /// Runs a call to the shared store, and with traces on makes it a client span of the current
 /// one: `store.batch` (a request's credentials and rate limits), `store.cache_lookup` and
-/// `store.cache_store` (the response cache), with `store.backend` (`memory` or `redis`) and
+/// `store.cache_store` (the response cache), `store.persisted_lookup` and
+/// `store.persisted_store` (automatic persisted queries), with `store.backend` (`memory` or `redis`) and
 /// `attributes` (made only with traces on).
 pub async fn store_call<T, E>(
     name: &'static str,

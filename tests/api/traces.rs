@@ -521,3 +521,69 @@ async fn at_any_log_level_requests_and_their_response_cache_calls_are_traced() {
     assert!(names.iter().any(|n| n == "store.cache_lookup"), "{names:?}");
     assert!(!names.iter().any(|n| n == "graphql"), "{names:?}");
 }
+
+#[tokio::test]
+async fn persisted_query_lookups_and_registrations_are_traced() {
+    let server = collector().await;
+    let binary = TracedBinary::start(&server, &[]).await;
+    let query = "{ apiInfo { version } }";
+    let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(query.as_bytes()));
+    let extensions = json!({ "persistedQuery": { "version": 1, "sha256Hash": hash } });
+    const MISS: &str = "1af7651916cd43dd8448eb211c80319c";
+    const REGISTER: &str = "2af7651916cd43dd8448eb211c80319c";
+    const HIT: &str = "3af7651916cd43dd8448eb211c80319c";
+    for (trace, body) in [
+        (MISS, json!({ "extensions": extensions })),
+        (
+            REGISTER,
+            json!({ "query": query, "extensions": extensions }),
+        ),
+        (HIT, json!({ "extensions": extensions })),
+    ] {
+        let response = binary
+            .client
+            .post(binary.url("/graphql"))
+            .header("traceparent", format!("00-{trace}-{PARENT}-01"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{trace}");
+    }
+    binary.stop().await;
+    let spans = collected(&server).await;
+    let names_in = |trace: &str| -> Vec<String> {
+        spans
+            .iter()
+            .filter(|span| span["traceId"] == trace)
+            .map(|span| span["name"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    let miss = names_in(MISS);
+    assert!(
+        miss.iter().any(|n| n == "store.persisted_lookup"),
+        "{miss:?}"
+    );
+    assert!(!miss.iter().any(|n| n == "graphql"), "{miss:?}");
+    let register = names_in(REGISTER);
+    assert!(
+        register.iter().any(|n| n == "store.persisted_store"),
+        "{register:?}"
+    );
+    assert!(
+        !register.iter().any(|n| n == "store.persisted_lookup"),
+        "{register:?}"
+    );
+    let hit = names_in(HIT);
+    assert!(hit.iter().any(|n| n == "store.persisted_lookup"), "{hit:?}");
+    assert!(!hit.iter().any(|n| n == "store.persisted_store"), "{hit:?}");
+    let lookup = spans
+        .iter()
+        .find(|span| span["traceId"] == HIT && span["name"] == "store.persisted_lookup")
+        .unwrap();
+    assert_eq!(
+        attribute(lookup, "store.backend").as_deref(),
+        Some("memory")
+    );
+    assert_eq!(lookup["kind"], 3, "SPAN_KIND_CLIENT: {lookup:#}");
+}
