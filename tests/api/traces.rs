@@ -470,6 +470,15 @@ async fn with_traces_off_nothing_is_added() {
     assert!(body["errors"][0]["extensions"].get("traceId").is_none());
 }
 
+/// The names of the collected spans of one trace.
+fn span_names(spans: &[Value], trace: &str) -> Vec<String> {
+    spans
+        .iter()
+        .filter(|span| span["traceId"] == trace)
+        .map(|span| span["name"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
 #[tokio::test]
 async fn at_any_log_level_requests_and_their_response_cache_calls_are_traced() {
     // LOG_LEVEL decides which lines are written, not which spans are traced: a server logging
@@ -496,13 +505,7 @@ async fn at_any_log_level_requests_and_their_response_cache_calls_are_traced() {
     assert_eq!(again.status(), 200);
     binary.stop().await;
     let spans = collected(&server).await;
-    let names_in = |trace: &str| -> Vec<String> {
-        spans
-            .iter()
-            .filter(|span| span["traceId"] == trace)
-            .map(|span| span["name"].as_str().unwrap_or_default().to_owned())
-            .collect()
-    };
+    let names_in = |trace: &str| span_names(&spans, trace);
     let names = names_in(TRACE);
     assert!(names.iter().any(|n| n == "GET /graphql"), "{names:?}");
     assert!(names.iter().any(|n| n == "graphql"), "{names:?}");
@@ -552,13 +555,7 @@ async fn persisted_query_lookups_and_registrations_are_traced() {
     }
     binary.stop().await;
     let spans = collected(&server).await;
-    let names_in = |trace: &str| -> Vec<String> {
-        spans
-            .iter()
-            .filter(|span| span["traceId"] == trace)
-            .map(|span| span["name"].as_str().unwrap_or_default().to_owned())
-            .collect()
-    };
+    let names_in = |trace: &str| span_names(&spans, trace);
     let miss = names_in(MISS);
     assert!(
         miss.iter().any(|n| n == "store.persisted_lookup"),
