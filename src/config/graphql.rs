@@ -94,6 +94,9 @@ pub struct WebSocketSettings {
     /// Messages per second a socket's client may send (each KiB counts as one more), with bursts
     /// of twice as many; beyond, its socket is read more slowly.
     pub max_message_rate: u32,
+    /// Sockets open at once on one instance (an upgraded socket leaves `HTTP_MAX_CONNECTIONS`);
+    /// beyond, upgrades are refused with 503.
+    pub max_connections: usize,
 }
 
 impl WebSocketSettings {
@@ -119,6 +122,7 @@ impl WebSocketSettings {
             ),
             send_timeout: r.duration("WS_SEND_TIMEOUT", Duration::from_secs(10)),
             max_message_rate: r.number("WS_MAX_MESSAGE_RATE", 100u32, 1, 1_000_000),
+            max_connections: r.number("WS_MAX_CONNECTIONS", 10_000usize, 1, 1_000_000),
         }
     }
 }

@@ -461,3 +461,38 @@ async fn a_client_flooding_its_socket_is_read_at_the_message_rate_not_closed() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn beyond_the_socket_cap_upgrades_are_refused_with_503_until_one_closes() {
+    let app = TestApp::spawn_with(|s| s.websocket.max_connections = 2).await;
+    let mut first = connect(&app, "graphql-transport-ws").await.unwrap();
+    init(&mut first).await;
+    let mut second = connect(&app, "graphql-ws").await.unwrap();
+    init(&mut second).await;
+    match connect(&app, "graphql-transport-ws").await {
+        Err(WsError::Http(response)) => {
+            assert_eq!(response.status(), 503);
+            assert_eq!(response.headers()["retry-after"], "5");
+        }
+        other => panic!("a third socket: {:?}", other.map(|_| ())),
+    }
+    // One closes: its slot is free again once the server has seen it go.
+    first.close(None).await.unwrap();
+    let third = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Ok(socket) = connect(&app, "graphql-transport-ws").await {
+                return socket;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(third.is_ok(), "a slot freed once a socket closed");
+    // The open one still works.
+    send(
+        &mut second,
+        json!({ "type": "start", "id": "1", "payload": { "query": "{ apiInfo { version } }" } }),
+    )
+    .await;
+    assert_eq!(next_json(&mut second).await["type"], "data");
+}

@@ -107,6 +107,28 @@ pub async fn handler(
             None,
         );
     };
+    // Upgraded sockets leave `HTTP_MAX_CONNECTIONS`: they have a cap of their own.
+    let max_sockets = state.app.settings.websocket.max_connections;
+    let Ok(slot) = state
+        .app
+        .local::<SocketCap>()
+        .0
+        .get_or_init(|| Arc::new(tokio::sync::Semaphore::new(max_sockets)))
+        .clone()
+        .try_acquire_owned()
+    else {
+        let mut refused = error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::ServiceUnavailable,
+            "this instance holds as many WebSockets as it may (WS_MAX_CONNECTIONS); try again later",
+            None,
+        );
+        refused.headers_mut().insert(
+            header::RETRY_AFTER,
+            axum::http::HeaderValue::from(crate::error::UNAVAILABLE_RETRY_AFTER),
+        );
+        return refused;
+    };
     // The upgrade's own credentials: used when `connection_init` carries none.
     let header_token = caller::credential(&headers)
         .token()
@@ -135,10 +157,16 @@ pub async fn handler(
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
         .on_upgrade(move |socket| {
-            let run = connection.run(socket).map(move |()| drop(tracker_token));
+            let run = connection
+                .run(socket)
+                .map(move |()| drop((tracker_token, slot)));
             telemetry::in_request(request_id, run).instrument(span)
         })
 }
+
+/// This instance's socket slots (`WS_MAX_CONNECTIONS`), made on first use.
+#[derive(Default)]
+struct SocketCap(std::sync::OnceLock<Arc<tokio::sync::Semaphore>>);
 
 /// What operations hand to the connection loop.
 enum Outgoing {
