@@ -153,7 +153,7 @@ pub async fn identify(
             (cached, window)
         }
         Err(error) => (
-            looked_up.then(|| Err(clone_error(&error))),
+            looked_up.then(|| Err(error.clone())),
             principal.as_ref().map(|_| Err(error)),
         ),
     };
@@ -182,15 +182,6 @@ pub async fn identify(
     Identified {
         authentication,
         decision,
-    }
-}
-
-fn clone_error(error: &StoreError) -> StoreError {
-    match error {
-        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
-        StoreError::Timeout => StoreError::Timeout,
-        StoreError::Backend(m) => StoreError::Backend(m.clone()),
-        StoreError::CircuitOpen => StoreError::CircuitOpen,
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 
 use serde_json::{Value, json};
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, redis_commands};
 
 const ME: &str =
     "{ me { id email displayName lastLoginAt roles { name description } permissions } }";
@@ -179,59 +179,6 @@ async fn a_budget_spent_on_one_instance_counts_on_the_other() {
     assert_eq!(budget_of(&body), 100 - 7 * cost, "{body}");
 }
 
-/// Commands this app sends to Redis while `work` runs, read with MONITOR: every command sent on
-/// a connection that carried the app's key prefix (other tests share the server), keyed or not —
-/// so a `PING` a connection pool sends before each call counts as the round trip it is.
-async fn redis_commands<F: Future<Output = ()>>(app: &TestApp, work: F) -> Vec<String> {
-    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
-    let url = crate::helpers::test_redis_url().expect("the Redis pass");
-    let address = url
-        .trim_start_matches("redis://")
-        .trim_end_matches('/')
-        .to_owned();
-    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
-    stream.write_all(b"MONITOR\r\n").await.unwrap();
-    let mut lines = BufReader::new(stream).lines();
-    assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("+OK"));
-    let prefix = app.state.settings.key_prefix.clone();
-    work.await;
-    // A marker through another connection: everything the app sent before it is in the stream.
-    let marker = format!("end-{}", uuid::Uuid::new_v4().simple());
-    let mut other = tokio::net::TcpStream::connect(&address).await.unwrap();
-    other
-        .write_all(format!("ECHO {marker}\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut sent = Vec::new();
-    tokio::time::timeout(std::time::Duration::from_secs(10), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if line.contains(&marker) {
-                return;
-            }
-            // What clients sent, not what scripts ran inside Redis.
-            if !line.contains(" lua] ") {
-                sent.push(line);
-            }
-        }
-    })
-    .await
-    .expect("the marker comes back");
-    // `<time> [<db> <address>] "COMMAND" …`: the connection is the address.
-    let connection = |line: &str| {
-        let start = line.find('[')?;
-        let end = start + line[start..].find(']')?;
-        Some(line[start + 1..end].to_owned())
-    };
-    let ours: std::collections::HashSet<String> = sent
-        .iter()
-        .filter(|line| line.contains(&prefix))
-        .filter_map(|line| connection(line))
-        .collect();
-    sent.into_iter()
-        .filter(|line| connection(line).is_some_and(|c| ours.contains(&c)))
-        .collect()
-}
-
 const REQUESTS: usize = 20;
 
 /// What the app sends to Redis for `REQUESTS` `me` requests of a new user, once warm (the user's
@@ -242,7 +189,7 @@ async fn commands_of_me_requests(app: &TestApp, email: &str) -> Vec<String> {
         me(app, &session.access).await;
     }
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    redis_commands(app, async {
+    redis_commands(&app.state.settings.key_prefix, async {
         for _ in 0..REQUESTS {
             me(app, &session.access).await;
         }

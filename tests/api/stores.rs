@@ -316,3 +316,84 @@ async fn both_store_kinds_answer_ping() {
             .unwrap_or_else(|e| panic!("{name}: {e}"));
     }
 }
+
+/// Batches made at the same moment go out together on Redis (a few script calls, not one
+/// each), and each still gets exactly its own replies — also when requests that joined a call
+/// have gone away before it came back.
+#[tokio::test]
+async fn concurrent_batches_share_calls_and_each_gets_its_own_replies() {
+    use multipult::infra::kv::{Op, Reply};
+    const BATCHES: usize = 200;
+    let minute = Duration::from_secs(60);
+    for (name, stores, _, guard) in backends() {
+        let kv = &stores.kv;
+        let steps = |i: usize| {
+            vec![
+                Op::Increment {
+                    key: format!("counter:{i}"),
+                    delta: i64::try_from(i).unwrap() + 1,
+                    ttl: Some(minute),
+                },
+                Op::Window {
+                    key: "shared".into(),
+                    limit: 10_000,
+                    window: minute,
+                },
+                Op::Get(format!("counter:{i}")),
+            ]
+        };
+        let batches: Vec<Vec<Op>> = (0..BATCHES).map(steps).collect();
+        let abandoned: Vec<Vec<Op>> = (BATCHES..BATCHES + 50).map(steps).collect();
+        let run = async {
+            // Polled once (queued, maybe sent), then dropped.
+            let mut gone: Vec<_> = abandoned.iter().map(|ops| kv.batch(ops)).collect();
+            for batch in &mut gone {
+                let _ = futures_util::poll!(batch.as_mut());
+            }
+            drop(gone);
+            futures_util::future::join_all(batches.iter().map(|ops| kv.batch(ops))).await
+        };
+        let (replies, commands) = match &guard {
+            Some(guard) => {
+                let mut replies = None;
+                let commands = crate::helpers::redis_commands(guard.prefix(), async {
+                    replies = Some(run.await);
+                })
+                .await;
+                (replies.unwrap(), Some(commands))
+            }
+            None => (run.await, None),
+        };
+        let mut counts = std::collections::BTreeSet::new();
+        for (i, replies) in replies.into_iter().enumerate() {
+            let replies = replies.unwrap_or_else(|e| panic!("{name}: batch {i}: {e}"));
+            let expected = i64::try_from(i).unwrap() + 1;
+            let [
+                Reply::Count(count),
+                Reply::Window(window),
+                Reply::Value(value),
+            ] = <[Reply; 3]>::try_from(replies).unwrap()
+            else {
+                panic!("{name}: batch {i}: replies of the wrong kinds");
+            };
+            assert_eq!(count, expected, "{name}: batch {i}");
+            assert_eq!(
+                value.as_deref(),
+                Some(expected.to_string().as_bytes()),
+                "{name}: batch {i}"
+            );
+            assert!(window.allowed, "{name}: batch {i}: {window:?}");
+            counts.insert(window.count);
+        }
+        // Every batch saw the shared window at its own count (the abandoned ones may or may not
+        // have counted, depending on whether their call had gone out).
+        assert_eq!(counts.len(), BATCHES, "{name}: {counts:?}");
+        if let Some(commands) = commands {
+            let calls = commands.iter().filter(|c| c.contains("EVALSHA")).count();
+            assert!(
+                (1..=BATCHES / 10).contains(&calls),
+                "{name}: {calls} script calls for {BATCHES} batches: {commands:#?}"
+            );
+        }
+    }
+}

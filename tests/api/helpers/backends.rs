@@ -30,6 +30,58 @@ pub fn test_redis_settings() -> Option<RedisSettings> {
     })
 }
 
+/// Commands sent to Redis while `work` runs, read with MONITOR: every command sent on a
+/// connection that carried `prefix` (an app's or a store's key prefix) (other tests share the server), keyed or not —
+/// so a `PING` a connection pool sends before each call counts as the round trip it is.
+pub async fn redis_commands<F: Future<Output = ()>>(prefix: &str, work: F) -> Vec<String> {
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+    let url = test_redis_url().expect("the Redis pass");
+    let address = url
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    stream.write_all(b"MONITOR\r\n").await.unwrap();
+    let mut lines = BufReader::new(stream).lines();
+    assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("+OK"));
+    work.await;
+    // A marker through another connection: everything the app sent before it is in the stream.
+    let marker = format!("end-{}", uuid::Uuid::new_v4().simple());
+    let mut other = tokio::net::TcpStream::connect(&address).await.unwrap();
+    other
+        .write_all(format!("ECHO {marker}\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut sent = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains(&marker) {
+                return;
+            }
+            // What clients sent, not what scripts ran inside Redis.
+            if !line.contains(" lua] ") {
+                sent.push(line);
+            }
+        }
+    })
+    .await
+    .expect("the marker comes back");
+    // `<time> [<db> <address>] "COMMAND" …`: the connection is the address.
+    let connection = |line: &str| {
+        let start = line.find('[')?;
+        let end = start + line[start..].find(']')?;
+        Some(line[start + 1..end].to_owned())
+    };
+    let ours: std::collections::HashSet<String> = sent
+        .iter()
+        .filter(|line| line.contains(prefix))
+        .filter_map(|line| connection(line))
+        .collect();
+    sent.into_iter()
+        .filter(|line| connection(line).is_some_and(|c| ours.contains(&c)))
+        .collect()
+}
+
 pub fn unique_prefix() -> String {
     format!("test:{}:", uuid::Uuid::new_v4().simple())
 }
@@ -105,6 +157,11 @@ impl RedisCleanupGuard {
                 .unwrap_or_default(),
             prefix: settings.key_prefix.clone(),
         }
+    }
+
+    /// The key prefix whose keys it removes.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 }
 

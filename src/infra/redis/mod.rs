@@ -15,9 +15,12 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands as _, Script};
 use secrecy::ExposeSecret as _;
 
+use self::coalesce::Coalescer;
 use super::breaker::CircuitBreaker;
 use super::kv::{KeyValueStore, Op, Reply, StoreError, StoreResult, WindowOutcome};
 use crate::config::RedisSettings;
+
+mod coalesce;
 
 /// The connections plus what every call needs: the key prefix, the per-call timeout and the
 /// circuit breaker shared by every call of this instance.
@@ -183,7 +186,7 @@ static EXPIRE_IF_EQUALS: LazyLock<Script> = LazyLock::new(|| {
 });
 
 /// Several steps in one atomic round trip. `ARGV` holds, per key, the step's name and arguments:
-/// `get`; `win limit window_ms member`; `incr delta ttl_ms`.
+/// `get`; `win limit window_ms` (on a list of hit times, see [`window_key`]); `incr delta ttl_ms`.
 static BATCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"local out = {}
@@ -197,24 +200,27 @@ static BATCH: LazyLock<Script> = LazyLock::new(|| {
             elseif op == 'win' then
               local limit = tonumber(ARGV[a + 1])
               local window = tonumber(ARGV[a + 2])
-              local member = ARGV[a + 3]
-              a = a + 4
+              a = a + 3
               if not now then
                 local t = redis.call('TIME')
                 now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
               end
-              redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
-              local count = redis.call('ZCARD', key)
+              local oldest = redis.call('LINDEX', key, 0)
+              while oldest and tonumber(oldest) <= now - window do
+                redis.call('LPOP', key)
+                oldest = redis.call('LINDEX', key, 0)
+              end
+              local count = redis.call('LLEN', key)
               local allowed = 0
               if count < limit then
-                redis.call('ZADD', key, now, now .. '-' .. member)
+                redis.call('RPUSH', key, now)
                 count = count + 1
                 allowed = 1
+                oldest = oldest or now
               end
               redis.call('PEXPIRE', key, window)
               local reset = window
-              local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-              if oldest[2] then reset = tonumber(oldest[2]) + window - now end
+              if oldest then reset = tonumber(oldest) + window - now end
               out[i] = {allowed, count, reset}
             elseif op == 'incr' then
               local v = redis.call('INCRBY', key, ARGV[a + 1])
@@ -275,13 +281,56 @@ fn batch_reply(op: &Op, value: redis::Value) -> StoreResult<Reply> {
     }
 }
 
+/// Steps in one joined `BATCH` call, at most (a script runs alone in Redis: a bound on how long
+/// one call holds it).
+const MAX_JOINED_STEPS: usize = 512;
+
 pub struct RedisStore {
     client: RedisClient,
+    batches: Arc<Coalescer>,
 }
 
 impl RedisStore {
     pub fn new(client: RedisClient) -> Self {
-        Self { client }
+        // One joined call out per connection: measured against four and eight per connection
+        // (PostgreSQL + Redis on one 2-core machine), one was as fast or faster.
+        let in_flight = client.connections.slots.len();
+        Self {
+            client,
+            batches: Arc::new(Coalescer::new(in_flight, MAX_JOINED_STEPS)),
+        }
+    }
+}
+
+/// Where a sliding-window log lives: a list of hit times (Redis' clock, ms), oldest first.
+/// (Suffixed: until 2026-12 a log was a sorted set under the bare key, and an instance still
+/// running that code must not meet a list there.)
+fn window_key(client: &RedisClient, key: &str) -> String {
+    let mut full = client.key(key);
+    full.push_str(":log");
+    full
+}
+
+/// Adds one step to a `BATCH` invocation (see the script for each step's arguments).
+fn push_step(invocation: &mut redis::ScriptInvocation<'_>, client: &RedisClient, op: &Op) {
+    match op {
+        Op::Get(key) => {
+            invocation.key(client.key(key)).arg("get");
+        }
+        Op::Window { key, limit, window } => {
+            invocation
+                .key(window_key(client, key))
+                .arg("win")
+                .arg(*limit)
+                .arg(ms(*window));
+        }
+        Op::Increment { key, delta, ttl } => {
+            invocation
+                .key(client.key(key))
+                .arg("incr")
+                .arg(*delta)
+                .arg(ttl.map_or(0, ms));
+        }
     }
 }
 
@@ -424,33 +473,7 @@ impl KeyValueStore for RedisStore {
         if ops.is_empty() {
             return Ok(vec![]);
         }
-        let mut invocation = BATCH.prepare_invoke();
-        for op in ops {
-            match op {
-                Op::Get(key) => {
-                    invocation.key(self.client.key(key)).arg("get");
-                }
-                Op::Window { key, limit, window } => {
-                    invocation
-                        .key(self.client.key(key))
-                        .arg("win")
-                        .arg(*limit)
-                        .arg(ms(*window))
-                        .arg(uuid::Uuid::new_v4().simple().to_string());
-                }
-                Op::Increment { key, delta, ttl } => {
-                    invocation
-                        .key(self.client.key(key))
-                        .arg("incr")
-                        .arg(*delta)
-                        .arg(ttl.map_or(0, ms));
-                }
-            }
-        }
-        let values: Vec<redis::Value> = self
-            .client
-            .run(|mut c| async move { invocation.invoke_async(&mut c).await })
-            .await?;
+        let values = self.batches.run(&self.client, ops).await?;
         if values.len() != ops.len() {
             return Err(StoreError::Backend(
                 "batch reply has the wrong length".into(),

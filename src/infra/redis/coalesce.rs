@@ -1,0 +1,158 @@
+//! Many requests' batches in one script call.
+//!
+//! Every request's store steps (its user state, revocation marker, rate windows, budget) go out as
+//! one `BATCH` script, and concurrent requests' scripts used to go out one call each: one write to
+//! the socket, one read and one script run in Redis per request. Here a batch joins a queue; at
+//! most `max_in_flight` calls are out at once, and a call that goes out takes every batch waiting
+//! (up to `max_steps` steps) with it. An idle instance sends each batch at once, as before; under
+//! load, batches that arrive while calls are out share the next one (what ioredis calls
+//! auto-pipelining). Each batch still gets exactly its own replies.
+//!
+//! The script runs a joined call atomically, like each batch alone. What joining changes: a
+//! step Redis refuses (say, a key of the wrong type) fails the whole call, so every batch in it
+//! gets the error.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use tokio::sync::oneshot;
+
+use super::{BATCH, RedisClient, push_step};
+use crate::infra::kv::{Op, StoreError, StoreResult};
+
+type Replies = StoreResult<Vec<redis::Value>>;
+
+pub(super) struct Coalescer {
+    queue: Mutex<Queue>,
+    max_in_flight: usize,
+    max_steps: usize,
+}
+
+#[derive(Default)]
+struct Queue {
+    waiting: VecDeque<Waiting>,
+    in_flight: usize,
+}
+
+struct Waiting {
+    ops: Vec<Op>,
+    reply: oneshot::Sender<Replies>,
+}
+
+impl Coalescer {
+    pub(super) fn new(max_in_flight: usize, max_steps: usize) -> Self {
+        Self {
+            queue: Mutex::default(),
+            max_in_flight: max_in_flight.max(1),
+            max_steps: max_steps.max(1),
+        }
+    }
+
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The script's replies to `ops`, in order, sent with whatever else is waiting.
+    pub(super) async fn run(self: &Arc<Self>, client: &RedisClient, ops: &[Op]) -> Replies {
+        // An open circuit fails at once, as a call of its own would.
+        client.breaker.allow()?;
+        let (reply, answer) = oneshot::channel();
+        let lead = {
+            let mut queue = self.queue();
+            queue.waiting.push_back(Waiting {
+                ops: ops.to_vec(),
+                reply,
+            });
+            (queue.in_flight < self.max_in_flight).then(|| {
+                queue.in_flight += 1;
+                self.take(&mut queue)
+            })
+        };
+        if let Some(group) = lead {
+            // In a task of its own: the call carries other requests' batches, so it must not
+            // end when this request's future is dropped.
+            tokio::spawn(Arc::clone(self).send_until_empty(client.clone(), group));
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Backend("a batch call ended unanswered".into())))
+    }
+
+    /// The waiting batches that go out in one call: the first one, then more while they fit.
+    fn take(&self, queue: &mut Queue) -> Vec<Waiting> {
+        let mut steps = 0;
+        let mut group = Vec::new();
+        while let Some(next) = queue.waiting.front() {
+            if !group.is_empty() && steps + next.ops.len() > self.max_steps {
+                break;
+            }
+            steps += next.ops.len();
+            group.extend(queue.waiting.pop_front());
+        }
+        group
+    }
+
+    /// Sends `group`, then whatever has gathered meanwhile, until nothing waits.
+    async fn send_until_empty(self: Arc<Self>, client: RedisClient, mut group: Vec<Waiting>) {
+        let mut flight = Flight(&self, true);
+        loop {
+            let replies = call(&client, &group).await;
+            answer(group, replies);
+            let mut queue = self.queue();
+            if queue.waiting.is_empty() {
+                // Under the lock that a new batch takes to see whether a call is out.
+                queue.in_flight -= 1;
+                flight.1 = false;
+                return;
+            }
+            group = self.take(&mut queue);
+        }
+    }
+}
+
+/// A call slot, given back if the task sending it unwinds.
+struct Flight<'a>(&'a Coalescer, bool);
+
+impl Drop for Flight<'_> {
+    fn drop(&mut self) {
+        if self.1 {
+            self.0.queue().in_flight -= 1;
+        }
+    }
+}
+
+async fn call(client: &RedisClient, group: &[Waiting]) -> Replies {
+    let mut invocation = BATCH.prepare_invoke();
+    for op in group.iter().flat_map(|w| &w.ops) {
+        push_step(&mut invocation, client, op);
+    }
+    client
+        .run(|mut c| async move { invocation.invoke_async(&mut c).await })
+        .await
+}
+
+/// Hands each batch its own replies (or the call's error).
+fn answer(group: Vec<Waiting>, replies: Replies) {
+    match replies {
+        Ok(values) if values.len() == group.iter().map(|w| w.ops.len()).sum::<usize>() => {
+            let mut values = values.into_iter();
+            for waiting in group {
+                let own = values.by_ref().take(waiting.ops.len()).collect();
+                // A request that has gone away no longer wants its replies.
+                let _ = waiting.reply.send(Ok(own));
+            }
+        }
+        Ok(_) => {
+            for waiting in group {
+                let _ = waiting.reply.send(Err(StoreError::Backend(
+                    "batch reply has the wrong length".into(),
+                )));
+            }
+        }
+        Err(error) => {
+            for waiting in group {
+                let _ = waiting.reply.send(Err(error.clone()));
+            }
+        }
+    }
+}
