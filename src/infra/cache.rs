@@ -17,7 +17,7 @@ use redis::Script;
 use tokio::time::Instant;
 
 use super::kv::{StoreError, StoreResult};
-use super::redis::RedisClient;
+use super::redis::{RedisClient, TaggedRead};
 
 /// The bounds of one namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,33 +214,6 @@ const STORE: &str = r"redis.call('HSET', KEYS[1], ARGV[1], value)
 static PUT: LazyLock<Script> =
     LazyLock::new(|| Script::new(&format!("{CLOCK}local value = ARGV[3]\n{STORE}")));
 
-static GET_TAGGED: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        "{CLOCK}{}",
-        r"local value = false
-          local used = redis.call('ZSCORE', KEYS[2], ARGV[1])
-          if used then
-            if tonumber(used) < oldest then
-              redis.call('HDEL', KEYS[1], ARGV[1])
-              redis.call('ZREM', KEYS[2], ARGV[1])
-            else
-              redis.call('ZADD', KEYS[2], score, ARGV[1])
-              value = redis.call('HGET', KEYS[1], ARGV[1])
-            end
-          end
-          local versions = {}
-          if value then
-            local header = string.sub(value, 1, (string.find(value, '\n', 1, true) or 1) - 1)
-            for pair in string.gmatch(header, '%S+') do
-              local tag = string.match(pair, '^(.*)=[^=]*$') or pair
-              versions[#versions + 1] = redis.call('GET', ARGV[3] .. tag) or '0'
-            end
-          end
-          local generation = redis.call('GET', ARGV[3] .. ARGV[4]) or '0'
-          return {value, versions, generation}"
-    ))
-});
-
 static PUT_TAGGED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{CLOCK}{}{STORE}",
@@ -346,25 +319,23 @@ impl BoundedCache for RedisCache {
         key: &str,
         tags: &TagKeys<'_>,
     ) -> StoreResult<Option<TaggedGet>> {
-        let [entries, used, seq] = self.keys(namespace);
-        let key = key.to_owned();
-        let prefix = self.client.key(tags.prefix);
-        let generation = tags.generation.to_owned();
-        let reply: Vec<redis::Value> = self
+        // A step of the store's joined `BATCH` calls (`infra/redis`): a cache lookup goes out
+        // with whatever other requests send at the same moment.
+        let reply = self
             .client
-            .run(|mut c| async move {
-                GET_TAGGED
-                    .key(entries)
-                    .key(used)
-                    .key(seq)
-                    .arg(key)
-                    .arg(ttl_ms(bounds.ttl))
-                    .arg(prefix)
-                    .arg(generation)
-                    .invoke_async(&mut c)
-                    .await
+            .tagged_read(TaggedRead {
+                keys: self.keys(namespace),
+                field: key.to_owned(),
+                ttl: bounds.ttl,
+                tag_prefix: self.client.key(tags.prefix),
+                generation: tags.generation.to_owned(),
             })
             .await?;
+        let redis::Value::Array(reply) = reply else {
+            return Err(StoreError::Backend(
+                "unexpected reply to a tagged get".into(),
+            ));
+        };
         let [value, versions, generation] = <[redis::Value; 3]>::try_from(reply)
             .map_err(|_| StoreError::Backend("unexpected reply to a tagged get".into()))?;
         Ok(Some(TaggedGet {

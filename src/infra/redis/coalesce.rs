@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::oneshot;
 
-use super::{BATCH, RedisClient, push_step};
-use crate::infra::kv::{Op, StoreError, StoreResult};
+use super::{BATCH, RedisClient, Step, push_step};
+use crate::infra::kv::{StoreError, StoreResult};
 
 type Replies = StoreResult<Vec<redis::Value>>;
 
@@ -35,7 +35,7 @@ struct Queue {
 }
 
 struct Waiting {
-    ops: Vec<Op>,
+    steps: Vec<Step>,
     reply: oneshot::Sender<Replies>,
 }
 
@@ -52,17 +52,14 @@ impl Coalescer {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The script's replies to `ops`, in order, sent with whatever else is waiting.
-    pub(super) async fn run(self: &Arc<Self>, client: &RedisClient, ops: &[Op]) -> Replies {
+    /// The script's replies to `steps`, in order, sent with whatever else is waiting.
+    pub(super) async fn run(self: &Arc<Self>, client: &RedisClient, steps: Vec<Step>) -> Replies {
         // An open circuit fails at once, as a call of its own would.
         client.breaker.allow()?;
         let (reply, answer) = oneshot::channel();
         let lead = {
             let mut queue = self.queue();
-            queue.waiting.push_back(Waiting {
-                ops: ops.to_vec(),
-                reply,
-            });
+            queue.waiting.push_back(Waiting { steps, reply });
             (queue.in_flight < self.max_in_flight).then(|| {
                 queue.in_flight += 1;
                 self.take(&mut queue)
@@ -83,10 +80,10 @@ impl Coalescer {
         let mut steps = 0;
         let mut group = Vec::new();
         while let Some(next) = queue.waiting.front() {
-            if !group.is_empty() && steps + next.ops.len() > self.max_steps {
+            if !group.is_empty() && steps + next.steps.len() > self.max_steps {
                 break;
             }
-            steps += next.ops.len();
+            steps += next.steps.len();
             group.extend(queue.waiting.pop_front());
         }
         group
@@ -123,8 +120,8 @@ impl Drop for Flight<'_> {
 
 async fn call(client: &RedisClient, group: &[Waiting]) -> Replies {
     let mut invocation = BATCH.prepare_invoke();
-    for op in group.iter().flat_map(|w| &w.ops) {
-        push_step(&mut invocation, client, op);
+    for step in group.iter().flat_map(|w| &w.steps) {
+        push_step(&mut invocation, client, step);
     }
     client
         .run(|mut c| async move { invocation.invoke_async(&mut c).await })
@@ -134,10 +131,10 @@ async fn call(client: &RedisClient, group: &[Waiting]) -> Replies {
 /// Hands each batch its own replies (or the call's error).
 fn answer(group: Vec<Waiting>, replies: Replies) {
     match replies {
-        Ok(values) if values.len() == group.iter().map(|w| w.ops.len()).sum::<usize>() => {
+        Ok(values) if values.len() == group.iter().map(|w| w.steps.len()).sum::<usize>() => {
             let mut values = values.into_iter();
             for waiting in group {
-                let own = values.by_ref().take(waiting.ops.len()).collect();
+                let own = values.by_ref().take(waiting.steps.len()).collect();
                 // A request that has gone away no longer wants its replies.
                 let _ = waiting.reply.send(Ok(own));
             }

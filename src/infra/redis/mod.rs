@@ -27,6 +27,8 @@ mod coalesce;
 #[derive(Clone)]
 pub struct RedisClient {
     connections: Arc<Connections>,
+    /// Concurrent `BATCH` calls joined (see `coalesce`).
+    batches: Arc<Coalescer>,
     pub(crate) client: redis::Client,
     pub(crate) prefix: Arc<str>,
     pub(crate) timeout: Duration,
@@ -81,10 +83,14 @@ impl RedisClient {
         let url = settings.url.expose_secret();
         let client = redis::Client::open(url)
             .map_err(|e| StoreError::Backend(format!("invalid Redis URL: {e}")))?;
-        let slots = (0..settings.pool_size.max(1))
+        let slots: Vec<_> = (0..settings.pool_size.max(1))
             .map(|_| Mutex::new(None))
             .collect();
+        // One joined call out per connection: measured against four and eight per connection
+        // (PostgreSQL + Redis on one 2-core machine), one was as fast or faster.
+        let batches = Arc::new(Coalescer::new(slots.len(), MAX_JOINED_STEPS));
         Ok(Self {
+            batches,
             connections: Arc::new(Connections {
                 slots,
                 next: AtomicUsize::new(0),
@@ -185,26 +191,45 @@ static EXPIRE_IF_EQUALS: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
-/// Several steps in one atomic round trip. `ARGV` holds, per key, the step's name and arguments:
-/// `get`; `win limit window_ms` (on a list of hit times, see [`window_key`]); `incr delta ttl_ms`.
+/// Several steps in one atomic round trip. Per step, its keys in `KEYS` and its name and
+/// arguments in `ARGV`, in order; one reply per step:
+/// - `get` (one key);
+/// - `win limit window_ms` (one key: a list of hit times, see [`window_key`]) → `{allowed,
+///   count, ms until the oldest hit ages out}`;
+/// - `incr delta ttl_ms` (one key);
+/// - `tget field ttl_ms tag_prefix generation` (a bounded cache's entries hash, last-use sorted
+///   set and sequence counter; see `infra::cache`) → `{entry or false, versions of the tags its
+///   header line names, generation}`. A hit refreshes the entry's last use only when that is
+///   older than a tenth of the TTL (at most a second): an entry read thousands of times a second
+///   is not re-scored each time.
 static BATCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"local out = {}
           local a = 1
+          local k = 1
+          local i = 0
           local now = nil
-          for i, key in ipairs(KEYS) do
+          local function clock()
+            if not now then
+              local t = redis.call('TIME')
+              now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+            end
+            return now
+          end
+          while ARGV[a] do
             local op = ARGV[a]
+            local key = KEYS[k]
+            i = i + 1
             if op == 'get' then
               out[i] = redis.call('GET', key)
               a = a + 1
+              k = k + 1
             elseif op == 'win' then
               local limit = tonumber(ARGV[a + 1])
               local window = tonumber(ARGV[a + 2])
               a = a + 3
-              if not now then
-                local t = redis.call('TIME')
-                now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-              end
+              k = k + 1
+              local now = clock()
               local oldest = redis.call('LINDEX', key, 0)
               while oldest and tonumber(oldest) <= now - window do
                 redis.call('LPOP', key)
@@ -226,10 +251,43 @@ static BATCH: LazyLock<Script> = LazyLock::new(|| {
               local v = redis.call('INCRBY', key, ARGV[a + 1])
               local ttl = tonumber(ARGV[a + 2])
               a = a + 3
+              k = k + 1
               if ttl > 0 and redis.call('PTTL', key) == -1 then
                 redis.call('PEXPIRE', key, ttl)
               end
               out[i] = v
+            elseif op == 'tget' then
+              local entries, uses, seq = KEYS[k], KEYS[k + 1], KEYS[k + 2]
+              local field = ARGV[a + 1]
+              local ttl = tonumber(ARGV[a + 2])
+              local prefix = ARGV[a + 3]
+              local generation = ARGV[a + 4]
+              a = a + 5
+              k = k + 3
+              local value = false
+              local used = redis.call('ZSCORE', uses, field)
+              if used then
+                used = tonumber(used)
+                local now = clock()
+                if used < (now - ttl) * 1000 then
+                  redis.call('HDEL', entries, field)
+                  redis.call('ZREM', uses, field)
+                else
+                  if used < (now - math.min(1000, ttl / 10)) * 1000 then
+                    redis.call('ZADD', uses, now * 1000 + redis.call('INCR', seq) % 1000, field)
+                  end
+                  value = redis.call('HGET', entries, field)
+                end
+              end
+              local versions = {}
+              if value then
+                local header = string.sub(value, 1, (string.find(value, '\n', 1, true) or 1) - 1)
+                for pair in string.gmatch(header, '%S+') do
+                  local tag = string.match(pair, '^(.*)=[^=]*$') or pair
+                  versions[#versions + 1] = redis.call('GET', prefix .. tag) or '0'
+                end
+              end
+              out[i] = {value, versions, redis.call('GET', prefix .. generation) or '0'}
             else
               return redis.error_reply('unknown batch step ' .. tostring(op))
             end
@@ -287,17 +345,44 @@ const MAX_JOINED_STEPS: usize = 512;
 
 pub struct RedisStore {
     client: RedisClient,
-    batches: Arc<Coalescer>,
 }
 
 impl RedisStore {
     pub fn new(client: RedisClient) -> Self {
-        // One joined call out per connection: measured against four and eight per connection
-        // (PostgreSQL + Redis on one 2-core machine), one was as fast or faster.
-        let in_flight = client.connections.slots.len();
-        Self {
-            client,
-            batches: Arc::new(Coalescer::new(in_flight, MAX_JOINED_STEPS)),
+        Self { client }
+    }
+}
+
+/// One step of a `BATCH` call: a key-value step, or a bounded cache's tagged read.
+#[derive(Debug, Clone)]
+enum Step {
+    Op(Op),
+    Tagged(TaggedRead),
+}
+
+/// A bounded cache's entry, with the versions of the tags its header line names and of a
+/// generation counter (see `infra::cache`).
+#[derive(Debug, Clone)]
+pub(crate) struct TaggedRead {
+    /// The namespace's entries hash, last-use sorted set and sequence counter.
+    pub keys: [String; 3],
+    pub field: String,
+    pub ttl: Duration,
+    /// Where tag counters live (prefixed), and the generation counter's name under it.
+    pub tag_prefix: String,
+    pub generation: String,
+}
+
+impl RedisClient {
+    /// A tagged read, joined with whatever else is going out (the script's `tget` step): the
+    /// reply `{value, versions, generation}`.
+    pub(crate) async fn tagged_read(&self, read: TaggedRead) -> StoreResult<redis::Value> {
+        let mut replies = self.batches.run(self, vec![Step::Tagged(read)]).await?;
+        match replies.pop() {
+            Some(reply) if replies.is_empty() => Ok(reply),
+            _ => Err(StoreError::Backend(
+                "batch reply has the wrong length".into(),
+            )),
         }
     }
 }
@@ -311,25 +396,36 @@ fn window_key(client: &RedisClient, key: &str) -> String {
     full
 }
 
-/// Adds one step to a `BATCH` invocation (see the script for each step's arguments).
-fn push_step(invocation: &mut redis::ScriptInvocation<'_>, client: &RedisClient, op: &Op) {
-    match op {
-        Op::Get(key) => {
+/// Adds one step to a `BATCH` invocation (see the script for each step's keys and arguments).
+fn push_step(invocation: &mut redis::ScriptInvocation<'_>, client: &RedisClient, step: &Step) {
+    match step {
+        Step::Op(Op::Get(key)) => {
             invocation.key(client.key(key)).arg("get");
         }
-        Op::Window { key, limit, window } => {
+        Step::Op(Op::Window { key, limit, window }) => {
             invocation
                 .key(window_key(client, key))
                 .arg("win")
                 .arg(*limit)
                 .arg(ms(*window));
         }
-        Op::Increment { key, delta, ttl } => {
+        Step::Op(Op::Increment { key, delta, ttl }) => {
             invocation
                 .key(client.key(key))
                 .arg("incr")
                 .arg(*delta)
                 .arg(ttl.map_or(0, ms));
+        }
+        Step::Tagged(read) => {
+            for key in &read.keys {
+                invocation.key(key);
+            }
+            invocation
+                .arg("tget")
+                .arg(&read.field)
+                .arg(ms(read.ttl))
+                .arg(&read.tag_prefix)
+                .arg(&read.generation);
         }
     }
 }
@@ -473,7 +569,8 @@ impl KeyValueStore for RedisStore {
         if ops.is_empty() {
             return Ok(vec![]);
         }
-        let values = self.batches.run(&self.client, ops).await?;
+        let steps = ops.iter().cloned().map(Step::Op).collect();
+        let values = self.client.batches.run(&self.client, steps).await?;
         if values.len() != ops.len() {
             return Err(StoreError::Backend(
                 "batch reply has the wrong length".into(),
