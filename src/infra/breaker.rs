@@ -65,6 +65,24 @@ impl CircuitBreaker {
         }
     }
 
+    /// Whether a call would be let through, without taking the probe of a circuit that has
+    /// cooled down (the call itself does, through [`allow`](Self::allow)): for a caller that
+    /// hands its call to someone else (joined batch calls) and should fail fast meanwhile.
+    ///
+    /// # Errors
+    /// `CircuitOpen` while the store is considered down.
+    pub fn check(&self) -> Result<(), StoreError> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        match *state {
+            State::Closed { .. } => Ok(()),
+            State::Open { until } if Instant::now() >= until => Ok(()),
+            State::Open { .. } | State::HalfOpen => {
+                self.rejected.fetch_add(1, Ordering::Relaxed);
+                Err(StoreError::CircuitOpen)
+            }
+        }
+    }
+
     pub fn success(&self) {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if *state == State::HalfOpen {
@@ -135,6 +153,24 @@ mod tests {
         breaker.success();
         assert!(breaker.allow().is_ok());
         assert_eq!(breaker.opened(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_check_leaves_the_probe_to_the_call() {
+        let breaker = CircuitBreaker::new(3, Duration::from_secs(2));
+        breaker.failure(&StoreError::Timeout);
+        assert!(matches!(breaker.check(), Err(StoreError::CircuitOpen)));
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert!(breaker.check().is_ok());
+        assert!(breaker.check().is_ok(), "a look takes nothing");
+        assert!(breaker.allow().is_ok(), "the call is the probe");
+        assert!(
+            breaker.check().is_err(),
+            "nothing else while the probe runs"
+        );
+        breaker.success();
+        assert!(breaker.check().is_ok());
+        assert_eq!(breaker.rejected(), 2);
     }
 
     #[tokio::test(start_paused = true)]

@@ -397,3 +397,81 @@ async fn concurrent_batches_share_calls_and_each_gets_its_own_replies() {
         }
     }
 }
+
+/// Redis goes away and comes back: batch calls fail fast while the circuit is open, and once it
+/// has cooled down the next call is the probe that closes it — joined calls included.
+#[tokio::test]
+async fn batches_go_through_again_once_the_store_is_back_and_the_circuit_cooled_down() {
+    use multipult::infra::kv::{Op, Reply, StoreError};
+    let Some(real) = crate::helpers::test_redis_url() else {
+        eprintln!("skipped: needs a Redis to come back to (TEST_REDIS_URL)");
+        return;
+    };
+    let real = real
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .to_owned();
+    // A port nothing listens on, until a forwarder to the real Redis takes it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cooldown = Duration::from_millis(300);
+    let mut settings = crate::helpers::test_settings();
+    settings.redis = Some(multipult::config::RedisSettings {
+        url: format!("redis://127.0.0.1:{port}").into(),
+        pool_size: 2,
+        timeout: Duration::from_millis(500),
+        circuit_threshold: 2,
+        circuit_cooldown: cooldown,
+    });
+    settings.key_prefix = unique_prefix();
+    let _guard = RedisCleanupGuard::for_settings(&settings);
+    let stores = SharedStores::from_settings(&settings).unwrap();
+    let step = |key: &str| Op::Increment {
+        key: key.into(),
+        delta: 1,
+        ttl: Some(Duration::from_secs(60)),
+    };
+    for _ in 0..3 {
+        assert!(stores.kv.batch(&[step("a")]).await.is_err());
+    }
+    assert!(matches!(
+        stores.kv.batch(&[step("a")]).await,
+        Err(StoreError::CircuitOpen)
+    ));
+
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let forwarder = tokio::spawn(async move {
+        loop {
+            let (mut client, _) = listener.accept().await.unwrap();
+            let real = real.clone();
+            tokio::spawn(async move {
+                let mut server = tokio::net::TcpStream::connect(real).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            });
+        }
+    });
+    tokio::time::sleep(cooldown + Duration::from_millis(100)).await;
+    // Several at once: one of them carries the probe, the others join it or follow.
+    let steps = ["b", "c", "d", "e"].map(|key| [step(key)]);
+    let replies =
+        futures_util::future::join_all(steps.iter().map(|step| stores.kv.batch(step))).await;
+    let settled = replies.iter().filter(|r| r.is_ok()).count();
+    assert!(settled >= 1, "the probe went through: {replies:?}");
+    // The circuit is closed again: every call goes through.
+    for key in ["f", "g", "h"] {
+        assert_eq!(
+            stores.kv.batch(&[step(key)]).await.unwrap(),
+            vec![Reply::Count(1)]
+        );
+    }
+    assert_eq!(
+        stores.kv.get("f").await.unwrap().as_deref(),
+        Some(&b"1"[..])
+    );
+    forwarder.abort();
+}

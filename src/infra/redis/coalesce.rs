@@ -54,8 +54,9 @@ impl Coalescer {
 
     /// The script's replies to `steps`, in order, sent with whatever else is waiting.
     pub(super) async fn run(self: &Arc<Self>, client: &RedisClient, steps: Vec<Step>) -> Replies {
-        // An open circuit fails at once, as a call of its own would.
-        client.breaker.allow()?;
+        // An open circuit fails at once, as a call of its own would. (Only a look: once the
+        // circuit has cooled down, the joined call itself is the probe.)
+        client.breaker.check()?;
         let (reply, answer) = oneshot::channel();
         let lead = {
             let mut queue = self.queue();
