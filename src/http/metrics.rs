@@ -100,6 +100,12 @@ async fn render(app: &AppState) -> String {
             metrics::counter!("store_circuit_rejected_total").absolute(breaker.rejected());
         });
     }
+    if let Some(joins) = &app.stores.joins {
+        app.metrics.record(|| {
+            metrics::counter!("store_batches_total").absolute(joins.batches());
+            metrics::counter!("store_batch_calls_total").absolute(joins.calls());
+        });
+    }
     app.metrics.render()
 }
 

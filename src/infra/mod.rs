@@ -40,6 +40,8 @@ pub struct SharedStores {
     pub backend: &'static str,
     /// Redis' circuit breaker (for `/metrics`); none in process.
     pub breaker: Option<Arc<breaker::CircuitBreaker>>,
+    /// How Redis batch calls were joined (for `/metrics`); none in process.
+    pub joins: Option<Arc<redis::JoinStats>>,
 }
 
 impl SharedStores {
@@ -53,6 +55,7 @@ impl SharedStores {
             pubsub: Arc::new(pubsub::MemoryPubSub::new()),
             backend: "memory",
             breaker: None,
+            joins: None,
         }
     }
 
@@ -72,6 +75,7 @@ impl SharedStores {
             kv,
             cache: Arc::new(cache::RedisCache::new(client.clone())),
             breaker: Some(client.breaker.clone()),
+            joins: Some(client.join_stats()),
             pubsub: Arc::new(pubsub::RedisPubSub::new(client)),
             backend: "redis",
         })

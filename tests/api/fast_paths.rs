@@ -337,3 +337,35 @@ async fn two_sessions_of_one_user_each_see_their_own_session_and_logout_ends_onl
         .await;
     assert_eq!(status, 200, "{body}");
 }
+
+/// `/metrics` says how concurrent requests' store batches were joined into Redis calls.
+#[tokio::test]
+async fn metrics_count_store_batches_and_the_calls_that_carried_them() {
+    let app = TestApp::spawn_with(|s| s.rate_limit.enabled = true).await;
+    const REQUESTS: usize = 40;
+    let sent = futures_util::future::join_all(
+        (0..REQUESTS).map(|_| app.graphql_as(None, "{ apiInfo { version } }", json!({}))),
+    )
+    .await;
+    assert!(sent.iter().all(|(status, _, _)| *status == 200));
+    let metrics = app.metrics_text().await;
+    let value = |name: &str| -> Option<f64> {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.parse().ok())
+    };
+    if crate::helpers::test_redis_url().is_none() {
+        // In process there are no calls to join.
+        assert_eq!(value("store_batches_total"), None, "{metrics}");
+        return;
+    }
+    let batches = value("store_batches_total").expect("store_batches_total");
+    let calls = value("store_batch_calls_total").expect("store_batch_calls_total");
+    // Each request's rate window is one batch.
+    assert!(batches >= REQUESTS as f64, "{batches} batches");
+    assert!(
+        calls >= 1.0 && calls <= batches,
+        "{calls} calls for {batches} batches"
+    );
+}

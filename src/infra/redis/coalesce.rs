@@ -13,6 +13,7 @@
 //! gets the error.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::oneshot;
@@ -26,6 +27,27 @@ pub(super) struct Coalescer {
     queue: Mutex<Queue>,
     max_in_flight: usize,
     max_steps: usize,
+    stats: Arc<JoinStats>,
+}
+
+/// How well batches are joined, for `/metrics`: `store_batches_total` against
+/// `store_batch_calls_total`.
+#[derive(Debug, Default)]
+pub struct JoinStats {
+    batches: AtomicU64,
+    calls: AtomicU64,
+}
+
+impl JoinStats {
+    /// Batches asked for.
+    pub fn batches(&self) -> u64 {
+        self.batches.load(Ordering::Relaxed)
+    }
+
+    /// Script calls that carried them.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
 }
 
 #[derive(Default)]
@@ -45,7 +67,12 @@ impl Coalescer {
             queue: Mutex::default(),
             max_in_flight: max_in_flight.max(1),
             max_steps: max_steps.max(1),
+            stats: Arc::default(),
         }
+    }
+
+    pub(super) fn stats(&self) -> &Arc<JoinStats> {
+        &self.stats
     }
 
     fn queue(&self) -> MutexGuard<'_, Queue> {
@@ -57,6 +84,7 @@ impl Coalescer {
         // An open circuit fails at once, as a call of its own would. (Only a look: once the
         // circuit has cooled down, the joined call itself is the probe.)
         client.breaker.check()?;
+        self.stats.batches.fetch_add(1, Ordering::Relaxed);
         let (reply, answer) = oneshot::channel();
         let lead = {
             let mut queue = self.queue();
@@ -94,6 +122,7 @@ impl Coalescer {
     async fn send_until_empty(self: Arc<Self>, client: RedisClient, mut group: Vec<Waiting>) {
         let mut flight = Flight(&self, true);
         loop {
+            self.stats.calls.fetch_add(1, Ordering::Relaxed);
             let replies = call(&client, &group).await;
             answer(group, replies);
             let mut queue = self.queue();

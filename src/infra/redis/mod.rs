@@ -16,6 +16,7 @@ use redis::{AsyncCommands as _, Script};
 use secrecy::ExposeSecret as _;
 
 use self::coalesce::Coalescer;
+pub use self::coalesce::JoinStats;
 use super::breaker::CircuitBreaker;
 use super::kv::{KeyValueStore, Op, Reply, StoreError, StoreResult, WindowOutcome};
 use crate::config::RedisSettings;
@@ -374,6 +375,11 @@ pub(crate) struct TaggedRead {
 }
 
 impl RedisClient {
+    /// How concurrent batches were joined into calls (for `/metrics`).
+    pub fn join_stats(&self) -> Arc<JoinStats> {
+        self.batches.stats().clone()
+    }
+
     /// A tagged read, joined with whatever else is going out (the script's `tget` step): the
     /// reply `{value, versions, generation}`.
     pub(crate) async fn tagged_read(&self, read: TaggedRead) -> StoreResult<redis::Value> {
