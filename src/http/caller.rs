@@ -1,7 +1,8 @@
 //! Who is calling, and may they: the caller's credentials become an [`Authentication`] and the
 //! request is counted against its rate limit — with one round trip to the shared store for both
 //! (the user's cached state and the sliding window, batched). The WebSocket endpoint runs the same
-//! step for every operation on a socket.
+//! step for every operation on a socket. On Redis, a `/graphql` request seen before also has its
+//! response-cache entry read in that round trip (`super::prefetch`).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -10,6 +11,7 @@ use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse as _, Response};
 
+use super::prefetch;
 use super::rate_limit::{self, Principal};
 use crate::identity::permissions::RATE_LIMIT_BYPASS;
 use crate::identity::{Authentication, Caller, ClientInfo};
@@ -216,7 +218,7 @@ fn bearer_token(value: &str) -> Option<&str> {
 
 /// The HTTP layer: identifies the caller, counts the request, answers 429 (or 503 when failing
 /// closed) early, and puts the [`Caller`] on the request.
-pub async fn layer(State(app): State<AppState>, mut request: Request, next: Next) -> Response {
+pub async fn layer(State(app): State<AppState>, request: Request, next: Next) -> Response {
     let client = client_info(&app, &request);
     let path = request.uri().path().to_owned();
     let counted = !is_graphiql_page(&request);
@@ -225,7 +227,30 @@ pub async fn layer(State(app): State<AppState>, mut request: Request, next: Next
             .then(|| rate_limit::principal_for_path(&app, &path, &client, subject))
             .flatten()
     };
-    let identified = identify(&app, credential(request.headers()), Some(&limit)).await;
+    // The response cache's read, sent with the caller's own when the request looks like one
+    // seen before (`prefetch`).
+    let (mut request, fingerprint) = match prefetch::credential_hash(&credential(request.headers()))
+    {
+        Some(presented) if prefetch::enabled(&app) => {
+            match prefetch::fingerprint(&app, request, presented).await {
+                Ok(fingerprinted) => fingerprinted,
+                Err(response) => return response,
+            }
+        }
+        _ => (request, None),
+    };
+    let identifying = identify(&app, credential(request.headers()), Some(&limit));
+    let (identified, speculation) = match fingerprint {
+        Some(fingerprint) => {
+            let (identified, speculation) =
+                prefetch::alongside(&app, fingerprint, identifying).await;
+            (identified, Some(speculation))
+        }
+        None => (identifying.await, None),
+    };
+    if let Some(speculation) = speculation {
+        request.extensions_mut().insert(speculation);
+    }
     match &identified.authentication {
         Authentication::User(user) => {
             tracing::Span::current().record("user_id", user.id.to_string());

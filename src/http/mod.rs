@@ -10,6 +10,7 @@ pub mod health;
 pub mod metrics;
 pub mod operation;
 pub mod persisted;
+pub mod prefetch;
 pub mod rate_limit;
 pub mod request_id;
 pub mod response_cache;

@@ -173,13 +173,22 @@ async fn read(app: &AppState, key: &str) -> crate::infra::StoreResult<TaggedGet>
 
 /// The entry for `key`, when it is live and none of its tags moved.
 pub async fn lookup(app: &AppState, key: &str) -> Lookup {
-    let read = crate::telemetry::otel::store_call(
+    judge(app, traced_read(app, key).await)
+}
+
+pub(super) async fn traced_read(app: &AppState, key: &str) -> crate::infra::StoreResult<TaggedGet> {
+    crate::telemetry::otel::store_call(
         "store.cache_lookup",
         app.stores.backend,
         Vec::new,
         read(app, key),
-    );
-    let read = match read.await {
+    )
+    .await
+}
+
+/// What a read found (see [`lookup`]), counted.
+pub(super) fn judge(app: &AppState, read: crate::infra::StoreResult<TaggedGet>) -> Lookup {
+    let read = match read {
         Ok(read) => read,
         Err(error) => {
             error.log("response cache unavailable");

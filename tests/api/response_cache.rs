@@ -250,3 +250,150 @@ async fn a_permission_change_is_a_new_scope_so_guards_run_again() {
     assert_eq!(counter(&metrics, "hit"), 1, "{metrics}");
     assert_eq!(counter(&metrics, "miss"), 2, "{metrics}");
 }
+
+fn prefetches(metrics: &str, result: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!(
+                "response_cache_prefetch_total{{result=\"{result}\"}} "
+            ))
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// On Redis, a request seen before (same text, same credential) has its entry read alongside
+/// the caller's state; the guess is only used when the handler's own key agrees. In process
+/// there is no round trip to save, and no guess is made.
+#[tokio::test]
+async fn a_repeated_request_reads_its_entry_with_the_callers_state() {
+    let remote = crate::helpers::test_redis_url().is_some();
+    let app = TestApp::spawn_with(|s| {
+        s.jobs.workers = 0;
+        s.graphql.max_batch_size = 4;
+    })
+    .await;
+    let admin = app.admin().await;
+    let moderator = app
+        .user_with_roles("guessed@example.com", &["moderator"])
+        .await;
+    let token = Some(admin.access.as_str());
+    let used = |metrics: &str| prefetches(metrics, "used");
+
+    // GET: the first request finds the key, the next ones read the entry early.
+    let (_, executed, first) = get(&app, USERS, token, None).await;
+    let before = app.statements.load(Ordering::SeqCst);
+    let (status, cached, second) = get(&app, USERS, token, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(first, second);
+    assert_eq!(header(&executed, "etag"), header(&cached, "etag"));
+    assert_eq!(app.statements.load(Ordering::SeqCst), before, "a hit");
+    let tag = header(&cached, "etag").to_owned();
+    let (status, _, _) = get(&app, USERS, token, Some(&tag)).await;
+    assert_eq!(status, 304, "a 304 from the early read too");
+    let metrics = app.metrics_text().await;
+    assert_eq!(used(&metrics), if remote { 2 } else { 0 }, "{metrics}");
+    assert_eq!(counter(&metrics, "hit"), 2, "{metrics}");
+
+    // POST: the same operation, its own text; the body is read ahead and given back whole.
+    for _ in 0..2 {
+        let (status, _, body) = app.graphql_as(token, USERS, json!({})).await;
+        assert_eq!(status, 200);
+        assert_eq!(body, first);
+    }
+    let metrics = app.metrics_text().await;
+    assert_eq!(used(&metrics), if remote { 3 } else { 0 }, "{metrics}");
+    assert_eq!(counter(&metrics, "hit"), 4, "{metrics}");
+
+    // Another credential with the same text has a fingerprint of its own: the admin's entry is
+    // never read for it, and its first request executes in its own scope.
+    let (_, _, body) = get(&app, USERS, Some(&moderator.access), None).await;
+    assert_eq!(body["data"]["allUsers"]["totalCount"], 2, "{body}");
+    let metrics = app.metrics_text().await;
+    assert_eq!(counter(&metrics, "miss"), 2, "{metrics}");
+    assert_eq!(prefetches(&metrics, "unused"), 0, "{metrics}");
+
+    // The same token after a permission change: the early read was for the old scope and goes
+    // unused; the request runs in the new one (and is refused there).
+    let (_, _, body) = app
+        .graphql_as(
+            token,
+            "mutation($ids: [ID!]!) { bulkRemoveRole(userIds: $ids, role: \"moderator\") { updated } }",
+            json!({ "ids": [moderator.user_id] }),
+        )
+        .await;
+    assert_eq!(body["data"]["bulkRemoveRole"]["updated"], 1, "{body}");
+    let (_, _, body) = get(&app, USERS, Some(&moderator.access), None).await;
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "FORBIDDEN",
+        "{body}"
+    );
+    let metrics = app.metrics_text().await;
+    assert_eq!(
+        prefetches(&metrics, "unused"),
+        if remote { 1 } else { 0 },
+        "{metrics}"
+    );
+
+    // Bodies too large to read ahead, and batches, take the ordinary way.
+    let (_, _, current) = get(&app, USERS, token, None).await;
+    let metrics = app.metrics_text().await;
+    let used_before = used(&metrics);
+    let padded = format!("{USERS}{}", " ".repeat(20 * 1024));
+    for _ in 0..2 {
+        let (status, _, body) = app.graphql_as(token, &padded, json!({})).await;
+        assert_eq!(status, 200);
+        assert_eq!(body["data"], current["data"]);
+    }
+    for _ in 0..2 {
+        let response = app
+            .client
+            .post(app.url("/graphql"))
+            .bearer_auth(&admin.access)
+            .json(&json!([{ "query": USERS }, { "query": "{ apiInfo { version } }" }]))
+            .send()
+            .await
+            .unwrap();
+        let (status, _, body) = crate::helpers::read(response).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body[0]["data"], current["data"], "{body}");
+    }
+    let metrics = app.metrics_text().await;
+    assert_eq!(used(&metrics), used_before, "{metrics}");
+}
+
+/// A request refused by its rate limit is refused as before; the entry read for it goes unused.
+#[tokio::test]
+async fn a_refused_request_leaves_its_early_read_unused() {
+    let remote = crate::helpers::test_redis_url().is_some();
+    let app = TestApp::spawn_with(|s| {
+        s.jobs.workers = 0;
+        s.rate_limit.enabled = true;
+        s.rate_limit.anonymous = multipult::config::Quota {
+            limit: 3,
+            window: std::time::Duration::from_secs(60),
+        };
+    })
+    .await;
+    let query = "{ apiInfo { version } }";
+    for _ in 0..3 {
+        let (status, _, body) = get(&app, query, None, None).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, headers, body) = get(&app, query, None, None).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["errors"][0]["extensions"]["code"], "RATE_LIMITED");
+    assert!(!header(&headers, "retry-after").is_empty());
+    let metrics = app.metrics_text().await;
+    assert_eq!(
+        prefetches(&metrics, "used"),
+        if remote { 2 } else { 0 },
+        "{metrics}"
+    );
+    assert_eq!(
+        prefetches(&metrics, "unused"),
+        if remote { 1 } else { 0 },
+        "{metrics}"
+    );
+}

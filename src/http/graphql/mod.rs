@@ -25,6 +25,7 @@ use response::{Outcome, not_acceptable, request_error, respond_array, respond_ou
 use super::HttpState;
 use super::caching::Cacheable;
 use super::operation::{self, Params, Refusal, Transport};
+use super::prefetch::Speculation;
 use super::response_cache;
 use crate::error::ErrorCode;
 use crate::identity::Caller;
@@ -34,9 +35,11 @@ pub async fn get_handler(
     State(state): State<HttpState>,
     Extension(request_id): Extension<RequestId>,
     Extension(caller): Extension<Caller>,
+    speculation: Option<Extension<Speculation>>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Response {
+    let speculation = speculation.map(|Extension(s)| s);
     let params = params_from_query_string(raw.as_deref().unwrap_or_default());
     if matches!(params, Ok(None)) && wants_html(&headers) && state.app.settings.graphql.graphiql {
         return super::graphiql::page();
@@ -46,7 +49,8 @@ pub async fn get_handler(
     };
     match params {
         Ok(Some(params)) => {
-            let outcome = run(&state, params, Transport::HttpGet, &request_id, &caller).await;
+            let call = (&request_id, &caller, speculation.as_ref());
+            let outcome = run(&state, params, Transport::HttpGet, call).await;
             respond_outcome(&state, outcome, media, &headers, true)
         }
         Ok(None) => request_error(
@@ -68,9 +72,11 @@ pub async fn post_handler(
     State(state): State<HttpState>,
     Extension(request_id): Extension<RequestId>,
     Extension(caller): Extension<Caller>,
+    speculation: Option<Extension<Speculation>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let speculation = speculation.map(|Extension(s)| s);
     let Some(media) = negotiate(&headers) else {
         return not_acceptable();
     };
@@ -168,7 +174,8 @@ pub async fn post_handler(
             let mut results = Vec::with_capacity(params.len());
             let mut windows = Vec::new();
             for p in params {
-                let mut outcome = run(&state, p, Transport::HttpPost, &request_id, &caller).await;
+                let call = (&request_id, &caller, None);
+                let mut outcome = run(&state, p, Transport::HttpPost, call).await;
                 windows.append(&mut outcome.windows);
                 results.push(outcome.into_bytes());
             }
@@ -180,7 +187,8 @@ pub async fn post_handler(
         }
         other => match params_from_json(other) {
             Ok(params) => {
-                let outcome = run(&state, params, Transport::HttpPost, &request_id, &caller).await;
+                let call = (&request_id, &caller, speculation.as_ref());
+                let outcome = run(&state, params, Transport::HttpPost, call).await;
                 respond_outcome(&state, outcome, media, &headers, false)
             }
             Err(message) => bad(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, &message),
@@ -217,9 +225,9 @@ async fn run(
     state: &HttpState,
     params: Params,
     transport: Transport,
-    request_id: &RequestId,
-    caller: &Caller,
+    call: (&RequestId, &Caller, Option<&Speculation>),
 ) -> Outcome {
+    let (request_id, caller, speculation) = call;
     let app = &state.app;
     let prepared = match operation::prepare(app, params, transport, caller, request_id).await {
         Ok(prepared) => prepared,
@@ -247,7 +255,11 @@ async fn run(
     });
     let mut generation = None;
     if let Some(key) = &cache_key {
-        match response_cache::lookup(app, key).await {
+        let lookup = match speculation {
+            Some(speculation) => speculation.lookup(app, key).await,
+            None => response_cache::lookup(app, key).await,
+        };
+        match lookup {
             response_cache::Lookup::Hit(entry) => {
                 let ticket = prepared.ticket;
                 app.metrics.graphql_operation(

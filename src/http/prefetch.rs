@@ -1,0 +1,200 @@
+//! Response-cache reads sent with the caller's round trip, on a remote store (Redis).
+//!
+//! A cached answer needs two reads: the caller's (user state, revocation, rate window) before
+//! anything else, and the entry's, whose key needs the parsed document and the viewer's scope.
+//! Done in turn, that is two round trips. When the same request text came before with the same
+//! credential, the key it led to is remembered here, and the entry is read at the same moment as
+//! the caller's state: one round trip's wait (the two go out together, joined into one call when
+//! others are queued; `infra::redis::coalesce`).
+//!
+//! Only a guess: the handler still computes the key from what it parsed and the viewer it got,
+//! and uses the early read only when the two keys are equal. A changed permission, a new token or
+//! an expired entry is an ordinary lookup. A read nobody used (a refused request, another key) is
+//! counted in `response_cache_prefetch_total{result="unused"}`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{Method, StatusCode, header};
+
+use super::caller::Credential;
+use super::response_cache;
+use crate::error::ErrorCode;
+use crate::infra::StoreResult;
+use crate::infra::cache::TaggedGet;
+use crate::state::AppState;
+
+/// Request bodies read ahead of the handler only up to this size (larger ones go the ordinary
+/// way: they are rarely cached queries).
+pub const MAX_BODY: usize = 16 * 1024;
+
+/// Keys remembered at most; past that the memo starts again (a client sending new texts only
+/// churns it).
+const MAX_REMEMBERED: usize = 4096;
+
+/// Cache keys by request fingerprint: what the same text with the same credential led to last.
+#[derive(Default)]
+pub struct Recent(Mutex<HashMap<u128, Arc<str>>>);
+
+impl Recent {
+    fn get(&self, fingerprint: u128) -> Option<Arc<str>> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&fingerprint)
+            .cloned()
+    }
+
+    fn remember(&self, fingerprint: u128, key: &str) {
+        let mut keys = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if keys.get(&fingerprint).is_some_and(|known| &**known == key) {
+            return;
+        }
+        if keys.len() >= MAX_REMEMBERED {
+            keys.clear();
+        }
+        keys.insert(fingerprint, Arc::from(key));
+    }
+}
+
+/// The request's fingerprint and, when one went out, the early read: taken once by the handler.
+#[derive(Clone)]
+pub struct Speculation(Arc<Mutex<Guess>>);
+
+struct Guess {
+    app: AppState,
+    fingerprint: u128,
+    read: Option<(Arc<str>, StoreResult<TaggedGet>)>,
+}
+
+impl Drop for Guess {
+    fn drop(&mut self) {
+        if self.read.is_some() {
+            self.app
+                .metrics
+                .count("response_cache_prefetch_total", "result", "unused");
+        }
+    }
+}
+
+impl Speculation {
+    /// What the cache has under `key`: the early read when it was for `key`, else a lookup now.
+    /// Either way `key` is remembered for the next request like this one.
+    pub async fn lookup(&self, app: &AppState, key: &str) -> response_cache::Lookup {
+        let (fingerprint, read) = {
+            let mut guess = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            let read = guess.read.take_if(|(guessed, _)| &**guessed == key);
+            (guess.fingerprint, read)
+        };
+        app.local::<Recent>().remember(fingerprint, key);
+        match read {
+            Some((_, read)) => {
+                app.metrics
+                    .count("response_cache_prefetch_total", "result", "used");
+                response_cache::judge(app, read)
+            }
+            None => response_cache::lookup(app, key).await,
+        }
+    }
+}
+
+/// Whether requests are worth a fingerprint: the cache is on and its store is remote.
+pub fn enabled(app: &AppState) -> bool {
+    app.settings.cache.responses && app.stores.joins.is_some()
+}
+
+/// What identifies the credential presented in a fingerprint (`None`: a malformed one, which
+/// gets no guess).
+pub fn credential_hash(credential: &Credential<'_>) -> Option<u64> {
+    match credential {
+        Credential::None => Some(0),
+        Credential::Bearer(token) | Credential::ApiKey(token) => {
+            Some(xxhash_rust::xxh3::xxh3_64(token.as_bytes()))
+        }
+        Credential::Malformed(_) => None,
+    }
+}
+
+/// A `GET` or single `POST` to `/graphql`, with its body read when that is small enough (the
+/// request is given back whole either way), and its fingerprint: the request text and the
+/// credential presented ([`credential_hash`]). `None` for anything else; `Err` with the
+/// request's answer when its body could not be read.
+pub async fn fingerprint(
+    app: &AppState,
+    request: Request,
+    credential: u64,
+) -> Result<(Request, Option<u128>), axum::response::Response> {
+    if request.uri().path() != "/graphql" {
+        return Ok((request, None));
+    }
+    let hash = |kind: u8, text: &[u8]| {
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        hasher.update(&[kind]);
+        hasher.update(text);
+        hasher.update(&credential.to_le_bytes());
+        hasher.digest128()
+    };
+    if request.method() == Method::GET {
+        let fingerprint = request.uri().query().map(|q| hash(b'G', q.as_bytes()));
+        return Ok((request, fingerprint));
+    }
+    let length = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let small = length.is_some_and(|n| n <= MAX_BODY.min(app.settings.http.body_limit));
+    if request.method() != Method::POST || !small {
+        return Ok((request, None));
+    }
+    let (parts, body) = request.into_parts();
+    let read = tokio::time::timeout(
+        app.settings.http.request_timeout,
+        axum::body::to_bytes(body, MAX_BODY),
+    )
+    .await;
+    let bytes = match read {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(_)) => {
+            return Err(refused(
+                StatusCode::BAD_REQUEST,
+                "the request body could not be read",
+            ));
+        }
+        Err(_) => return Err(refused(StatusCode::REQUEST_TIMEOUT, "request timed out")),
+    };
+    // A batch (a JSON array) is several operations: no single key to guess.
+    let batch = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+    let fingerprint = (!batch).then(|| hash(b'P', &bytes));
+    Ok((Request::from_parts(parts, Body::from(bytes)), fingerprint))
+}
+
+/// What the handler's extractor or the timeout layer would have answered.
+fn refused(status: StatusCode, message: &str) -> axum::response::Response {
+    crate::error::error_response(status, ErrorCode::from_status(status), message, None)
+}
+
+/// The request's [`Speculation`], with the entry read alongside `caller` (the caller's own
+/// round trip) when this fingerprint led to a key before.
+pub async fn alongside<T>(
+    app: &AppState,
+    fingerprint: u128,
+    caller: impl Future<Output = T>,
+) -> (T, Speculation) {
+    let key = app.local::<Recent>().get(fingerprint);
+    let (caller, read) = match key {
+        Some(key) => {
+            let (caller, read) = tokio::join!(caller, response_cache::traced_read(app, &key));
+            (caller, Some((key, read)))
+        }
+        None => (caller.await, None),
+    };
+    let guess = Guess {
+        app: app.clone(),
+        fingerprint,
+        read,
+    };
+    (caller, Speculation(Arc::new(Mutex::new(guess))))
+}
