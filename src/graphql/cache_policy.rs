@@ -58,6 +58,12 @@ impl CachePolicy {
         })
     }
 
+    /// Whether a response may go into the server's response cache: every field that counts
+    /// declared a max-age above 0 (fields without a hint count as 0 here, whatever the defaults).
+    pub fn storable(&self) -> bool {
+        self.max_age(0).is_some_and(|age| age > 0)
+    }
+
     /// A compact text form for stored entries, read back by [`CachePolicy::from_code`]:
     /// `<hinted max-age or ->/<unhinted><private><no-cache>`, the flags as `0`/`1`.
     pub fn code(&self) -> String {

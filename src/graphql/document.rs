@@ -16,11 +16,11 @@ use std::collections::HashMap;
 use async_graphql::parser::types::{
     ExecutableDocument, FragmentDefinition, Selection, SelectionSet,
 };
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_graphql::{Name, Positioned, ServerError, Value, Variables};
 
-use super::RequestPhase;
+use super::{CachePolicy, RequestPhase};
 use crate::config::GraphqlSettings;
 use crate::error::ErrorCode;
 
@@ -71,7 +71,7 @@ pub fn vet(
         request.operation_name.as_deref(),
         &request.variables,
     )?;
-    let phase = Arc::new(RequestPhase::default());
+    let phase = Arc::new(RequestPhase::for_document(known.cache_policy.clone()));
     phase.vetted(&known.shape);
     Ok(Vetted {
         phase,
@@ -89,6 +89,12 @@ impl Vetted {
     /// The parsed document.
     pub fn document(&self) -> &ExecutableDocument {
         &self.document.document
+    }
+
+    /// What the schema's cache hints allow for this document, when a request for the same text
+    /// executed before (`None`: not known yet).
+    pub fn cache_policy(&self) -> Option<CachePolicy> {
+        self.document.cache_policy.get().copied()
     }
 
     /// `request` with its parsed document (a copy: async-graphql owns and rewrites it), so the
@@ -127,6 +133,8 @@ struct Known {
     weight: usize,
     document: ExecutableDocument,
     shape: Shape,
+    /// What the schema's cache hints allow, once an execution worked it out.
+    cache_policy: Arc<OnceLock<CachePolicy>>,
 }
 
 impl Documents {
@@ -175,6 +183,7 @@ impl Documents {
             weight: Self::weight(text, tokens),
             document,
             shape,
+            cache_policy: Arc::default(),
         });
         if text.len() > Self::MAX_TEXT {
             return known;

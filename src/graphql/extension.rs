@@ -3,7 +3,7 @@
 //! `extensions.code` and the `extensions.requestId` on each error.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use async_graphql::ValidationResult;
 use async_graphql::extensions::{
@@ -40,6 +40,10 @@ pub struct RequestPhase {
     budget: Mutex<Option<Budget>>,
     /// What the schema's cache hints allow for the document's queries.
     cache_policy: Mutex<Option<CachePolicy>>,
+    /// The same, kept with the parsed document (`super::document`) once worked out: the walk
+    /// over the schema's hints is done once per document, and the next request for it knows
+    /// before executing whether its response can be kept.
+    document_policy: Arc<OnceLock<CachePolicy>>,
 }
 
 /// The measured cost of an operation, and the caller's budget after paying it.
@@ -58,6 +62,14 @@ pub struct Budget {
 }
 
 impl RequestPhase {
+    /// A phase for a document whose cache policy is kept in `policy`.
+    pub fn for_document(policy: Arc<OnceLock<CachePolicy>>) -> Self {
+        Self {
+            document_policy: policy,
+            ..Self::default()
+        }
+    }
+
     /// Records that the document was measured and is within the limits.
     pub fn vetted(&self, shape: &super::document::Shape) {
         self.typenames.store(shape.typenames, Ordering::Release);
@@ -505,13 +517,13 @@ impl Extension for RequestContextExtension {
         }
         let document = next.run(ctx, query, variables).await?;
         phase.parsed.store(true, Ordering::Release);
+        let policy = *phase
+            .document_policy
+            .get_or_init(|| cache_policy::of_document(&ctx.schema_env.registry, &document));
         *phase
             .cache_policy
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(cache_policy::of_document(
-            &ctx.schema_env.registry,
-            &document,
-        ));
+            .unwrap_or_else(PoisonError::into_inner) = Some(policy);
         Ok(document)
     }
 

@@ -185,6 +185,12 @@ pub struct Prepared {
 }
 
 impl Prepared {
+    /// What the schema's cache hints allow for the document, when an earlier request for the
+    /// same text worked it out (`None`: not known before executing).
+    pub fn known_cache_policy(&self) -> Option<crate::graphql::CachePolicy> {
+        self.document.cache_policy()
+    }
+
     /// The request with its parsed document, request data and the features' loaders attached,
     /// and the ticket: what runs. All of it is only made here, so an answer from the response
     /// cache copies no document and makes no loader.

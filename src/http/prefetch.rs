@@ -47,6 +47,13 @@ impl Recent {
             .cloned()
     }
 
+    fn forget(&self, fingerprint: u128) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&fingerprint);
+    }
+
     fn remember(&self, fingerprint: u128, key: &str) {
         let mut keys = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         if keys.get(&fingerprint).is_some_and(|known| &**known == key) {
@@ -97,6 +104,17 @@ impl Speculation {
             }
             None => response_cache::lookup(app, key).await,
         }
+    }
+
+    /// This request is not looked up in the cache (a mutation, or a document its hints keep
+    /// out): nothing is read early for the next one like it.
+    pub fn forget(&self, app: &AppState) {
+        let fingerprint = self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .fingerprint;
+        app.local::<Recent>().forget(fingerprint);
     }
 }
 

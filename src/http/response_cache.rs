@@ -229,7 +229,7 @@ pub async fn store(
 ) {
     let (policy, etag) = meta;
     // Fields without a hint count as 0 here: only fully hinted results are kept.
-    let Some(max_age) = policy.max_age(0).filter(|age| *age > 0) else {
+    let Some(max_age) = policy.max_age(0).filter(|_| policy.storable()) else {
         return;
     };
     let ttl = std::time::Duration::from_secs(u64::from(max_age)).min(tags::MAX_ENTRY_TTL);

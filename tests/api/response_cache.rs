@@ -397,3 +397,36 @@ async fn a_refused_request_leaves_its_early_read_unused() {
         "{metrics}"
     );
 }
+
+/// A document whose hints keep it out of the cache is looked up while its policy is unknown
+/// (before its first execution), then never again: no store read, no miss counted, nothing read
+/// early on Redis. Another document is looked up as before.
+#[tokio::test]
+async fn a_document_its_hints_keep_out_is_not_looked_up_again() {
+    let app = TestApp::spawn_with(|s| s.jobs.workers = 0).await;
+    // `rateLimit` declares no hint: the response is `max-age=0` and never kept.
+    let query = "{ apiInfo { version } rateLimit { remaining } }";
+    for _ in 0..3 {
+        let (status, headers, body) = get(&app, query, None, None).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body["errors"].is_null(), "{body}");
+        assert_eq!(header(&headers, "cache-control"), "public, max-age=0");
+    }
+    for _ in 0..2 {
+        let (_, _, body) = app.post_graphql(query, json!({})).await;
+        assert!(body["errors"].is_null(), "{body}");
+    }
+    let metrics = app.metrics_text().await;
+    assert_eq!(counter(&metrics, "miss"), 1, "{metrics}");
+    assert_eq!(counter(&metrics, "hit"), 0, "{metrics}");
+    assert_eq!(prefetches(&metrics, "used"), 0, "{metrics}");
+    assert_eq!(prefetches(&metrics, "unused"), 0, "{metrics}");
+
+    let cached = "{ apiInfo { version } }";
+    for _ in 0..2 {
+        get(&app, cached, None, None).await;
+    }
+    let metrics = app.metrics_text().await;
+    assert_eq!(counter(&metrics, "miss"), 2, "{metrics}");
+    assert_eq!(counter(&metrics, "hit"), 1, "{metrics}");
+}

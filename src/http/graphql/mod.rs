@@ -242,8 +242,12 @@ async fn run(
         }
     };
     let is_query = prepared.ticket.info.kind == Some(OperationType::Query);
-    // The response cache: a live entry answers without executing.
-    let cache_key = (is_query && app.settings.cache.responses).then(|| {
+    // The response cache: a live entry answers without executing. A document whose hints were
+    // seen to keep it out of the cache is not looked up at all.
+    let storable = prepared
+        .known_cache_policy()
+        .is_none_or(|policy| policy.storable());
+    let cache_key = (is_query && app.settings.cache.responses && storable).then(|| {
         let request = &prepared.request;
         let variables = serde_json::to_value(&request.variables).unwrap_or(Value::Null);
         response_cache::key(
@@ -289,6 +293,15 @@ async fn run(
         }
     }
     let executed = operation::execute(app, &state.schema, prepared).await;
+    let storable = executed
+        .ticket
+        .phase
+        .cache_policy()
+        .is_some_and(|policy| policy.storable());
+    if !storable && let Some(speculation) = speculation {
+        // Its hints keep this document out: the next request like it reads nothing early.
+        speculation.forget(app);
+    }
     let Some(response) = executed.response else {
         let mut refusal = Refusal::from_error(&operation::deadline_error(app));
         refusal.status = Some(StatusCode::SERVICE_UNAVAILABLE);
