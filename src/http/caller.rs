@@ -229,15 +229,15 @@ pub async fn layer(State(app): State<AppState>, request: Request, next: Next) ->
     };
     // The response cache's read, sent with the caller's own when the request looks like one
     // seen before (`prefetch`).
-    let (mut request, fingerprint) = match prefetch::credential_hash(&credential(request.headers()))
-    {
-        Some(presented) if prefetch::enabled(&app) => {
-            match prefetch::fingerprint(&app, request, presented).await {
-                Ok(fingerprinted) => fingerprinted,
-                Err(response) => return response,
-            }
-        }
-        _ => (request, None),
+    let presented = prefetch::wanted(&app, &request)
+        .then(|| prefetch::credential_hash(&credential(request.headers())))
+        .flatten();
+    let (mut request, fingerprint) = match presented {
+        Some(presented) => match prefetch::fingerprint(&app, request, presented).await {
+            Ok(fingerprinted) => fingerprinted,
+            Err(response) => return response,
+        },
+        None => (request, None),
     };
     let identifying = identify(&app, credential(request.headers()), Some(&limit));
     let (identified, speculation) = match fingerprint {

@@ -118,9 +118,10 @@ impl Speculation {
     }
 }
 
-/// Whether requests are worth a fingerprint: the cache is on and its store is remote.
-pub fn enabled(app: &AppState) -> bool {
-    app.settings.cache.responses && app.stores.joins.is_some()
+/// Whether `request` is worth a fingerprint: a `/graphql` request, the cache on and its store
+/// remote.
+pub fn wanted(app: &AppState, request: &Request) -> bool {
+    app.settings.cache.responses && app.stores.joins.is_some() && request.uri().path() == "/graphql"
 }
 
 /// What identifies the credential presented in a fingerprint (`None`: a malformed one, which
@@ -135,18 +136,15 @@ pub fn credential_hash(credential: &Credential<'_>) -> Option<u64> {
     }
 }
 
-/// A `GET` or single `POST` to `/graphql`, with its body read when that is small enough (the
-/// request is given back whole either way), and its fingerprint: the request text and the
-/// credential presented ([`credential_hash`]). `None` for anything else; `Err` with the
+/// A `GET` or single `POST` (to `/graphql`: [`wanted`]), with its body read when that is small
+/// enough (the request is given back whole either way), and its fingerprint: the request text
+/// and the credential presented ([`credential_hash`]). `None` for anything else; `Err` with the
 /// request's answer when its body could not be read.
 pub async fn fingerprint(
     app: &AppState,
     request: Request,
     credential: u64,
 ) -> Result<(Request, Option<u128>), axum::response::Response> {
-    if request.uri().path() != "/graphql" {
-        return Ok((request, None));
-    }
     let hash = |kind: u8, text: &[u8]| {
         let mut hasher = xxhash_rust::xxh3::Xxh3::new();
         hasher.update(&[kind]);
