@@ -208,7 +208,7 @@ async fn connection(
                 let response: Response = answer.await?;
                 Ok::<_, std::convert::Infallible>(response.map(|body| {
                     body.map_frame(move |frame| {
-                        let _ = &in_flight;
+                        in_flight.moved();
                         frame
                     })
                 }))

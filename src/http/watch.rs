@@ -57,8 +57,13 @@ pub struct Activity {
     /// request is due.
     pending_since: AtomicU64,
     /// HTTP/2 peers send frames of their own between requests (PING, SETTINGS, WINDOW_UPDATE),
-    /// so there only the idle rule applies once a request has come.
+    /// so there only the idle rule applies once a request has come, and bytes moving on the
+    /// socket say nothing: a peer's PINGs (and the server's answers) would keep a connection
+    /// that serves nothing open for ever. There requests and their responses' bodies count.
     http2: AtomicBool,
+    /// When a request last started or a response body last gave a frame (milliseconds after
+    /// `opened`): what moving means on HTTP/2.
+    responses_moved: AtomicU64,
     /// Successful reads and writes, counted (cheaper than a clock reading each).
     progress: AtomicU64,
     /// The watch's own memory: the count it saw last, and since when (milliseconds after
@@ -75,6 +80,7 @@ impl Activity {
             idle_since: AtomicU64::new(0),
             pending_since: AtomicU64::new(1),
             http2: AtomicBool::new(false),
+            responses_moved: AtomicU64::new(0),
             progress: AtomicU64::new(0),
             seen_progress: AtomicU64::new(0),
             seen_since: AtomicU64::new(0),
@@ -111,7 +117,9 @@ impl Activity {
     /// (with the response's body, or with the request when it is abandoned).
     pub fn request_started(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        InFlight(self.clone())
+        let request = InFlight(self.clone());
+        request.moved();
+        request
     }
 
     /// What to do now, given the limits.
@@ -125,10 +133,16 @@ impl Activity {
         if progress != self.seen_progress.swap(progress, Ordering::Relaxed) {
             self.seen_since.store(now, Ordering::Relaxed);
         }
+        let http2 = self.http2.load(Ordering::Relaxed);
         if self.in_flight.load(Ordering::Acquire) > 0 {
             // Requests bound themselves (`HTTP_REQUEST_TIMEOUT`) but a client that stops
             // reading its responses holds its request in flight for ever.
-            let stalled_at = self.seen_since.load(Ordering::Relaxed) + millis(limits.stall);
+            let moved = if http2 {
+                self.responses_moved.load(Ordering::Acquire)
+            } else {
+                self.seen_since.load(Ordering::Relaxed)
+            };
+            let stalled_at = moved + millis(limits.stall);
             if now >= stalled_at {
                 return Verdict::Stalled;
             }
@@ -143,11 +157,16 @@ impl Activity {
             return Verdict::Until(self.at(deadline));
         }
         // A response handed to hyper whole may still be being written after its body was
-        // dropped: bytes moving either way keep the connection from being idle.
-        let active_since = self
-            .idle_since
-            .load(Ordering::Acquire)
-            .max(self.seen_since.load(Ordering::Relaxed));
+        // dropped: on HTTP/1 bytes moving either way keep the connection from being idle. On
+        // HTTP/2 they may be the peer's PINGs and their answers; there the idle clock starts
+        // when the last response was handed over (the GOAWAY lets streams still being written
+        // finish, up to the header timeout).
+        let idle_since = self.idle_since.load(Ordering::Acquire);
+        let active_since = if http2 {
+            idle_since
+        } else {
+            idle_since.max(self.seen_since.load(Ordering::Relaxed))
+        };
         let deadline = active_since + millis(limits.idle);
         if now >= deadline {
             return Verdict::Idle;
@@ -162,6 +181,16 @@ fn millis(d: Duration) -> u64 {
 
 /// One request in flight on its connection; dropping it ends the request.
 pub struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    /// Its response's body gave a frame.
+    pub fn moved(&self) {
+        let activity = &self.0;
+        activity
+            .responses_moved
+            .store(activity.now(), Ordering::Release);
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -319,6 +348,51 @@ mod tests {
         assert!(matches!(activity.verdict(LIMITS), Verdict::Until(_)));
         tokio::time::advance(Duration::from_secs(2)).await;
         assert_eq!(activity.verdict(LIMITS), Verdict::Idle);
+    }
+
+    /// `after` passes, then an HTTP/2 PING arrives and is answered.
+    async fn pinged_after(activity: &Activity, after: Duration) {
+        tokio::time::advance(after).await;
+        activity.bytes_arrived();
+        activity.progress.fetch_add(2, Ordering::Relaxed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn http2_pings_keep_no_connection_open() {
+        let activity = Activity::new();
+        activity.head_arrived(true);
+        drop(activity.request_started());
+        // The peer pings every few seconds, and each PING is answered.
+        for _ in 0..20 {
+            pinged_after(&activity, Duration::from_secs(3)).await;
+            if activity.verdict(LIMITS) == Verdict::Idle {
+                return;
+            }
+        }
+        panic!(
+            "still open after a minute of PINGs: {:?}",
+            activity.verdict(LIMITS)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn on_http2_a_response_that_stopped_moving_is_stalled_whatever_the_pings() {
+        let activity = Activity::new();
+        activity.head_arrived(true);
+        let request = activity.request_started();
+        // Its body moves for a while…
+        for _ in 0..4 {
+            tokio::time::advance(Duration::from_secs(60)).await;
+            request.moved();
+            assert!(matches!(activity.verdict(LIMITS), Verdict::Until(_)));
+        }
+        // …then stops (the peer keeps its window shut), while PINGs come and go.
+        for _ in 0..29 {
+            pinged_after(&activity, Duration::from_secs(3)).await;
+            assert!(matches!(activity.verdict(LIMITS), Verdict::Until(_)));
+        }
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert_eq!(activity.verdict(LIMITS), Verdict::Stalled);
     }
 
     #[tokio::test(start_paused = true)]

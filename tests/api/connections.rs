@@ -167,6 +167,35 @@ async fn http2_connections_serve_requests_and_close_when_idle() {
     assert!(timed_out(&app, "idle").await >= 1.0);
 }
 
+/// A peer's PINGs (and the server's answers) are not activity: an HTTP/2 connection that serves
+/// nothing is closed at the idle timeout however often its client pings, as Go's server does.
+/// Otherwise a client could hold every connection slot with one PING a minute each.
+#[tokio::test]
+async fn http2_pings_do_not_keep_an_idle_connection_open() {
+    let app = TestApp::spawn_with(|s| {
+        s.http.header_timeout = HEADER;
+        s.http.idle_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .http2_keep_alive_interval(Duration::from_millis(100))
+        .http2_keep_alive_while_idle(true)
+        .build()
+        .unwrap();
+    let response = client.get(app.url("/health/live")).send().await.unwrap();
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        timed_out(&app, "idle").await >= 1.0,
+        "a pinging client kept its idle connection"
+    );
+    // The client opens a new connection for its next request.
+    let response = client.get(app.url("/health/live")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+}
+
 #[tokio::test]
 async fn beyond_the_connection_cap_clients_wait_until_a_slot_frees() {
     let app = TestApp::spawn_with(|s| {
