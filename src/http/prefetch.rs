@@ -13,7 +13,7 @@
 //! counted in `response_cache_prefetch_total{result="unused"}`.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -35,30 +35,33 @@ pub const MAX_BODY: usize = 16 * 1024;
 const MAX_REMEMBERED: usize = 4096;
 
 /// Cache keys by request fingerprint: what the same text with the same credential led to last.
+/// Read by every request on Redis, written only when a key changes.
 #[derive(Default)]
-pub struct Recent(Mutex<HashMap<u128, Arc<str>>>);
+pub struct Recent(RwLock<HashMap<u128, Arc<str>>>);
 
 impl Recent {
     fn get(&self, fingerprint: u128) -> Option<Arc<str>> {
         self.0
-            .lock()
+            .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(&fingerprint)
             .cloned()
     }
 
     fn forget(&self, fingerprint: u128) {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&fingerprint);
+        if self.get(fingerprint).is_some() {
+            self.0
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&fingerprint);
+        }
     }
 
     fn remember(&self, fingerprint: u128, key: &str) {
-        let mut keys = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if keys.get(&fingerprint).is_some_and(|known| &**known == key) {
+        if self.get(fingerprint).is_some_and(|known| &*known == key) {
             return;
         }
+        let mut keys = self.0.write().unwrap_or_else(PoisonError::into_inner);
         if keys.len() >= MAX_REMEMBERED {
             keys.clear();
         }
