@@ -165,7 +165,10 @@ pub async fn fingerprint(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     let small = length.is_some_and(|n| n <= MAX_BODY.min(app.settings.http.body_limit));
-    if request.method() != Method::POST || !small {
+    // A client that sent `Expect: 100-continue` asked to be answered (or refused) before it
+    // sends its body: reading ahead would let it through to the body first.
+    let waits = request.headers().contains_key(header::EXPECT);
+    if request.method() != Method::POST || !small || waits {
         return Ok((request, None));
     }
     let (parts, body) = request.into_parts();

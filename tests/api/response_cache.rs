@@ -430,3 +430,39 @@ async fn a_document_its_hints_keep_out_is_not_looked_up_again() {
     assert_eq!(counter(&metrics, "miss"), 2, "{metrics}");
     assert_eq!(counter(&metrics, "hit"), 1, "{metrics}");
 }
+
+/// A client that asks to be answered before it sends its body (`Expect: 100-continue`) is
+/// refused by its rate limit without being asked for the body: nothing is read ahead of it.
+#[tokio::test]
+async fn a_client_expecting_100_continue_is_refused_before_sending_its_body() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let app = TestApp::spawn_with(|s| {
+        s.jobs.workers = 0;
+        s.rate_limit.enabled = true;
+        s.rate_limit.anonymous = multipult::config::Quota {
+            limit: 1,
+            window: std::time::Duration::from_secs(60),
+        };
+    })
+    .await;
+    let (status, _, body) = app.post_graphql("{ apiInfo { version } }", json!({})).await;
+    assert_eq!(status, 200, "{body}");
+
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
+        .await
+        .unwrap();
+    let body = r#"{"query":"{ apiInfo { version } }"}"#;
+    let head = format!(
+        "POST /graphql HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0; 64];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut answer))
+        .await
+        .expect("an answer without the body")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..read]);
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+}
