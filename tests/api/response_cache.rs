@@ -363,19 +363,24 @@ async fn a_repeated_request_reads_its_entry_with_the_callers_state() {
     assert_eq!(used(&metrics), used_before, "{metrics}");
 }
 
+/// An instance whose anonymous callers may make `limit` requests a minute.
+async fn anonymous_limit(limit: u64) -> TestApp {
+    TestApp::spawn_with(|s| {
+        s.jobs.workers = 0;
+        s.rate_limit.enabled = true;
+        s.rate_limit.anonymous = multipult::config::Quota {
+            limit,
+            window: std::time::Duration::from_secs(60),
+        };
+    })
+    .await
+}
+
 /// A request refused by its rate limit is refused as before; the entry read for it goes unused.
 #[tokio::test]
 async fn a_refused_request_leaves_its_early_read_unused() {
     let remote = crate::helpers::test_redis_url().is_some();
-    let app = TestApp::spawn_with(|s| {
-        s.jobs.workers = 0;
-        s.rate_limit.enabled = true;
-        s.rate_limit.anonymous = multipult::config::Quota {
-            limit: 3,
-            window: std::time::Duration::from_secs(60),
-        };
-    })
-    .await;
+    let app = anonymous_limit(3).await;
     let query = "{ apiInfo { version } }";
     for _ in 0..3 {
         let (status, _, body) = get(&app, query, None, None).await;
@@ -436,15 +441,7 @@ async fn a_document_its_hints_keep_out_is_not_looked_up_again() {
 #[tokio::test]
 async fn a_client_expecting_100_continue_is_refused_before_sending_its_body() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let app = TestApp::spawn_with(|s| {
-        s.jobs.workers = 0;
-        s.rate_limit.enabled = true;
-        s.rate_limit.anonymous = multipult::config::Quota {
-            limit: 1,
-            window: std::time::Duration::from_secs(60),
-        };
-    })
-    .await;
+    let app = anonymous_limit(1).await;
     let (status, _, body) = app.post_graphql("{ apiInfo { version } }", json!({})).await;
     assert_eq!(status, 200, "{body}");
 
