@@ -20,6 +20,7 @@ use std::sync::{Arc, OnceLock};
 
 use async_graphql::{Name, Positioned, ServerError, Value, Variables};
 
+use super::extension::{Validated, ValidationMemo};
 use super::{CachePolicy, RequestPhase};
 use crate::config::GraphqlSettings;
 use crate::error::ErrorCode;
@@ -71,7 +72,16 @@ pub fn vet(
         request.operation_name.as_deref(),
         &request.variables,
     )?;
-    let phase = Arc::new(RequestPhase::for_document(known.cache_policy.clone()));
+    // Validation's outcome depends on the document, the operation it selects and the variables'
+    // values: without variables, the same text and operation validate the same way every time.
+    let validation = request
+        .variables
+        .is_empty()
+        .then(|| ValidationMemo::new(known.validation.clone(), request.operation_name.as_deref()));
+    let phase = Arc::new(RequestPhase::for_document(
+        known.cache_policy.clone(),
+        validation,
+    ));
     phase.vetted(&known.shape);
     Ok(Vetted {
         phase,
@@ -135,6 +145,9 @@ struct Known {
     shape: Shape,
     /// What the schema's cache hints allow, once an execution worked it out.
     cache_policy: Arc<OnceLock<CachePolicy>>,
+    /// async-graphql's validation of the document for its first operation run without
+    /// variables, once it passed (see [`ValidationMemo`]).
+    validation: Arc<OnceLock<Validated>>,
 }
 
 impl Documents {
@@ -184,6 +197,7 @@ impl Documents {
             document,
             shape,
             cache_policy: Arc::default(),
+            validation: Arc::default(),
         });
         if text.len() > Self::MAX_TEXT {
             return known;

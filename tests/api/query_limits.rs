@@ -159,3 +159,31 @@ async fn a_document_with_several_operations_needs_an_operation_name() {
     assert_eq!(response.code(), "BAD_REQUEST", "{}", response.body);
     assert!(response.body.get("data").is_none());
 }
+
+/// A document validated once without variables keeps its validation (the next request for the
+/// same text skips async-graphql's rules), but a request that brings variables is validated
+/// again: a value can be wrong for the argument it fills.
+#[tokio::test]
+async fn a_kept_validation_never_stands_in_for_variables() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin().await;
+    let query = "query($limit: Int! = 10) { allUsers(limit: $limit) { totalCount } }";
+    for _ in 0..2 {
+        let response = app.gql(Some(&admin.access), query, json!({})).await;
+        assert!(response.body.get("errors").is_none(), "{}", response.body);
+    }
+    let response = app
+        .gql(Some(&admin.access), query, json!({ "limit": "twenty" }))
+        .await;
+    assert_eq!(
+        response.code(),
+        "GRAPHQL_VALIDATION_FAILED",
+        "{}",
+        response.body
+    );
+    assert!(response.body.get("data").is_none());
+    let response = app
+        .gql(Some(&admin.access), query, json!({ "limit": 5 }))
+        .await;
+    assert!(response.body.get("errors").is_none(), "{}", response.body);
+}
