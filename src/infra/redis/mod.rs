@@ -196,7 +196,9 @@ static EXPIRE_IF_EQUALS: LazyLock<Script> = LazyLock::new(|| {
 /// arguments in `ARGV`, in order; one reply per step:
 /// - `get` (one key);
 /// - `win limit window_ms` (one key: a list of hit times, see [`window_key`]) → `{allowed,
-///   count, ms until the oldest hit ages out}`;
+///   count, ms until the oldest hit ages out}`. The hit is appended first (the append's reply
+///   is the count, so no `LLEN`) and taken back when it is over the limit; only an allowed hit
+///   moves the key's expiry, which the newest hit decides;
 /// - `incr delta ttl_ms` (one key);
 /// - `tget field ttl_ms tag_prefix generation` (a bounded cache's entries hash, last-use sorted
 ///   set and sequence counter; see `infra::cache`) → `{entry or false, versions of the tags its
@@ -209,11 +211,12 @@ static BATCH: LazyLock<Script> = LazyLock::new(|| {
           local a = 1
           local k = 1
           local i = 0
-          local now = nil
+          local now, stamp = nil, nil
           local function clock()
             if not now then
               local t = redis.call('TIME')
               now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+              stamp = string.format('%d', now)
             end
             return now
           end
@@ -227,26 +230,28 @@ static BATCH: LazyLock<Script> = LazyLock::new(|| {
               k = k + 1
             elseif op == 'win' then
               local limit = tonumber(ARGV[a + 1])
-              local window = tonumber(ARGV[a + 2])
+              local span = ARGV[a + 2]
+              local window = tonumber(span)
               a = a + 3
               k = k + 1
               local now = clock()
-              local oldest = redis.call('LINDEX', key, 0)
-              while oldest and tonumber(oldest) <= now - window do
+              local oldest = tonumber(redis.call('LINDEX', key, 0))
+              while oldest and oldest <= now - window do
                 redis.call('LPOP', key)
-                oldest = redis.call('LINDEX', key, 0)
+                oldest = tonumber(redis.call('LINDEX', key, 0))
               end
-              local count = redis.call('LLEN', key)
-              local allowed = 0
-              if count < limit then
-                redis.call('RPUSH', key, now)
-                count = count + 1
-                allowed = 1
+              local count = redis.call('RPUSH', key, stamp)
+              local allowed = 1
+              if count > limit then
+                redis.call('RPOP', key)
+                count = count - 1
+                allowed = 0
+              else
+                redis.call('PEXPIRE', key, span)
                 oldest = oldest or now
               end
-              redis.call('PEXPIRE', key, window)
               local reset = window
-              if oldest then reset = tonumber(oldest) + window - now end
+              if oldest then reset = oldest + window - now end
               out[i] = {allowed, count, reset}
             elseif op == 'incr' then
               local v = redis.call('INCRBY', key, ARGV[a + 1])
