@@ -10,7 +10,8 @@
 //! Only a guess: the handler still computes the key from what it parsed and the viewer it got,
 //! and uses the early read only when the two keys are equal. A changed permission, a new token or
 //! an expired entry is an ordinary lookup. A read nobody used (a refused request, another key) is
-//! counted in `response_cache_prefetch_total{result="unused"}`.
+//! counted in `response_cache_prefetch_total{result="unused"}`; after a refused one, nothing is
+//! read early for that fingerprint until a request for it is looked up again.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -82,9 +83,13 @@ struct Guess {
 impl Drop for Guess {
     fn drop(&mut self) {
         if self.read.is_some() {
+            // Nothing looked this request up: it was refused (a rate limit, a bad request) or
+            // failed before the handler. The next one like it reads nothing early until one is
+            // looked up again, so a client kept refused costs no cache read per request.
             self.app
                 .metrics
                 .count("response_cache_prefetch_total", "result", "unused");
+            self.app.local::<Recent>().forget(self.fingerprint);
         }
     }
 }
@@ -95,17 +100,24 @@ impl Speculation {
     pub async fn lookup(&self, app: &AppState, key: &str) -> response_cache::Lookup {
         let (fingerprint, read) = {
             let mut guess = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-            let read = guess.read.take_if(|(guessed, _)| &**guessed == key);
-            (guess.fingerprint, read)
+            (guess.fingerprint, guess.read.take())
         };
         app.local::<Recent>().remember(fingerprint, key);
         match read {
-            Some((_, read)) => {
+            Some((guessed, read)) if &*guessed == key => {
                 app.metrics
                     .count("response_cache_prefetch_total", "result", "used");
                 response_cache::judge(app, read)
             }
-            None => response_cache::lookup(app, key).await,
+            guessed => {
+                if guessed.is_some() {
+                    // Another key this time (a changed scope): the one just remembered is read
+                    // early next time.
+                    app.metrics
+                        .count("response_cache_prefetch_total", "result", "unused");
+                }
+                response_cache::lookup(app, key).await
+            }
         }
     }
 

@@ -2,6 +2,7 @@
 //! ETag, scopes that never leak, and tags that drop entries on every instance.
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -364,43 +365,51 @@ async fn a_repeated_request_reads_its_entry_with_the_callers_state() {
 }
 
 /// An instance whose anonymous callers may make `limit` requests a minute.
-async fn anonymous_limit(limit: u64) -> TestApp {
+async fn anonymous_limit(limit: u64, window: Duration) -> TestApp {
     TestApp::spawn_with(|s| {
         s.jobs.workers = 0;
         s.rate_limit.enabled = true;
-        s.rate_limit.anonymous = multipult::config::Quota {
-            limit,
-            window: std::time::Duration::from_secs(60),
-        };
+        s.rate_limit.anonymous = multipult::config::Quota { limit, window };
     })
     .await
 }
 
-/// A request refused by its rate limit is refused as before; the entry read for it goes unused.
+/// A request refused by its rate limit is refused as before; the entry read for it goes unused,
+/// and while the client stays refused nothing more is read early for it. Once a request of its
+/// is looked up again, the next reads early again.
 #[tokio::test]
 async fn a_refused_request_leaves_its_early_read_unused() {
     let remote = crate::helpers::test_redis_url().is_some();
-    let app = anonymous_limit(3).await;
+    let window = Duration::from_secs(3);
+    let app = anonymous_limit(3, window).await;
     let query = "{ apiInfo { version } }";
+    let started = std::time::Instant::now();
     for _ in 0..3 {
         let (status, _, body) = get(&app, query, None, None).await;
         assert_eq!(status, 200, "{body}");
     }
-    let (status, headers, body) = get(&app, query, None, None).await;
-    assert_eq!(status, 429, "{body}");
-    assert_eq!(body["errors"][0]["extensions"]["code"], "RATE_LIMITED");
-    assert!(!header(&headers, "retry-after").is_empty());
+    let prefetched = |metrics: &str| (prefetches(metrics, "used"), prefetches(metrics, "unused"));
+    for _ in 0..4 {
+        let (status, headers, body) = get(&app, query, None, None).await;
+        assert_eq!(status, 429, "{body}");
+        assert_eq!(body["errors"][0]["extensions"]["code"], "RATE_LIMITED");
+        assert!(!header(&headers, "retry-after").is_empty());
+    }
     let metrics = app.metrics_text().await;
-    assert_eq!(
-        prefetches(&metrics, "used"),
-        if remote { 2 } else { 0 },
-        "{metrics}"
-    );
-    assert_eq!(
-        prefetches(&metrics, "unused"),
-        if remote { 1 } else { 0 },
-        "{metrics}"
-    );
+    // Only the first refusal had an entry read for it.
+    let expected = if remote { (2, 1) } else { (0, 0) };
+    assert_eq!(prefetched(&metrics), expected, "{metrics}");
+
+    // Past the window: the first request is an ordinary lookup (a hit), the second reads early.
+    tokio::time::sleep((window + Duration::from_millis(100)).saturating_sub(started.elapsed()))
+        .await;
+    for _ in 0..2 {
+        let (status, _, body) = get(&app, query, None, None).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let metrics = app.metrics_text().await;
+    let expected = if remote { (3, 1) } else { (0, 0) };
+    assert_eq!(prefetched(&metrics), expected, "{metrics}");
 }
 
 /// A document whose hints keep it out of the cache is looked up while its policy is unknown
@@ -441,7 +450,7 @@ async fn a_document_its_hints_keep_out_is_not_looked_up_again() {
 #[tokio::test]
 async fn a_client_expecting_100_continue_is_refused_before_sending_its_body() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let app = anonymous_limit(1).await;
+    let app = anonymous_limit(1, Duration::from_secs(60)).await;
     let (status, _, body) = app.post_graphql("{ apiInfo { version } }", json!({})).await;
     assert_eq!(status, 200, "{body}");
 
