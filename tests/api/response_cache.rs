@@ -465,7 +465,7 @@ async fn a_client_expecting_100_continue_is_refused_before_sending_its_body() {
     );
     stream.write_all(head.as_bytes()).await.unwrap();
     let mut answer = vec![0; 64];
-    let read = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut answer))
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut answer))
         .await
         .expect("an answer without the body")
         .unwrap();
