@@ -380,7 +380,7 @@ async fn anonymous_limit(limit: u64, window: Duration) -> TestApp {
 #[tokio::test]
 async fn a_refused_request_leaves_its_early_read_unused() {
     let remote = crate::helpers::test_redis_url().is_some();
-    let window = Duration::from_secs(3);
+    let window = Duration::from_secs(5);
     let app = anonymous_limit(3, window).await;
     let query = "{ apiInfo { version } }";
     let started = std::time::Instant::now();
