@@ -4,11 +4,13 @@
 #
 #   - calibration (bench/calibration): bare axum answering fixed bytes, and stock
 #     async-graphql-axum without middleware serving `{ users(limit: 20) { id name } }` from memory
-#     — THE reference every ratio divides by (measured first and last; their mean is used);
+#     — THE reference every ratio divides by (measured before, between and after the groups of
+#     lines; a line divides by the two measurements around its group);
 #   - multipult, release build, embedded backends, with every middleware on (limits high enough
 #     never to refuse), with the response cache off and on, then with the middleware off;
 #   - the same multipult lines against PostgreSQL + Redis when BENCH_DATABASE_URL and
-#     BENCH_REDIS_URL are set (the database is emptied first: use a throwaway one);
+#     BENCH_REDIS_URL are set (the database is emptied first: use a throwaway one), each line
+#     measured right after its embedded twin (both servers run; the one waiting is idle);
 #   - the full-stack line with traces on (exported to a sink in the calibration server): every
 #     trace, then 1 % of them — against the same line with traces off (the default);
 #   - RSS idle and under load, and cold start to ready (migrated database).
@@ -85,19 +87,26 @@ print(rps.group(1) if rps else "0", "%.2f" % ms("50%"), "%.2f" % ms("99%"), non.
 PY
 }
 
+# Rows: "backend|group|label|rps|p50|p99|non2xx". Each group of lines is bracketed by two
+# measurements of the stock reference; a line's `× stock` divides by the mean of its group's two.
 rows=()
-reference=""
-row() { # label, "rps p50 p99 non2xx"
-  local label=$1
-  read -r rps p50 p99 non <<<"$2"
-  rows+=("$label|$rps|$p50|$p99|$non")
+refs=()
+row() { # backend (e = embedded, s = scaled out, r = reference), group, label, "rps p50 p99 non2xx"
+  local backend=$1 group=$2 label=$3
+  read -r rps p50 p99 non <<<"$4"
+  rows+=("$backend|$group|$label|$rps|$p50|$p99|$non")
+}
+reference_again() { # label
+  local out
+  out=$(measure "http://127.0.0.1:$stock_port/graphql" "$work/stock.lua")
+  refs+=("${out%% *}")
+  row r "" "stock async-graphql-axum, users(limit: 20) ($1)" "$out"
 }
 
 echo "references…" >&2
 bare=$(measure "http://127.0.0.1:$bare_port/")
-row "bare axum, fixed bytes" "$bare"
-stock_first=$(measure "http://127.0.0.1:$stock_port/graphql" "$work/stock.lua")
-row "stock async-graphql-axum, users(limit: 20) (first)" "$stock_first"
+row r "" "bare axum, fixed bytes" "$bare"
+reference_again "first"
 
 # --- multipult -------------------------------------------------------------------------------
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
@@ -165,121 +174,176 @@ LUA
 # with the measured server for the CPU).
 peak_rss_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 
-bench_multipult() { # suffix for labels
-  local suffix=$1
-  local data="$work/mp$suffix"
-  mkdir -p "$data"
-  if [ ${#backend_env[@]} -eq 0 ]; then
-    backend_env=(DATABASE_URL="sqlite://$data/bench.db?mode=rwc")
+# Backends: e (embedded) always, s (PostgreSQL + Redis) when both URLs are given. Both run at the
+# same time with the same settings and every line is measured on one, then at once on the other,
+# so "scaled out / embedded" compares measurements seconds apart, not minutes (the machine's
+# speed drifts within a run). A server waiting for its turn uses no CPU.
+backends=(e)
+declare -A label_of addr pid cold idle load user_token admin_token mw_ratio
+label_of[e]="multipult"
+label_of[s]="multipult (PostgreSQL + Redis)"
+if [ -n "${BENCH_DATABASE_URL:-}" ] && [ -n "${BENCH_REDIS_URL:-}" ]; then
+  backends+=(s)
+fi
+backend_env_of() { # backend -> sets backend_env
+  if [ "$1" = e ]; then
+    backend_env=(DATABASE_URL="sqlite://$work/mp-e/bench.db?mode=rwc")
+  else
+    backend_env=(DATABASE_URL="$BENCH_DATABASE_URL" REDIS_URL="$BENCH_REDIS_URL" REDIS_KEY_PREFIX="bench-$$:")
   fi
+}
+
+seed() { # backend
+  local data="$work/mp-$1"
+  mkdir -p "$data"
+  backend_env_of "$1"
   local seed_env=(PATH="$PATH" APP_ENV=test DATA_DIR="$data" JWT_SECRET=bench-secret-bench-secret-bench-secret-32
     SECRETS_KEY=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA= LOG_LEVEL=warn "${backend_env[@]}")
   env -i "${seed_env[@]}" "$BIN" migrate fresh --force >/dev/null
   printf 'correct horse battery staple\n' | env -i "${seed_env[@]}" "$BIN" admin create-user --email bench@example.com >/dev/null
   printf 'correct horse battery staple\n' | env -i "${seed_env[@]}" "$BIN" admin create-user --email admin@example.com --role admin >/dev/null
   env -i "${seed_env[@]}" "$BIN" admin seed --users 100 >/dev/null
-
-  # Cold start to ready, on the migrated database.
-  local t0 t1
-  t0=$(date +%s%N)
-  start "$data" RESPONSE_CACHE=false
-  until curl -sf "http://$address/health/ready" >/dev/null; do sleep 0.01; done
-  t1=$(date +%s%N)
-  cold_ms=$(((t1 - t0) / 1000000))
-  sleep 1
-  idle_kb=$(rss_kb "$server_pid")
-
-  local user admin
-  user=$(login bench@example.com)
-  admin=$(login admin@example.com)
-  post_script "$work/anon.lua" "" "{ apiInfo { version } }"
-  post_script "$work/bearer-info.lua" "$user" "{ apiInfo { version } }"
-  post_script "$work/me-id.lua" "$user" "{ me { id } }"
-  post_script "$work/me-roles.lua" "$user" "{ me { id email roles { name } } }"
-  post_script "$work/all-users.lua" "$admin" "{ allUsers(limit: 20) { items { id email } } }"
-
-  echo "multipult$suffix, response cache off…" >&2
-  local out
-  out=$(measure "http://$address/graphql" "$work/anon.lua")
-  row "multipult$suffix anonymous { apiInfo { version } }, full stack, uncached" "$out"
-  anon_uncached=$out
-  row "multipult$suffix bearer { apiInfo { version } }, uncached" "$(measure "http://$address/graphql" "$work/bearer-info.lua")"
-  row "multipult$suffix bearer { me { id } }, uncached" "$(measure "http://$address/graphql" "$work/me-id.lua")"
-  row "multipult$suffix bearer { me { id email roles { name } } }, uncached" "$(measure "http://$address/graphql" "$work/me-roles.lua")"
-  row "multipult$suffix admin { allUsers(limit: 20) { items { id email } } }, uncached" "$(measure "http://$address/graphql" "$work/all-users.lua")"
-  load_kb=$(peak_rss_kb "$server_pid")
-  stop
-
-  echo "multipult$suffix, response cache on…" >&2
-  start "$data"
-  user=$(login bench@example.com)
-  admin=$(login admin@example.com)
-  post_script "$work/me-roles.lua" "$user" "{ me { id email roles { name } } }"
-  post_script "$work/all-users.lua" "$admin" "{ allUsers(limit: 20) { items { id email } } }"
-  row "multipult$suffix anonymous { apiInfo { version } }, cached (public)" "$(measure "http://$address/graphql" "$work/anon.lua")"
-  row "multipult$suffix bearer { me { id email roles { name } } }, cached" "$(measure "http://$address/graphql" "$work/me-roles.lua")"
-  row "multipult$suffix admin { allUsers(limit: 20) { items { id email } } }, cached" "$(measure "http://$address/graphql" "$work/all-users.lua")"
-  local etag
-  etag=$(curl -s -D - -o /dev/null "http://$address/graphql?query=%7B%20apiInfo%20%7B%20version%20%7D%20%7D" |
-    awk 'tolower($1)=="etag:" {print $2}' | tr -d '\r')
-  revalidate_script "$work/revalidate.lua" "$etag"
-  row "multipult$suffix 304 revalidation of a cached query" "$(measure "http://$address/graphql" "$work/revalidate.lua")"
-  stop
-
-  echo "multipult$suffix, middleware off…" >&2
-  start "$data" RESPONSE_CACHE=false RATE_LIMIT_ENABLED=false COST_BUDGET_USER=off COST_BUDGET_ANONYMOUS=off \
-    CSRF_PREVENTION=false PERSISTED_QUERIES=off
-  local off
-  off=$(measure "http://$address/graphql" "$work/anon.lua")
-  row "multipult$suffix anonymous { apiInfo { version } }, middleware off, uncached" "$off"
-  stop
-  if [ -z "$suffix" ]; then
-    # Traces exported to the calibration server's sink: every trace, then 1 % of them.
-    echo "multipult$suffix, traces on…" >&2
-    start "$data" RESPONSE_CACHE=false OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$bare_port"
-    row "multipult$suffix anonymous { apiInfo { version } }, full stack, traces on (every trace)" \
-      "$(measure "http://$address/graphql" "$work/anon.lua")"
-    stop
-    start "$data" RESPONSE_CACHE=false OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$bare_port" \
-      OTEL_TRACES_SAMPLER_ARG=0.01
-    row "multipult$suffix anonymous { apiInfo { version } }, full stack, traces on (1 % sampled)" \
-      "$(measure "http://$address/graphql" "$work/anon.lua")"
-    stop
-  fi
-  read -r on_rps _ <<<"$anon_uncached"
-  read -r off_rps _ <<<"$off"
-  extras+=("multipult$suffix: cold start to ready ${cold_ms} ms; RSS idle $((idle_kb / 1024)) MB, peak (the uncached lines) $((load_kb / 1024)) MB; full stack / middleware off = $(python3 -c "print('%.2f' % ($on_rps / $off_rps))")")
 }
 
-extras=()
-backend_env=()
-bench_multipult ""
-if [ -n "${BENCH_DATABASE_URL:-}" ] && [ -n "${BENCH_REDIS_URL:-}" ]; then
-  backend_env=(DATABASE_URL="$BENCH_DATABASE_URL" REDIS_URL="$BENCH_REDIS_URL" REDIS_KEY_PREFIX="bench-$$:")
-  bench_multipult " (PostgreSQL + Redis)"
-fi
+start_on() { # backend, env... : starts it, signs the two users in
+  local b=$1
+  shift
+  backend_env_of "$b"
+  start "$work/mp-$b" "$@"
+  addr[$b]=$address
+  pid[$b]=$server_pid
+  until curl -sf "http://$address/health/ready" >/dev/null; do sleep 0.01; done
+  user_token[$b]=$(login bench@example.com)
+  admin_token[$b]=$(login admin@example.com)
+}
+stop_on() {
+  kill "${pid[$1]}" 2>/dev/null || true
+  wait "${pid[$1]}" 2>/dev/null || true
+}
 
-stock_last=$(measure "http://127.0.0.1:$stock_port/graphql" "$work/stock.lua")
-row "stock async-graphql-axum, users(limit: 20) (last)" "$stock_last"
-read -r s1 _ <<<"$stock_first"
-read -r s2 _ <<<"$stock_last"
-reference=$(python3 -c "print(($s1 + $s2) / 2)")
+# One line on every backend in turn. Args: group, label, who (anon|user|admin), query
+line() {
+  local group=$1 label=$2 who=$3 query=$4 b token
+  for b in "${backends[@]}"; do
+    case $who in
+      anon) token="" ;;
+      user) token=${user_token[$b]} ;;
+      admin) token=${admin_token[$b]} ;;
+    esac
+    post_script "$work/line-$b.lua" "$token" "$query"
+    row "$b" "$group" "${label_of[$b]} $label" "$(measure "http://${addr[$b]}/graphql" "$work/line-$b.lua")"
+  done
+}
+
+for b in "${backends[@]}"; do
+  seed "$b"
+  # Cold start to ready, on the migrated database.
+  t0=$(date +%s%N)
+  backend_env_of "$b"
+  start "$work/mp-$b" RESPONSE_CACHE=false
+  until curl -sf "http://$address/health/ready" >/dev/null; do sleep 0.01; done
+  t1=$(date +%s%N)
+  cold[$b]=$(((t1 - t0) / 1000000))
+  # Idle: before anyone signs in (a sign-in's Argon2 check takes 19 MiB, which the allocator
+  # keeps for the next one).
+  sleep 1
+  idle[$b]=$(rss_kb "$server_pid")
+  kill "$server_pid" 2>/dev/null || true
+  wait "$server_pid" 2>/dev/null || true
+done
+
+echo "response cache off…" >&2
+for b in "${backends[@]}"; do start_on "$b" RESPONSE_CACHE=false; done
+line 0 "anonymous { apiInfo { version } }, full stack, uncached" anon "{ apiInfo { version } }"
+line 0 "bearer { apiInfo { version } }, uncached" user "{ apiInfo { version } }"
+line 0 "bearer { me { id } }, uncached" user "{ me { id } }"
+line 0 "bearer { me { id email roles { name } } }, uncached" user "{ me { id email roles { name } } }"
+line 0 "admin { allUsers(limit: 20) { items { id email } } }, uncached" admin "{ allUsers(limit: 20) { items { id email } } }"
+for b in "${backends[@]}"; do
+  load[$b]=$(peak_rss_kb "${pid[$b]}")
+  stop_on "$b"
+done
+reference_again "after the uncached lines"
+
+echo "response cache on…" >&2
+for b in "${backends[@]}"; do start_on "$b"; done
+line 1 "anonymous { apiInfo { version } }, cached (public)" anon "{ apiInfo { version } }"
+line 1 "bearer { me { id email roles { name } } }, cached" user "{ me { id email roles { name } } }"
+line 1 "admin { allUsers(limit: 20) { items { id email } } }, cached" admin "{ allUsers(limit: 20) { items { id email } } }"
+for b in "${backends[@]}"; do
+  etag=$(curl -s -D - -o /dev/null "http://${addr[$b]}/graphql?query=%7B%20apiInfo%20%7B%20version%20%7D%20%7D" |
+    awk 'tolower($1)=="etag:" {print $2}' | tr -d '\r')
+  revalidate_script "$work/revalidate-$b.lua" "$etag"
+  row "$b" 1 "${label_of[$b]} 304 revalidation of a cached query" "$(measure "http://${addr[$b]}/graphql" "$work/revalidate-$b.lua")"
+done
+for b in "${backends[@]}"; do stop_on "$b"; done
+reference_again "after the cached lines"
+
+# The full-stack anonymous line again beside the middleware off, alternately on one server each
+# (same binary, same backends), so their ratio is of neighbouring measurements too.
+echo "middleware off…" >&2
+for b in "${backends[@]}"; do
+  backend_env_of "$b"
+  start "$work/mp-$b" RESPONSE_CACHE=false
+  on_addr=$address
+  on_pid=$server_pid
+  start "$work/mp-$b-off" RESPONSE_CACHE=false RATE_LIMIT_ENABLED=false COST_BUDGET_USER=off \
+    COST_BUDGET_ANONYMOUS=off CSRF_PREVENTION=false PERSISTED_QUERIES=off
+  post_script "$work/anon.lua" "" "{ apiInfo { version } }"
+  on_rps=$(measure "http://$on_addr/graphql" "$work/anon.lua")
+  off=$(measure "http://$address/graphql" "$work/anon.lua")
+  row "$b" 2 "${label_of[$b]} anonymous { apiInfo { version } }, middleware off, uncached" "$off"
+  mw_ratio[$b]=$(python3 -c "print('%.2f' % (${on_rps%% *} / ${off%% *}))")
+  stop
+  kill "$on_pid" 2>/dev/null || true
+  wait "$on_pid" 2>/dev/null || true
+done
+
+# Traces exported to the calibration server's sink: every trace, then 1 % of them (embedded).
+echo "traces on…" >&2
+start_on e RESPONSE_CACHE=false OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$bare_port"
+row e 2 "multipult anonymous { apiInfo { version } }, full stack, traces on (every trace)" \
+  "$(measure "http://${addr[e]}/graphql" "$work/anon.lua")"
+stop_on e
+start_on e RESPONSE_CACHE=false OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$bare_port" \
+  OTEL_TRACES_SAMPLER_ARG=0.01
+row e 2 "multipult anonymous { apiInfo { version } }, full stack, traces on (1 % sampled)" \
+  "$(measure "http://${addr[e]}/graphql" "$work/anon.lua")"
+stop_on e
+reference_again "last"
+
 read -r bare_rps _ <<<"$bare"
-
 echo
 echo "multipult side by side: $(nproc) cores, wrk -t2 -c$CONNECTIONS -d$DURATION, $(date -u +%Y-%m-%d)"
-echo "reference: stock async-graphql-axum, mean of first and last = $(printf '%.0f' "$reference") req/s"
+echo "reference: stock async-graphql-axum, measured before, between and after the groups of lines:" \
+  "$(printf '%s ' "${refs[@]}")req/s; a line's × stock divides by the two around its group"
 echo
-echo "| line | req/s | p50 ms | p99 ms | non-2xx | × stock | % of bare axum |"
-echo "|---|---|---|---|---|---|---|"
-for r in "${rows[@]}"; do
-  IFS='|' read -r label rps p50 p99 non <<<"$r"
-  python3 - "$label" "$rps" "$p50" "$p99" "$non" "$reference" "$bare_rps" <<'PY'
+echo "| line | req/s | p50 ms | p99 ms | non-2xx | × stock | % of bare axum | scaled out / embedded |"
+echo "|---|---|---|---|---|---|---|---|"
+printf '%s\n' "${rows[@]}" | python3 -c '
 import sys
-label, rps, p50, p99, non, ref, bare = sys.argv[1:]
-rps, ref, bare = float(rps), float(ref), float(bare)
-print(f"| {label} | {rps:,.0f} | {p50} | {p99} | {non} | {rps / ref:.2f} | {100 * rps / bare:.0f} % |")
-PY
-done
+bare, refs = float(sys.argv[1]), [float(r) for r in sys.argv[2:]]
+rows = [l.rstrip("\n").split("|") for l in sys.stdin if l.strip()]
+embedded = {}
+for backend, group, label, rps, *_ in rows:
+    if backend == "e":
+        embedded[label.replace("multipult ", "", 1)] = float(rps)
+order = [r for r in rows if r[0] == "r"] + [r for r in rows if r[0] == "e"] + [r for r in rows if r[0] == "s"]
+for backend, group, label, rps, p50, p99, non in order:
+    rps = float(rps)
+    if group == "":
+        ref = sum(refs) / len(refs)
+    else:
+        g = int(group)
+        ref = (refs[g] + refs[g + 1]) / 2
+    pair = ""
+    if backend == "s":
+        base = embedded.get(label.replace("multipult (PostgreSQL + Redis) ", "", 1))
+        if base:
+            pair = f"{100 * rps / base:.0f} %"
+    print(f"| {label} | {rps:,.0f} | {p50} | {p99} | {non} | {rps / ref:.2f} | {100 * rps / bare:.0f} % | {pair} |")
+' "$bare_rps" "${refs[@]}"
 echo
-for e in "${extras[@]}"; do echo "- $e"; done
+for b in "${backends[@]}"; do
+  echo "- ${label_of[$b]}: cold start to ready ${cold[$b]} ms; RSS idle $((idle[$b] / 1024)) MB, peak (the uncached lines) $((load[$b] / 1024)) MB; full stack / middleware off = ${mw_ratio[$b]} (neighbouring measurements)"
+done
