@@ -398,6 +398,82 @@ async fn concurrent_batches_share_calls_and_each_gets_its_own_replies() {
     }
 }
 
+/// A step Redis refuses (here a rate window on a key of the wrong type) fails its own batch
+/// only: batches joined into the same script call still get their replies.
+#[tokio::test]
+async fn a_step_redis_refuses_fails_only_its_own_batch() {
+    use multipult::infra::kv::{Op, Reply};
+    const BATCHES: usize = 100;
+    let minute = Duration::from_secs(60);
+    for (name, stores, _, guard) in backends() {
+        let kv = &stores.kv;
+        // Where the window of `victim` keeps its hits on Redis (a list): a string there.
+        kv.set("victim:log", b"not a list", Some(minute))
+            .await
+            .unwrap();
+        let steps = |i: usize| {
+            let key = if i.is_multiple_of(2) {
+                "victim".to_owned()
+            } else {
+                format!("fine:{i}")
+            };
+            vec![
+                Op::Get("victim:log".into()),
+                Op::Window {
+                    key,
+                    limit: 1_000,
+                    window: minute,
+                },
+            ]
+        };
+        let batches: Vec<Vec<Op>> = (0..BATCHES).map(steps).collect();
+        let run = futures_util::future::join_all(batches.iter().map(|ops| kv.batch(ops)));
+        let (replies, commands) = match &guard {
+            Some(guard) => {
+                let mut replies = None;
+                let commands = crate::helpers::redis_commands(guard.prefix(), async {
+                    replies = Some(run.await);
+                })
+                .await;
+                (replies.unwrap(), Some(commands))
+            }
+            None => (run.await, None),
+        };
+        for (i, reply) in replies.into_iter().enumerate() {
+            match reply {
+                Ok(replies) => {
+                    assert!(
+                        !i.is_multiple_of(2) || guard.is_none(),
+                        "{name}: batch {i} on the wrong key got {replies:?}"
+                    );
+                    let [Reply::Value(value), Reply::Window(window)] =
+                        <[Reply; 2]>::try_from(replies).unwrap()
+                    else {
+                        panic!("{name}: batch {i}: replies of the wrong kinds");
+                    };
+                    assert_eq!(value.as_deref(), Some(&b"not a list"[..]), "{name}");
+                    assert!(window.allowed, "{name}: batch {i}: {window:?}");
+                }
+                Err(error) => {
+                    assert!(
+                        guard.is_some() && i.is_multiple_of(2),
+                        "{name}: batch {i}: {error}"
+                    );
+                    assert!(error.to_string().contains("WRONGTYPE"), "{name}: {error}");
+                }
+            }
+        }
+        if let Some(commands) = commands {
+            // The batches were joined: the refused steps shared calls with the others.
+            let calls = commands.iter().filter(|c| c.contains("EVALSHA")).count();
+            assert!(
+                (1..=BATCHES / 5).contains(&calls),
+                "{name}: {calls} script calls for {BATCHES} batches"
+            );
+        }
+    }
+}
+
 /// Redis goes away and comes back: batch calls fail fast while the circuit is open, and once it
 /// has cooled down the next call is the probe that closes it — joined calls included.
 #[tokio::test]

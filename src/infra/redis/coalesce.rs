@@ -8,9 +8,11 @@
 //! load, batches that arrive while calls are out share the next one (what ioredis calls
 //! auto-pipelining). Each batch still gets exactly its own replies.
 //!
-//! The script runs a joined call atomically, like each batch alone. What joining changes: a
-//! step Redis refuses (say, a key of the wrong type) fails the whole call, so every batch in it
-//! gets the error.
+//! The script runs a joined call atomically, like each batch alone. A step Redis refuses (say, a
+//! key of the wrong type) fails only its own batch: the script catches the step's error and
+//! answers it in the step's place, and the batch holding it gets it as its error. What still
+//! fails every batch in a call is what fails the call: a timeout, a lost connection, an open
+//! circuit.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -164,9 +166,13 @@ fn answer(group: Vec<Waiting>, replies: Replies) {
         Ok(values) if values.len() == group.iter().map(|w| w.steps.len()).sum::<usize>() => {
             let mut values = values.into_iter();
             for waiting in group {
-                let own = values.by_ref().take(waiting.steps.len()).collect();
+                let own: Vec<redis::Value> = values.by_ref().take(waiting.steps.len()).collect();
+                let reply = match own.iter().find_map(step_error) {
+                    Some(message) => Err(StoreError::Backend(message)),
+                    None => Ok(own),
+                };
                 // A request that has gone away no longer wants its replies.
-                let _ = waiting.reply.send(Ok(own));
+                let _ = waiting.reply.send(reply);
             }
         }
         Ok(_) => {
@@ -180,6 +186,57 @@ fn answer(group: Vec<Waiting>, replies: Replies) {
             for waiting in group {
                 let _ = waiting.reply.send(Err(error.clone()));
             }
+        }
+    }
+}
+
+/// What the script answers in place of a step that failed: `{"\0step-error", message}`.
+const STEP_ERROR: &[u8] = b"\0step-error";
+
+/// The message of a step that failed (see `BATCH`), if `value` is one.
+fn step_error(value: &redis::Value) -> Option<String> {
+    let redis::Value::Array(items) = value else {
+        return None;
+    };
+    match items.as_slice() {
+        [
+            redis::Value::BulkString(marker),
+            redis::Value::BulkString(message),
+        ] if marker.as_slice() == STEP_ERROR => Some(String::from_utf8_lossy(message).into_owned()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_step_is_told_from_every_reply_a_step_gives() {
+        let failed = redis::Value::Array(vec![
+            redis::Value::BulkString(STEP_ERROR.to_vec()),
+            redis::Value::BulkString(b"WRONGTYPE Operation against a key".to_vec()),
+        ]);
+        assert_eq!(
+            step_error(&failed).as_deref(),
+            Some("WRONGTYPE Operation against a key")
+        );
+        for reply in [
+            redis::Value::Nil,
+            redis::Value::BulkString(STEP_ERROR.to_vec()),
+            redis::Value::Int(3),
+            redis::Value::Array(vec![
+                redis::Value::Int(1),
+                redis::Value::Int(2),
+                redis::Value::Int(60_000),
+            ]),
+            redis::Value::Array(vec![
+                redis::Value::Nil,
+                redis::Value::Array(vec![]),
+                redis::Value::BulkString(b"0".to_vec()),
+            ]),
+        ] {
+            assert_eq!(step_error(&reply), None, "{reply:?}");
         }
     }
 }

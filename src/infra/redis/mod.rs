@@ -193,7 +193,8 @@ static EXPIRE_IF_EQUALS: LazyLock<Script> = LazyLock::new(|| {
 });
 
 /// Several steps in one atomic round trip. Per step, its keys in `KEYS` and its name and
-/// arguments in `ARGV`, in order; one reply per step:
+/// arguments in `ARGV`, in order; one reply per step, or `{"\0step-error", message}` in its place
+/// when Redis refused one of its commands (the other steps still run; see `coalesce`):
 /// - `get` (one key);
 /// - `win limit window_ms` (one key: a list of hit times, see [`window_key`]) → `{allowed,
 ///   count, ms until the oldest hit ages out}`. The hit is appended first (the append's reply
@@ -207,11 +208,7 @@ static EXPIRE_IF_EQUALS: LazyLock<Script> = LazyLock::new(|| {
 ///   is not re-scored each time.
 static BATCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
-        r"local out = {}
-          local a = 1
-          local k = 1
-          local i = 0
-          local now, stamp = nil, nil
+        r"local now, stamp = nil, nil
           local function clock()
             if not now then
               local t = redis.call('TIME')
@@ -220,20 +217,14 @@ static BATCH: LazyLock<Script> = LazyLock::new(|| {
             end
             return now
           end
-          while ARGV[a] do
-            local op = ARGV[a]
+          local function step(op, a, k)
             local key = KEYS[k]
-            i = i + 1
             if op == 'get' then
-              out[i] = redis.call('GET', key)
-              a = a + 1
-              k = k + 1
+              return redis.call('GET', key)
             elseif op == 'win' then
               local limit = tonumber(ARGV[a + 1])
               local span = ARGV[a + 2]
               local window = tonumber(span)
-              a = a + 3
-              k = k + 1
               local now = clock()
               local oldest = tonumber(redis.call('LINDEX', key, 0))
               while oldest and oldest <= now - window do
@@ -252,24 +243,20 @@ static BATCH: LazyLock<Script> = LazyLock::new(|| {
               end
               local reset = window
               if oldest then reset = oldest + window - now end
-              out[i] = {allowed, count, reset}
+              return {allowed, count, reset}
             elseif op == 'incr' then
               local v = redis.call('INCRBY', key, ARGV[a + 1])
               local ttl = tonumber(ARGV[a + 2])
-              a = a + 3
-              k = k + 1
               if ttl > 0 and redis.call('PTTL', key) == -1 then
                 redis.call('PEXPIRE', key, ttl)
               end
-              out[i] = v
-            elseif op == 'tget' then
-              local entries, uses, seq = KEYS[k], KEYS[k + 1], KEYS[k + 2]
+              return v
+            else
+              local entries, uses, seq = key, KEYS[k + 1], KEYS[k + 2]
               local field = ARGV[a + 1]
               local ttl = tonumber(ARGV[a + 2])
               local prefix = ARGV[a + 3]
               local generation = ARGV[a + 4]
-              a = a + 5
-              k = k + 3
               local value = false
               local used = redis.call('ZSCORE', uses, field)
               if used then
@@ -293,10 +280,31 @@ static BATCH: LazyLock<Script> = LazyLock::new(|| {
                   versions[#versions + 1] = redis.call('GET', prefix .. tag) or '0'
                 end
               end
-              out[i] = {value, versions, redis.call('GET', prefix .. generation) or '0'}
-            else
+              return {value, versions, redis.call('GET', prefix .. generation) or '0'}
+            end
+          end
+          -- Arguments and keys per step.
+          local sizes = {get = {1, 1}, win = {3, 1}, incr = {3, 1}, tget = {5, 3}}
+          local out = {}
+          local a, k, i = 1, 1, 0
+          while ARGV[a] do
+            local op = ARGV[a]
+            local size = sizes[op]
+            if not size then
               return redis.error_reply('unknown batch step ' .. tostring(op))
             end
+            i = i + 1
+            local ok, reply = pcall(step, op, a, k)
+            if ok then
+              out[i] = reply
+            else
+              -- Redis refused one of the step's commands (or the step failed): its own batch
+              -- gets the error, not every batch joined into this call.
+              if type(reply) == 'table' then reply = reply.err end
+              out[i] = {'\0step-error', tostring(reply)}
+            end
+            a = a + size[1]
+            k = k + size[2]
           end
           return out",
     )
