@@ -469,6 +469,59 @@ async fn a_step_redis_refuses_fails_only_its_own_batch() {
     }
 }
 
+/// A tagged read answers the current version of every tag of its entry, however many (an entry
+/// for a long list carries one tag per item; past 8,000 a script could not hand them to one
+/// command at once), and the generation; a bumped tag shows on another instance. (The in-process
+/// cache has no joined read.)
+#[tokio::test]
+async fn a_tagged_read_gives_every_tag_version_of_a_long_entry() {
+    use multipult::infra::cache::{Bounds, TagKeys, TaggedPut};
+    use multipult::infra::tags;
+    const TAGS: usize = 8_500;
+    let bounds = Bounds {
+        capacity: 10,
+        ttl: Duration::from_secs(60),
+    };
+    let keys = TagKeys {
+        prefix: tags::PREFIX,
+        generation: tags::GENERATION,
+    };
+    for (name, a, b, _guard) in backends() {
+        let entry_tags: Vec<String> = (0..TAGS).map(|i| tags::entity("Thing", i)).collect();
+        let put = TaggedPut {
+            tags: &keys,
+            expected: 0,
+            entry_tags: &entry_tags,
+            payload: b"payload",
+        };
+        let Some(stored) = a.cache.put_tagged("long", bounds, "k", put).await.unwrap() else {
+            assert_eq!(name, "memory", "only the in-process cache has no shortcut");
+            continue;
+        };
+        assert!(stored, "{name}");
+        // Past the first slice of 500, and the last one.
+        let bumped = [&entry_tags[777], &entry_tags[TAGS - 1]];
+        tags::bump(&b, &bumped.map(Clone::clone)).await.unwrap();
+        let read = a
+            .cache
+            .get_tagged("long", bounds, "k", &keys)
+            .await
+            .unwrap()
+            .expect("Redis reads tagged entries in one step");
+        let value = read.value.expect("the entry is there");
+        assert!(value.ends_with(b"payload"), "{name}");
+        assert_eq!(read.versions.len(), TAGS, "{name}");
+        for (i, version) in read.versions.iter().enumerate() {
+            let expected = i64::from(i == 777 || i == TAGS - 1);
+            assert_eq!(*version, expected, "{name}: the version of tag {i}");
+        }
+        assert_eq!(
+            read.generation, 1,
+            "{name}: one bump moved the generation once"
+        );
+    }
+}
+
 /// Redis goes away and comes back: batch calls fail fast while the circuit is open, and once it
 /// has cooled down the next call is the probe that closes it — joined calls included.
 #[tokio::test]
