@@ -152,12 +152,13 @@ login() { # email -> token
     python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["login"]["accessToken"])'
 }
 
-post_script() { # file, token ('' for none), query
+post_script() { # file, token ('' for none), query; $encoding: an Accept-Encoding to send
   local file=$1 token=$2 query=$3
   {
     echo 'wrk.method = "POST"'
     echo 'wrk.headers["Content-Type"] = "application/json"'
     [ -n "$token" ] && echo "wrk.headers[\"Authorization\"] = \"Bearer $token\""
+    [ -n "${encoding:-}" ] && echo "wrk.headers[\"Accept-Encoding\"] = \"$encoding\""
     echo "wrk.body = '{\"query\":\"$query\"}'"
   } >"$file"
 }
@@ -270,6 +271,10 @@ for b in "${backends[@]}"; do start_on "$b"; done
 line 1 "anonymous { apiInfo { version } }, cached (public)" anon "{ apiInfo { version } }"
 line 1 "bearer { me { id email roles { name } } }, cached" user "{ me { id email roles { name } } }"
 line 1 "admin { allUsers(limit: 20) { items { id email } } }, cached" admin "{ allUsers(limit: 20) { items { id email } } }"
+# What a browser sends with every request: the 1.5 KiB page compressed (brotli), the small
+# answer not (under HTTP_COMPRESSION_MIN_SIZE).
+encoding="gzip, deflate, br, zstd" line 1 "admin { allUsers(limit: 20) { items { id email } } }, cached, a browser's Accept-Encoding" admin "{ allUsers(limit: 20) { items { id email } } }"
+encoding="gzip, deflate, br, zstd" line 1 "anonymous { apiInfo { version } }, cached, a browser's Accept-Encoding" anon "{ apiInfo { version } }"
 for b in "${backends[@]}"; do
   etag=$(curl -s -D - -o /dev/null "http://${addr[$b]}/graphql?query=%7B%20apiInfo%20%7B%20version%20%7D%20%7D" |
     awk 'tolower($1)=="etag:" {print $2}' | tr -d '\r')

@@ -34,6 +34,20 @@ pub struct HttpSettings {
     pub max_connections: usize,
     /// Bytes of one request's head (request line and headers); beyond, 431.
     pub max_header_size: usize,
+    /// Response compression (gzip, brotli), or `None` when it is off.
+    pub compression: Option<CompressionSettings>,
+}
+
+/// When and how hard responses are compressed.
+#[derive(Debug, Clone, Copy)]
+pub struct CompressionSettings {
+    /// Bodies smaller than this go as they are: they fit a packet or two anyway, and compressing
+    /// them costs more CPU than the bytes it saves.
+    pub min_size: usize,
+    /// gzip 1–9, brotli 0–11 (one level for both; clamped to each one's range).
+    pub level: u8,
+    /// Bytes of GraphQL bodies kept compressed (`http::compression`), with their originals.
+    pub cache_size: usize,
 }
 
 fn display_host(host: IpAddr) -> String {
@@ -102,6 +116,15 @@ impl HttpSettings {
         if !(8 * 1024..=16 * 1024 * 1024).contains(&max_header_size) {
             r.fail("HTTP_MAX_HEADER_SIZE", "must be from 8KiB to 16MiB");
         }
+        let compression = r
+            .boolean("HTTP_COMPRESSION", true)
+            .then(|| CompressionSettings {
+                min_size: r.byte_size("HTTP_COMPRESSION_MIN_SIZE", 1024),
+                // Brotli's own default, 11, spends milliseconds on a response of a few KiB; 4 is
+                // what CDNs use for dynamic content, and gzip 4 is close to its default 6 in size.
+                level: r.number("HTTP_COMPRESSION_LEVEL", 4u8, 1, 11),
+                cache_size: r.byte_size("HTTP_COMPRESSION_CACHE_SIZE", 16 * 1024 * 1024),
+            });
         Some(Self {
             host,
             port,
@@ -118,6 +141,7 @@ impl HttpSettings {
             idle_timeout,
             max_connections,
             max_header_size,
+            compression,
         })
     }
 }

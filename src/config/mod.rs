@@ -29,7 +29,7 @@ pub use graphql::{
     CacheSettings, CsrfMode, CsrfSettings, GraphqlSettings, PersistedQueryMode,
     PersistedQuerySettings, WebSocketSettings, parse_manifest,
 };
-pub use http::HttpSettings;
+pub use http::{CompressionSettings, HttpSettings};
 pub use identity::{AuthSettings, Secrets, decode_secrets_key};
 pub use jobs::JobSettings;
 pub use mail::MailSettings;

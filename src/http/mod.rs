@@ -2,6 +2,7 @@
 
 pub mod caching;
 pub mod caller;
+pub mod compression;
 pub mod csrf;
 pub mod errors;
 pub mod graphiql;
@@ -22,16 +23,20 @@ pub mod ws;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::http::{
+    Extensions, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version, header,
+};
 use axum::routing::get;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::compression::CompressionLayer;
+use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
+use tower_http::compression::{CompressionLayer, CompressionLevel};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::config::CompressionSettings;
 use crate::schema::{self, AppSchema, build_schema};
 use crate::state::AppState;
 use shared::SharedLayer;
@@ -45,6 +50,8 @@ pub struct HttpState {
     pub schema: AppSchema,
     /// Anonymous WebSockets open per client network.
     pub ws_addresses: std::sync::Arc<ws::slots::AddressSlots>,
+    /// GraphQL bodies kept compressed.
+    pub compression: std::sync::Arc<compression::CompressionMemo>,
 }
 
 /// The whole router, outermost layer first:
@@ -57,6 +64,9 @@ pub fn router(app: AppState) -> Router {
         schema: build_schema(&app),
         app: app.clone(),
         ws_addresses: std::sync::Arc::default(),
+        compression: std::sync::Arc::new(compression::CompressionMemo::new(
+            settings.http.compression,
+        )),
     };
 
     let mut routes = Router::new()
@@ -119,7 +129,7 @@ pub fn router(app: AppState) -> Router {
             caller::layer,
         ))
         .layer(SharedLayer)
-        .layer(CompressionLayer::new())
+        .layer(compression(settings.http.compression))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             settings.http.request_timeout,
@@ -127,6 +137,26 @@ pub fn router(app: AppState) -> Router {
         .layer(RequestBodyLimitLayer::new(settings.http.body_limit));
 
     routes.layer(layers)
+}
+
+/// gzip and brotli for bodies of the configured size and more (never for gRPC, images or event
+/// streams, as tower-http's default predicate), at the configured level; nothing when it is off.
+fn compression(settings: Option<CompressionSettings>) -> CompressionLayer<impl Predicate> {
+    let on = settings.is_some();
+    let settings = settings.unwrap_or(CompressionSettings {
+        min_size: usize::MAX,
+        level: 4,
+        cache_size: 0,
+    });
+    CompressionLayer::new()
+        .quality(CompressionLevel::Precise(i32::from(settings.level)))
+        .compress_when(
+            SizeAbove::new(u64::try_from(settings.min_size).unwrap_or(u64::MAX))
+                .and(NotForContentType::GRPC)
+                .and(NotForContentType::IMAGES)
+                .and(NotForContentType::SSE)
+                .and(move |_: StatusCode, _: Version, _: &HeaderMap, _: &Extensions| on),
+        )
 }
 
 fn cors(origins: &[String]) -> Option<CorsLayer> {

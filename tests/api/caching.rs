@@ -82,8 +82,15 @@ fn varies(headers: &reqwest::header::HeaderMap) -> Vec<&str> {
 async fn a_compressed_response_and_its_304_vary_alike() {
     // A body large enough to compress, asked for with gzip: one `Vary` naming
     // `Accept-Encoding` once, and the revalidation (signed in, so answered from the response
-    // cache) says the same.
-    let app = TestApp::spawn().await;
+    // cache) says the same. (Compressed from 64 bytes here: the default minimum is 1 KiB.)
+    let app = TestApp::spawn_with(|s| {
+        s.http.compression = Some(multipult::config::CompressionSettings {
+            min_size: 64,
+            level: 4,
+            cache_size: 1024 * 1024,
+        });
+    })
+    .await;
     let session = app.signed_up("vary@example.com").await;
     let ask = |etag: Option<String>| {
         let mut request = app

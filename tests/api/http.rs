@@ -385,3 +385,74 @@ async fn a_burst_of_connections_overflows_no_accept_queue() {
     let (status, _, _) = app.post_graphql("{ __typename }", json!({})).await;
     assert_eq!(status, 200);
 }
+
+/// Compression: a small body goes as it is, with its length, whatever the client accepts (a
+/// browser asks for gzip, br and zstd on every request); a body past `HTTP_COMPRESSION_MIN_SIZE`
+/// goes in the coding the client prefers and decodes to the same bytes; with compression off,
+/// nothing is compressed.
+#[tokio::test]
+async fn only_bodies_past_the_minimum_size_are_compressed() {
+    use std::io::Read as _;
+    const BROWSER: &str = "gzip, deflate, br, zstd";
+    let large = format!(
+        "{{ {} }}",
+        (0..20)
+            .map(|i| format!("a{i}: apiInfo {{ version environment __typename }}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let on = TestApp::spawn().await;
+    let off = TestApp::spawn_with(|s| s.http.compression = None).await;
+    let post = |app: &TestApp, query: &str, encoding: &str| {
+        app.client
+            .post(app.url("/graphql"))
+            .header("accept-encoding", encoding)
+            .json(&json!({ "query": query }))
+            .send()
+    };
+
+    let small = post(&on, "{ apiInfo { version } }", BROWSER).await.unwrap();
+    assert_eq!(small.status(), 200);
+    assert!(small.headers().get("content-encoding").is_none());
+    let length = header(small.headers(), "content-length").parse::<usize>();
+    let body = small.bytes().await.unwrap();
+    assert_eq!(length, Ok(body.len()));
+    assert!(body.len() < 1024, "{} bytes", body.len());
+
+    let plain = post(&on, &large, "identity").await.unwrap();
+    assert!(plain.headers().get("content-encoding").is_none());
+    let plain = plain.bytes().await.unwrap();
+    assert!(plain.len() >= 1024, "{}", String::from_utf8_lossy(&plain));
+    let data: serde_json::Value = serde_json::from_slice(&plain).unwrap();
+    assert_eq!(data["data"]["a19"]["version"], env!("CARGO_PKG_VERSION"));
+
+    let gzip = post(&on, &large, "gzip").await.unwrap();
+    assert_eq!(header(gzip.headers(), "content-encoding"), "gzip");
+    let mut decoded = Vec::new();
+    flate2::read::GzDecoder::new(&gzip.bytes().await.unwrap()[..])
+        .read_to_end(&mut decoded)
+        .unwrap();
+    assert_eq!(decoded, plain);
+
+    // Twice: the second is the kept compression of the same body.
+    for _ in 0..2 {
+        let brotli = post(&on, &large, BROWSER).await.unwrap();
+        assert_eq!(header(brotli.headers(), "content-encoding"), "br");
+        assert!(header(brotli.headers(), "vary").contains("Accept-Encoding"));
+        let compressed = brotli.bytes().await.unwrap();
+        assert!(
+            compressed.len() < plain.len() / 2,
+            "{} bytes",
+            compressed.len()
+        );
+        let mut decoded = Vec::new();
+        brotli::Decompressor::new(&compressed[..], 4096)
+            .read_to_end(&mut decoded)
+            .unwrap();
+        assert_eq!(decoded, plain);
+    }
+
+    let uncompressed = post(&off, &large, BROWSER).await.unwrap();
+    assert!(uncompressed.headers().get("content-encoding").is_none());
+    assert_eq!(uncompressed.bytes().await.unwrap(), plain);
+}

@@ -111,6 +111,9 @@ pub fn respond_outcome(
         revalidates,
         &state.app.metrics,
     );
+    response = state
+        .compression
+        .compress(request_headers, &bytes, response);
     match status {
         StatusCode::METHOD_NOT_ALLOWED => {
             response

@@ -1,0 +1,292 @@
+//! Response compression for GraphQL bodies, compressed once per distinct body.
+//!
+//! The hottest GraphQL responses are the same bytes again and again (a cached list, the viewer),
+//! and compressing a body of a few KiB costs tens of microseconds — more than answering it from
+//! the response cache. So a body is compressed once per coding and the result kept in a memo
+//! bounded in bytes, keyed by the body itself: a hit is a hash, a comparison of the bytes and a
+//! reference count. Keyed by content, the memo needs no invalidation and can never hand one
+//! caller another's data (a hash collision is compared away).
+//!
+//! Bodies under `HTTP_COMPRESSION_MIN_SIZE` go as they are, and bodies too large for the memo,
+//! codings other than gzip and brotli, and every other route are left to the compression layer
+//! (`super::router`), which streams them.
+
+use std::io::Write as _;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use lru::LruCache;
+
+use crate::config::CompressionSettings;
+
+/// A content coding this module produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Coding {
+    Brotli,
+    Gzip,
+}
+
+impl Coding {
+    fn token(self) -> &'static str {
+        match self {
+            Self::Brotli => "br",
+            Self::Gzip => "gzip",
+        }
+    }
+}
+
+/// The coding `Accept-Encoding` prefers among gzip and brotli (RFC 9110 §12.5.3: the highest
+/// `q`, a listed coding over `*`, brotli on a tie), or `None` when it accepts neither.
+pub fn negotiate(headers: &HeaderMap) -> Option<Coding> {
+    let (mut brotli, mut gzip, mut any) = (None, None, None);
+    for value in headers.get_all(header::ACCEPT_ENCODING) {
+        let Ok(value) = value.to_str() else { continue };
+        for item in value.split(',') {
+            let mut parts = item.split(';');
+            let name = parts.next().unwrap_or_default().trim();
+            let mut q = 1.0_f32;
+            for parameter in parts {
+                if let Some((key, value)) = parameter.split_once('=')
+                    && key.trim().eq_ignore_ascii_case("q")
+                {
+                    q = value.trim().parse().unwrap_or(0.0);
+                }
+            }
+            if name.eq_ignore_ascii_case("br") {
+                brotli = Some(q);
+            } else if name.eq_ignore_ascii_case("gzip") || name.eq_ignore_ascii_case("x-gzip") {
+                gzip = Some(q);
+            } else if name == "*" {
+                any = Some(q);
+            }
+        }
+    }
+    let brotli = brotli.or(any).unwrap_or(0.0);
+    let gzip = gzip.or(any).unwrap_or(0.0);
+    if brotli > 0.0 && brotli >= gzip {
+        Some(Coding::Brotli)
+    } else if gzip > 0.0 {
+        Some(Coding::Gzip)
+    } else {
+        None
+    }
+}
+
+struct Variant {
+    body: Bytes,
+    encoded: Bytes,
+}
+
+/// Compressed bodies, most recently used kept, within a budget of bytes (bodies and their
+/// compressed forms counted).
+pub struct CompressionMemo {
+    settings: Option<CompressionSettings>,
+    inner: Mutex<Memo>,
+}
+
+struct Memo {
+    entries: LruCache<(u64, Coding), Arc<Variant>>,
+    bytes: usize,
+}
+
+impl CompressionMemo {
+    pub fn new(settings: Option<CompressionSettings>) -> Self {
+        Self {
+            settings,
+            inner: Mutex::new(Memo {
+                entries: LruCache::unbounded(),
+                bytes: 0,
+            }),
+        }
+    }
+
+    /// The largest body kept: a sixteenth of the budget (larger ones are left to the layer).
+    fn largest(&self) -> usize {
+        self.settings.map_or(0, |s| s.cache_size / 16)
+    }
+
+    /// `response` (holding `body`) with its body compressed as the request asks, when it is a
+    /// body this module compresses; otherwise `response` as it is.
+    pub fn compress(&self, request: &HeaderMap, body: &Bytes, mut response: Response) -> Response {
+        let Some(settings) = self.settings else {
+            return response;
+        };
+        if body.len() < settings.min_size
+            || body.len() > self.largest()
+            || response.status() == StatusCode::NOT_MODIFIED
+            || response.headers().contains_key(header::CONTENT_ENCODING)
+        {
+            return response;
+        }
+        let Some(coding) = negotiate(request) else {
+            return response;
+        };
+        let Some(encoded) = self.encoded(settings, coding, body) else {
+            return response;
+        };
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_ENCODING,
+            HeaderValue::from_static(coding.token()),
+        );
+        headers.remove(header::CONTENT_LENGTH);
+        let varies = headers.get_all(header::VARY).iter().any(|v| {
+            v.as_bytes()
+                .windows(15)
+                .any(|w| w.eq_ignore_ascii_case(b"accept-encoding"))
+        });
+        if !varies {
+            headers.append(header::VARY, HeaderValue::from_static("accept-encoding"));
+        }
+        *response.body_mut() = Body::from(encoded);
+        response
+    }
+
+    fn encoded(
+        &self,
+        settings: CompressionSettings,
+        coding: Coding,
+        body: &Bytes,
+    ) -> Option<Bytes> {
+        let key = (xxhash_rust::xxh3::xxh3_64(body), coding);
+        let found = self.with(|memo| memo.entries.get(&key).cloned());
+        if let Some(variant) = found
+            && variant.body == *body
+        {
+            return Some(variant.encoded.clone());
+        }
+        let encoded = Bytes::from(encode(coding, settings.level, body)?);
+        let variant = Arc::new(Variant {
+            body: body.clone(),
+            encoded: encoded.clone(),
+        });
+        let size = variant.body.len() + variant.encoded.len();
+        self.with(|memo| {
+            if let Some(old) = memo.entries.put(key, variant) {
+                memo.bytes = memo
+                    .bytes
+                    .saturating_sub(old.body.len() + old.encoded.len());
+            }
+            memo.bytes += size;
+            while memo.bytes > settings.cache_size {
+                let Some((_, old)) = memo.entries.pop_lru() else {
+                    break;
+                };
+                memo.bytes = memo
+                    .bytes
+                    .saturating_sub(old.body.len() + old.encoded.len());
+            }
+        });
+        Some(encoded)
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Memo) -> T) -> T {
+        f(&mut self.inner.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// `body` in `coding` at `level` (brotli 1–11, gzip 1–9), with a brotli window no larger than
+/// the body needs (the default 4 MiB window is set up, and zeroed, for each body).
+fn encode(coding: Coding, level: u8, body: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(body.len() / 2 + 64);
+    match coding {
+        Coding::Brotli => {
+            let params = brotli::enc::BrotliEncoderParams {
+                quality: i32::from(level.min(11)),
+                lgwin: window_bits(body.len()),
+                size_hint: body.len(),
+                ..Default::default()
+            };
+            brotli::enc::BrotliCompress(&mut &body[..], &mut out, &params).ok()?;
+        }
+        Coding::Gzip => {
+            let level = flate2::Compression::new(u32::from(level.min(9)));
+            let mut encoder = flate2::write::GzEncoder::new(out, level);
+            encoder.write_all(body).ok()?;
+            out = encoder.finish().ok()?;
+        }
+    }
+    Some(out)
+}
+
+/// The brotli window (log2 of its bytes, 10–22) that holds `len` bytes.
+fn window_bits(len: usize) -> i32 {
+    let bits = usize::BITS - len.max(1).leading_zeros();
+    i32::try_from(bits).unwrap_or(22).clamp(10, 22)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_str(value).unwrap(),
+        );
+        headers
+    }
+
+    #[test]
+    fn negotiation_follows_the_quality_values() {
+        assert_eq!(
+            negotiate(&accept("gzip, deflate, br, zstd")),
+            Some(Coding::Brotli)
+        );
+        assert_eq!(negotiate(&accept("gzip")), Some(Coding::Gzip));
+        assert_eq!(negotiate(&accept("br;q=0.5, gzip")), Some(Coding::Gzip));
+        assert_eq!(negotiate(&accept("br;q=0, *")), Some(Coding::Gzip));
+        assert_eq!(negotiate(&accept("*")), Some(Coding::Brotli));
+        assert_eq!(
+            negotiate(&accept("BR;Q=0.9, x-gzip;q=0.1")),
+            Some(Coding::Brotli)
+        );
+        assert_eq!(negotiate(&accept("identity")), None);
+        assert_eq!(negotiate(&accept("gzip;q=0, br;q=0")), None);
+        assert_eq!(negotiate(&accept("deflate, zstd")), None);
+        assert_eq!(negotiate(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn the_window_holds_the_body() {
+        assert_eq!(window_bits(0), 10);
+        assert_eq!(window_bits(1500), 11);
+        assert_eq!(window_bits(5000), 13);
+        assert_eq!(window_bits(usize::MAX), 22);
+    }
+
+    #[test]
+    fn the_memo_stays_within_its_budget_and_compares_bodies() {
+        let settings = CompressionSettings {
+            min_size: 1,
+            level: 4,
+            cache_size: 64 * 1024,
+        };
+        let memo = CompressionMemo::new(Some(settings));
+        for i in 0..200 {
+            let body = Bytes::from(format!("{{\"data\":{{\"n\":{i}}}}}").repeat(200));
+            let first = memo.encoded(settings, Coding::Gzip, &body).unwrap();
+            let again = memo.encoded(settings, Coding::Gzip, &body).unwrap();
+            assert_eq!(first, again);
+            let bytes = memo.with(|m| m.bytes);
+            assert!(bytes <= settings.cache_size, "{bytes} bytes kept");
+        }
+        // A kept variant serves only the body it was made from, even under the same key.
+        let body = Bytes::from_static(b"{\"data\":{\"a\":1}}");
+        let key = (xxhash_rust::xxh3::xxh3_64(&body), Coding::Gzip);
+        memo.with(|m| {
+            m.entries.put(
+                key,
+                Arc::new(Variant {
+                    body: Bytes::from_static(b"something else"),
+                    encoded: Bytes::from_static(b"not it"),
+                }),
+            )
+        });
+        let encoded = memo.encoded(settings, Coding::Gzip, &body).unwrap();
+        assert_ne!(&encoded[..], b"not it");
+    }
+}
