@@ -469,6 +469,59 @@ async fn a_step_redis_refuses_fails_only_its_own_batch() {
     }
 }
 
+/// Redis refuses the window's append (as it does out of memory under `noeviction`; here an ACL
+/// user that may not `RPUSH`): a hit its log already refuses is still refused, not let through
+/// as a store failure; a hit under the limit fails as the append did.
+#[tokio::test]
+async fn a_hit_over_the_limit_is_refused_when_redis_refuses_the_append() {
+    let (Some(redis), Some(url)) = (test_redis_settings(), crate::helpers::test_redis_url()) else {
+        return; // Redis only: the in-process store has no writes to refuse.
+    };
+    let mut admin = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let user = format!("no-append-{}", uuid::Uuid::new_v4().simple());
+    let acl = |verb: &str| {
+        let mut cmd = redis::cmd("ACL");
+        cmd.arg(verb).arg(&user);
+        cmd
+    };
+    let () = acl("SETUSER")
+        .arg(&["on", ">secret", "~*", "&*", "+@all", "-rpush"][..])
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let mut settings = crate::helpers::test_settings();
+    settings.key_prefix = unique_prefix();
+    settings.redis = Some(redis.clone());
+    let _guard = RedisCleanupGuard::for_settings(&settings);
+    let allowed = SharedStores::from_settings(&settings).unwrap();
+    settings.redis = Some(multipult::config::RedisSettings {
+        url: url
+            .replacen("redis://", &format!("redis://{user}:secret@"), 1)
+            .into(),
+        ..redis
+    });
+    let refused = SharedStores::from_settings(&settings).unwrap();
+    let minute = Duration::from_secs(60);
+    for _ in 0..3 {
+        let hit = allowed.kv.sliding_window("w", 3, minute).await.unwrap();
+        assert!(hit.allowed, "{hit:?}");
+    }
+    let over = refused.kv.sliding_window("w", 3, minute).await;
+    let under = refused.kv.sliding_window("fresh", 3, minute).await;
+    let _: i64 = acl("DELUSER").query_async(&mut admin).await.unwrap();
+
+    let over = over.expect("a hit over the limit is answered");
+    assert!(!over.allowed, "{over:?}");
+    assert_eq!(over.count, 3);
+    assert!(over.retry_after > Duration::from_secs(50), "{over:?}");
+    let error = under.expect_err("a hit under the limit cannot be counted");
+    assert!(error.to_string().contains("can't run this command"), "{error}");
+}
+
 /// A tagged read answers the current version of every tag of its entry, however many (an entry
 /// for a long list carries one tag per item; past 8,000 a script could not hand them to one
 /// command at once), and the generation; a bumped tag shows on another instance. (The in-process

@@ -199,7 +199,8 @@ static EXPIRE_IF_EQUALS: LazyLock<Script> = LazyLock::new(|| {
 /// - `win limit window_ms` (one key: a list of hit times, see [`window_key`]) → `{allowed,
 ///   count, ms until the oldest hit ages out}`. The hit is appended first (the append's reply
 ///   is the count, so no `LLEN`) and taken back when it is over the limit; only an allowed hit
-///   moves the key's expiry, which the newest hit decides;
+///   moves the key's expiry, which the newest hit decides. When Redis refuses the append (out of
+///   memory), a hit over the limit is refused all the same (counted with `LLEN`);
 /// - `incr delta ttl_ms` (one key);
 /// - `tget field ttl_ms tag_prefix generation` (a bounded cache's entries hash, last-use sorted
 ///   set and sequence counter; see `infra::cache`) → `{entry or false, versions of the tags its
@@ -231,7 +232,16 @@ static BATCH: LazyLock<Script> = LazyLock::new(|| {
                 redis.call('LPOP', key)
                 oldest = tonumber(redis.call('LINDEX', key, 0))
               end
-              local count = redis.call('RPUSH', key, stamp)
+              local pushed, count = pcall(redis.call, 'RPUSH', key, stamp)
+              if not pushed then
+                -- Redis refused the append (out of memory under `noeviction`): a hit the log
+                -- already refuses is still refused; any other hit fails as the append did.
+                local full = redis.call('LLEN', key)
+                if full < limit then error(count) end
+                local reset = window
+                if oldest then reset = oldest + window - now end
+                return {0, full, reset}
+              end
               local allowed = 1
               if count > limit then
                 redis.call('RPOP', key)
