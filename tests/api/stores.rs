@@ -519,7 +519,10 @@ async fn a_hit_over_the_limit_is_refused_when_redis_refuses_the_append() {
     assert_eq!(over.count, 3);
     assert!(over.retry_after > Duration::from_secs(50), "{over:?}");
     let error = under.expect_err("a hit under the limit cannot be counted");
-    assert!(error.to_string().contains("can't run this command"), "{error}");
+    assert!(
+        error.to_string().contains("can't run this command"),
+        "{error}"
+    );
 }
 
 /// A tagged read answers the current version of every tag of its entry, however many (an entry
