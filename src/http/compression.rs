@@ -20,6 +20,7 @@ use axum::response::Response;
 use lru::LruCache;
 
 use crate::config::CompressionSettings;
+use crate::infra::metrics::Metrics;
 
 /// A content coding this module produces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -108,8 +109,15 @@ impl CompressionMemo {
     }
 
     /// `response` (holding `body`) with its body compressed as the request asks, when it is a
-    /// body this module compresses; otherwise `response` as it is.
-    pub fn compress(&self, request: &HeaderMap, body: &Bytes, mut response: Response) -> Response {
+    /// body this module compresses; otherwise `response` as it is. Counted in
+    /// `http_compression_total{result="kept|compressed"}`.
+    pub fn compress(
+        &self,
+        request: &HeaderMap,
+        body: &Bytes,
+        mut response: Response,
+        metrics: &Metrics,
+    ) -> Response {
         let Some(settings) = self.settings else {
             return response;
         };
@@ -123,9 +131,14 @@ impl CompressionMemo {
         let Some(coding) = negotiate(request) else {
             return response;
         };
-        let Some(encoded) = self.encoded(settings, coding, body) else {
+        let Some((encoded, kept)) = self.encoded(settings, coding, body) else {
             return response;
         };
+        metrics.count(
+            "http_compression_total",
+            "result",
+            if kept { "kept" } else { "compressed" },
+        );
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_ENCODING,
@@ -144,18 +157,19 @@ impl CompressionMemo {
         response
     }
 
+    /// The compressed body, and whether it was kept from before.
     fn encoded(
         &self,
         settings: CompressionSettings,
         coding: Coding,
         body: &Bytes,
-    ) -> Option<Bytes> {
+    ) -> Option<(Bytes, bool)> {
         let key = (xxhash_rust::xxh3::xxh3_64(body), coding);
         let found = self.with(|memo| memo.entries.get(&key).cloned());
         if let Some(variant) = found
             && variant.body == *body
         {
-            return Some(variant.encoded.clone());
+            return Some((variant.encoded.clone(), true));
         }
         let encoded = Bytes::from(encode(coding, settings.level, body)?);
         let variant = Arc::new(Variant {
@@ -179,7 +193,7 @@ impl CompressionMemo {
                     .saturating_sub(old.body.len() + old.encoded.len());
             }
         });
-        Some(encoded)
+        Some((encoded, false))
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Memo) -> T) -> T {
@@ -268,8 +282,10 @@ mod tests {
         let memo = CompressionMemo::new(Some(settings));
         for i in 0..200 {
             let body = Bytes::from(format!("{{\"data\":{{\"n\":{i}}}}}").repeat(200));
-            let first = memo.encoded(settings, Coding::Gzip, &body).unwrap();
-            let again = memo.encoded(settings, Coding::Gzip, &body).unwrap();
+            let (first, kept) = memo.encoded(settings, Coding::Gzip, &body).unwrap();
+            assert!(!kept);
+            let (again, kept) = memo.encoded(settings, Coding::Gzip, &body).unwrap();
+            assert!(kept);
             assert_eq!(first, again);
             let bytes = memo.with(|m| m.bytes);
             assert!(bytes <= settings.cache_size, "{bytes} bytes kept");
@@ -286,7 +302,8 @@ mod tests {
                 }),
             )
         });
-        let encoded = memo.encoded(settings, Coding::Gzip, &body).unwrap();
+        let (encoded, kept) = memo.encoded(settings, Coding::Gzip, &body).unwrap();
+        assert!(!kept);
         assert_ne!(&encoded[..], b"not it");
     }
 }

@@ -452,6 +452,13 @@ async fn only_bodies_past_the_minimum_size_are_compressed() {
         assert_eq!(decoded, plain);
     }
 
+    // Compressed twice (gzip, then brotli), the second brotli answer kept from the first.
+    let metrics = on.metrics_text().await;
+    for (result, count) in [("compressed", 2), ("kept", 1)] {
+        let line = format!("http_compression_total{{result=\"{result}\"}} {count}");
+        assert!(metrics.contains(&line), "{line} in {metrics}");
+    }
+
     let uncompressed = post(&off, &large, BROWSER).await.unwrap();
     assert!(uncompressed.headers().get("content-encoding").is_none());
     assert_eq!(uncompressed.bytes().await.unwrap(), plain);

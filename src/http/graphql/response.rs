@@ -113,7 +113,7 @@ pub fn respond_outcome(
     );
     response = state
         .compression
-        .compress(request_headers, &bytes, response);
+        .compress(request_headers, &bytes, response, &state.app.metrics);
     match status {
         StatusCode::METHOD_NOT_ALLOWED => {
             response
