@@ -41,7 +41,7 @@ impl Coding {
 /// The coding `Accept-Encoding` prefers among gzip and brotli (RFC 9110 §12.5.3: the highest
 /// `q`, a listed coding over `*`, brotli on a tie), or `None` when it accepts neither.
 pub fn negotiate(headers: &HeaderMap) -> Option<Coding> {
-    let (mut brotli, mut gzip, mut any) = (None, None, None);
+    let (mut brotli, mut gzip, mut any, mut identity) = (None, None, None, None);
     for value in headers.get_all(header::ACCEPT_ENCODING) {
         let Ok(value) = value.to_str() else { continue };
         for item in value.split(',') {
@@ -59,6 +59,8 @@ pub fn negotiate(headers: &HeaderMap) -> Option<Coding> {
                 brotli = Some(q);
             } else if name.eq_ignore_ascii_case("gzip") || name.eq_ignore_ascii_case("x-gzip") {
                 gzip = Some(q);
+            } else if name.eq_ignore_ascii_case("identity") {
+                identity = Some(q);
             } else if name == "*" {
                 any = Some(q);
             }
@@ -66,7 +68,10 @@ pub fn negotiate(headers: &HeaderMap) -> Option<Coding> {
     }
     let brotli = brotli.or(any).unwrap_or(0.0);
     let gzip = gzip.or(any).unwrap_or(0.0);
-    if brotli > 0.0 && brotli >= gzip {
+    // A client that prefers no coding at all gets none.
+    if identity.is_some_and(|identity| identity > brotli.max(gzip)) {
+        None
+    } else if brotli > 0.0 && brotli >= gzip {
         Some(Coding::Brotli)
     } else if gzip > 0.0 {
         Some(Coding::Gzip)
@@ -108,22 +113,26 @@ impl CompressionMemo {
         self.settings.map_or(0, |s| s.cache_size / 16)
     }
 
-    /// `response` (holding `body`) with its body compressed as the request asks, when it is a
-    /// body this module compresses; otherwise `response` as it is. Counted in
+    /// `response` with `body` compressed as the request asks, when it is a body this module
+    /// compresses; otherwise `response` as it is. `representation`: `response` holds `body`
+    /// (not a 304 or 412 answered in its place). Counted in
     /// `http_compression_total{result="kept|compressed"}`.
+    ///
+    /// A body that goes compressed (here, or by the layer when it is too large to keep) has a
+    /// weak `ETag`, and so have the 304 and 412 answered in its place: RFC 9110 §8.8.3 keeps a
+    /// strong tag for one exact sequence of bytes, and the identity and compressed forms differ.
     pub fn compress(
         &self,
         request: &HeaderMap,
         body: &Bytes,
         mut response: Response,
+        representation: bool,
         metrics: &Metrics,
     ) -> Response {
         let Some(settings) = self.settings else {
             return response;
         };
         if body.len() < settings.min_size
-            || body.len() > self.largest()
-            || response.status() == StatusCode::NOT_MODIFIED
             || response.headers().contains_key(header::CONTENT_ENCODING)
         {
             return response;
@@ -131,6 +140,13 @@ impl CompressionMemo {
         let Some(coding) = negotiate(request) else {
             return response;
         };
+        weaken_etag(response.headers_mut());
+        if !representation
+            || body.len() > self.largest()
+            || response.status() == StatusCode::NOT_MODIFIED
+        {
+            return response;
+        }
         let Some((encoded, kept)) = self.encoded(settings, coding, body) else {
             return response;
         };
@@ -201,6 +217,17 @@ impl CompressionMemo {
     }
 }
 
+/// `"tag"` → `W/"tag"`.
+fn weaken_etag(headers: &mut HeaderMap) {
+    let weak = headers
+        .get(header::ETAG)
+        .filter(|tag| !tag.as_bytes().starts_with(b"W/"))
+        .and_then(|tag| HeaderValue::from_bytes(&[b"W/", tag.as_bytes()].concat()).ok());
+    if let Some(weak) = weak {
+        headers.insert(header::ETAG, weak);
+    }
+}
+
 /// `body` in `coding` at `level` (brotli 1–11, gzip 1–9), with a brotli window no larger than
 /// the body needs (the default 4 MiB window is set up, and zeroed, for each body).
 fn encode(coding: Coding, level: u8, body: &[u8]) -> Option<Vec<u8>> {
@@ -259,6 +286,11 @@ mod tests {
             Some(Coding::Brotli)
         );
         assert_eq!(negotiate(&accept("identity")), None);
+        assert_eq!(negotiate(&accept("gzip;q=0.5, identity")), None);
+        assert_eq!(
+            negotiate(&accept("gzip, identity;q=0.5")),
+            Some(Coding::Gzip)
+        );
         assert_eq!(negotiate(&accept("gzip;q=0, br;q=0")), None);
         assert_eq!(negotiate(&accept("deflate, zstd")), None);
         assert_eq!(negotiate(&HeaderMap::new()), None);

@@ -82,7 +82,10 @@ fn varies(headers: &reqwest::header::HeaderMap) -> Vec<&str> {
 async fn a_compressed_response_and_its_304_vary_alike() {
     // A body large enough to compress, asked for with gzip: one `Vary` naming
     // `Accept-Encoding` once, and the revalidation (signed in, so answered from the response
-    // cache) says the same. (Compressed from 64 bytes here: the default minimum is 1 KiB.)
+    // cache) says the same. The tag of the compressed form is weak (RFC 9110 §8.8.3: a strong
+    // tag is for one exact sequence of bytes), the 304's too, and the identity form keeps the
+    // strong one. A POST with the tag gets its 412 error, not the compressed data. (Compressed
+    // from 64 bytes here: the default minimum is 1 KiB.)
     let app = TestApp::spawn_with(|s| {
         s.http.compression = Some(multipult::config::CompressionSettings {
             min_size: 64,
@@ -112,11 +115,52 @@ async fn a_compressed_response_and_its_304_vary_alike() {
         ["Accept, Accept-Encoding, Authorization, X-Api-Key"]
     );
     let tag = header(full.headers(), "etag").to_owned();
+    assert!(tag.starts_with("W/\""), "{tag}");
     let revalidated = ask(Some(tag.clone())).await.unwrap();
     assert_eq!(revalidated.status(), 304);
     assert_eq!(header(revalidated.headers(), "etag"), tag);
     assert_eq!(varies(revalidated.headers()), varies(full.headers()));
     assert!(revalidated.headers().get("content-encoding").is_none());
+
+    let identity = app
+        .client
+        .get(app.url("/graphql"))
+        .query(&[("query", "{ me { id email createdAt roles { name } } }")])
+        .bearer_auth(&session.access)
+        .header("accept-encoding", "identity")
+        .send()
+        .await
+        .unwrap();
+    assert!(identity.headers().get("content-encoding").is_none());
+    assert_eq!(header(identity.headers(), "etag"), &tag[2..]);
+
+    let failed = app
+        .client
+        .post(app.url("/graphql"))
+        .bearer_auth(&session.access)
+        .header("accept-encoding", "gzip")
+        .header("if-none-match", &tag)
+        .json(&serde_json::json!({ "query": "{ me { id email createdAt roles { name } } }" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(failed.status(), 412);
+    assert_eq!(header(failed.headers(), "etag"), tag);
+    // Its own error body (compressed as any body from 64 bytes here), not the data.
+    let gzipped = header(failed.headers(), "content-encoding") == "gzip";
+    let mut body = failed.bytes().await.unwrap().to_vec();
+    if gzipped {
+        let mut decoded = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut decoded)
+            .unwrap();
+        body = decoded;
+    }
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"],
+        "PRECONDITION_FAILED"
+    );
+    assert!(body.get("data").is_none(), "{body}");
 }
 
 #[tokio::test]

@@ -111,9 +111,15 @@ pub fn respond_outcome(
         revalidates,
         &state.app.metrics,
     );
-    response = state
-        .compression
-        .compress(request_headers, &bytes, response, &state.app.metrics);
+    // Unless caching answered a 304 or 412 in its place, the response holds the body.
+    let holds_body = response.status() == status;
+    response = state.compression.compress(
+        request_headers,
+        &bytes,
+        response,
+        holds_body,
+        &state.app.metrics,
+    );
     match status {
         StatusCode::METHOD_NOT_ALLOWED => {
             response
