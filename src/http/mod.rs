@@ -143,15 +143,13 @@ pub fn router(app: AppState) -> Router {
 /// streams, as tower-http's default predicate), at the configured level; nothing when it is off.
 fn compression(settings: Option<CompressionSettings>) -> CompressionLayer<impl Predicate> {
     let on = settings.is_some();
-    let settings = settings.unwrap_or(CompressionSettings {
-        min_size: usize::MAX,
-        level: 4,
-        cache_size: 0,
+    let (min_size, level) = settings.map_or((u64::MAX, 4), |s| {
+        (u64::try_from(s.min_size).unwrap_or(u64::MAX), s.level)
     });
     CompressionLayer::new()
-        .quality(CompressionLevel::Precise(i32::from(settings.level)))
+        .quality(CompressionLevel::Precise(i32::from(level)))
         .compress_when(
-            SizeAbove::new(u64::try_from(settings.min_size).unwrap_or(u64::MAX))
+            SizeAbove::new(min_size)
                 .and(NotForContentType::GRPC)
                 .and(NotForContentType::IMAGES)
                 .and(NotForContentType::SSE)
