@@ -1033,3 +1033,158 @@ async fn dead_jobs_are_listed_without_payloads_and_can_be_retried() {
     }
     panic!("the retried job did not run");
 }
+
+/// `allUsers` selects only the columns its items' fields read (`User::columns_for`): every field
+/// the schema gives `User`, asked alone, alongside others, through a fragment and under an
+/// alias, answers what the same field answers on the whole row (`user(id:)`). Each column holds
+/// a value unlike its placeholder for some user, so a field mapped to too few columns shows.
+#[tokio::test]
+async fn every_field_of_a_listed_user_matches_the_whole_row() {
+    use chrono::{Duration as Span, Utc};
+    use multipult::entities::users;
+    use sea_orm::sea_query::Expr;
+    use sea_orm::{ColumnTrait as _, EntityTrait as _, QueryFilter as _};
+    let app = TestApp::spawn_with(|s| s.cache.responses = false).await;
+    let admin = app.admin().await;
+    let moderator = app.user_with_roles("mod@example.com", &["moderator"]).await;
+    let banned = app.signed_up("banned@example.com").await;
+    let served = app.signed_up("served@example.com").await;
+    app.signed_up("plain@example.com").await;
+    let now = Utc::now();
+    let set = |id: &str, column: users::Column, value: Expr| {
+        let id = uuid::Uuid::parse_str(id).unwrap();
+        let db = app.state.db.clone();
+        async move {
+            users::Entity::update_many()
+                .col_expr(column, value)
+                .filter(users::Column::Id.eq(id))
+                .exec(&db)
+                .await
+                .unwrap();
+        }
+    };
+    let m = moderator.user_id.as_str();
+    set(m, users::Column::Username, Expr::value("moddy")).await;
+    set(m, users::Column::DisplayName, Expr::value("The Mod")).await;
+    set(m, users::Column::IsVerified, Expr::value(true)).await;
+    let b = banned.user_id.as_str();
+    set(b, users::Column::BannedAt, Expr::value(now)).await;
+    set(b, users::Column::BanReason, Expr::value("spam")).await;
+    set(
+        b,
+        users::Column::BannedUntil,
+        Expr::value(now + Span::days(3)),
+    )
+    .await;
+    set(b, users::Column::IsActive, Expr::value(false)).await;
+    // A ban that ended: banned_at without banned_until would read as banned.
+    let s = served.user_id.as_str();
+    set(s, users::Column::BannedAt, Expr::value(now - Span::days(9))).await;
+    set(
+        s,
+        users::Column::BannedUntil,
+        Expr::value(now - Span::days(2)),
+    )
+    .await;
+
+    // Every field of `User`, with a selection of the scalar fields under an object type.
+    let introspect = |name: String| {
+        let app = &app;
+        let admin = &admin;
+        async move {
+            let q = "query($n: String!) { __type(name: $n) { fields { name args { name } \
+                     type { kind name ofType { kind name ofType { kind name ofType { kind name } } } } } } }";
+            gql(app, admin, q, json!({ "n": name })).await["data"]["__type"]["fields"]
+                .as_array()
+                .unwrap()
+                .clone()
+        }
+    };
+    let named = |mut t: &Value| {
+        while t["name"].is_null() {
+            t = &t["ofType"];
+        }
+        (
+            t["kind"].as_str().unwrap().to_owned(),
+            t["name"].as_str().unwrap().to_owned(),
+        )
+    };
+    let mut selections = Vec::new();
+    for field in introspect("User".into()).await {
+        assert!(field["args"].as_array().unwrap().is_empty(), "{field}");
+        let name = field["name"].as_str().unwrap().to_owned();
+        let (kind, type_name) = named(&field["type"]);
+        if kind == "OBJECT" {
+            let inner: Vec<String> = introspect(type_name)
+                .await
+                .iter()
+                .filter(|f| named(&f["type"]).0 == "SCALAR")
+                .map(|f| f["name"].as_str().unwrap().to_owned())
+                .collect();
+            selections.push(format!("{name} {{ {} }}", inner.join(" ")));
+        } else {
+            selections.push(name);
+        }
+    }
+    assert!(selections.len() >= 16, "{selections:?}");
+
+    let whole = |id: String, selection: String| {
+        let app = &app;
+        let admin = &admin;
+        async move {
+            let q = format!("query($id: ID!) {{ user(id: $id) {{ id {selection} }} }}");
+            let body = gql(app, admin, &q, json!({ "id": id })).await;
+            assert!(body.get("errors").is_none(), "{body}");
+            body["data"]["user"].clone()
+        }
+    };
+    let listed = |query: String| {
+        let app = &app;
+        let admin = &admin;
+        async move {
+            let body = gql(app, admin, &query, json!({})).await;
+            assert!(body.get("errors").is_none(), "{query}: {body}");
+            body["data"]["allUsers"]["items"]
+                .as_array()
+                .unwrap()
+                .clone()
+        }
+    };
+    let check = |selection: String, items: Vec<Value>| {
+        let whole = &whole;
+        async move {
+            assert_eq!(items.len(), 5, "{selection}");
+            for item in items {
+                let id = item["id"].as_str().unwrap().to_owned();
+                assert_eq!(item, whole(id, selection.clone()).await, "{selection}");
+            }
+        }
+    };
+    for selection in &selections {
+        let items = listed(format!(
+            "{{ allUsers(limit: 100) {{ items {{ id {selection} }} }} }}"
+        ))
+        .await;
+        check(selection.clone(), items).await;
+    }
+    let all = selections.join(" ");
+    check(
+        all.clone(),
+        listed(format!("{{ allUsers {{ items {{ id {all} }} }} }}")).await,
+    )
+    .await;
+    // Through a fragment and an inline fragment, and under aliases (the answer keeps the alias).
+    let items = listed(
+        "{ allUsers { items { id ...F ... on User { banReason } } } } \
+         fragment F on User { isBanned bannedUntil username }"
+            .into(),
+    )
+    .await;
+    check("isBanned bannedUntil username banReason".into(), items).await;
+    let items = listed("{ allUsers { totalCount items { id mail: email } } }".into()).await;
+    assert_eq!(items.len(), 5);
+    for item in items {
+        let id = item["id"].as_str().unwrap().to_owned();
+        assert_eq!(item["mail"], whole(id, "email".into()).await["email"]);
+    }
+}

@@ -91,12 +91,22 @@ impl AdminQuery {
         // A list of users: stale when any user changes or a new one appears.
         ctx.cache_tag(crate::identity::USER_TAG, None);
         let with_total = ctx.look_ahead().field("totalCount").exists();
+        // The columns the items' fields read (every column for a field `columns_for` does not
+        // know), not whole rows.
+        let mut shown = Vec::new();
+        for items in ctx.field().selection_set() {
+            if items.name() == "items" {
+                shown.extend(items.selection_set().map(|field| field.name()));
+            }
+        }
+        let columns = User::columns_for(shown);
         let (items, total) = service::list_users(
             &ctx.state()?.db,
             &filter,
             order,
             (i64::from(limit), i64::from(offset)),
             with_total,
+            columns.as_deref(),
         )
         .await
         .gql()?;

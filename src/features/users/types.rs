@@ -156,6 +156,46 @@ impl User {
     }
 }
 
+impl User {
+    /// The columns that resolving the `User` fields named in `fields` reads, for a list that
+    /// selects only those (`users::Model::from_columns`): `id` always, and every column for a
+    /// field this does not know (`__typename` aside). **Keep it in step with the resolvers
+    /// above**: a field that reads another column must say so here, or a list answers with that
+    /// column's placeholder (`users::every_field_of_a_listed_user_matches_the_whole_row` checks
+    /// every field the schema has).
+    pub fn columns_for<'a>(
+        fields: impl IntoIterator<Item = &'a str>,
+    ) -> Option<Vec<users::Column>> {
+        use users::Column as C;
+        let mut columns = vec![C::Id];
+        for field in fields {
+            let needs: &[C] = match field {
+                // `id` is always there; these read other tables by it.
+                "id" | "__typename" | "twoFactorEnabled" | "roles" | "permissions"
+                | "sessionsCount" | "linkedProviders" => &[],
+                "email" => &[C::Email],
+                "username" => &[C::Username],
+                "displayName" => &[C::DisplayName],
+                "isVerified" => &[C::IsVerified],
+                "isActive" => &[C::IsActive],
+                "createdAt" => &[C::CreatedAt],
+                "lastLoginAt" => &[C::LastLoginAt],
+                "isBanned" => &[C::BannedAt, C::BannedUntil],
+                "banReason" => &[C::BanReason],
+                "bannedUntil" => &[C::BannedUntil],
+                _ => return None,
+            };
+            for column in needs {
+                let held = std::mem::discriminant(column);
+                if !columns.iter().any(|c| std::mem::discriminant(c) == held) {
+                    columns.push(*column);
+                }
+            }
+        }
+        Some(columns)
+    }
+}
+
 /// The viewer, when `user_id` is the viewer's own account.
 fn own<'c>(ctx: &'c Context<'_>, user_id: uuid::Uuid) -> Option<&'c crate::identity::AuthUser> {
     ctx.data_opt::<crate::identity::Viewer>()
