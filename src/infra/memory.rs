@@ -112,12 +112,9 @@ fn window_in(
     let Value::Log(log) = &mut entry.value else {
         return Err(StoreError::Backend("key does not hold a window".into()));
     };
-    while log
-        .front()
-        .is_some_and(|t| now.duration_since(*t) >= window)
-    {
-        log.pop_front();
-    }
+    // Oldest first (monotonic times, appended in order): the hits that aged out are a prefix.
+    let aged = log.partition_point(|t| now.duration_since(*t) >= window);
+    log.drain(..aged);
     let allowed = (log.len() as u64) < limit;
     if allowed {
         log.push_back(now);

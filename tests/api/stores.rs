@@ -211,6 +211,72 @@ async fn the_sliding_window_admits_the_limit_and_slides() {
     }
 }
 
+/// Hits that aged out go at once, however many: a client that sent a window's worth, paused and
+/// came back is counted right, and on Redis the script drops them in one `LTRIM` found with a
+/// few `LINDEX`es — not a command per hit (a loop of `LPOP`s held Redis, and every instance
+/// waiting on it, for as long as the hits it dropped).
+#[tokio::test]
+async fn hits_that_aged_out_go_at_once_however_many() {
+    const HITS: u64 = 3_000;
+    const LIMIT: u64 = 1_000_000;
+    let window = Duration::from_secs(3);
+    for (name, stores, other, guard) in backends() {
+        let burst = futures_util::future::join_all(
+            (0..HITS).map(|_| stores.kv.sliding_window("w", LIMIT, window)),
+        )
+        .await;
+        assert!(
+            burst
+                .iter()
+                .all(|hit| hit.as_ref().is_ok_and(|h| h.allowed)),
+            "{name}"
+        );
+        // A hit later in the window keeps the log alive past the burst's own expiry.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let later = other.kv.sliding_window("w", LIMIT, window).await.unwrap();
+        assert_eq!(later.count, HITS + 1, "{name}: {later:?}");
+        // Past the burst's window, inside the later hit's.
+        tokio::time::sleep(Duration::from_millis(1800)).await;
+        let mut back = None;
+        let commands = match &guard {
+            Some(guard) => {
+                crate::helpers::redis_script_commands(guard.prefix(), async {
+                    back = Some(stores.kv.sliding_window("w", LIMIT, window).await);
+                })
+                .await
+            }
+            None => {
+                back = Some(stores.kv.sliding_window("w", LIMIT, window).await);
+                Vec::new()
+            }
+        };
+        let back = back.expect("the hit ran").unwrap();
+        assert!(back.allowed, "{name}: {back:?}");
+        assert_eq!(
+            back.count, 2,
+            "{name}: the later hit and this one: {back:?}"
+        );
+        // The later hit is the oldest now: it ages out in under 1.5 s.
+        assert!(
+            back.reset_after <= Duration::from_millis(1500),
+            "{name}: {back:?}"
+        );
+        if guard.is_some() {
+            let count = |command: &str| {
+                let quoted = format!("\"{command}\"");
+                commands
+                    .iter()
+                    .filter(|line| line.contains(&quoted))
+                    .count()
+            };
+            assert_eq!(count("LPOP"), 0, "{} LPOP", count("LPOP"));
+            assert_eq!(count("LTRIM"), 1, "{} LTRIM", count("LTRIM"));
+            // Galloping to 4,096 and bisecting back: two dozen, against 6,000 for a loop.
+            assert!(count("LINDEX") <= 30, "{} LINDEX", count("LINDEX"));
+        }
+    }
+}
+
 #[tokio::test]
 async fn published_messages_reach_every_subscriber_of_the_channel() {
     for (name, stores, other, _guard) in backends() {

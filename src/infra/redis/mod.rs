@@ -197,8 +197,9 @@ static EXPIRE_IF_EQUALS: LazyLock<Script> = LazyLock::new(|| {
 /// when Redis refused one of its commands (the other steps still run; see `coalesce`):
 /// - `get` (one key);
 /// - `win limit window_ms` (one key: a list of hit times, see [`window_key`]) → `{allowed,
-///   count, ms until the oldest hit ages out}`. The hit is appended first (the append's reply
-///   is the count, so no `LLEN`) and taken back when it is over the limit; only an allowed hit
+///   count, ms until the oldest hit ages out}`. The hits that aged out go in one `LTRIM`, found
+///   in a logarithmic number of `LINDEX`es however many they are. The hit is appended (the
+///   append's reply is the count, so no `LLEN`) and taken back when it is over the limit; only an allowed hit
 ///   moves the key's expiry, which the newest hit decides. When Redis refuses the append (out of
 ///   memory), a hit over the limit is refused all the same (counted with `LLEN`);
 /// - `incr delta ttl_ms` (one key);
@@ -227,10 +228,36 @@ static BATCH: LazyLock<Script> = LazyLock::new(|| {
               local span = ARGV[a + 2]
               local window = tonumber(span)
               local now = clock()
+              local cutoff = now - window
               local oldest = tonumber(redis.call('LINDEX', key, 0))
-              while oldest and oldest <= now - window do
-                redis.call('LPOP', key)
-                oldest = tonumber(redis.call('LINDEX', key, 0))
+              if oldest and oldest <= cutoff then
+                -- Hit times are appended in order: gallop to a hit still inside the window,
+                -- bisect back to the first one, and drop everything before it in one LTRIM.
+                -- (A loop of LPOPs took as long as the hits it dropped: a busy client back
+                -- after a pause had a whole window's hits dropped one by one, every instance
+                -- waiting on Redis meanwhile.)
+                local gone, step = 0, 1
+                local first, at_first
+                while true do
+                  local at = gone + step
+                  local t = tonumber(redis.call('LINDEX', key, at))
+                  if not t or t > cutoff then
+                    first, at_first = at, t
+                    break
+                  end
+                  gone, step = at, step * 2
+                end
+                while first - gone > 1 do
+                  local mid = math.floor((gone + first) / 2)
+                  local t = tonumber(redis.call('LINDEX', key, mid))
+                  if t and t <= cutoff then
+                    gone = mid
+                  else
+                    first, at_first = mid, t
+                  end
+                end
+                redis.call('LTRIM', key, first, -1)
+                oldest = at_first
               end
               local pushed, count = pcall(redis.call, 'RPUSH', key, stamp)
               if not pushed then

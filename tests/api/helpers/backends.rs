@@ -34,6 +34,15 @@ pub fn test_redis_settings() -> Option<RedisSettings> {
 /// connection that carried `prefix` (an app's or a store's key prefix) (other tests share the server), keyed or not —
 /// so a `PING` a connection pool sends before each call counts as the round trip it is.
 pub async fn redis_commands<F: Future<Output = ()>>(prefix: &str, work: F) -> Vec<String> {
+    monitor(prefix, work, false).await
+}
+
+/// Commands Lua scripts ran inside Redis while `work` runs, on keys under `prefix`.
+pub async fn redis_script_commands<F: Future<Output = ()>>(prefix: &str, work: F) -> Vec<String> {
+    monitor(prefix, work, true).await
+}
+
+async fn monitor<F: Future<Output = ()>>(prefix: &str, work: F, scripts: bool) -> Vec<String> {
     use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
     let url = test_redis_url().expect("the Redis pass");
     let address = url
@@ -58,8 +67,8 @@ pub async fn redis_commands<F: Future<Output = ()>>(prefix: &str, work: F) -> Ve
             if line.contains(&marker) {
                 return;
             }
-            // What clients sent, not what scripts ran inside Redis.
-            if !line.contains(" lua] ") {
+            // What clients sent, or what scripts ran inside Redis.
+            if line.contains(" lua] ") == scripts {
                 sent.push(line);
             }
         }
@@ -72,6 +81,10 @@ pub async fn redis_commands<F: Future<Output = ()>>(prefix: &str, work: F) -> Ve
         let end = start + line[start..].find(']')?;
         Some(line[start + 1..end].to_owned())
     };
+    if scripts {
+        sent.retain(|line| line.contains(prefix));
+        return sent;
+    }
     let ours: std::collections::HashSet<String> = sent
         .iter()
         .filter(|line| line.contains(prefix))
