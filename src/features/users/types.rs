@@ -161,7 +161,7 @@ impl User {
     /// selects only those (`users::Model::from_columns`): `id` always, and every column for a
     /// field this does not know (`__typename` aside). **Keep it in step with the resolvers
     /// above**: a field that reads another column must say so here, or a list answers with that
-    /// column's placeholder (`users::every_field_of_a_listed_user_matches_the_whole_row` checks
+    /// column's placeholder (`admin::every_field_of_a_listed_user_matches_the_whole_row` checks
     /// every field the schema has).
     pub fn columns_for<'a>(
         fields: impl IntoIterator<Item = &'a str>,

@@ -199,8 +199,8 @@ static EXPIRE_IF_EQUALS: LazyLock<Script> = LazyLock::new(|| {
 /// - `win limit window_ms` (one key: a list of hit times, see [`window_key`]) → `{allowed,
 ///   count, ms until the oldest hit ages out}`. The hits that aged out go in one `LTRIM`, found
 ///   in a logarithmic number of `LINDEX`es however many they are. The hit is appended (the
-///   append's reply is the count, so no `LLEN`) and taken back when it is over the limit; only an allowed hit
-///   moves the key's expiry, which the newest hit decides. When Redis refuses the append (out of
+///   append's reply is the count, so no `LLEN`) and taken back when it is over the limit; only
+///   an allowed hit moves the key's expiry, which the newest hit decides. When Redis refuses the append (out of
 ///   memory), a hit over the limit is refused all the same (counted with `LLEN`);
 /// - `incr delta ttl_ms` (one key);
 /// - `tget field ttl_ms tag_prefix generation` (a bounded cache's entries hash, last-use sorted
