@@ -198,15 +198,24 @@ static GET: LazyLock<Script> = LazyLock::new(|| {
 /// `ARGV`: key, ttl ms, value, capacity.
 /// Writes `value` under `ARGV[1]` (with `CLOCK`'s `score` and `oldest`), drops what aged out and
 /// what is past the capacity `ARGV[4]`, and keeps the namespace for `ARGV[2]` ms.
+///
+/// A write drops at most a thousand entries of each kind, oldest first, in one `HDEL` each:
+/// entries that aged out together (a burst a TTL ago) or a capacity lowered at a deploy go over
+/// the next writes instead of holding Redis, and every instance waiting on it, for one command
+/// per entry. A read never serves an entry that aged out, dropped yet or not.
 const STORE: &str = r"redis.call('HSET', KEYS[1], ARGV[1], value)
           redis.call('ZADD', KEYS[2], score, ARGV[1])
-          local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', oldest)
-          for _, key in ipairs(stale) do redis.call('HDEL', KEYS[1], key) end
-          redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', oldest)
-          local extra = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[4])
+          local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', oldest, 'LIMIT', 0, 1000)
+          if #stale > 0 then
+            redis.call('HDEL', KEYS[1], unpack(stale))
+            redis.call('ZREMRANGEBYRANK', KEYS[2], 0, #stale - 1)
+          end
+          local extra = math.min(redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[4]), 1000)
           if extra > 0 then
             local evicted = redis.call('ZPOPMIN', KEYS[2], extra)
-            for i = 1, #evicted, 2 do redis.call('HDEL', KEYS[1], evicted[i]) end
+            local names = {}
+            for i = 1, #evicted, 2 do names[#names + 1] = evicted[i] end
+            redis.call('HDEL', KEYS[1], unpack(names))
           end
           for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
           return 1";

@@ -591,6 +591,142 @@ async fn a_hit_over_the_limit_is_refused_when_redis_refuses_the_append() {
     );
 }
 
+/// A bounded cache keeps the most recently used entries up to its capacity and forgets what went
+/// unused for its TTL, on both backends. On Redis a write drops at most a thousand entries of each
+/// kind, in one `HDEL`: entries that aged out together, or a capacity lowered at a deploy, go over
+/// the next writes, not in one call with a command per entry (which held Redis for everyone).
+#[tokio::test]
+async fn a_bounded_cache_keeps_the_recently_used_and_drops_the_rest_in_lots() {
+    use multipult::infra::cache::Bounds;
+    let small = Bounds {
+        capacity: 3,
+        ttl: Duration::from_secs(60),
+    };
+    for (name, a, b, guard) in backends() {
+        let ns = "lru";
+        for key in ["a", "b", "c"] {
+            a.cache.put(ns, small, key, key.as_bytes()).await.unwrap();
+        }
+        assert!(
+            b.cache.get(ns, small, "a").await.unwrap().is_some(),
+            "{name}"
+        );
+        a.cache.put(ns, small, "d", b"d").await.unwrap();
+        let held = |key: &'static str| {
+            let b = b.clone();
+            async move { b.cache.get(ns, small, key).await.unwrap() }
+        };
+        assert_eq!(
+            held("b").await,
+            None,
+            "{name}: the least recently used goes"
+        );
+        for key in ["a", "c", "d"] {
+            assert_eq!(
+                held(key).await.as_deref(),
+                Some(key.as_bytes()),
+                "{name}: {key}"
+            );
+        }
+
+        let brief = Bounds {
+            capacity: 10_000,
+            ttl: Duration::from_millis(1500),
+        };
+        const MANY: usize = 2_500;
+        let keys: Vec<String> = (0..MANY).map(|i| format!("k{i}")).collect();
+        futures_util::future::join_all(keys.iter().map(|k| a.cache.put("aged", brief, k, b"v")))
+            .await
+            .into_iter()
+            .for_each(|r| r.unwrap());
+        // A write in between keeps the namespace (whose keys expire a TTL after the last write)
+        // while the entries age out.
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        a.cache.put("aged", brief, "keeper", b"v").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let hdels = |commands: &[String]| {
+            commands
+                .iter()
+                .filter(|line| line.contains("\"HDEL\""))
+                .count()
+        };
+        let commands = match &guard {
+            Some(guard) => {
+                crate::helpers::redis_script_commands(guard.prefix(), async {
+                    b.cache.put("aged", brief, "fresh", b"v").await.unwrap();
+                })
+                .await
+            }
+            None => {
+                b.cache.put("aged", brief, "fresh", b"v").await.unwrap();
+                Vec::new()
+            }
+        };
+        if guard.is_some() {
+            assert_eq!(hdels(&commands), 1, "{name}: one HDEL for a thousand");
+        }
+        // Dropped or not yet, an entry that aged out is never served; the new one is.
+        for key in [&keys[0], &keys[MANY / 2], &keys[MANY - 1]] {
+            assert_eq!(
+                b.cache.get("aged", brief, key).await.unwrap(),
+                None,
+                "{name}: {key}"
+            );
+        }
+        assert!(b.cache.get("aged", brief, "fresh").await.unwrap().is_some());
+
+        // A capacity lowered at once: the oldest go, a thousand per write.
+        let roomy = Bounds {
+            capacity: 5_000,
+            ttl: Duration::from_secs(60),
+        };
+        futures_util::future::join_all(keys.iter().map(|k| a.cache.put("shrunk", roomy, k, b"v")))
+            .await
+            .into_iter()
+            .for_each(|r| r.unwrap());
+        let tight = Bounds {
+            capacity: 10,
+            ttl: Duration::from_secs(60),
+        };
+        let commands = match &guard {
+            Some(guard) => {
+                crate::helpers::redis_script_commands(guard.prefix(), async {
+                    a.cache.put("shrunk", tight, "last", b"v").await.unwrap();
+                })
+                .await
+            }
+            None => {
+                a.cache.put("shrunk", tight, "last", b"v").await.unwrap();
+                Vec::new()
+            }
+        };
+        if guard.is_some() {
+            assert_eq!(hdels(&commands), 1, "{name}: one HDEL for a thousand");
+        }
+        for _ in 0..2 {
+            a.cache.put("shrunk", tight, "last", b"v").await.unwrap();
+        }
+        assert!(
+            a.cache
+                .get("shrunk", tight, "last")
+                .await
+                .unwrap()
+                .is_some(),
+            "{name}"
+        );
+        let mut kept = 0;
+        for key in &keys {
+            if a.cache.get("shrunk", tight, key).await.unwrap().is_some() {
+                kept += 1;
+            }
+        }
+        assert!(
+            kept < 10,
+            "{name}: {kept} of the old entries kept at a capacity of 10"
+        );
+    }
+}
+
 /// A tagged read answers the current version of every tag of its entry, however many (an entry
 /// for a long list carries one tag per item; past 8,000 a script could not hand them to one
 /// command at once), and the generation; a bumped tag shows on another instance. (The in-process
