@@ -50,6 +50,22 @@ async fn counting_script_calls<T>(
     (out.expect("the work ran"), Some(calls))
 }
 
+/// What `run` gives, and on Redis (with `guard`) the commands Lua scripts ran there meanwhile.
+async fn with_script_commands<T>(
+    guard: Option<&RedisCleanupGuard>,
+    run: impl Future<Output = T>,
+) -> (T, Vec<String>) {
+    let Some(guard) = guard else {
+        return (run.await, Vec::new());
+    };
+    let mut out = None;
+    let commands = crate::helpers::redis_script_commands(guard.prefix(), async {
+        out = Some(run.await);
+    })
+    .await;
+    (out.expect("the work ran"), commands)
+}
+
 #[tokio::test]
 async fn values_expire_after_their_ttl() {
     for (name, stores, _, _guard) in backends() {
@@ -237,20 +253,10 @@ async fn hits_that_aged_out_go_at_once_however_many() {
         assert_eq!(later.count, HITS + 1, "{name}: {later:?}");
         // Past the burst's window, inside the later hit's.
         tokio::time::sleep(Duration::from_millis(1800)).await;
-        let mut back = None;
-        let commands = match &guard {
-            Some(guard) => {
-                crate::helpers::redis_script_commands(guard.prefix(), async {
-                    back = Some(stores.kv.sliding_window("w", LIMIT, window).await);
-                })
-                .await
-            }
-            None => {
-                back = Some(stores.kv.sliding_window("w", LIMIT, window).await);
-                Vec::new()
-            }
-        };
-        let back = back.expect("the hit ran").unwrap();
+        let (back, commands) =
+            with_script_commands(guard.as_ref(), stores.kv.sliding_window("w", LIMIT, window))
+                .await;
+        let back = back.unwrap();
         assert!(back.allowed, "{name}: {back:?}");
         assert_eq!(
             back.count, 2,
@@ -650,18 +656,9 @@ async fn a_bounded_cache_keeps_the_recently_used_and_drops_the_rest_in_lots() {
                 .filter(|line| line.contains("\"HDEL\""))
                 .count()
         };
-        let commands = match &guard {
-            Some(guard) => {
-                crate::helpers::redis_script_commands(guard.prefix(), async {
-                    b.cache.put("aged", brief, "fresh", b"v").await.unwrap();
-                })
-                .await
-            }
-            None => {
-                b.cache.put("aged", brief, "fresh", b"v").await.unwrap();
-                Vec::new()
-            }
-        };
+        let (stored, commands) =
+            with_script_commands(guard.as_ref(), b.cache.put("aged", brief, "fresh", b"v")).await;
+        stored.unwrap();
         if guard.is_some() {
             assert_eq!(hdels(&commands), 1, "{name}: one HDEL for a thousand");
         }
@@ -688,18 +685,9 @@ async fn a_bounded_cache_keeps_the_recently_used_and_drops_the_rest_in_lots() {
             capacity: 10,
             ttl: Duration::from_secs(60),
         };
-        let commands = match &guard {
-            Some(guard) => {
-                crate::helpers::redis_script_commands(guard.prefix(), async {
-                    a.cache.put("shrunk", tight, "last", b"v").await.unwrap();
-                })
-                .await
-            }
-            None => {
-                a.cache.put("shrunk", tight, "last", b"v").await.unwrap();
-                Vec::new()
-            }
-        };
+        let (stored, commands) =
+            with_script_commands(guard.as_ref(), a.cache.put("shrunk", tight, "last", b"v")).await;
+        stored.unwrap();
         if guard.is_some() {
             assert_eq!(hdels(&commands), 1, "{name}: one HDEL for a thousand");
         }
