@@ -541,6 +541,48 @@ async fn a_step_redis_refuses_fails_only_its_own_batch() {
     }
 }
 
+/// A hit over the limit writes nothing: a client flooding past its limit costs Redis reads only
+/// (nothing appended and taken back, nothing for replicas or the AOF), and its count stays at the
+/// limit on both backends.
+#[tokio::test]
+async fn a_refused_hit_writes_nothing() {
+    let minute = Duration::from_secs(60);
+    for (name, stores, other, guard) in backends() {
+        for _ in 0..2 {
+            assert!(
+                stores
+                    .kv
+                    .sliding_window("w", 2, minute)
+                    .await
+                    .unwrap()
+                    .allowed
+            );
+        }
+        let (refused, commands) = with_script_commands(guard.as_ref(), async {
+            let mut last = None;
+            for _ in 0..5 {
+                last = Some(other.kv.sliding_window("w", 2, minute).await.unwrap());
+            }
+            last.expect("five hits")
+        })
+        .await;
+        assert!(!refused.allowed, "{name}: {refused:?}");
+        assert_eq!(refused.count, 2, "{name}: {refused:?}");
+        if guard.is_some() {
+            let writes: Vec<&String> = commands
+                .iter()
+                .filter(|line| {
+                    ["RPUSH", "RPOP", "LPOP", "LTRIM", "PEXPIRE"]
+                        .iter()
+                        .any(|write| line.contains(&format!("\"{write}\"")))
+                })
+                .collect();
+            assert!(writes.is_empty(), "{writes:#?}");
+            assert!(commands.iter().any(|line| line.contains("\"LLEN\"")));
+        }
+    }
+}
+
 /// Redis refuses the window's append (as it does out of memory under `noeviction`; here an ACL
 /// user that may not `RPUSH`): a hit its log already refuses is still refused, not let through
 /// as a store failure; a hit under the limit fails as the append did.

@@ -198,10 +198,9 @@ static EXPIRE_IF_EQUALS: LazyLock<Script> = LazyLock::new(|| {
 /// - `get` (one key);
 /// - `win limit window_ms` (one key: a list of hit times, see [`window_key`]) → `{allowed,
 ///   count, ms until the oldest hit ages out}`. The hits that aged out go in one `LTRIM`, found
-///   in a logarithmic number of `LINDEX`es however many they are. The hit is appended (the
-///   append's reply is the count, so no `LLEN`) and taken back when it is over the limit; only
-///   an allowed hit moves the key's expiry, which the newest hit decides. When Redis refuses the append (out of
-///   memory), a hit over the limit is refused all the same (counted with `LLEN`);
+///   in a logarithmic number of `LINDEX`es however many they are. A hit over the limit is
+///   refused without a write (so also when Redis could not append, out of memory); an allowed
+///   one is appended and moves the key's expiry, which the newest hit decides;
 /// - `incr delta ttl_ms` (one key);
 /// - `tget field ttl_ms tag_prefix generation` (a bounded cache's entries hash, last-use sorted
 ///   set and sequence counter; see `infra::cache`) → `{entry or false, versions of the tags its
@@ -259,28 +258,19 @@ static BATCH: LazyLock<Script> = LazyLock::new(|| {
                 redis.call('LTRIM', key, first, -1)
                 oldest = at_first
               end
-              local pushed, count = pcall(redis.call, 'RPUSH', key, stamp)
-              if not pushed then
-                -- Redis refused the append (out of memory under `noeviction`): a hit the log
-                -- already refuses is still refused; any other hit fails as the append did.
-                local full = redis.call('LLEN', key)
-                if full < limit then error(count) end
-                local reset = window
-                if oldest then reset = oldest + window - now end
-                return {0, full, reset}
-              end
-              local allowed = 1
-              if count > limit then
-                redis.call('RPOP', key)
-                count = count - 1
-                allowed = 0
-              else
-                redis.call('PEXPIRE', key, span)
-                oldest = oldest or now
-              end
               local reset = window
               if oldest then reset = oldest + window - now end
-              return {allowed, count, reset}
+              -- A hit over the limit writes nothing: a client flooding past its limit costs
+              -- Redis reads only (no append and take-back per refused hit, none of it sent to
+              -- replicas or the AOF), and is refused even when Redis could not append (out of
+              -- memory under `noeviction`).
+              local count = redis.call('LLEN', key)
+              if count >= limit then
+                return {0, count, reset}
+              end
+              count = redis.call('RPUSH', key, stamp)
+              redis.call('PEXPIRE', key, span)
+              return {1, count, reset}
             elseif op == 'incr' then
               local v = redis.call('INCRBY', key, ARGV[a + 1])
               local ttl = tonumber(ARGV[a + 2])
