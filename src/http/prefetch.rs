@@ -4,8 +4,8 @@
 //! anything else, and the entry's, whose key needs the parsed document and the viewer's scope.
 //! Done in turn, that is two round trips. When the same request text came before with the same
 //! credential, the key it led to is remembered here, and the entry is read at the same moment as
-//! the caller's state: one round trip's wait (the two go out together, joined into one call when
-//! others are queued; `infra::redis::coalesce`).
+//! the caller's state: the two go out in one script call (`infra::redis::coalesce`), one round
+//! trip.
 //!
 //! Only a guess: the handler still computes the key from what it parsed and the viewer it got,
 //! and uses the early read only when the two keys are equal. A changed permission, a new token or

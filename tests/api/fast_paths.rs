@@ -235,21 +235,27 @@ async fn an_authenticated_request_is_one_store_round_trip() {
 }
 
 #[tokio::test]
-async fn a_response_cache_hit_adds_one_round_trip() {
+async fn a_response_cache_hit_rides_the_callers_round_trip() {
     if crate::helpers::test_redis_url().is_none() {
         eprintln!("skipped: counts Redis commands; runs in the Redis pass (TEST_REDIS_URL)");
         return;
     }
     let app = TestApp::spawn().await;
     let commands = commands_of_me_requests(&app, "hits@example.com").await;
-    // The caller's script, then one script for the entry and its tags' versions.
+    // A request seen before reads its entry (and its tags' versions) in the same script call
+    // as the caller's state and rate window: one call per request, not one each.
     let lookups = commands
         .iter()
         .filter(|c| c.contains("{responses}"))
         .count();
     assert_eq!(lookups, REQUESTS, "{commands:#?}");
+    let together = commands
+        .iter()
+        .filter(|c| c.contains("{responses}") && c.contains("auth:user:"))
+        .count();
+    assert_eq!(together, REQUESTS, "{commands:#?}");
     assert!(
-        commands.len() <= 2 * REQUESTS + 5,
+        commands.len() <= REQUESTS + 5,
         "{} commands for {REQUESTS} requests: {commands:#?}",
         commands.len()
     );

@@ -8,6 +8,12 @@
 //! load, batches that arrive while calls are out share the next one (what ioredis calls
 //! auto-pipelining). Each batch still gets exactly its own replies.
 //!
+//! A call takes its batches when its task starts, not when it is decided: what arrives in
+//! between goes with it. A request that sends two batches at once (a cached request's entry
+//! beside its caller's state: `http::prefetch`) decides two calls, and whichever starts first
+//! takes both: one script call for the request, the other ends without sending. (Taken when
+//! decided, they went out as two calls, on two connections.)
+//!
 //! The script runs a joined call atomically, like each batch alone. A step Redis refuses (say, a
 //! key of the wrong type) fails only its own batch: the script catches the step's error and
 //! answers it in the step's place, and the batch holding it gets it as its error. What still
@@ -55,6 +61,7 @@ impl JoinStats {
 #[derive(Default)]
 struct Queue {
     waiting: VecDeque<Waiting>,
+    /// Calls out, or decided and about to take their batches.
     in_flight: usize,
 }
 
@@ -91,15 +98,16 @@ impl Coalescer {
         let lead = {
             let mut queue = self.queue();
             queue.waiting.push_back(Waiting { steps, reply });
-            (queue.in_flight < self.max_in_flight).then(|| {
+            let lead = queue.in_flight < self.max_in_flight;
+            if lead {
                 queue.in_flight += 1;
-                self.take(&mut queue)
-            })
+            }
+            lead
         };
-        if let Some(group) = lead {
+        if lead {
             // In a task of its own: the call carries other requests' batches, so it must not
             // end when this request's future is dropped.
-            tokio::spawn(Arc::clone(self).send_until_empty(client.clone(), group));
+            tokio::spawn(Arc::clone(self).send_until_empty(client.clone()));
         }
         answer
             .await
@@ -120,10 +128,20 @@ impl Coalescer {
         group
     }
 
-    /// Sends `group`, then whatever has gathered meanwhile, until nothing waits.
-    async fn send_until_empty(self: Arc<Self>, client: RedisClient, mut group: Vec<Waiting>) {
+    /// Sends what waits, then whatever has gathered meanwhile, until nothing waits.
+    async fn send_until_empty(self: Arc<Self>, client: RedisClient) {
         let mut flight = Flight(&self, true);
+        // What does not fit (`max_steps`) goes in this task's next call, or in another's that
+        // the next batch to arrive starts beside it.
+        let mut group = self.take(&mut self.queue());
         loop {
+            if group.is_empty() {
+                // Another call took them first (see the module's note).
+                let mut queue = self.queue();
+                queue.in_flight -= 1;
+                flight.1 = false;
+                return;
+            }
             self.stats.calls.fetch_add(1, Ordering::Relaxed);
             let replies = call(&client, &group).await;
             answer(group, replies);
