@@ -145,16 +145,18 @@ pub async fn resolve(
     hashes: Vec<String>,
     cached: StoreResult<Option<Vec<u8>>>,
 ) -> Authentication {
+    // Boxed, as for a user's state (`authenticate::resolve`): the database is the rare path.
+    let load = |cache: bool| Box::pin(load(state, &hashes, cache));
     let loaded = match cached {
         Ok(Some(bytes)) if !is_tombstone(&bytes) => match serde_json::from_slice(&bytes) {
             Ok(key_state) => Ok(Some(key_state)),
-            Err(_) => load(state, &hashes, true).await,
+            Err(_) => load(true).await,
         },
-        Ok(Some(_)) => load(state, &hashes, false).await,
-        Ok(None) => load(state, &hashes, true).await,
+        Ok(Some(_)) => load(false).await,
+        Ok(None) => load(true).await,
         Err(error) => {
             error.log("API key cache unavailable; asking the database");
-            load(state, &hashes, false).await
+            load(false).await
         }
     };
     let hash = hashes.into_iter().next().unwrap_or_default();

@@ -106,18 +106,22 @@ pub async fn resolve(
     let fresh = |loaded: AppResult<Option<UserState>>| {
         loaded.map(|found| found.map(|state| Arc::new(Decoded::new(Box::default(), state))))
     };
+    // The database's answer, boxed: the usual request never asks, and inline its statements
+    // would make every request's future (moved, whole, into the middleware's box) kilobytes
+    // larger.
+    let load = |cache: bool| Box::pin(load(state, claims.sub, cache));
     let loaded = match cached {
         Ok(Some(bytes)) if bytes != TOMBSTONE => {
             match state.local::<DecodedStates>().decode(claims.sub, &bytes) {
                 Some(decoded) => Ok(Some(decoded)),
-                None => fresh(load(state, claims.sub, true).await),
+                None => fresh(load(true).await),
             }
         }
-        Ok(Some(_)) => fresh(load(state, claims.sub, false).await),
-        Ok(None) => fresh(load(state, claims.sub, true).await),
+        Ok(Some(_)) => fresh(load(false).await),
+        Ok(None) => fresh(load(true).await),
         Err(error) => {
             error.log("user state cache unavailable; asking the database");
-            fresh(load(state, claims.sub, false).await)
+            fresh(load(false).await)
         }
     };
     let decoded = match loaded {

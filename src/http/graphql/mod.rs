@@ -292,7 +292,9 @@ async fn run(
             response_cache::Lookup::Unavailable => {}
         }
     }
-    let executed = operation::execute(app, &state.schema, prepared).await;
+    // Boxed: a cached answer (above) never gets here, and inline the execution would make every
+    // request's future, moved whole into axum's box, kilobytes larger (docs/benchmarks.md).
+    let executed = Box::pin(operation::execute(app, &state.schema, prepared)).await;
     let storable = executed
         .ticket
         .phase
@@ -331,14 +333,14 @@ async fn run(
         (cacheable.as_mut(), &cache_key, generation)
     {
         let tag = super::caching::etag(&serialized);
-        response_cache::store(
+        Box::pin(response_cache::store(
             app,
             key,
             &serialized,
             (cacheable.policy, &tag),
             executed.ticket.tags.collected(),
             generation,
-        )
+        ))
         .await;
         cacheable.etag = Some(tag);
     }
