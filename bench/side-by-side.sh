@@ -17,6 +17,7 @@
 #
 #   bash bench/side-by-side.sh
 #   DURATION=15s CONNECTIONS=64 bash bench/side-by-side.sh
+#   REPEAT=3 DURATION=4s bash bench/side-by-side.sh   # each line the median of three runs
 #   BENCH_DATABASE_URL=postgres://multipult:multipult@127.0.0.1:5432/multipult \
 #   BENCH_REDIS_URL=redis://127.0.0.1:6379 bash bench/side-by-side.sh
 #
@@ -25,6 +26,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-8s}
 CONNECTIONS=${CONNECTIONS:-32}
+REPEAT=${REPEAT:-1}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/multipult/target}"
 
 if ! command -v wrk >/dev/null 2>&1; then
@@ -64,26 +66,34 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{"query":"{ users(limit: 20) { id name } }"}'
 LUA
 
-# Runs wrk; prints "rps p50_ms p99_ms non2xx". Args: url [script]
+# Runs wrk REPEAT times, back to back; prints "rps p50_ms p99_ms non2xx" of the run with the
+# median requests/s (its own latencies: a run's percentiles are not averaged with another's).
+# Args: url [script]
 measure() {
   local url=$1 script=${2:-}
-  local out
-  if [ -n "$script" ]; then
-    out=$(wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency -s "$script" "$url")
-  else
-    out=$(wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency "$url")
-  fi
-  python3 - "$out" <<'PY'
+  local runs=() out
+  for _ in $(seq 1 "$REPEAT"); do
+    if [ -n "$script" ]; then
+      out=$(wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency -s "$script" "$url")
+    else
+      out=$(wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency "$url")
+    fi
+    runs+=("$out")
+  done
+  python3 - "${runs[@]}" <<'PY'
 import re, sys
-out = sys.argv[1]
-def ms(label):
-    m = re.search(r"^\s*%s\s+([\d.]+)(us|ms|s)\s*$" % label, out, re.M)
-    if not m: return float("nan")
-    v, unit = float(m.group(1)), m.group(2)
-    return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
-rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-non = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-print(rps.group(1) if rps else "0", "%.2f" % ms("50%"), "%.2f" % ms("99%"), non.group(1) if non else "0")
+def parse(out):
+    def ms(label):
+        m = re.search(r"^\s*%s\s+([\d.]+)(us|ms|s)\s*$" % label, out, re.M)
+        if not m: return float("nan")
+        v, unit = float(m.group(1)), m.group(2)
+        return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    non = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    return (float(rps.group(1)) if rps else 0.0, ms("50%"), ms("99%"), int(non.group(1)) if non else 0)
+runs = sorted((parse(out) for out in sys.argv[1:]), key=lambda r: r[0])
+rps, p50, p99, non = runs[(len(runs) - 1) // 2]
+print("%.2f" % rps, "%.2f" % p50, "%.2f" % p99, non)
 PY
 }
 
@@ -319,7 +329,7 @@ reference_again "last"
 
 read -r bare_rps _ <<<"$bare"
 echo
-echo "multipult side by side: $(nproc) cores, wrk -t2 -c$CONNECTIONS -d$DURATION, $(date -u +%Y-%m-%d)"
+echo "multipult side by side: $(nproc) cores, wrk -t2 -c$CONNECTIONS -d$DURATION, median of $REPEAT run(s) per line, $(date -u +%Y-%m-%d)"
 echo "reference: stock async-graphql-axum, measured before, between and after the groups of lines:" \
   "$(printf '%s ' "${refs[@]}")req/s; a line's × stock divides by the two around its group"
 echo
