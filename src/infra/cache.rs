@@ -265,7 +265,7 @@ impl RedisCache {
 }
 
 fn ttl_ms(ttl: Duration) -> u64 {
-    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+    super::kv::millis(ttl).max(1)
 }
 
 #[async_trait]

@@ -32,6 +32,12 @@ impl StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// Whole milliseconds of `d`, saturating: the unit of every store's times and expiries (Redis
+/// counts in milliseconds, and the in-process store does the same arithmetic).
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// The verdict of one hit on a sliding-window log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WindowOutcome {

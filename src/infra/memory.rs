@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use std::sync::{Mutex, PoisonError};
 use tokio::time::Instant;
 
-use super::kv::{KeyValueStore, Op, Reply, StoreError, StoreResult, WindowOutcome};
+use super::kv::{KeyValueStore, Op, Reply, StoreError, StoreResult, WindowOutcome, millis};
 
 /// Expired entries are dropped lazily on access and swept every this many writes.
 const SWEEP_EVERY: u64 = 1024;
@@ -24,10 +24,6 @@ enum Value {
 struct HitLog {
     base: Instant,
     hits: VecDeque<u64>,
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 struct Entry {

@@ -175,7 +175,7 @@ pub(crate) fn map_redis_error(e: redis::RedisError) -> StoreError {
 }
 
 fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+    super::kv::millis(d).max(1)
 }
 
 static DELETE_IF_EQUALS: LazyLock<Script> = LazyLock::new(|| {
