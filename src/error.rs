@@ -45,6 +45,19 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// A GraphQL error with this code in its extensions (add more there as needed).
+    pub fn graphql_error(
+        self,
+        message: impl Into<String>,
+        at: Option<async_graphql::Pos>,
+    ) -> async_graphql::ServerError {
+        let mut error = async_graphql::ServerError::new(message, at);
+        let mut extensions = async_graphql::ErrorExtensionValues::default();
+        extensions.set("code", self.as_str());
+        error.extensions = Some(extensions);
+        error
+    }
+
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Unauthenticated => "UNAUTHENTICATED",

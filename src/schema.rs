@@ -34,16 +34,50 @@ pub fn schema_builder() -> SchemaBuilder<QueryRoot, MutationRoot, SubscriptionRo
 /// The served schema: state, the request extension (limits, codes, request ids) and production
 /// policies.
 pub fn build_schema(state: &AppState) -> AppSchema {
+    configured(state, true)
+}
+
+/// The served schema twice over the same types and data.
+///
+/// With async-graphql, any extension at all makes every resolved field go through the
+/// extensions' `resolve` chain (a registry lookup for its type and two boxed futures), whether or
+/// not an extension looks at fields. An operation whose document and operation already passed
+/// validation without variables ([`crate::graphql::RequestPhase::kept_validation`]) needs none
+/// of the request extension's hooks: the transport checks its limits and budget before it runs
+/// and decorates its response after ([`crate::graphql::extension::admit_kept`], `complete`), and
+/// it runs on `direct`, which has no extension (and validates in async-graphql's fast mode:
+/// fragment cycles only, the rules having passed for this text). Everything else — a
+/// document's first run, any operation with variables, subscriptions — runs on `full`. With
+/// traces on, whose slow-resolver check is an extension, there is no `direct`.
+#[derive(Clone)]
+pub struct Schemas {
+    pub full: AppSchema,
+    pub direct: Option<AppSchema>,
+}
+
+impl Schemas {
+    pub fn build(state: &AppState) -> Self {
+        Self {
+            full: build_schema(state),
+            direct: (!crate::telemetry::otel::enabled()).then(|| configured(state, false)),
+        }
+    }
+}
+
+fn configured(state: &AppState, extended: bool) -> AppSchema {
     let settings = &state.settings;
-    // Depth and complexity are enforced per caller by `RequestContext` (admins get a higher
-    // ceiling), with the measured values in the error.
-    let mut builder = schema_builder()
-        .data(state.clone())
-        .extension(RequestContext);
-    if crate::telemetry::otel::enabled() {
-        builder = builder.extension(crate::graphql::slow_resolvers::SlowResolvers(
-            settings.telemetry.slow_resolver,
-        ));
+    let mut builder = schema_builder().data(state.clone());
+    if extended {
+        // Depth and complexity are enforced per caller by `RequestContext` (admins get a higher
+        // ceiling), with the measured values in the error.
+        builder = builder.extension(RequestContext);
+        if crate::telemetry::otel::enabled() {
+            builder = builder.extension(crate::graphql::slow_resolvers::SlowResolvers(
+                settings.telemetry.slow_resolver,
+            ));
+        }
+    } else {
+        builder = builder.validation_mode(async_graphql::ValidationMode::Fast);
     }
     if !settings.graphql.introspection {
         builder = builder.disable_introspection();

@@ -246,12 +246,11 @@ pub struct Shape {
 
 /// A limit a document went over: the error to answer with.
 pub fn too_complex(message: String, measure: &str, value: usize, limit: usize) -> ServerError {
-    let mut error = ServerError::new(message, None);
-    let mut extensions = async_graphql::ErrorExtensionValues::default();
-    extensions.set("code", ErrorCode::QueryTooComplex.as_str());
-    extensions.set(measure, value);
-    extensions.set("limit", limit);
-    error.extensions = Some(extensions);
+    let mut error = ErrorCode::QueryTooComplex.graphql_error(message, None);
+    if let Some(extensions) = error.extensions.as_mut() {
+        extensions.set(measure, value);
+        extensions.set("limit", limit);
+    }
     error
 }
 
@@ -265,11 +264,7 @@ fn over(what: &str, measure: &str, value: usize, limit: usize) -> ServerError {
 }
 
 fn invalid(message: impl Into<String>) -> ServerError {
-    let mut error = ServerError::new(message, None);
-    let mut extensions = async_graphql::ErrorExtensionValues::default();
-    extensions.set("code", ErrorCode::GraphqlValidationFailed.as_str());
-    error.extensions = Some(extensions);
-    error
+    ErrorCode::GraphqlValidationFailed.graphql_error(message, None)
 }
 
 /// Checks the raw text: size, token count and bracket nesting, in one linear pass that
@@ -583,28 +578,21 @@ fn check_required_variables(
                 BaseType::Named(name) => format!("{name}!"),
                 BaseType::List(_) => definition.var_type.node.to_string(),
             };
-            let mut error = ServerError::new(
+            return Err(ErrorCode::BadUserInput.graphql_error(
                 format!(
                     "variable ${} of required type {type_name} was not provided",
                     definition.name.node
                 ),
                 Some(definition.name.pos),
-            );
-            let mut extensions = async_graphql::ErrorExtensionValues::default();
-            extensions.set("code", ErrorCode::BadUserInput.as_str());
-            error.extensions = Some(extensions);
-            return Err(error);
+            ));
         }
     }
     Ok(())
 }
 
 fn nul_error() -> ServerError {
-    let mut error = ServerError::new("strings must not contain the NUL character (U+0000)", None);
-    let mut extensions = async_graphql::ErrorExtensionValues::default();
-    extensions.set("code", ErrorCode::BadUserInput.as_str());
-    error.extensions = Some(extensions);
-    error
+    ErrorCode::BadUserInput
+        .graphql_error("strings must not contain the NUL character (U+0000)", None)
 }
 
 fn value_has_nul(value: &Value) -> bool {

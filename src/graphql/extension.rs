@@ -140,6 +140,14 @@ impl RequestPhase {
         self.executed.load(Ordering::Acquire)
     }
 
+    /// The passed validation kept for this request's operation, once the document's cache policy
+    /// is known too: all the extension's hooks would learn before executing it
+    /// ([`admit_kept`]).
+    pub fn kept_validation(&self) -> Option<ValidationResult> {
+        self.document_policy.get()?;
+        self.validation.as_ref()?.get()
+    }
+
     pub fn cost(&self) -> Option<Cost> {
         *self.cost.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -191,17 +199,97 @@ impl Shared {
     }
 
     fn decorate(&self, response: &mut Response, max_errors: usize) {
-        let phase = self.phase();
         let request_id = self
             .request_id
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        cap_errors(&mut response.errors, max_errors);
-        for error in &mut response.errors {
-            decorate_error(error, &phase, request_id.as_deref());
-        }
+        decorate(response, &self.phase(), request_id.as_deref(), max_errors);
     }
+}
+
+/// Caps a response's errors and gives each its code and the request id.
+fn decorate(
+    response: &mut Response,
+    phase: &RequestPhase,
+    request_id: Option<&str>,
+    max_errors: usize,
+) {
+    cap_errors(&mut response.errors, max_errors);
+    for error in &mut response.errors {
+        decorate_error(error, phase, request_id);
+    }
+}
+
+/// What every query or mutation's response gets once it exists (the `request` hook's work, and
+/// [`admit_kept`]'s counterpart): its errors decorated and counted, and the cost extension when
+/// it is on.
+pub fn complete(
+    response: &mut Response,
+    phase: &RequestPhase,
+    request_id: Option<&str>,
+    state: Option<&AppState>,
+) {
+    let max_errors = state.map_or(20, |state| state.settings.graphql.max_errors);
+    decorate(response, phase, request_id, max_errors);
+    if let Some(state) = state {
+        count_rejected_inputs(state, &response.errors);
+    }
+    let report = state.is_some_and(|state| state.settings.graphql.cost_extension);
+    if let Some(cost) = phase.cost().filter(|_| report) {
+        let mut value = async_graphql::indexmap::IndexMap::new();
+        value.insert(
+            async_graphql::Name::new("requested"),
+            async_graphql::Value::from(cost.requested),
+        );
+        value.insert(
+            async_graphql::Name::new("limit"),
+            async_graphql::Value::from(cost.limit),
+        );
+        response
+            .extensions
+            .insert("cost".into(), async_graphql::Value::Object(value));
+    }
+}
+
+/// What the `parse_query`, `validation` and `execute` hooks do, for an operation run on the
+/// schema without extensions ([`crate::schema::Schemas`]) because its validation is kept
+/// ([`RequestPhase::kept_validation`]): the document was measured, its cache policy is known,
+/// and the caller's depth and cost ceilings and cost budget are checked against the kept
+/// measures. Afterwards the response goes through [`complete`], as the `request` hook's would.
+///
+/// # Errors
+/// The operation is over a ceiling or the budget is spent: nothing executes.
+pub async fn admit_kept(
+    state: &AppState,
+    phase: &RequestPhase,
+    request: &async_graphql::Request,
+    kept: ValidationResult,
+    request_id: Option<&str>,
+) -> Result<(), Vec<ServerError>> {
+    if !phase.vetted.load(Ordering::Acquire) {
+        return Err(vec![not_measured()]);
+    }
+    phase.parsed.store(true, Ordering::Release);
+    *phase
+        .cache_policy
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner) = phase.document_policy.get().copied();
+    let data = |id: std::any::TypeId| request.data.get(&id);
+    let viewer = data(std::any::TypeId::of::<Viewer>()).and_then(|d| d.downcast_ref::<Viewer>());
+    let client =
+        data(std::any::TypeId::of::<ClientInfo>()).and_then(|d| d.downcast_ref::<ClientInfo>());
+    let typenames = phase.typenames.load(Ordering::Acquire);
+    let cost = check_cost(phase, state, viewer, client, &kept, typenames, request_id).await?;
+    *phase.cost.lock().unwrap_or_else(PoisonError::into_inner) = Some(cost);
+    phase.validated.store(true, Ordering::Release);
+    phase.executed.store(true, Ordering::Release);
+    Ok(())
+}
+
+fn not_measured() -> ServerError {
+    ErrorCode::InternalServerError
+        .graphql_error("the document was not measured before parsing", None)
 }
 
 /// Keeps a response's errors small whatever the document: duplicates (same message, same path)
@@ -215,11 +303,11 @@ fn cap_errors(errors: &mut Vec<ServerError>, max: usize) {
     if errors.len() > max {
         let omitted = errors.len() - max;
         errors.truncate(max);
-        let mut summary = ServerError::new(format!("{omitted} more errors omitted"), None);
-        let mut extensions = async_graphql::ErrorExtensionValues::default();
-        extensions.set("code", ErrorCode::GraphqlValidationFailed.as_str());
-        extensions.set("omitted", omitted);
-        summary.extensions = Some(extensions);
+        let mut summary = ErrorCode::GraphqlValidationFailed
+            .graphql_error(format!("{omitted} more errors omitted"), None);
+        if let Some(extensions) = summary.extensions.as_mut() {
+            extensions.set("omitted", omitted);
+        }
         errors.push(summary);
     }
 }
@@ -406,7 +494,7 @@ async fn debit(
     let reset_secs = (slot + 1) * window - now_secs;
     let reset_at = now + chrono::Duration::seconds(i64::try_from(reset_secs).unwrap_or(0));
     if refused {
-        let mut error = ServerError::new(
+        let mut error = ErrorCode::RateLimited.graphql_error(
             format!(
                 "the cost budget of {} points per {} is used up",
                 quota.limit,
@@ -414,11 +502,10 @@ async fn debit(
             ),
             None,
         );
-        let mut extensions = async_graphql::ErrorExtensionValues::default();
-        extensions.set("code", ErrorCode::RateLimited.as_str());
-        extensions.set("retryAfter", reset_secs.max(1));
-        extensions.set("cost", cost);
-        error.extensions = Some(extensions);
+        if let Some(extensions) = error.extensions.as_mut() {
+            extensions.set("retryAfter", reset_secs.max(1));
+            extensions.set("cost", cost);
+        }
         let budget = Budget {
             limit: quota.limit,
             remaining: quota.limit.saturating_sub(used),
@@ -482,30 +569,12 @@ fn label(field: &str) -> String {
 impl Extension for RequestContextExtension {
     async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
         let mut response = next.run(ctx).await;
-        let max_errors = ctx
-            .data_opt::<AppState>()
-            .map_or(20, |state| state.settings.graphql.max_errors);
-        self.shared.decorate(&mut response, max_errors);
-        if let Some(state) = ctx.data_opt::<AppState>() {
-            count_rejected_inputs(state, &response.errors);
-        }
-        let report = ctx
-            .data_opt::<AppState>()
-            .is_some_and(|state| state.settings.graphql.cost_extension);
-        if let Some(cost) = self.shared.phase().cost().filter(|_| report) {
-            let mut value = async_graphql::indexmap::IndexMap::new();
-            value.insert(
-                async_graphql::Name::new("requested"),
-                async_graphql::Value::from(cost.requested),
-            );
-            value.insert(
-                async_graphql::Name::new("limit"),
-                async_graphql::Value::from(cost.limit),
-            );
-            response
-                .extensions
-                .insert("cost".into(), async_graphql::Value::Object(value));
-        }
+        complete(
+            &mut response,
+            &self.shared.phase(),
+            self.request_id().as_deref(),
+            ctx.data_opt::<AppState>(),
+        );
         response
     }
 
@@ -563,11 +632,7 @@ impl Extension for RequestContextExtension {
         // was not measured first may get that far: the transports measure every document.
         let phase = self.shared.phase();
         if !phase.vetted.load(Ordering::Acquire) {
-            let mut error = ServerError::new("the document was not measured before parsing", None);
-            let mut extensions = async_graphql::ErrorExtensionValues::default();
-            extensions.set("code", ErrorCode::InternalServerError.as_str());
-            error.extensions = Some(extensions);
-            return Err(error);
+            return Err(not_measured());
         }
         let document = next.run(ctx, query, variables).await?;
         phase.parsed.store(true, Ordering::Release);

@@ -37,7 +37,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::config::CompressionSettings;
-use crate::schema::{self, AppSchema, build_schema};
+use crate::schema::{self, Schemas};
 use crate::state::AppState;
 use shared::SharedLayer;
 
@@ -47,7 +47,7 @@ pub use request_id::X_REQUEST_ID;
 #[derive(Clone)]
 pub struct HttpState {
     pub app: AppState,
-    pub schema: AppSchema,
+    pub schemas: Schemas,
     /// Anonymous WebSockets open per client network.
     pub ws_addresses: std::sync::Arc<ws::slots::AddressSlots>,
     /// GraphQL bodies kept compressed.
@@ -61,7 +61,7 @@ pub struct HttpState {
 pub fn router(app: AppState) -> Router {
     let settings = &app.settings;
     let state = HttpState {
-        schema: build_schema(&app),
+        schemas: Schemas::build(&app),
         app: app.clone(),
         ws_addresses: std::sync::Arc::default(),
         compression: std::sync::Arc::new(compression::CompressionMemo::new(

@@ -29,10 +29,10 @@ use super::caller::Subject;
 use super::persisted;
 use super::rate_limit::{self, Principal};
 use crate::error::{AppError, ErrorCode};
-use crate::graphql::{RequestPhase, document};
+use crate::graphql::{self, RequestPhase, document};
 use crate::identity::{Caller, Viewer};
 use crate::infra::rate_limit::{Decision, Window};
-use crate::schema::{self, AppSchema};
+use crate::schema;
 use crate::state::AppState;
 use crate::telemetry::{self, RequestId};
 
@@ -123,11 +123,7 @@ impl Refusal {
     }
 
     fn coded(message: &str, code: ErrorCode, status: Option<StatusCode>) -> Self {
-        let mut error = ServerError::new(message, None);
-        let mut extensions = async_graphql::ErrorExtensionValues::default();
-        extensions.set("code", code.as_str());
-        error.extensions = Some(extensions);
-        Self::new(error, status)
+        Self::new(code.graphql_error(message, None), status)
     }
 
     /// A service error, with the status its code implies on any media type when that status is
@@ -187,7 +183,7 @@ pub struct Prepared {
 impl Prepared {
     /// What the schema's cache hints allow for the document, when an earlier request for the
     /// same text worked it out (`None`: not known before executing).
-    pub fn known_cache_policy(&self) -> Option<crate::graphql::CachePolicy> {
+    pub fn known_cache_policy(&self) -> Option<graphql::CachePolicy> {
         self.document.cache_policy()
     }
 
@@ -221,7 +217,7 @@ pub struct Ticket {
     /// may do (a permission change is a new scope, so guards run again).
     pub cache_scope: String,
     /// The entity tags the response shows, collected while it resolves.
-    pub tags: Arc<crate::graphql::CacheTags>,
+    pub tags: Arc<graphql::CacheTags>,
 }
 
 /// Steps 1–6: everything up to execution.
@@ -341,7 +337,7 @@ pub async fn prepare(
         Viewer::ApiKey(key) => format!("apikey:{}:{:016x}", key.id, digest(&mut key.scopes.iter())),
         Viewer::Anonymous => "public".to_owned(),
     };
-    let tags = Arc::new(crate::graphql::CacheTags::default());
+    let tags = Arc::new(graphql::CacheTags::default());
     Ok(Prepared {
         request,
         ticket: Ticket {
@@ -362,10 +358,37 @@ pub async fn prepare(
 }
 
 /// Steps 7–8: runs a query or mutation to its response under the execution deadline.
-pub async fn execute(app: &AppState, schema: &AppSchema, prepared: Prepared) -> Executed {
+///
+/// An operation whose validation is kept runs on the schema without extensions
+/// ([`schema::Schemas`]): its limits and budget are checked here first, and its response is
+/// decorated here after, as the request extension's hooks would.
+pub async fn execute(app: &AppState, schemas: &schema::Schemas, prepared: Prepared) -> Executed {
     let started = Instant::now();
     let (request, ticket) = prepared.into_parts(app);
     let request_id = request_id_of(&request);
+    let id = request_id.as_ref().map(|id| id.0.as_str());
+    let kept = schemas
+        .direct
+        .as_ref()
+        .and_then(|direct| Some((direct, ticket.phase.kept_validation()?)));
+    let schema = match kept {
+        None => &schemas.full,
+        Some((direct, validation)) => {
+            if let Err(errors) =
+                graphql::extension::admit_kept(app, &ticket.phase, &request, validation, id).await
+            {
+                let mut response = async_graphql::Response::from_errors(errors);
+                graphql::extension::complete(&mut response, &ticket.phase, id, Some(app));
+                finish(app, &ticket, &response, started).await;
+                return Executed {
+                    executed: ticket.phase.executed(),
+                    response: Some(response),
+                    ticket,
+                };
+            }
+            direct
+        }
+    };
     let deadline = app.settings.graphql.execution_timeout;
     let task = {
         let schema = schema.clone();
@@ -376,7 +399,7 @@ pub async fn execute(app: &AppState, schema: &AppSchema, prepared: Prepared) -> 
             None => tokio::spawn(work),
         }
     };
-    let Some(response) = run_with_deadline(task, deadline).await else {
+    let Some(mut response) = run_with_deadline(task, deadline).await else {
         app.metrics.graphql_operation(
             ticket.info.name.as_deref(),
             ticket.info.kind_label(),
@@ -389,6 +412,9 @@ pub async fn execute(app: &AppState, schema: &AppSchema, prepared: Prepared) -> 
             ticket,
         };
     };
+    if kept.is_some() {
+        graphql::extension::complete(&mut response, &ticket.phase, id, Some(app));
+    }
     finish(app, &ticket, &response, started).await;
     Executed {
         executed: ticket.phase.executed(),

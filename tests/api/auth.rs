@@ -784,8 +784,11 @@ async fn two_factor_enrolment_login_backup_codes_and_disabling() {
         .graphql_as(token, confirm, json!({ "c": "000000" }))
         .await;
     assert_eq!(code(&wrong), "BAD_USER_INPUT", "{wrong}");
+    // The same code string is replayed below: computed again, it would be the next step's code
+    // whenever the test crosses a 30-second boundary in between.
+    let confirm_code = totp_code(&secret, 0);
     let (_, _, confirmed) = app
-        .graphql_as(token, confirm, json!({ "c": totp_code(&secret, 0) }))
+        .graphql_as(token, confirm, json!({ "c": confirm_code.clone() }))
         .await;
     let backup: Vec<String> =
         serde_json::from_value(confirmed["data"]["confirmTwoFactor"]["backupCodes"].clone())
@@ -807,7 +810,7 @@ async fn two_factor_enrolment_login_backup_codes_and_disabling() {
     let (_, _, bad) = login(Some("123456".into())).await;
     assert_eq!(code(&bad), "UNAUTHENTICATED");
     // The code used to confirm is spent; the next step's code works once.
-    let (_, _, replay) = login(Some(totp_code(&secret, 0))).await;
+    let (_, _, replay) = login(Some(confirm_code)).await;
     assert_eq!(code(&replay), "UNAUTHENTICATED", "{replay}");
     let next = totp_code(&secret, 30);
     let (_, _, ok) = login(Some(next.clone())).await;

@@ -187,3 +187,59 @@ async fn a_kept_validation_never_stands_in_for_variables() {
         .await;
     assert!(response.body.get("errors").is_none(), "{}", response.body);
 }
+
+/// The same document again without variables runs on the schema without extensions
+/// (`schema::Schemas`), its limits checked and its errors decorated by the transport: it must
+/// answer as its first run did — the same data, every error with its code and this request's id,
+/// the cost extension — and hold each caller to their own ceiling.
+#[tokio::test]
+async fn a_repeated_operation_answers_as_its_first_run_did() {
+    let app = TestApp::spawn_with(|s| {
+        s.graphql.cost_extension = true;
+        s.graphql.max_complexity = 100;
+        s.graphql.admin_max_complexity = 2000;
+    })
+    .await;
+    let user = app.signed_up("repeat@example.com").await;
+    // A field the caller may not read, beside one they may: a field error in a partial answer.
+    let query = "{ me { email } allUsers(limit: 1) { totalCount } }";
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        let response = app.gql(Some(&user.access), query, json!({})).await;
+        let error = &response.body["errors"][0];
+        assert_eq!(
+            error["extensions"]["code"], "FORBIDDEN",
+            "{}",
+            response.body
+        );
+        assert_eq!(
+            error["extensions"]["requestId"],
+            response.header("x-request-id"),
+            "{}",
+            response.body
+        );
+        let cost = response.body["extensions"]["cost"].clone();
+        assert!(cost["requested"].as_u64().is_some_and(|c| c > 0), "{cost}");
+        answers.push(json!([
+            response.body["data"],
+            error["message"],
+            error["path"],
+            cost
+        ]));
+    }
+    assert!(answers.windows(2).all(|w| w[0] == w[1]), "{answers:#?}");
+
+    // Kept after an admin's run, the document still holds a user to the user's ceiling.
+    let admin = app.admin().await;
+    let heavy = "{ allUsers(limit: 100) { items { email roles { name } } } }";
+    for _ in 0..2 {
+        let response = app.gql(Some(&admin.access), heavy, json!({})).await;
+        assert!(response.body.get("errors").is_none(), "{}", response.body);
+    }
+    for _ in 0..2 {
+        let response = app.gql(Some(&user.access), heavy, json!({})).await;
+        assert_eq!(response.code(), "QUERY_TOO_COMPLEX", "{}", response.body);
+        assert_eq!(response.body["errors"][0]["extensions"]["limit"], 100);
+        assert!(response.body.get("data").is_none());
+    }
+}

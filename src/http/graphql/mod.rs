@@ -294,7 +294,7 @@ async fn run(
     }
     // Boxed: a cached answer (above) never gets here, and inline the execution would make every
     // request's future, moved whole into axum's box, kilobytes larger (docs/benchmarks.md).
-    let executed = Box::pin(operation::execute(app, &state.schema, prepared)).await;
+    let executed = Box::pin(operation::execute(app, &state.schemas, prepared)).await;
     let storable = executed
         .ticket
         .phase

@@ -693,7 +693,8 @@ impl Connection {
         // needed until the first response, so it lives on the heap and is dropped after it.
         let mut responses = self
             .state
-            .schema
+            .schemas
+            .full
             .execute_stream_with_session_data(request, session);
         let mut ticket = Some(Box::new(ticket));
         // Each await other than the wait for the next response goes through a box: the stream
