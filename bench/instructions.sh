@@ -10,7 +10,9 @@
 # Each line runs the server under cachegrind twice, answering WARMUP and then WARMUP + REQUESTS
 # requests on one keep-alive connection; the difference of the two totals over REQUESTS is the
 # figure (start-up, migrations and the first requests cancel out). Counts only the server's
-# user space: the kernel's side of the sockets and time spent waiting are not in it.
+# user space: the kernel's side of the sockets and time spent waiting are not in it. The stock
+# async-graphql-axum reference of bench/side-by-side.sh (`users(limit: 20) { id name }`, from
+# memory) is counted the same way, and each line is also given as a ratio to it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REQUESTS=${REQUESTS:-3000}
@@ -24,6 +26,8 @@ if [ $# -eq 0 ]; then
   cargo build --profile profiling --quiet --bin multipult
   set -- "$CARGO_TARGET_DIR/profiling/multipult"
 fi
+cargo build --release --quiet --manifest-path bench/calibration/Cargo.toml
+CALIBRATION="$CARGO_TARGET_DIR/release/calibration"
 
 work=$(mktemp -d /tmp/multipult-instructions.XXXXXX)
 server=""
@@ -73,8 +77,8 @@ login() { # email
     python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["login"]["accessToken"])'
 }
 
-# send COUNT METHOD TOKEN QUERY [IF_NONE_MATCH]: COUNT requests on one connection; fails on an
-# unexpected status (a line must measure what it says).
+# send COUNT METHOD TOKEN QUERY [IF_NONE_MATCH]: COUNT requests to $address/graphql on one
+# connection; fails on an unexpected status (a line must measure what it says).
 send() {
   python3 - "$address" "$@" <<'PY'
 import http.client, json, sys, urllib.parse
@@ -113,6 +117,26 @@ count() {
   grep -o 'I *refs: *[0-9,]*' "$dir/server.log" | tr -d ', ' | cut -d: -f2
 }
 
+# reference COUNT: total instructions of the stock reference answering COUNT requests
+reference() {
+  local n=$1 log="$work/calibration.log" ports
+  ports=$(python3 -c 'import socket
+for _ in range(2):
+    s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()' | tr '\n' ' ')
+  read -r bare_port stock_port <<<"$ports"
+  valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file="$work/calibration.cg" \
+    "$CALIBRATION" "$bare_port" "$stock_port" >"$log" 2>&1 &
+  server=$!
+  for _ in $(seq 1 600); do
+    grep -q ready "$log" 2>/dev/null && break
+    sleep 0.1
+  done
+  address="127.0.0.1:$stock_port"
+  send "$n" POST "" '{ users(limit: 20) { id name } }' ""
+  stop
+  grep -o 'I *refs: *[0-9,]*' "$log" | tr -d ', ' | cut -d: -f2
+}
+
 ME='{ me { id email roles { name } } }'
 ALL='{ allUsers(limit: 20) { items { id email } } }'
 API='{ apiInfo { version } }'
@@ -125,6 +149,11 @@ for bin in "$@"; do
   rule+="---|"
 done
 [ $# -gt 1 ] && header+=" last / first |" && rule+="---|"
+
+small=$(reference "$WARMUP")
+large=$(reference $((WARMUP + REQUESTS)))
+stock=$(((large - small) / REQUESTS))
+printf 'stock async-graphql-axum reference, users(limit: 20) { id name }: %s instructions per request\n\n' "$stock"
 
 declare -A figures
 lines=("anonymous $API, uncached" "bearer $ME, uncached" "admin $ALL, uncached (SQLite)"
@@ -165,7 +194,7 @@ echo "$rule"
 for line in "${!lines[@]}"; do
   row="| ${lines[$line]} |"
   for index in $(seq 1 $#); do
-    row+=" ${figures[$index,$line]} |"
+    row+=" ${figures[$index,$line]} ($(python3 -c "print('%.2f' % ($stock / ${figures[$index,$line]}))")× stock) |"
   done
   if [ $# -gt 1 ]; then
     row+=" $(python3 -c "print('%.3f' % (${figures[$#,$line]} / ${figures[1,$line]}))") |"
