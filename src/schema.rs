@@ -45,9 +45,10 @@ pub fn build_schema(state: &AppState) -> AppSchema {
 /// validation without variables ([`crate::graphql::RequestPhase::kept_validation`]) needs none
 /// of the request extension's hooks: the transport checks its limits and budget before it runs
 /// and decorates its response after ([`crate::graphql::extension::admit_kept`], `complete`), and
-/// it runs on `direct`, which has no extension (and validates in async-graphql's fast mode:
-/// fragment cycles only, the rules having passed for this text). Everything else — a
-/// document's first run, any operation with variables, subscriptions — runs on `full`. With
+/// it runs on `direct`, which has no extension (and validates in async-graphql's fast mode: one
+/// walk for fragment cycles and the measures, the rules having passed for this text). Everything
+/// else — a document's first run, any operation with variables, every operation over WebSocket
+/// — runs on `full`. With
 /// traces on, whose slow-resolver check is an extension, there is no `direct`.
 #[derive(Clone)]
 pub struct Schemas {
