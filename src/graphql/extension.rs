@@ -279,9 +279,7 @@ pub async fn admit_kept(
     let viewer = data(std::any::TypeId::of::<Viewer>()).and_then(|d| d.downcast_ref::<Viewer>());
     let client =
         data(std::any::TypeId::of::<ClientInfo>()).and_then(|d| d.downcast_ref::<ClientInfo>());
-    let typenames = phase.typenames.load(Ordering::Acquire);
-    let cost = check_cost(phase, state, viewer, client, &kept, typenames, request_id).await?;
-    *phase.cost.lock().unwrap_or_else(PoisonError::into_inner) = Some(cost);
+    check_cost(phase, state, (viewer, client), &kept, request_id).await?;
     phase.validated.store(true, Ordering::Release);
     phase.executed.store(true, Ordering::Release);
     Ok(())
@@ -359,18 +357,19 @@ impl RequestContextExtension {
     }
 }
 
-/// Depth and complexity against the caller's ceilings, the cost warning, and the budget debit.
+/// Depth and complexity against the caller's ceilings, the cost warning, and the budget debit;
+/// the cost is kept with the phase (the validation hook's work once async-graphql measured the
+/// operation, and [`admit_kept`]'s).
 async fn check_cost(
     phase: &RequestPhase,
     state: &AppState,
-    viewer: Option<&Viewer>,
-    client: Option<&ClientInfo>,
+    (viewer, client): (Option<&Viewer>, Option<&ClientInfo>),
     result: &ValidationResult,
-    typenames: usize,
     request_id: Option<&str>,
-) -> Result<Cost, Vec<ServerError>> {
+) -> Result<(), Vec<ServerError>> {
     let limits = &state.settings.graphql;
     // async-graphql counts `__typename` as free; here every field costs at least 1.
+    let typenames = phase.typenames.load(Ordering::Acquire);
     let complexity = result.complexity.saturating_add(typenames);
     let user = viewer.and_then(|v| v.user().ok());
     if result.depth > limits.max_depth {
@@ -432,11 +431,12 @@ async fn check_cost(
             debited.map_err(|(_, errors)| errors)?
         }
     };
-    Ok(Cost {
+    *phase.cost.lock().unwrap_or_else(PoisonError::into_inner) = Some(Cost {
         requested: complexity,
         limit,
         budget,
-    })
+    });
+    Ok(())
 }
 
 /// Whose budget an operation is charged to (written into the budget's store key).
@@ -664,20 +664,8 @@ impl Extension for RequestContextExtension {
             }
         };
         if let Some(state) = ctx.data_opt::<AppState>() {
-            let viewer = ctx.data_opt::<Viewer>();
-            let client = ctx.data_opt::<ClientInfo>();
-            let typenames = phase.typenames.load(Ordering::Acquire);
-            let cost = check_cost(
-                &phase,
-                state,
-                viewer,
-                client,
-                &result,
-                typenames,
-                self.request_id().as_deref(),
-            )
-            .await?;
-            *phase.cost.lock().unwrap_or_else(PoisonError::into_inner) = Some(cost);
+            let caller = (ctx.data_opt::<Viewer>(), ctx.data_opt::<ClientInfo>());
+            check_cost(&phase, state, caller, &result, self.request_id().as_deref()).await?;
         }
         phase.validated.store(true, Ordering::Release);
         Ok(result)
