@@ -10,9 +10,8 @@
 //! as the GraphQL-over-HTTP specification describes. `strict` guards every such request, as
 //! Apollo Router does; `off` guards none.
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::Response;
 
 use super::caller::is_graphiql_page;
@@ -70,14 +69,15 @@ fn preflighted(request: &Request, csrf: &CsrfSettings) -> bool {
     })
 }
 
-pub async fn layer(State(app): State<AppState>, request: Request, next: Next) -> Response {
+/// The refusal of a request that needs a preflight header and has none (`super::guard`'s check).
+pub fn refusal(app: &AppState, request: &Request) -> Option<Response> {
     let csrf = &app.settings.csrf;
     // Only GraphQL over HTTP executes operations; the WebSocket endpoint authenticates in its
     // own protocol, and a browser opening GraphiQL sends a plain navigation.
-    let guarded_path = request.uri().path() == "/graphql" && !is_graphiql_page(&request);
+    let guarded_path = request.uri().path() == "/graphql" && !is_graphiql_page(request);
     let simple = match *request.method() {
         Method::GET | Method::HEAD => true,
-        Method::POST => simple_content_type(&request),
+        Method::POST => simple_content_type(request),
         _ => false,
     };
     let guarded = guarded_path
@@ -85,17 +85,17 @@ pub async fn layer(State(app): State<AppState>, request: Request, next: Next) ->
         && match csrf.mode {
             CsrfMode::Off => false,
             CsrfMode::Strict => true,
-            CsrfMode::Ambient => ambient_credentials(&request, csrf),
+            CsrfMode::Ambient => ambient_credentials(request, csrf),
         };
-    if !guarded || preflighted(&request, csrf) {
-        return next.run(request).await;
+    if !guarded || preflighted(request, csrf) {
+        return None;
     }
-    error_response(
+    Some(error_response(
         StatusCode::BAD_REQUEST,
         ErrorCode::BadRequest,
         "this request carries credentials a browser attaches by itself and has been blocked as a \
          potential cross-site request forgery: send an `Apollo-Require-Preflight: true` (or \
          `X-Apollo-Operation-Name`) header, or POST with Content-Type: application/json",
         None,
-    )
+    ))
 }

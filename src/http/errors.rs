@@ -4,9 +4,7 @@
 use std::any::Any;
 
 use axum::body::Body;
-use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::Response;
 
 use crate::error::{ErrorCode, error_response};
@@ -21,8 +19,7 @@ fn is_json(response: &Response) -> bool {
 
 /// Replaces the bare error bodies of inner layers (413 from the body limit, 408 from the timeout,
 /// 405 from method routing, text rejections) with the JSON error shape, keeping their headers.
-pub async fn json_error_shape(request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
+pub fn json_error_shape(response: Response) -> Response {
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) || is_json(&response) {
         return response;

@@ -1,8 +1,8 @@
 //! `GET /metrics` (Prometheus text) and the RED middleware that feeds it.
 
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret as _;
 use tokio::time::Instant;
@@ -11,19 +11,32 @@ use super::HttpState;
 use crate::error::{ErrorCode, error_response};
 use crate::state::AppState;
 
-/// Counts and times every request by method, matched route and status.
-pub async fn layer(State(app): State<AppState>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = request.method().clone();
-    let route = request.extensions().get::<MatchedPath>().cloned();
-    let response = next.run(request).await;
-    app.metrics.http_request(
-        method.as_str(),
-        route.as_ref().map_or("unmatched", MatchedPath::as_str),
-        response.status().as_u16(),
-        started.elapsed(),
-    );
-    response
+/// What the RED metrics take of a request before it runs: every request is counted and timed by
+/// method, matched route and status (`super::outermost`, around every other layer, so a panic's
+/// 500 and a refusal of any layer are counted too).
+pub struct Observed {
+    started: Instant,
+    method: Method,
+    route: Option<MatchedPath>,
+}
+
+impl Observed {
+    pub fn start(request: &Request) -> Self {
+        Self {
+            started: Instant::now(),
+            method: request.method().clone(),
+            route: request.extensions().get::<MatchedPath>().cloned(),
+        }
+    }
+
+    pub fn finish(self, app: &AppState, response: &Response) {
+        app.metrics.http_request(
+            self.method.as_str(),
+            self.route.as_ref().map_or("unmatched", MatchedPath::as_str),
+            response.status().as_u16(),
+            self.started.elapsed(),
+        );
+    }
 }
 
 /// Open when `METRICS_TOKEN` is unset; otherwise it requires `Authorization: Bearer <token>`.

@@ -7,6 +7,7 @@ pub mod csrf;
 pub mod errors;
 pub mod graphiql;
 pub mod graphql;
+pub mod guard;
 pub mod health;
 pub mod metrics;
 pub mod operation;
@@ -55,9 +56,11 @@ pub struct HttpState {
 }
 
 /// The whole router, outermost layer first:
-/// request id → panic guard → trace span/log line → RED metrics → JSON error shape → CORS →
+/// request id and RED metrics → panic guard → trace span/log line → JSON error shape → CORS →
 /// CSRF check → caller (authentication + rate limit, one store round trip) → compression →
-/// timeout → body limit → routes.
+/// timeout → body limit → routes. Only the first and the caller are `from_fn` layers (a boxed
+/// future and a copy of the services beneath per request); the error shape maps the response,
+/// the CSRF check is a [`guard::Guard`].
 pub fn router(app: AppState) -> Router {
     let settings = &app.settings;
     let state = HttpState {
@@ -91,12 +94,7 @@ pub fn router(app: AppState) -> Router {
     // `SharedLayer` under each `from_fn` layer: those clone what is beneath them on every
     // request, and this way a clone stops at the next layer (`shared.rs`).
     let layers = ServiceBuilder::new()
-        .layer(axum::middleware::from_fn(request_id::layer))
-        .layer(SharedLayer)
-        .layer(axum::middleware::from_fn_with_state(
-            app.clone(),
-            server::close_when_draining,
-        ))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), outermost))
         .layer(SharedLayer)
         .layer(CatchPanicLayer::custom(errors::panic_response))
         .layer(
@@ -107,23 +105,17 @@ pub fn router(app: AppState) -> Router {
                 .on_failure(()),
         )
         // Only with traces on: no extra layer otherwise.
-        .option_layer(
-            crate::telemetry::otel::enabled()
-                .then(|| axum::middleware::from_fn(request_id::trace_response)),
-        )
-        .layer(axum::middleware::from_fn_with_state(
-            app.clone(),
-            metrics::layer,
-        ))
-        .layer(SharedLayer)
-        .layer(axum::middleware::from_fn(errors::json_error_shape))
-        .layer(SharedLayer)
+        .option_layer(crate::telemetry::otel::enabled().then(|| {
+            ServiceBuilder::new()
+                .layer(axum::middleware::from_fn(request_id::trace_response))
+                .layer(SharedLayer)
+        }))
+        .map_response(errors::json_error_shape)
         .option_layer(cors(&settings.http.cors_origins))
-        .layer(axum::middleware::from_fn_with_state(
-            app.clone(),
-            csrf::layer,
-        ))
-        .layer(SharedLayer)
+        .layer(guard::GuardLayer::new({
+            let app = app.clone();
+            move |request: &axum::extract::Request| csrf::refusal(&app, request)
+        }))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             caller::layer,
@@ -137,6 +129,18 @@ pub fn router(app: AppState) -> Router {
         .layer(RequestBodyLimitLayer::new(settings.http.body_limit));
 
     routes.layer(layers)
+}
+
+/// The outermost layer: the request id, and the RED metrics of everything beneath it.
+async fn outermost(
+    axum::extract::State(app): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let observed = metrics::Observed::start(&request);
+    let response = request_id::layer(request, next).await;
+    observed.finish(&app, &response);
+    response
 }
 
 /// gzip and brotli for bodies of the configured size and more (never for gRPC, images or event

@@ -12,9 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderValue, Version, header};
-use axum::middleware::Next;
 use axum::response::Response;
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
@@ -29,7 +28,6 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
 use super::watch::{Activity, Limits, Verdict, WatchedIo};
-use crate::infra::metrics::Metrics;
 use crate::state::AppState;
 
 /// How long idle keep-alive connections may still send a request once shutdown began.
@@ -101,7 +99,7 @@ pub async fn serve(
                         router.clone(),
                         close_idle.clone(),
                         limits,
-                        state.metrics.clone(),
+                        state.clone(),
                     );
                     connections.spawn(async move {
                         served.await;
@@ -190,30 +188,37 @@ async fn connection(
     router: Router,
     close_idle: CancellationToken,
     limits: Limits,
-    metrics: Arc<Metrics>,
+    state: AppState,
 ) {
+    let metrics = &state.metrics;
     let activity = Activity::new();
     let (heads, requests) = (activity.clone(), activity.clone());
-    let service = router
-        .layer(axum::Extension(ConnectInfo(peer)))
-        .map_request(move |request: Request<Incoming>| {
-            heads.head_arrived(request.version() == Version::HTTP_2);
-            request.map(axum::body::Body::new)
-        })
+    let router = router.layer(axum::Extension(ConnectInfo(peer)));
+    let draining = state.shutdown.clone();
+    let service = tower::service_fn(move |request: Request<Incoming>| {
+        heads.head_arrived(request.version() == Version::HTTP_2);
+        let http1 = request.version() < Version::HTTP_2;
         // In flight until the response's body is dropped (sent, or the client gone), or until
         // the request is abandoned before it has a response.
-        .map_future(move |answer| {
-            let in_flight = requests.request_started();
-            async move {
-                let response: Response = answer.await?;
-                Ok::<_, std::convert::Infallible>(response.map(|body| {
-                    body.map_frame(move |frame| {
-                        in_flight.moved();
-                        frame
-                    })
-                }))
+        let in_flight = requests.request_started();
+        let answer = router.clone().oneshot(request.map(axum::body::Body::new));
+        let draining = draining.clone();
+        async move {
+            let mut response: Response = answer.await?;
+            // Once shutdown began, an HTTP/1 response closes its connection after being sent.
+            if http1 && draining.is_cancelled() {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
-        });
+            Ok::<_, std::convert::Infallible>(response.map(|body| {
+                body.map_frame(move |frame| {
+                    in_flight.moved();
+                    frame
+                })
+            }))
+        }
+    });
     let service = TowerToHyperService::new(service);
     let io = TokioIo::new(WatchedIo::new(stream, activity.clone()));
     let connection = protocols.serve_connection_with_upgrades(io, service);
@@ -258,20 +263,4 @@ async fn connection(
             () = tokio::time::sleep_until(check) => {}
         }
     }
-}
-
-/// Once shutdown began, HTTP/1 responses close their connection after being sent.
-pub async fn close_when_draining(
-    State(app): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let http1 = request.version() < Version::HTTP_2;
-    let mut response = next.run(request).await;
-    if http1 && app.shutdown.is_cancelled() {
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    response
 }

@@ -113,3 +113,40 @@ async fn no_keep_alive_request_is_dropped_by_a_shutdown() {
     }
     assert!(total >= 32, "the clients were busy: {total}");
 }
+
+#[tokio::test]
+async fn a_keep_alive_response_during_shutdown_closes_its_connection() {
+    let mut app = TestApp::spawn().await;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
+        .await
+        .unwrap();
+    let request = b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n";
+    // Reads one response head (the probe's body is small and comes in the same read).
+    async fn head(stream: &mut tokio::net::TcpStream) -> String {
+        let mut buffer = vec![0u8; 4096];
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer))
+            .await
+            .unwrap()
+            .unwrap();
+        String::from_utf8_lossy(&buffer[..read]).to_ascii_lowercase()
+    }
+
+    stream.write_all(request).await.unwrap();
+    let before = head(&mut stream).await;
+    assert!(before.starts_with("http/1.1 200"), "{before}");
+    assert!(!before.contains("connection: close"), "{before}");
+
+    // The same keep-alive connection, once draining (within the linger for idle connections):
+    // answered, and told to close.
+    let server = app.begin_shutdown().unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stream.write_all(request).await.unwrap();
+    let during = head(&mut stream).await;
+    assert!(during.starts_with("http/1.1 200"), "{during}");
+    assert!(during.contains("connection: close"), "{during}");
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
