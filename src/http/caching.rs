@@ -4,7 +4,7 @@
 //! Mutations, subscriptions and responses with errors are `no-store` and get no `ETag`.
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse as _, Response};
+use axum::response::Response;
 
 use crate::config::CacheSettings;
 use crate::error::ErrorCode;
@@ -21,11 +21,34 @@ pub struct Cacheable {
 }
 
 pub fn etag(body: &[u8]) -> String {
-    format!("\"{:032x}\"", xxhash_rust::xxh3::xxh3_128(body))
+    let digits = hex128(xxhash_rust::xxh3::xxh3_128(body));
+    let mut tag = String::with_capacity(34);
+    tag.push('"');
+    tag.push_str(std::str::from_utf8(&digits).unwrap_or_default());
+    tag.push('"');
+    tag
+}
+
+/// `hash` as 32 lowercase hex digits, as `{:032x}` writes it (without the formatting machinery:
+/// tags and cache keys are made on every request).
+pub fn hex128(hash: u128) -> [u8; 32] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 32];
+    for (index, digit) in out.iter_mut().enumerate() {
+        *digit = DIGITS[((hash >> (124 - 4 * index)) & 0xf) as usize];
+    }
+    out
 }
 
 /// Weak comparison (RFC 9110 §13.1.2): `*`, or any listed tag equal to ours ignoring `W/`.
 pub fn if_none_match_matches(request: &HeaderMap, etag: &str) -> bool {
+    // The usual case first: the one tag this server sent, sent back as it was.
+    if request
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|value| value.as_bytes() == etag.as_bytes())
+    {
+        return true;
+    }
     let ours = etag.trim_start_matches("W/");
     request
         .get_all(header::IF_NONE_MATCH)
@@ -36,7 +59,8 @@ pub fn if_none_match_matches(request: &HeaderMap, etag: &str) -> bool {
         .any(|tag| tag == "*" || tag.trim_start_matches("W/") == ours)
 }
 
-fn cache_control_value(cacheable: &Cacheable, settings: &CacheSettings) -> String {
+/// `private, max-age=60` or `public, no-cache`, written straight into the header's bytes.
+fn cache_control_value(cacheable: &Cacheable, settings: &CacheSettings) -> HeaderValue {
     let policy = cacheable.policy;
     let private = cacheable.authenticated || policy.private;
     // Fields without a hint get the configured default (0 unless set).
@@ -45,7 +69,6 @@ fn cache_control_value(cacheable: &Cacheable, settings: &CacheSettings) -> Strin
     } else {
         settings.public_max_age
     };
-    let scope = if private { "private" } else { "public" };
     // A signed-in caller's browser keeps a response at most `CACHE_PRIVATE_MAX_AGE` (0: it
     // revalidates every time, answered with 304 from the response cache): the browser cannot
     // see the changes that make the server drop its copy.
@@ -56,15 +79,21 @@ fn cache_control_value(cacheable: &Cacheable, settings: &CacheSettings) -> Strin
             age
         }
     });
+    let mut value = Vec::with_capacity(32);
+    value.extend_from_slice(if private { b"private" } else { b"public" });
     match max_age {
-        Some(max_age) => format!("{scope}, max-age={max_age}"),
-        None => format!("{scope}, no-cache"),
+        Some(max_age) => {
+            value.extend_from_slice(b", max-age=");
+            value.extend_from_slice(itoa::Buffer::new().format(max_age).as_bytes());
+        }
+        None => value.extend_from_slice(b", no-cache"),
     }
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(value))
+        .unwrap_or_else(|_| HeaderValue::from_static("no-cache"))
 }
 
-/// Adds caching headers to a finished response, or answers 304 — for a GET or HEAD
-/// (`revalidates`); a POST whose `If-None-Match` matches gets 412 instead, as RFC 9110 §13.1.2
-/// requires of every other method.
+/// Adds `ETag`, `Cache-Control` and `Vary` to a response that may be cached, and answers a
+/// matching `If-None-Match` in its place: 304 for a GET or HEAD (`revalidates`), else 412.
 pub fn apply(
     response: Response,
     body: &[u8],
@@ -82,26 +111,18 @@ pub fn apply(
         return response;
     };
     let tag = cacheable.etag.clone().unwrap_or_else(|| etag(body));
-    let mut headers = HeaderMap::new();
-    if let Ok(value) = HeaderValue::from_str(&tag) {
-        headers.insert(header::ETAG, value);
-    }
-    if let Ok(value) = HeaderValue::from_str(&cache_control_value(&cacheable, settings)) {
-        headers.insert(header::CACHE_CONTROL, value);
-    }
+    let etag_value = HeaderValue::from_str(&tag).ok();
+    let cache_control = cache_control_value(&cacheable, settings);
     // `Accept-Encoding` too, on every cacheable response: the compression layer adds it only to
     // the bodies it would compress, so a 304 (no body) lost it, and a cache that refreshes its
     // stored headers from the 304 (RFC 9111 §4.3.4) would have kept a gzip body without it. RFC
     // 9110 §15.4.5: a 304 carries the `Vary` the 200 would have (the layer sees it and adds
     // nothing).
-    headers.insert(
-        header::VARY,
-        HeaderValue::from_static(if cacheable.authenticated {
-            "Accept, Accept-Encoding, Authorization, X-Api-Key"
-        } else {
-            "Accept, Accept-Encoding"
-        }),
-    );
+    let vary = HeaderValue::from_static(if cacheable.authenticated {
+        "Accept, Accept-Encoding, Authorization, X-Api-Key"
+    } else {
+        "Accept, Accept-Encoding"
+    });
     let hit = if_none_match_matches(request, &tag);
     // Revalidations only: a GET or HEAD that asked with If-None-Match.
     if revalidates && request.contains_key(header::IF_NONE_MATCH) {
@@ -111,38 +132,42 @@ pub fn apply(
             if hit { "hit" } else { "miss" },
         );
     }
-    if hit {
-        let mut answer = if revalidates {
-            let mut not_modified = StatusCode::NOT_MODIFIED.into_response();
-            not_modified.headers_mut().extend(headers);
-            not_modified
-        } else {
-            let mut failed = crate::error::error_response(
-                StatusCode::PRECONDITION_FAILED,
-                ErrorCode::PreconditionFailed,
-                "If-None-Match matches the current response; only GET and HEAD are answered with 304",
-                None,
-            );
-            if let Some(tag) = headers.remove(header::ETAG) {
-                failed.headers_mut().insert(header::ETAG, tag);
-            }
-            failed
-        };
-        // Keep the budget and request-id headers the response had, and for a 412 the
-        // negotiated content type of its body (a 304 has none).
+    if hit && !revalidates {
+        let mut failed = crate::error::error_response(
+            StatusCode::PRECONDITION_FAILED,
+            ErrorCode::PreconditionFailed,
+            "If-None-Match matches the current response; only GET and HEAD are answered with 304",
+            None,
+        );
+        // Keep the budget and request-id headers the response had, and the negotiated content
+        // type of its body.
         for (name, value) in response.headers() {
-            let keep = if name == header::CONTENT_TYPE {
-                !revalidates
-            } else {
-                name != header::CONTENT_LENGTH && !answer.headers().contains_key(name)
-            };
+            let keep = name == header::CONTENT_TYPE
+                || (name != header::CONTENT_LENGTH && !failed.headers().contains_key(name));
             if keep {
-                answer.headers_mut().insert(name.clone(), value.clone());
+                failed.headers_mut().insert(name.clone(), value.clone());
             }
         }
-        return answer;
+        if let Some(tag) = etag_value {
+            failed.headers_mut().insert(header::ETAG, tag);
+        }
+        return failed;
     }
-    response.headers_mut().extend(headers);
+    if hit {
+        // The response's own head (budget and request-id headers, extensions) without its
+        // body and what describes the body.
+        let (mut parts, _body) = response.into_parts();
+        parts.status = StatusCode::NOT_MODIFIED;
+        parts.headers.remove(header::CONTENT_TYPE);
+        parts.headers.remove(header::CONTENT_LENGTH);
+        response = Response::from_parts(parts, axum::body::Body::empty());
+    }
+    let headers = response.headers_mut();
+    if let Some(value) = etag_value {
+        headers.insert(header::ETAG, value);
+    }
+    headers.insert(header::CACHE_CONTROL, cache_control);
+    headers.insert(header::VARY, vary);
     response
 }
 
@@ -165,5 +190,17 @@ mod tests {
         assert!(!if_none_match_matches(&headers, &tag));
         assert_eq!(etag(b"same"), etag(b"same"));
         assert_ne!(etag(b"same"), etag(b"different"));
+    }
+
+    #[test]
+    fn an_etag_is_the_quoted_128_bit_hash_in_hex() {
+        // Tags are compared across instances and releases: their form must not drift.
+        for body in [&b""[..], b"{\"data\":{}}", &[0xff; 300]] {
+            let hash = xxhash_rust::xxh3::xxh3_128(body);
+            assert_eq!(etag(body), format!("\"{hash:032x}\""));
+        }
+        for hash in [0, 1, u128::MAX, 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210] {
+            assert_eq!(hex128(hash), format!("{hash:032x}").as_bytes());
+        }
     }
 }

@@ -292,10 +292,15 @@ pub async fn prepare(
         Viewer::ApiKey(key) => Subject::ApiKey(&key.hash),
         Viewer::Anonymous => Subject::Anonymous,
     };
-    let principal = rate_limit::principal(app, &caller.client, subject);
-    let mut windows = Vec::new();
     let bypass = viewer.has(crate::identity::permissions::RATE_LIMIT_BYPASS);
-    if let Some(principal) = principal.as_ref().filter(|_| !bypass) {
+    // Only root-field rules and an APQ registration count against the principal here (the
+    // request itself was counted by `caller`): most operations need no key at all.
+    let counted = !bypass && rate_limit::has_field_rules(app, &info.root_fields);
+    let principal = (counted || register.is_some())
+        .then(|| rate_limit::principal(app, &caller.client, subject))
+        .flatten();
+    let mut windows = Vec::new();
+    if let Some(principal) = principal.as_ref().filter(|_| counted) {
         for rule in rate_limit::field_rules(app, principal, &info.root_fields) {
             match app
                 .rate_limiter

@@ -18,6 +18,17 @@ use crate::identity::ClientInfo;
 use crate::infra::rate_limit::Window;
 use crate::state::AppState;
 
+// The pacing headers' names, made once at compile time (`from_static` at run time checks each
+// byte on every request).
+const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+const X_COST_BUDGET_LIMIT: HeaderName = HeaderName::from_static("x-cost-budget-limit");
+const X_COST_BUDGET_REMAINING: HeaderName = HeaderName::from_static("x-cost-budget-remaining");
+const X_COST_BUDGET_RESET: HeaderName = HeaderName::from_static("x-cost-budget-reset");
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
 /// Who a request is counted against, under which quota and policy name.
 #[derive(Debug, Clone)]
 pub struct Principal {
@@ -55,7 +66,15 @@ pub fn principal(app: &AppState, client: &ClientInfo, subject: Subject<'_>) -> O
     }
     Some(match subject {
         Subject::User(id) => Principal {
-            key: format!("user:{id}"),
+            key: {
+                let mut key = String::with_capacity(41);
+                key.push_str("user:");
+                key.push_str(
+                    id.as_hyphenated()
+                        .encode_lower(&mut uuid::Uuid::encode_buffer()),
+                );
+                key
+            },
             quota: settings.user,
             policy: Cow::Borrowed("user"),
         },
@@ -65,7 +84,7 @@ pub fn principal(app: &AppState, client: &ClientInfo, subject: Subject<'_>) -> O
             policy: Cow::Borrowed("api_key"),
         },
         Subject::Anonymous => Principal {
-            key: format!("ip:{}", client.address_key()),
+            key: client.address_key().prefixed("ip:"),
             quota: settings.anonymous,
             policy: Cow::Borrowed("anonymous"),
         },
@@ -101,6 +120,13 @@ pub fn principal_for_path(
             policy: Cow::Owned(format!("path:{prefix}")),
         },
         None => principal,
+    })
+}
+
+/// Whether a root-field rule applies to an operation selecting `root_fields`.
+pub fn has_field_rules(app: &AppState, root_fields: &[String]) -> bool {
+    app.settings.rate_limit.rules.iter().any(|(target, _)| {
+        matches!(target, RuleTarget::Field(field) if root_fields.iter().any(|f| f == field))
     })
 }
 
@@ -155,16 +181,13 @@ pub fn add_headers(out: &mut HeaderMap, windows: &[Window]) {
     };
     out.reserve(5);
     // Numbers straight into header values (no text to validate).
+    out.insert(X_RATELIMIT_LIMIT, HeaderValue::from(decisive.quota.limit));
     out.insert(
-        HeaderName::from_static("x-ratelimit-limit"),
-        HeaderValue::from(decisive.quota.limit),
-    );
-    out.insert(
-        HeaderName::from_static("x-ratelimit-remaining"),
+        X_RATELIMIT_REMAINING,
         HeaderValue::from(decisive.outcome.remaining()),
     );
     out.insert(
-        HeaderName::from_static("x-ratelimit-reset"),
+        X_RATELIMIT_RESET,
         HeaderValue::from(secs_ceil(decisive.outcome.reset_after)),
     );
     // Both lists written straight into one buffer each, no string per entry.
@@ -200,9 +223,9 @@ pub fn add_headers(out: &mut HeaderMap, windows: &[Window]) {
             }
         }
     }
-    for (name, value) in [("ratelimit-policy", policies), ("ratelimit", states)] {
+    for (name, value) in [(RATELIMIT_POLICY, policies), (RATELIMIT, states)] {
         if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
-            out.insert(HeaderName::from_static(name), value);
+            out.insert(name, value);
         }
     }
 }
@@ -212,18 +235,9 @@ pub fn add_headers(out: &mut HeaderMap, windows: &[Window]) {
 pub fn add_budget_headers(out: &mut HeaderMap, budget: &Budget) {
     let reset = (budget.reset_at - chrono::Utc::now()).num_seconds().max(0);
     out.reserve(3);
-    out.insert(
-        HeaderName::from_static("x-cost-budget-limit"),
-        HeaderValue::from(budget.limit),
-    );
-    out.insert(
-        HeaderName::from_static("x-cost-budget-remaining"),
-        HeaderValue::from(budget.remaining),
-    );
-    out.insert(
-        HeaderName::from_static("x-cost-budget-reset"),
-        HeaderValue::from(reset),
-    );
+    out.insert(X_COST_BUDGET_LIMIT, HeaderValue::from(budget.limit));
+    out.insert(X_COST_BUDGET_REMAINING, HeaderValue::from(budget.remaining));
+    out.insert(X_COST_BUDGET_RESET, HeaderValue::from(reset));
 }
 
 /// The refusal of a window that is used up.

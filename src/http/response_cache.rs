@@ -83,40 +83,69 @@ fn count(app: &AppState, result: &'static str) {
 
 /// The key of one operation for one scope.
 pub fn key(document: &str, operation_name: Option<&str>, variables: &Value, scope: &str) -> String {
+    /// The variables' JSON (as `Value::to_string` writes it) fed to the hash as it is written.
+    struct Feed<'a>(&'a mut xxhash_rust::xxh3::Xxh3);
+    impl std::io::Write for Feed<'_> {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.update(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-    for part in [
-        document,
-        operation_name.unwrap_or_default(),
-        &variables.to_string(),
-        scope,
-    ] {
+    for part in [document, operation_name.unwrap_or_default()] {
         hasher.update(part.as_bytes());
         hasher.update(&[0]);
     }
-    format!("{:032x}", hasher.digest128())
+    if serde_json::to_writer(Feed(&mut hasher), variables).is_err() {
+        hasher.update(b"null");
+    }
+    hasher.update(&[0]);
+    hasher.update(scope.as_bytes());
+    hasher.update(&[0]);
+    let digits = super::caching::hex128(hasher.digest128());
+    std::str::from_utf8(&digits).unwrap_or_default().to_owned()
 }
 
-/// `(tag, version)` pairs of a stored value's header line, and where the rest begins.
-fn header(bytes: &[u8]) -> Option<(Vec<(String, i64)>, usize)> {
+/// A stored value's header line (`(tag, version)` pairs, see [`pairs`]), and where the rest
+/// begins.
+fn header(bytes: &[u8]) -> Option<(&str, usize)> {
     let header_end = bytes.iter().position(|b| *b == b'\n')?;
     let header = std::str::from_utf8(&bytes[..header_end]).ok()?;
-    let pairs = header
-        .split_whitespace()
-        .map(|pair| {
-            let (tag, version) = pair.rsplit_once('=')?;
-            Some((tag.to_owned(), version.parse().ok()?))
-        })
-        .collect::<Option<Vec<_>>>()?;
-    Some((pairs, header_end + 1))
+    Some((header, header_end + 1))
 }
 
-/// The header's pairs, and the entry after it.
-fn decode(bytes: Bytes) -> Option<(Vec<(String, i64)>, Entry)> {
-    let (pairs, start) = header(&bytes)?;
+/// The `tag=version` pairs of a header line, in order; `None` for a malformed pair.
+fn pairs(header: &str) -> impl Iterator<Item = Option<(&str, i64)>> {
+    header.split_ascii_whitespace().map(|pair| {
+        let (tag, version) = pair.rsplit_once('=')?;
+        Some((tag, version.parse().ok()?))
+    })
+}
+
+/// Whether a header line lists exactly `versions`, in order (its tags as they are now).
+fn versions_match(header: &str, versions: &[i64]) -> bool {
+    let mut stored = pairs(header);
+    let mut now = versions.iter();
+    loop {
+        match (stored.next(), now.next()) {
+            (None, None) => return true,
+            (Some(Some((_, stored))), Some(now)) if stored == *now => {}
+            _ => return false,
+        }
+    }
+}
+
+/// Whether the header lists the versions, and the entry after it.
+fn decode(bytes: Bytes, versions: &[i64]) -> Option<(bool, Entry)> {
+    let (header, start) = header(&bytes)?;
+    let current = versions_match(header, versions);
     let meta_end = start + bytes[start..].iter().position(|b| *b == b'\n')?;
     let meta = Meta::parse(&bytes[start..meta_end])?;
     let body = bytes.slice(meta_end + 1..);
-    Some((pairs, Entry { body, meta }))
+    Some((current, Entry { body, meta }))
 }
 
 /// The part after the header line (the header is written by whoever knows the versions).
@@ -159,7 +188,11 @@ async fn read(app: &AppState, key: &str) -> crate::infra::StoreResult<TaggedGet>
     let mut names: Vec<String> = value
         .as_deref()
         .and_then(header)
-        .map(|(pairs, _)| pairs.into_iter().map(|(tag, _)| tag).collect())
+        .and_then(|(header, _)| {
+            pairs(header)
+                .map(|pair| pair.map(|(tag, _)| tag.to_owned()))
+                .collect()
+        })
         .unwrap_or_default();
     names.push(tags::GENERATION.to_owned());
     let mut versions = tags::versions(&app.stores, &names).await?;
@@ -196,14 +229,12 @@ pub(super) fn judge(app: &AppState, read: crate::infra::StoreResult<TaggedGet>) 
             return Lookup::Unavailable;
         }
     };
-    match read.value.map(Bytes::from).and_then(decode) {
-        Some((pairs, entry)) => {
+    match read
+        .value
+        .and_then(|value| decode(Bytes::from(value), &read.versions))
+    {
+        Some((current, entry)) => {
             let live = entry.meta.expires_at > chrono::Utc::now().timestamp_millis();
-            let current = pairs.len() == read.versions.len()
-                && pairs
-                    .iter()
-                    .zip(&read.versions)
-                    .all(|((_, stored), now)| stored == now);
             if live && current {
                 count(app, "hit");
                 return Lookup::Hit(entry);
@@ -285,4 +316,25 @@ async fn put(
     cache
         .put(NAMESPACE, bounds(app), key, &encode(&pairs, payload))
         .await
+}
+
+#[cfg(test)]
+mod key_tests {
+    use super::key;
+
+    #[test]
+    fn a_key_hashes_each_part_and_its_end() {
+        // Keys are shared by every instance (and survive a release): the same parts must
+        // always give the same key.
+        let variables = serde_json::json!({"limit": 20, "after": "x"});
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        for part in ["{ a }", "A", &variables.to_string(), "public"] {
+            hasher.update(part.as_bytes());
+            hasher.update(&[0]);
+        }
+        let expected = format!("{:032x}", hasher.digest128());
+        assert_eq!(key("{ a }", Some("A"), &variables, "public"), expected);
+        assert_ne!(key("{ a }", None, &variables, "public"), expected);
+        assert_ne!(key("{ a }", Some("A"), &variables, "user:1"), expected);
+    }
 }

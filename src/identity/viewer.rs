@@ -219,6 +219,26 @@ impl ClientInfo {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AddressKey(Option<ipnet::IpNet>);
 
+impl AddressKey {
+    /// `prefix` followed by the key, as `format!("{prefix}{key}")` writes it; an IPv4 address
+    /// (every anonymous request's rate-limit key) without the formatting machinery.
+    pub fn prefixed(self, prefix: &str) -> String {
+        let Some(ipnet::IpNet::V4(net)) = self.0.filter(|net| net.prefix_len() == 32) else {
+            return format!("{prefix}{self}");
+        };
+        let mut key = String::with_capacity(prefix.len() + 15);
+        key.push_str(prefix);
+        let mut digits = itoa::Buffer::new();
+        for (index, octet) in net.addr().octets().into_iter().enumerate() {
+            if index > 0 {
+                key.push('.');
+            }
+            key.push_str(digits.format(octet));
+        }
+        key
+    }
+}
+
 impl std::fmt::Display for AddressKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.0 {
@@ -308,5 +328,28 @@ mod tests {
         assert_eq!(key("2001:db8:1:2:abcd::9", 48), "2001:db8:1::/48");
         assert_eq!(key("2001:db8:1:2:abcd::9", 128), "2001:db8:1:2:abcd::9/128");
         assert_eq!(ClientInfo::default().address_key().to_string(), "unknown");
+    }
+
+    #[test]
+    fn a_prefixed_key_is_the_prefix_and_the_displayed_key() {
+        for (ip, prefix) in [
+            ("0.0.0.0", 64),
+            ("192.0.2.7", 64),
+            ("255.255.255.255", 64),
+            ("10.200.3.45", 64),
+            ("::ffff:192.0.2.7", 64),
+            ("2001:db8:1:2:abcd::9", 64),
+        ] {
+            let ip = ip.parse().unwrap();
+            let client = ClientInfo {
+                ip: Some(ip),
+                network: Some(ClientInfo::network_of(ip, prefix)),
+                user_agent: None,
+            };
+            let key = client.address_key();
+            assert_eq!(key.prefixed("ip:"), format!("ip:{key}"));
+        }
+        let unknown = ClientInfo::default().address_key();
+        assert_eq!(unknown.prefixed("ip:"), "ip:unknown");
     }
 }

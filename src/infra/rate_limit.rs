@@ -52,7 +52,7 @@ impl RateLimiter {
     /// The store step that counts one hit of `key` against `quota` (to batch with others).
     pub fn op(key: &str, quota: Quota) -> Op {
         Op::Window {
-            key: format!("rl:{key}"),
+            key: ["rl:", key].concat(),
             limit: quota.limit,
             window: quota.window,
         }
@@ -62,7 +62,7 @@ impl RateLimiter {
     pub async fn hit(&self, policy: Cow<'static, str>, key: &str, quota: Quota) -> Decision {
         let outcome = self
             .store
-            .sliding_window(&format!("rl:{key}"), quota.limit, quota.window)
+            .sliding_window(&["rl:", key].concat(), quota.limit, quota.window)
             .await;
         self.decide(policy, quota, outcome)
     }

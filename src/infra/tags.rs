@@ -20,7 +20,7 @@ pub const GENERATION: &str = "*";
 pub const PREFIX: &str = "rc:tag:";
 
 fn key(tag: &str) -> String {
-    format!("{PREFIX}{tag}")
+    [PREFIX, tag].concat()
 }
 
 /// The tag of one entity: `User:<id>`.
