@@ -26,7 +26,13 @@ pub async fn layer(mut request: Request, next: Next) -> axum::response::Response
         .get(&X_REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|v| is_valid(v))
-        .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
+        .map_or_else(
+            || {
+                let mut text = uuid::Uuid::encode_buffer();
+                (*uuid::Uuid::now_v7().hyphenated().encode_lower(&mut text)).to_owned()
+            },
+            str::to_owned,
+        );
     // Valid ids are visible ASCII, so this conversion cannot fail.
     let value = HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
     request.headers_mut().insert(X_REQUEST_ID, value.clone());

@@ -3,7 +3,7 @@
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde_json::{Value, json};
 
 use super::super::HttpState;
@@ -161,10 +161,16 @@ pub fn respond_bytes(
     bytes: Bytes,
     headers: HeaderMap,
 ) -> Response {
-    let mut response = (status, bytes).into_response();
-    response.headers_mut().extend(headers);
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, media.content_type());
+    let mut response = Response::new(axum::body::Body::from(bytes));
+    *response.status_mut() = status;
+    // The operation's own headers become the response's, with room for what the layers add
+    // (caching, request id, pacing, budget): one allocation instead of a map grown twice.
+    let mut headers = headers;
+    headers.reserve(RESPONSE_HEADERS);
+    headers.insert(header::CONTENT_TYPE, media.content_type());
+    *response.headers_mut() = headers;
     response
 }
+
+/// About how many headers a GraphQL response ends up with.
+const RESPONSE_HEADERS: usize = 16;
