@@ -1,8 +1,7 @@
-//! `GET /metrics` (Prometheus text) and the RED middleware that feeds it.
+//! `GET /metrics` (Prometheus text) and the RED metrics of each request that feed it.
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::Method;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret as _;
 use tokio::time::Instant;

@@ -123,11 +123,27 @@ pub fn principal_for_path(
     })
 }
 
+/// The root-field rules that apply to an operation selecting `root_fields`: each rule's field
+/// and quota.
+fn applying<'a>(
+    app: &'a AppState,
+    root_fields: &'a [String],
+) -> impl Iterator<Item = (&'a String, Quota)> + 'a {
+    app.settings
+        .rate_limit
+        .rules
+        .iter()
+        .filter_map(move |(target, quota)| match target {
+            RuleTarget::Field(field) if root_fields.iter().any(|f| f == field) => {
+                Some((field, *quota))
+            }
+            _ => None,
+        })
+}
+
 /// Whether a root-field rule applies to an operation selecting `root_fields`.
 pub fn has_field_rules(app: &AppState, root_fields: &[String]) -> bool {
-    app.settings.rate_limit.rules.iter().any(|(target, _)| {
-        matches!(target, RuleTarget::Field(field) if root_fields.iter().any(|f| f == field))
-    })
+    applying(app, root_fields).next().is_some()
 }
 
 /// The root-field rules (`login=5/1m`) an operation selecting `root_fields` is counted against.
@@ -136,18 +152,11 @@ pub fn field_rules<'a>(
     principal: &'a Principal,
     root_fields: &'a [String],
 ) -> impl Iterator<Item = Principal> + 'a {
-    app.settings
-        .rate_limit
-        .rules
-        .iter()
-        .filter_map(move |(target, quota)| match target {
-            RuleTarget::Field(field) if root_fields.iter().any(|f| f == field) => Some(Principal {
-                key: format!("field:{field}:{}", principal.key),
-                quota: *quota,
-                policy: Cow::Owned(field.clone()),
-            }),
-            _ => None,
-        })
+    applying(app, root_fields).map(move |(field, quota)| Principal {
+        key: format!("field:{field}:{}", principal.key),
+        quota,
+        policy: Cow::Owned(field.clone()),
+    })
 }
 
 fn secs_ceil(d: std::time::Duration) -> u64 {
