@@ -555,6 +555,32 @@ async fn the_headers_describe_the_rule_that_decided_and_list_every_policy() {
 }
 
 #[tokio::test]
+async fn a_304_carries_the_headers_of_the_rules_that_counted_it() {
+    let app = TestApp::spawn_with(|s| {
+        s.rate_limit.enabled = true;
+        s.rate_limit.anonymous = quota(100, 60_000);
+        s.rate_limit.rules = vec![(RuleTarget::Field("apiInfo".into()), quota(50, 60_000))];
+    })
+    .await;
+    let query = "{ apiInfo { version } }";
+    let first = app.get_query(query, None, None).await;
+    assert_eq!(first.status(), 200);
+    let tag = header(first.headers(), "etag").to_owned();
+    // The decisive window (fewest left) first.
+    let policies = "\"apiInfo\";q=50;w=60, \"anonymous\";q=100;w=60";
+    assert_eq!(header(first.headers(), "ratelimit-policy"), policies);
+    // Answered 304 (from the response cache): counted against the rule all the same, and told so.
+    let revalidated = app.get_query(query, None, Some(&tag)).await;
+    assert_eq!(revalidated.status(), 304);
+    assert_eq!(header(revalidated.headers(), "ratelimit-policy"), policies);
+    assert!(
+        header(revalidated.headers(), "ratelimit").contains("\"apiInfo\";r=48;"),
+        "{:?}",
+        revalidated.headers()
+    );
+}
+
+#[tokio::test]
 async fn a_rule_on_a_root_field_holds_through_fragments() {
     let app = TestApp::spawn_with(|s| {
         s.rate_limit.enabled = true;
