@@ -7,9 +7,12 @@
 //! reference count. Keyed by content, the memo needs no invalidation and can never hand one
 //! caller another's data (a hash collision is compared away).
 //!
-//! Bodies under `HTTP_COMPRESSION_MIN_SIZE` go as they are, and bodies too large for the memo,
-//! codings other than gzip and brotli, and every other route are left to the compression layer
-//! (`super::router`), which streams them.
+//! Bodies under `HTTP_COMPRESSION_MIN_SIZE` go as they are; bodies too large for the memo are
+//! compressed for their response alone. This is the only compression `/graphql` has: the
+//! compression layer (`super::router`) is on every other route, not on this one. tower-http's
+//! response body holds every coder's state inline (5.8 KiB), and the layers above moved and boxed
+//! it for every response, compressed or not: an eighth of the instructions of a 304
+//! (docs/benchmarks.md).
 
 use std::io::Write as _;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -41,42 +44,80 @@ impl Coding {
 /// The coding `Accept-Encoding` prefers among gzip and brotli (RFC 9110 §12.5.3: the highest
 /// `q`, a listed coding over `*`, brotli on a tie), or `None` when it accepts neither.
 pub fn negotiate(headers: &HeaderMap) -> Option<Coding> {
-    let (mut brotli, mut gzip, mut any, mut identity) = (None, None, None, None);
-    for value in headers.get_all(header::ACCEPT_ENCODING) {
-        let Ok(value) = value.to_str() else { continue };
-        for item in value.split(',') {
-            let mut parts = item.split(';');
-            let name = parts.next().unwrap_or_default().trim();
-            let mut q = 1.0_f32;
-            for parameter in parts {
-                if let Some((key, value)) = parameter.split_once('=')
-                    && key.trim().eq_ignore_ascii_case("q")
-                {
-                    q = value.trim().parse().unwrap_or(0.0);
+    Qualities::of(headers).preferred()
+}
+
+/// Nothing this server sends is acceptable: `Accept-Encoding` refuses the identity coding
+/// (`identity;q=0`, or `*;q=0` without identity listed) and accepts neither gzip nor brotli.
+/// Answered with 406 (RFC 9110 §12.5.3), whether compression is on or off.
+pub fn nothing_acceptable(headers: &HeaderMap) -> bool {
+    if !headers.contains_key(header::ACCEPT_ENCODING) {
+        return false;
+    }
+    let qualities = Qualities::of(headers);
+    qualities.identity.or(qualities.any).unwrap_or(1.0) <= 0.0
+        && qualities.brotli.or(qualities.any).unwrap_or(0.0) <= 0.0
+        && qualities.gzip.or(qualities.any).unwrap_or(0.0) <= 0.0
+}
+
+/// The `q` of each coding `Accept-Encoding` names.
+#[derive(Default)]
+struct Qualities {
+    brotli: Option<f32>,
+    gzip: Option<f32>,
+    identity: Option<f32>,
+    any: Option<f32>,
+}
+
+impl Qualities {
+    fn of(headers: &HeaderMap) -> Self {
+        let mut qualities = Self::default();
+        for value in headers.get_all(header::ACCEPT_ENCODING) {
+            let Ok(value) = value.to_str() else { continue };
+            for item in value.split(',') {
+                let mut parts = item.split(';');
+                let name = parts.next().unwrap_or_default().trim();
+                let mut q = 1.0_f32;
+                for parameter in parts {
+                    if let Some((key, value)) = parameter.split_once('=')
+                        && key.trim().eq_ignore_ascii_case("q")
+                    {
+                        q = value.trim().parse().unwrap_or(0.0);
+                    }
                 }
-            }
-            if name.eq_ignore_ascii_case("br") {
-                brotli = Some(q);
-            } else if name.eq_ignore_ascii_case("gzip") || name.eq_ignore_ascii_case("x-gzip") {
-                gzip = Some(q);
-            } else if name.eq_ignore_ascii_case("identity") {
-                identity = Some(q);
-            } else if name == "*" {
-                any = Some(q);
+                let slot = if name.eq_ignore_ascii_case("br") {
+                    &mut qualities.brotli
+                } else if name.eq_ignore_ascii_case("gzip") || name.eq_ignore_ascii_case("x-gzip") {
+                    &mut qualities.gzip
+                } else if name.eq_ignore_ascii_case("identity") {
+                    &mut qualities.identity
+                } else if name == "*" {
+                    &mut qualities.any
+                } else {
+                    continue;
+                };
+                *slot = Some(q);
             }
         }
+        qualities
     }
-    let brotli = brotli.or(any).unwrap_or(0.0);
-    let gzip = gzip.or(any).unwrap_or(0.0);
-    // A client that prefers no coding at all gets none.
-    if identity.is_some_and(|identity| identity > brotli.max(gzip)) {
-        None
-    } else if brotli > 0.0 && brotli >= gzip {
-        Some(Coding::Brotli)
-    } else if gzip > 0.0 {
-        Some(Coding::Gzip)
-    } else {
-        None
+
+    fn preferred(&self) -> Option<Coding> {
+        let brotli = self.brotli.or(self.any).unwrap_or(0.0);
+        let gzip = self.gzip.or(self.any).unwrap_or(0.0);
+        // A client that prefers no coding at all gets none.
+        if self
+            .identity
+            .is_some_and(|identity| identity > brotli.max(gzip))
+        {
+            None
+        } else if brotli > 0.0 && brotli >= gzip {
+            Some(Coding::Brotli)
+        } else if gzip > 0.0 {
+            Some(Coding::Gzip)
+        } else {
+            None
+        }
     }
 }
 
@@ -108,7 +149,8 @@ impl CompressionMemo {
         }
     }
 
-    /// The largest body kept: a sixteenth of the budget (larger ones are left to the layer).
+    /// The largest body kept: a sixteenth of the budget (larger ones are compressed for their
+    /// response alone).
     fn largest(&self) -> usize {
         self.settings.map_or(0, |s| s.cache_size / 16)
     }
@@ -118,9 +160,9 @@ impl CompressionMemo {
     /// (not a 304 or 412 answered in its place). Counted in
     /// `http_compression_total{result="kept|compressed"}`.
     ///
-    /// A body that goes compressed (here, or by the layer when it is too large to keep) has a
-    /// weak `ETag`, and so have the 304 and 412 answered in its place: RFC 9110 §8.8.3 keeps a
-    /// strong tag for one exact sequence of bytes, and the identity and compressed forms differ.
+    /// A body that goes compressed has a weak `ETag`, and so have the 304 and 412 answered in
+    /// its place: RFC 9110 §8.8.3 keeps a strong tag for one exact sequence of bytes, and the
+    /// identity and compressed forms differ.
     pub fn compress(
         &self,
         request: &HeaderMap,
@@ -141,13 +183,15 @@ impl CompressionMemo {
             return response;
         };
         weaken_etag(response.headers_mut());
-        if !representation
-            || body.len() > self.largest()
-            || response.status() == StatusCode::NOT_MODIFIED
-        {
+        if !representation || response.status() == StatusCode::NOT_MODIFIED {
             return response;
         }
-        let Some((encoded, kept)) = self.encoded(settings, coding, body) else {
+        let compressed = if body.len() > self.largest() {
+            encode(coding, settings.level, body).map(|encoded| (Bytes::from(encoded), false))
+        } else {
+            self.encoded(settings, coding, body)
+        };
+        let Some((encoded, kept)) = compressed else {
             return response;
         };
         metrics.count(
@@ -294,6 +338,30 @@ mod tests {
         assert_eq!(negotiate(&accept("gzip;q=0, br;q=0")), None);
         assert_eq!(negotiate(&accept("deflate, zstd")), None);
         assert_eq!(negotiate(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn only_a_refused_identity_with_no_coding_accepted_is_unacceptable() {
+        for refusing in [
+            "identity;q=0",
+            "*;q=0",
+            "gzip;q=0, br;q=0, identity;q=0",
+            "deflate, identity;q=0",
+        ] {
+            assert!(nothing_acceptable(&accept(refusing)), "{refusing}");
+        }
+        for accepting in [
+            "identity",
+            "*",
+            "gzip, identity;q=0",
+            "*;q=0, identity",
+            "br;q=0",
+            "",
+            "deflate",
+        ] {
+            assert!(!nothing_acceptable(&accept(accepting)), "{accepting}");
+        }
+        assert!(!nothing_acceptable(&HeaderMap::new()));
     }
 
     #[test]

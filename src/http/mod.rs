@@ -57,8 +57,9 @@ pub struct HttpState {
 
 /// The whole router, outermost layer first:
 /// request id and RED metrics → panic guard → trace span/log line → JSON error shape → CORS →
-/// CSRF check → caller (authentication + rate limit, one store round trip) → compression →
-/// timeout → body limit → routes. Only the first and the caller are `from_fn` layers (a boxed
+/// CSRF check → caller (authentication + rate limit, one store round trip) → timeout → body
+/// limit → routes (compression on every route but `/graphql`, which compresses its own bodies:
+/// `compression.rs`). Only the first and the caller are `from_fn` layers (a boxed
 /// future and a copy of the services beneath per request); the error shape maps the response,
 /// the CSRF check is a [`guard::Guard`].
 pub fn router(app: AppState) -> Router {
@@ -72,11 +73,15 @@ pub fn router(app: AppState) -> Router {
         )),
     };
 
-    let mut routes = Router::new()
+    // `/graphql` compresses its bodies itself, each distinct body once (`compression.rs`): the
+    // compression layer is on the other routes only.
+    let graphql = Router::new()
         .route(
             "/graphql",
             get(graphql::get_handler).post(graphql::post_handler),
         )
+        .with_state(state.clone());
+    let mut routes = Router::new()
         .route("/graphql/ws", get(ws::handler))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
@@ -89,7 +94,10 @@ pub fn router(app: AppState) -> Router {
             get(graphiql::asset),
         );
     }
-    let routes = routes.fallback(errors::not_found);
+    let routes = routes
+        .fallback(errors::not_found)
+        .layer(compression(settings.http.compression))
+        .merge(graphql);
 
     // `SharedLayer` under each `from_fn` layer: those clone what is beneath them on every
     // request, and this way a clone stops at the next layer (`shared.rs`).
@@ -121,7 +129,6 @@ pub fn router(app: AppState) -> Router {
             caller::layer,
         ))
         .layer(SharedLayer)
-        .layer(compression(settings.http.compression))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             settings.http.request_timeout,

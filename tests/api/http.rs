@@ -394,13 +394,7 @@ async fn a_burst_of_connections_overflows_no_accept_queue() {
 async fn only_bodies_past_the_minimum_size_are_compressed() {
     use std::io::Read as _;
     const BROWSER: &str = "gzip, deflate, br, zstd";
-    let large = format!(
-        "{{ {} }}",
-        (0..20)
-            .map(|i| format!("a{i}: apiInfo {{ version environment __typename }}"))
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
+    let large = large_query();
     let on = TestApp::spawn().await;
     let off = TestApp::spawn_with(|s| s.http.compression = None).await;
     let post = |app: &TestApp, query: &str, encoding: &str| {
@@ -462,4 +456,170 @@ async fn only_bodies_past_the_minimum_size_are_compressed() {
     let uncompressed = post(&off, &large, BROWSER).await.unwrap();
     assert!(uncompressed.headers().get("content-encoding").is_none());
     assert_eq!(uncompressed.bytes().await.unwrap(), plain);
+}
+
+/// The other routes (here `/metrics`) are compressed by the layer, as tower-http decides: the
+/// coding the client prefers, with `Vary`; the identity body, with `Vary`, for a client that
+/// sends no `Accept-Encoding`; and 406 for a client that refuses the identity coding when
+/// nothing else is offered — which `/graphql`, without that layer, answers alike, in its error
+/// shape.
+#[tokio::test]
+async fn the_compression_layer_compresses_other_routes_and_refuses_an_unmet_encoding() {
+    use std::io::Read as _;
+    let app = TestApp::spawn().await;
+    // Requests first, so that `/metrics` has a body past the minimum size.
+    for _ in 0..3 {
+        app.post_graphql("{ apiInfo { version } }", json!({})).await;
+    }
+    let metrics = |encoding: Option<&'static str>| {
+        let request = app.client.get(app.url("/metrics"));
+        match encoding {
+            Some(encoding) => request.header("accept-encoding", encoding),
+            None => request,
+        }
+        .send()
+    };
+    let varies = |response: &reqwest::Response| {
+        response.headers().get_all("vary").iter().any(|v| {
+            v.to_str()
+                .unwrap()
+                .to_ascii_lowercase()
+                .contains("accept-encoding")
+        })
+    };
+
+    let plain = metrics(None).await.unwrap();
+    assert_eq!(plain.status(), 200);
+    assert!(plain.headers().get("content-encoding").is_none());
+    let plain_varies = varies(&plain);
+    let plain = plain.text().await.unwrap();
+    assert!(plain_varies, "{} bytes", plain.len());
+    assert!(plain.len() >= 1024, "{} bytes", plain.len());
+    assert!(plain.contains("http_requests_total"), "{plain}");
+
+    let gzip = metrics(Some("gzip")).await.unwrap();
+    assert_eq!(header(gzip.headers(), "content-encoding"), "gzip");
+    assert!(gzip.headers().get("content-length").is_none());
+    assert!(varies(&gzip));
+    let mut decoded = String::new();
+    flate2::read::GzDecoder::new(&gzip.bytes().await.unwrap()[..])
+        .read_to_string(&mut decoded)
+        .unwrap();
+    assert!(decoded.contains("http_requests_total"), "{decoded}");
+
+    let small = |encoding: &'static str| {
+        app.client
+            .post(app.url("/graphql"))
+            .header("accept-encoding", encoding)
+            .json(&json!({ "query": "{ apiInfo { version } }" }))
+            .send()
+    };
+    for refusing in ["identity;q=0", "*;q=0", "gzip;q=0, br;q=0, identity;q=0"] {
+        assert_eq!(
+            metrics(Some(refusing)).await.unwrap().status(),
+            406,
+            "{refusing}"
+        );
+        let (status, _, body) = read(small(refusing).await.unwrap()).await;
+        assert_eq!(status, 406, "{refusing}");
+        assert_eq!(body["errors"][0]["extensions"]["code"], "NOT_ACCEPTABLE");
+    }
+    // Named but not refused: the small answer goes as it is.
+    for accepting in ["identity", "*", "gzip, identity;q=0.5", "br;q=0"] {
+        let response = small(accepting).await.unwrap();
+        assert_eq!(response.status(), 200, "{accepting}");
+        assert!(response.headers().get("content-encoding").is_none());
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(
+            body["data"]["apiInfo"]["version"],
+            env!("CARGO_PKG_VERSION")
+        );
+    }
+}
+
+/// `/graphql` compresses its bodies itself (the compression layer is on the other routes only):
+/// one too large for the memo is compressed for its response alone, each time; a batch's array
+/// and the GraphiQL page go compressed too.
+#[tokio::test]
+async fn graphql_compresses_large_bodies_batches_and_its_page_itself() {
+    use std::io::Read as _;
+    let app = TestApp::spawn_with(|s| {
+        if let Some(compression) = s.http.compression.as_mut() {
+            compression.min_size = 64;
+            // Bodies over 1 KiB are not kept.
+            compression.cache_size = 16 * 1024;
+        }
+        s.graphql.max_batch_size = 2;
+    })
+    .await;
+    let gunzip = |bytes: &[u8]| {
+        let mut decoded = Vec::new();
+        flate2::read::GzDecoder::new(bytes)
+            .read_to_end(&mut decoded)
+            .unwrap();
+        decoded
+    };
+    let large = large_query();
+    let post = |body: serde_json::Value, encoding: &'static str| {
+        app.client
+            .post(app.url("/graphql"))
+            .header("accept-encoding", encoding)
+            .json(&body)
+            .send()
+    };
+
+    let plain = post(json!({ "query": large }), "identity").await.unwrap();
+    assert!(plain.headers().get("content-encoding").is_none());
+    let plain = plain.bytes().await.unwrap();
+    assert!(plain.len() > 1024, "{} bytes", plain.len());
+    for _ in 0..2 {
+        let gzip = post(json!({ "query": large }), "gzip").await.unwrap();
+        assert_eq!(header(gzip.headers(), "content-encoding"), "gzip");
+        assert!(header(gzip.headers(), "etag").starts_with("W/"));
+        assert_eq!(gunzip(&gzip.bytes().await.unwrap()), plain);
+    }
+    let metrics = app.metrics_text().await;
+    assert!(
+        metrics.contains("http_compression_total{result=\"compressed\"} 2"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("result=\"kept\""), "{metrics}");
+
+    let operation = json!({ "query": "{ apiInfo { version environment } }" });
+    let batch = post(json!([operation, operation]), "gzip").await.unwrap();
+    assert_eq!(batch.status(), 200);
+    assert_eq!(header(batch.headers(), "content-encoding"), "gzip");
+    let results: serde_json::Value =
+        serde_json::from_slice(&gunzip(&batch.bytes().await.unwrap())).unwrap();
+    assert_eq!(
+        results[1]["data"]["apiInfo"]["version"],
+        env!("CARGO_PKG_VERSION")
+    );
+
+    let page = app
+        .client
+        .get(app.url("/graphql"))
+        .header("accept", "text/html")
+        .header("accept-encoding", "gzip, deflate, br, zstd")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert_eq!(header(page.headers(), "content-encoding"), "br");
+    let mut html = String::new();
+    brotli::Decompressor::new(&page.bytes().await.unwrap()[..], 4096)
+        .read_to_string(&mut html)
+        .unwrap();
+    assert!(html.contains("<div id=\"graphiql\">"), "{html}");
+}
+
+/// A query whose answer is past 1 KiB: twenty aliases of `apiInfo`.
+fn large_query() -> String {
+    format!(
+        "{{ {} }}",
+        (0..20)
+            .map(|i| format!("a{i}: apiInfo {{ version environment __typename }}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    )
 }

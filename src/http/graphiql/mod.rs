@@ -12,11 +12,14 @@
 
 use std::sync::LazyLock;
 
+use axum::body::Bytes;
 use axum::extract::Path;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use base64::Engine as _;
 use sha2::{Digest as _, Sha384};
+
+use super::HttpState;
 
 /// Where the assets are served; the page refers to them relative to `/graphql`.
 pub const ASSET_PREFIX: &str = "/graphiql/";
@@ -123,9 +126,10 @@ static PAGE: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// The page, with headers that keep it to itself.
-pub fn page() -> Response {
-    let mut response = Html(PAGE.as_str()).into_response();
+/// The page, with headers that keep it to itself; compressed as `request` asks (once, then kept).
+pub fn page(state: &HttpState, request: &HeaderMap) -> Response {
+    let body = Bytes::from_static(PAGE.as_bytes());
+    let mut response = Html(body.clone()).into_response();
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
@@ -141,7 +145,9 @@ pub fn page() -> Response {
         HeaderValue::from_static("no-referrer"),
     );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    response
+    state
+        .compression
+        .compress(request, &body, response, true, &state.app.metrics)
 }
 
 /// `GET /graphiql/{version}/{name}`: an asset of the current build; anything else is 404.

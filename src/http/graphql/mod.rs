@@ -20,7 +20,9 @@ use serde_json::Value;
 use negotiation::APPLICATION_JSON;
 pub use negotiation::{MediaType, negotiate};
 use params::{params_from_json, params_from_query_string, wants_html};
-use response::{Outcome, not_acceptable, request_error, respond_array, respond_outcome};
+use response::{
+    Outcome, no_acceptable_coding, not_acceptable, request_error, respond_array, respond_outcome,
+};
 
 use super::HttpState;
 use super::caching::Cacheable;
@@ -41,8 +43,11 @@ pub async fn get_handler(
 ) -> Response {
     let speculation = speculation.map(|Extension(s)| s);
     let params = params_from_query_string(raw.as_deref().unwrap_or_default());
+    if super::compression::nothing_acceptable(&headers) {
+        return no_acceptable_coding();
+    }
     if matches!(params, Ok(None)) && wants_html(&headers) && state.app.settings.graphql.graphiql {
-        return super::graphiql::page();
+        return super::graphiql::page(&state, &headers);
     }
     let Some(media) = negotiate(&headers) else {
         return not_acceptable();
@@ -77,6 +82,9 @@ pub async fn post_handler(
     body: Bytes,
 ) -> Response {
     let speculation = speculation.map(|Extension(s)| s);
+    if super::compression::nothing_acceptable(&headers) {
+        return no_acceptable_coding();
+    }
     let Some(media) = negotiate(&headers) else {
         return not_acceptable();
     };
@@ -179,7 +187,7 @@ pub async fn post_handler(
                 windows.append(&mut outcome.windows);
                 results.push(outcome.into_bytes());
             }
-            let mut response = respond_array(StatusCode::OK, media, &results);
+            let mut response = respond_array(&state, media, &results, &headers);
             response
                 .extensions_mut()
                 .insert(super::rate_limit::RuleWindows(windows));

@@ -39,6 +39,17 @@ pub fn not_acceptable() -> Response {
     )
 }
 
+/// 406 for a request whose `Accept-Encoding` allows nothing this server sends
+/// (`super::super::compression::nothing_acceptable`).
+pub fn no_acceptable_coding() -> Response {
+    request_error(
+        StatusCode::NOT_ACCEPTABLE,
+        ErrorCode::NotAcceptable,
+        "acceptable content codings: br, gzip, identity",
+        None,
+    )
+}
+
 /// The outcome of one operation, before it is given a status code.
 pub struct Outcome {
     /// The body of a refusal (`bytes` is `None`); `Null` once `bytes` holds it.
@@ -137,8 +148,14 @@ pub fn respond_outcome(
     response
 }
 
-/// A JSON array of bodies already serialised (a batch's results, in order), never stored.
-pub fn respond_array(status: StatusCode, media: MediaType, items: &[Bytes]) -> Response {
+/// A JSON array of bodies already serialised (a batch's results, in order), never stored;
+/// compressed as `request_headers` ask.
+pub fn respond_array(
+    state: &HttpState,
+    media: MediaType,
+    items: &[Bytes],
+    request_headers: &HeaderMap,
+) -> Response {
     let mut bytes = Vec::with_capacity(items.iter().map(|item| item.len() + 1).sum::<usize>() + 1);
     bytes.push(b'[');
     for (index, item) in items.iter().enumerate() {
@@ -148,11 +165,14 @@ pub fn respond_array(status: StatusCode, media: MediaType, items: &[Bytes]) -> R
         bytes.extend_from_slice(item);
     }
     bytes.push(b']');
-    let mut response = respond_bytes(status, media, Bytes::from(bytes), HeaderMap::new());
+    let bytes = Bytes::from(bytes);
+    let mut response = respond_bytes(StatusCode::OK, media, bytes.clone(), HeaderMap::new());
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+    state
+        .compression
+        .compress(request_headers, &bytes, response, true, &state.app.metrics)
 }
 
 pub fn respond_bytes(
