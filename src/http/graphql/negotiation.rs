@@ -24,29 +24,37 @@ impl MediaType {
 /// Picks the media type from `Accept` by quality; a missing header, `*/*` and `application/*`
 /// mean `application/json`. `None` when nothing we can produce is acceptable.
 pub fn negotiate(headers: &HeaderMap) -> Option<MediaType> {
-    let accept = headers
+    // The field's lines read as one list, without joining them into a new string.
+    let mut lines = headers
         .get_all(header::ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .collect::<Vec<_>>()
-        .join(",");
-    if accept.trim().is_empty() {
+        .peekable();
+    let first = lines.next();
+    if first.is_none_or(|line| line.trim().is_empty() && lines.peek().is_none()) {
         return Some(MediaType::Json);
     }
     let mut best: Option<(f32, u8, MediaType)> = None;
-    for range in accept.split(',') {
+    for range in first
+        .into_iter()
+        .chain(lines)
+        .flat_map(|line| line.split(','))
+    {
         let mut parts = range.split(';');
-        let media = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+        let media = parts.next().unwrap_or_default().trim();
         let quality = parts
             .filter_map(|p| p.trim().strip_prefix("q="))
             .find_map(|q| q.trim().parse::<f32>().ok())
             .unwrap_or(1.0);
         // Specific types win over wildcards at equal quality.
-        let candidate = match media.as_str() {
-            GRAPHQL_RESPONSE_JSON => (3, MediaType::GraphqlResponseJson),
-            APPLICATION_JSON => (2, MediaType::Json),
-            "application/*" | "*/*" => (1, MediaType::Json),
-            _ => continue,
+        let candidate = if media.eq_ignore_ascii_case(GRAPHQL_RESPONSE_JSON) {
+            (3, MediaType::GraphqlResponseJson)
+        } else if media.eq_ignore_ascii_case(APPLICATION_JSON) {
+            (2, MediaType::Json)
+        } else if media.eq_ignore_ascii_case("application/*") || media == "*/*" {
+            (1, MediaType::Json)
+        } else {
+            continue;
         };
         if quality <= 0.0 {
             continue;
@@ -88,5 +96,24 @@ mod tests {
         );
         assert_eq!(negotiate(&accept("text/html")), None);
         assert_eq!(negotiate(&accept("application/json;q=0")), None);
+        assert_eq!(negotiate(&accept("  ")), Some(MediaType::Json));
+        assert_eq!(
+            negotiate(&accept("Application/GraphQL-Response+JSON")),
+            Some(MediaType::GraphqlResponseJson)
+        );
+    }
+
+    #[test]
+    fn several_lines_are_one_list() {
+        let mut headers = accept("text/html;q=0.9");
+        headers.append(
+            header::ACCEPT,
+            HeaderValue::from_static("application/json;q=0.5"),
+        );
+        headers.append(
+            header::ACCEPT,
+            HeaderValue::from_static("application/graphql-response+json;q=0.7"),
+        );
+        assert_eq!(negotiate(&headers), Some(MediaType::GraphqlResponseJson));
     }
 }
