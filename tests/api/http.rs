@@ -164,6 +164,40 @@ async fn a_body_over_the_limit_is_a_413_in_the_error_shape() {
     );
 }
 
+/// A body without `Content-Length` (chunked) is stopped at the limit as well: 413 in the error
+/// shape.
+#[tokio::test]
+async fn a_chunked_body_over_the_limit_is_a_413_too() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let app = TestApp::spawn_with(|s| s.http.body_limit = 1024).await;
+    let body = format!("{{\"query\":\"{{ __typename }} # {}\"}}", "x".repeat(4096));
+    let mut request = b"POST /graphql HTTP/1.1\r\nHost: localhost\r\n\
+        Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\
+        Connection: close\r\n\r\n"
+        .to_vec();
+    for chunk in body.as_bytes().chunks(512) {
+        request.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        request.extend_from_slice(chunk);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"0\r\n\r\n");
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
+        .await
+        .unwrap();
+    stream.write_all(&request).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        stream.read_to_end(&mut answer),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("\"PAYLOAD_TOO_LARGE\""), "{answer}");
+}
+
 #[tokio::test]
 async fn every_graphql_error_carries_the_request_id_of_the_response() {
     let app = TestApp::spawn().await;
