@@ -11,7 +11,7 @@
 //! compressed for their response alone. This is the only compression `/graphql` has: the
 //! compression layer (`super::router`) is on every other route, not on this one. tower-http's
 //! response body holds every coder's state inline (5.8 KiB), and the layers above moved and boxed
-//! it for every response, compressed or not: an eighth of the instructions of a 304
+//! it for every response, compressed or not: about a tenth of the instructions of a 304
 //! (docs/benchmarks.md).
 
 use std::io::Write as _;
