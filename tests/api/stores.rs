@@ -476,6 +476,95 @@ async fn concurrent_batches_share_calls_and_each_gets_its_own_replies() {
     }
 }
 
+/// Requests of one client joined into one call have their steps on the same key folded (one
+/// read, one window step for many hits, one increment by the sum): each step still gets the
+/// reply it would have had in its turn — exactly `LIMIT` hits allowed, each at its own count, the
+/// rest refused at the limit; each increment a running total that some other step's total (or
+/// zero) led to — and on Redis a call appends its allowed hits in one `RPUSH`.
+#[tokio::test]
+async fn steps_on_one_key_in_a_joined_call_get_the_replies_of_their_turn() {
+    use multipult::infra::kv::{Op, Reply};
+    const BATCHES: usize = 120;
+    const LIMIT: u64 = 50;
+    let minute = Duration::from_secs(60);
+    for (name, stores, _, guard) in backends() {
+        let kv = &stores.kv;
+        kv.set("state", b"s", Some(minute)).await.unwrap();
+        let delta = |i: usize| i64::try_from(i).unwrap() + 1;
+        let batches: Vec<Vec<Op>> = (0..BATCHES)
+            .map(|i| {
+                vec![
+                    Op::Get("state".into()),
+                    Op::Window {
+                        key: "client".into(),
+                        limit: LIMIT,
+                        window: minute,
+                    },
+                    Op::Increment {
+                        key: "budget".into(),
+                        delta: delta(i),
+                        ttl: Some(minute),
+                    },
+                ]
+            })
+            .collect();
+        let run = futures_util::future::join_all(batches.iter().map(|ops| kv.batch(ops)));
+        let (replies, commands) = with_script_commands(guard.as_ref(), run).await;
+        let mut allowed = std::collections::BTreeSet::new();
+        let mut refused = 0;
+        let mut totals = std::collections::BTreeMap::new();
+        for (i, replies) in replies.into_iter().enumerate() {
+            let replies = replies.unwrap_or_else(|e| panic!("{name}: batch {i}: {e}"));
+            let [
+                Reply::Value(value),
+                Reply::Window(window),
+                Reply::Count(total),
+            ] = <[Reply; 3]>::try_from(replies).unwrap()
+            else {
+                panic!("{name}: batch {i}: replies of the wrong kinds");
+            };
+            assert_eq!(value.as_deref(), Some(&b"s"[..]), "{name}: batch {i}");
+            if window.allowed {
+                assert!(allowed.insert(window.count), "{name}: {window:?} twice");
+            } else {
+                assert_eq!(window.count, LIMIT, "{name}: batch {i}: {window:?}");
+                refused += 1;
+            }
+            assert!(
+                totals.insert(total, delta(i)).is_none(),
+                "{name}: {total} twice"
+            );
+        }
+        assert_eq!(allowed, (1..=LIMIT).collect(), "{name}");
+        assert_eq!(refused, BATCHES - 50, "{name}");
+        // Each total is the one before it (another step's, or nothing) plus its own delta: the
+        // totals chain from 0 to the sum of all deltas.
+        let sum: i64 = (0..BATCHES).map(delta).sum();
+        assert_eq!(totals.keys().last(), Some(&sum), "{name}");
+        for (total, own) in &totals {
+            let before = total - own;
+            assert!(
+                before == 0 || totals.contains_key(&before),
+                "{name}: {total} = {before} + {own}, and no step left {before}"
+            );
+        }
+        if guard.is_some() {
+            let appends = commands
+                .iter()
+                .filter(|line| line.contains("\"RPUSH\""))
+                .count();
+            let calls = commands
+                .iter()
+                .filter(|line| line.contains("\"LLEN\""))
+                .count();
+            assert!(
+                (1..=calls).contains(&appends) && calls < BATCHES / 5,
+                "{name}: {appends} appends in {calls} calls for {BATCHES} hits"
+            );
+        }
+    }
+}
+
 /// A step Redis refuses (here a rate window on a key of the wrong type) fails its own batch
 /// only: batches joined into the same script call still get their replies.
 #[tokio::test]

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::oneshot;
 
-use super::{BATCH, RedisClient, Step, push_step};
+use super::{BATCH, RedisClient, Step, fold};
 use crate::infra::kv::{StoreError, StoreResult};
 
 type Replies = StoreResult<Vec<redis::Value>>;
@@ -168,14 +168,25 @@ impl Drop for Flight<'_> {
     }
 }
 
+/// The group's steps, folded where several are on one key (`fold`), in one script call: a reply
+/// per step of the group.
 async fn call(client: &RedisClient, group: &[Waiting]) -> Replies {
+    let steps: Vec<&Step> = group.iter().flat_map(|w| &w.steps).collect();
+    let keys: Vec<String> = steps.iter().map(|s| fold::full_key(client, s)).collect();
+    let plan = fold::plan(&steps, &keys);
     let mut invocation = BATCH.prepare_invoke();
-    for step in group.iter().flat_map(|w| &w.steps) {
-        push_step(&mut invocation, client, step);
+    for sent in &plan.sent {
+        fold::push(&mut invocation, sent);
     }
-    client
+    let replies: Vec<redis::Value> = client
         .run(|mut c| async move { invocation.invoke_async(&mut c).await })
-        .await
+        .await?;
+    if replies.len() != plan.sent.len() {
+        return Err(StoreError::Backend(
+            "batch reply has the wrong length".into(),
+        ));
+    }
+    Ok(fold::unfold(&plan, &replies))
 }
 
 /// Hands each batch its own replies (or the call's error).
@@ -212,7 +223,7 @@ fn answer(group: Vec<Waiting>, replies: Replies) {
 const STEP_ERROR: &[u8] = b"\0step-error";
 
 /// The message of a step that failed (see `BATCH`), if `value` is one.
-fn step_error(value: &redis::Value) -> Option<String> {
+pub(super) fn step_error(value: &redis::Value) -> Option<String> {
     let redis::Value::Array(items) = value else {
         return None;
     };

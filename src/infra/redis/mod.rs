@@ -22,6 +22,7 @@ use super::kv::{KeyValueStore, Op, Reply, StoreError, StoreResult, WindowOutcome
 use crate::config::RedisSettings;
 
 mod coalesce;
+mod fold;
 
 /// The connections plus what every call needs: the key prefix, the per-call timeout and the
 /// circuit breaker shared by every call of this instance.
@@ -196,11 +197,12 @@ static EXPIRE_IF_EQUALS: LazyLock<Script> = LazyLock::new(|| {
 /// arguments in `ARGV`, in order; one reply per step, or `{"\0step-error", message}` in its place
 /// when Redis refused one of its commands (the other steps still run; see `coalesce`):
 /// - `get` (one key);
-/// - `win limit window_ms` (one key: a list of hit times, see [`window_key`]) → `{allowed,
-///   count, ms until the oldest hit ages out}`. The hits that aged out go in one `LTRIM`, found
-///   in a logarithmic number of `LINDEX`es however many they are. A hit over the limit is
-///   refused without a write (so also when Redis could not append, out of memory); an allowed
-///   one is appended and moves the key's expiry, which the newest hit decides;
+/// - `win limit window_ms hits` (one key: a list of hit times, see [`window_key`]) → one
+///   `{allowed, count, ms until the oldest hit ages out}` per hit, taken in order. The hits that
+///   aged out go in one `LTRIM`, found in a logarithmic number of `LINDEX`es however many they
+///   are. A hit over the limit is refused without a write (so also when Redis could not append,
+///   out of memory); the allowed ones are appended in one `RPUSH` and move the key's expiry,
+///   which the newest hit decides;
 /// - `incr delta ttl_ms` (one key);
 /// - `tget field ttl_ms tag_prefix generation` (a bounded cache's entries hash, last-use sorted
 ///   set and sequence counter; see `infra::cache`) → `{entry or false, versions of the tags its
@@ -264,13 +266,27 @@ static BATCH: LazyLock<Script> = LazyLock::new(|| {
               -- Redis reads only (no append and take-back per refused hit, none of it sent to
               -- replicas or the AOF), and is refused even when Redis could not append (out of
               -- memory under `noeviction`).
+              -- Several hits on one window (folded together in one call, see `coalesce`)
+              -- are taken in order, as one step each would be: the same clock, so the same
+              -- reset, and each hit counted after the ones before it.
               local count = redis.call('LLEN', key)
-              if count >= limit then
-                return {0, count, reset}
+              local hits = tonumber(ARGV[a + 3])
+              local replies, added = {}, 0
+              for h = 1, hits do
+                if count + added >= limit then
+                  replies[h] = {0, count + added, reset}
+                else
+                  added = added + 1
+                  replies[h] = {1, count + added, reset}
+                end
               end
-              count = redis.call('RPUSH', key, stamp)
-              redis.call('PEXPIRE', key, span)
-              return {1, count, reset}
+              if added > 0 then
+                local stamps = {}
+                for h = 1, added do stamps[h] = stamp end
+                redis.call('RPUSH', key, unpack(stamps))
+                redis.call('PEXPIRE', key, span)
+              end
+              return replies
             elseif op == 'incr' then
               local v = redis.call('INCRBY', key, ARGV[a + 1])
               local ttl = tonumber(ARGV[a + 2])
@@ -311,7 +327,7 @@ static BATCH: LazyLock<Script> = LazyLock::new(|| {
             end
           end
           -- Arguments and keys per step.
-          local sizes = {get = {1, 1}, win = {3, 1}, incr = {3, 1}, tget = {5, 3}}
+          local sizes = {get = {1, 1}, win = {4, 1}, incr = {3, 1}, tget = {5, 3}}
           local out = {}
           local a, k, i = 1, 1, 0
           while ARGV[a] do
@@ -403,7 +419,7 @@ enum Step {
 
 /// A bounded cache's entry, with the versions of the tags its header line names and of a
 /// generation counter (see `infra::cache`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TaggedRead {
     /// The namespace's entries hash, last-use sorted set and sequence counter.
     pub keys: [String; 3],
@@ -440,40 +456,6 @@ fn window_key(client: &RedisClient, key: &str) -> String {
     let mut full = client.key(key);
     full.push_str(":log");
     full
-}
-
-/// Adds one step to a `BATCH` invocation (see the script for each step's keys and arguments).
-fn push_step(invocation: &mut redis::ScriptInvocation<'_>, client: &RedisClient, step: &Step) {
-    match step {
-        Step::Op(Op::Get(key)) => {
-            invocation.key(client.key(key)).arg("get");
-        }
-        Step::Op(Op::Window { key, limit, window }) => {
-            invocation
-                .key(window_key(client, key))
-                .arg("win")
-                .arg(*limit)
-                .arg(ms(*window));
-        }
-        Step::Op(Op::Increment { key, delta, ttl }) => {
-            invocation
-                .key(client.key(key))
-                .arg("incr")
-                .arg(*delta)
-                .arg(ttl.map_or(0, ms));
-        }
-        Step::Tagged(read) => {
-            for key in &read.keys {
-                invocation.key(key);
-            }
-            invocation
-                .arg("tget")
-                .arg(&read.field)
-                .arg(ms(read.ttl))
-                .arg(&read.tag_prefix)
-                .arg(&read.generation);
-        }
-    }
 }
 
 #[async_trait]
