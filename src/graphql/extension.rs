@@ -447,14 +447,34 @@ enum BudgetPrincipal {
     Address(crate::identity::AddressKey),
 }
 
-impl std::fmt::Display for BudgetPrincipal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::User(id) => write!(f, "user:{id}"),
-            Self::ApiKey(id) => write!(f, "apikey:{id}"),
-            Self::Address(address) => write!(f, "ip:{address}"),
-        }
+impl BudgetPrincipal {
+    /// The budget's store key for window `slot` of `window` seconds:
+    /// `budget:{user:<id>|apikey:<id>|ip:<address>}:{window}:{slot}`, written without the
+    /// formatting machinery (every operation makes one).
+    fn key(self, window: u64, slot: u64) -> String {
+        let mut key = match self {
+            Self::User(id) => with_uuid("budget:user:", id),
+            Self::ApiKey(id) => with_uuid("budget:apikey:", id),
+            Self::Address(address) => address.prefixed("budget:ip:"),
+        };
+        let mut digits = itoa::Buffer::new();
+        key.reserve(42);
+        key.push(':');
+        key.push_str(digits.format(window));
+        key.push(':');
+        key.push_str(digits.format(slot));
+        key
     }
+}
+
+fn with_uuid(prefix: &str, id: uuid::Uuid) -> String {
+    let mut key = String::with_capacity(prefix.len() + uuid::fmt::Hyphenated::LENGTH + 42);
+    key.push_str(prefix);
+    key.push_str(
+        id.hyphenated()
+            .encode_lower(&mut uuid::Uuid::encode_buffer()),
+    );
+    key
 }
 
 /// Spends `cost` points of the principal's budget for the current window (fixed windows, as
@@ -470,7 +490,7 @@ async fn debit(
     let now = chrono::Utc::now();
     let now_secs = u64::try_from(now.timestamp()).unwrap_or(0);
     let slot = now_secs / window;
-    let key = format!("budget:{principal}:{window}:{slot}");
+    let key = principal.key(window, slot);
     let delta = i64::try_from(cost).unwrap_or(i64::MAX);
     let limit = i64::try_from(quota.limit).unwrap_or(i64::MAX);
     // Checked and charged on this instance's ledger; the store hears of it within a tenth of a
@@ -692,6 +712,23 @@ mod tests {
             complexity,
             depth: 2,
         }
+    }
+
+    #[test]
+    fn a_budget_key_names_its_principal_window_and_slot() {
+        let id = uuid::Uuid::new_v4();
+        assert_eq!(
+            BudgetPrincipal::User(id).key(3600, 493_000),
+            format!("budget:user:{id}:3600:493000")
+        );
+        assert_eq!(
+            BudgetPrincipal::ApiKey(id).key(60, 0),
+            format!("budget:apikey:{id}:60:0")
+        );
+        assert_eq!(
+            BudgetPrincipal::Address(crate::identity::AddressKey::default()).key(1, u64::MAX),
+            format!("budget:ip:unknown:1:{}", u64::MAX)
+        );
     }
 
     #[test]
