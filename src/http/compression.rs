@@ -187,7 +187,15 @@ impl CompressionMemo {
             return response;
         }
         let compressed = if body.len() > self.largest() {
-            encode(coding, settings.level, body).map(|encoded| (Bytes::from(encoded), false))
+            let encode = || encode(coding, settings.level, body);
+            // Milliseconds of work from a few hundred KiB on: kept off this worker's other
+            // connections.
+            let encoded = if body.len() >= OFF_THE_WORKER {
+                off_the_worker(encode)
+            } else {
+                encode()
+            };
+            encoded.map(|encoded| (Bytes::from(encoded), false))
         } else {
             self.encoded(settings, coding, body)
         };
@@ -258,6 +266,21 @@ impl CompressionMemo {
 
     fn with<T>(&self, f: impl FnOnce(&mut Memo) -> T) -> T {
         f(&mut self.inner.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// A body from this size on is compressed with the worker's other tasks handed to another thread.
+const OFF_THE_WORKER: usize = 256 * 1024;
+
+/// Runs `work` with this worker's other tasks handed to another thread meanwhile (on the
+/// multi-threaded runtime the server runs on; elsewhere, a test's single-threaded runtime, just
+/// runs it).
+fn off_the_worker<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
     }
 }
 
@@ -362,6 +385,32 @@ mod tests {
             assert!(!nothing_acceptable(&accept(accepting)), "{accepting}");
         }
         assert!(!nothing_acceptable(&HeaderMap::new()));
+    }
+
+    /// A large body is compressed alike on the server's multi-threaded runtime (with the
+    /// worker's other tasks handed off meanwhile) and on a single-threaded one (in place).
+    #[test]
+    fn a_large_body_is_compressed_off_the_worker_on_either_runtime() {
+        use std::io::Read as _;
+        let body: Vec<u8> = (0..OFF_THE_WORKER + 1).map(|i| (i % 251) as u8).collect();
+        let runtimes = [
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .build(),
+            tokio::runtime::Builder::new_current_thread().build(),
+        ];
+        for runtime in runtimes {
+            let runtime = runtime.unwrap();
+            let input = body.clone();
+            let task =
+                runtime.spawn(async move { off_the_worker(|| encode(Coding::Gzip, 4, &input)) });
+            let encoded = runtime.block_on(task).unwrap().unwrap();
+            let mut decoded = Vec::new();
+            flate2::read::GzDecoder::new(&encoded[..])
+                .read_to_end(&mut decoded)
+                .unwrap();
+            assert_eq!(decoded, body);
+        }
     }
 
     #[test]
