@@ -184,8 +184,7 @@ pub(super) fn plan<'a>(steps: &[&'a Step], keys: &'a [String]) -> Plan<'a> {
                     && !use_.tagged
                     && use_.increments == Only::None
                     && !under_a_tag_prefix(key);
-                let entry = if alone { Some(folded.entry(key)) } else { None };
-                match entry {
+                match alone.then(|| folded.entry(key)) {
                     Some(Entry::Occupied(at)) => {
                         let index = *at.get();
                         let Sent::Window { hits, .. } = &mut sent[index] else {
@@ -214,8 +213,7 @@ pub(super) fn plan<'a>(steps: &[&'a Step], keys: &'a [String]) -> Plan<'a> {
                     && !use_.tagged
                     && use_.windows == Only::None
                     && !under_a_tag_prefix(key);
-                let entry = if alone { Some(folded.entry(key)) } else { None };
-                match entry {
+                match alone.then(|| folded.entry(key)) {
                     Some(Entry::Occupied(at)) => {
                         let index = *at.get();
                         let Sent::Increment { delta: sum, .. } = &mut sent[index] else {
