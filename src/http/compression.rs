@@ -187,15 +187,7 @@ impl CompressionMemo {
             return response;
         }
         let compressed = if body.len() > self.largest() {
-            let encode = || encode(coding, settings.level, body);
-            // Milliseconds of work from a few hundred KiB on: kept off this worker's other
-            // connections.
-            let encoded = if body.len() >= OFF_THE_WORKER {
-                off_the_worker(encode)
-            } else {
-                encode()
-            };
-            encoded.map(|encoded| (Bytes::from(encoded), false))
+            encode_here(coding, settings.level, body).map(|encoded| (Bytes::from(encoded), false))
         } else {
             self.encoded(settings, coding, body)
         };
@@ -239,7 +231,7 @@ impl CompressionMemo {
         {
             return Some((variant.encoded.clone(), true));
         }
-        let encoded = Bytes::from(encode(coding, settings.level, body)?);
+        let encoded = Bytes::from(encode_here(coding, settings.level, body)?);
         let variant = Arc::new(Variant {
             body: body.clone(),
             encoded: encoded.clone(),
@@ -271,6 +263,16 @@ impl CompressionMemo {
 
 /// A body from this size on is compressed with the worker's other tasks handed to another thread.
 const OFF_THE_WORKER: usize = 256 * 1024;
+
+/// [`encode`] on a request's task: from [`OFF_THE_WORKER`] bytes on (milliseconds of work) with
+/// the worker's other connections handed to another thread meanwhile.
+fn encode_here(coding: Coding, level: u8, body: &[u8]) -> Option<Vec<u8>> {
+    if body.len() >= OFF_THE_WORKER {
+        off_the_worker(|| encode(coding, level, body))
+    } else {
+        encode(coding, level, body)
+    }
+}
 
 /// Runs `work` with this worker's other tasks handed to another thread meanwhile (on the
 /// multi-threaded runtime the server runs on; elsewhere, a test's single-threaded runtime, just
