@@ -266,7 +266,7 @@ static BATCH: LazyLock<Script> = LazyLock::new(|| {
               -- Redis reads only (no append and take-back per refused hit, none of it sent to
               -- replicas or the AOF), and is refused even when Redis could not append (out of
               -- memory under `noeviction`).
-              -- Several hits on one window (folded together in one call, see `coalesce`)
+              -- Several hits on one window (folded together in one call, see `fold`)
               -- are taken in order, as one step each would be: the same clock, so the same
               -- reset, and each hit counted after the ones before it.
               local count = redis.call('LLEN', key)
