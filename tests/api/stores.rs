@@ -630,6 +630,68 @@ async fn a_step_redis_refuses_fails_only_its_own_batch() {
     }
 }
 
+/// Hits on one window folded into one step of a joined call (nothing else in the call reads that
+/// key) fail together when Redis refuses the step — each of their batches gets the error — and
+/// the other batches in the call get their replies.
+#[tokio::test]
+async fn a_folded_step_redis_refuses_fails_the_batches_folded_into_it_only() {
+    use multipult::infra::kv::{Op, Reply};
+    const BATCHES: usize = 60;
+    let minute = Duration::from_secs(60);
+    for (name, stores, _, guard) in backends() {
+        let kv = &stores.kv;
+        kv.set("victim:log", b"not a list", Some(minute))
+            .await
+            .unwrap();
+        let batches: Vec<Vec<Op>> = (0..BATCHES)
+            .map(|i| {
+                let key = if i.is_multiple_of(3) {
+                    "victim".to_owned()
+                } else {
+                    "fine".to_owned()
+                };
+                vec![Op::Window {
+                    key,
+                    limit: 1_000,
+                    window: minute,
+                }]
+            })
+            .collect();
+        let run = futures_util::future::join_all(batches.iter().map(|ops| kv.batch(ops)));
+        let (replies, calls) = counting_script_calls(guard.as_ref(), run).await;
+        let mut counts = std::collections::BTreeSet::new();
+        for (i, reply) in replies.into_iter().enumerate() {
+            match reply {
+                Ok(replies) => {
+                    assert!(
+                        !i.is_multiple_of(3) || guard.is_none(),
+                        "{name}: batch {i} on the wrong key got {replies:?}"
+                    );
+                    let [Reply::Window(window)] = <[Reply; 1]>::try_from(replies).unwrap() else {
+                        panic!("{name}: batch {i}: a reply of the wrong kind");
+                    };
+                    assert!(window.allowed, "{name}: batch {i}: {window:?}");
+                    if !i.is_multiple_of(3) {
+                        assert!(counts.insert(window.count), "{name}: {window:?} twice");
+                    }
+                }
+                Err(error) => {
+                    assert!(
+                        guard.is_some() && i.is_multiple_of(3),
+                        "{name}: batch {i}: {error}"
+                    );
+                    assert!(error.to_string().contains("WRONGTYPE"), "{name}: {error}");
+                }
+            }
+        }
+        // The good window counted each of its hits once, in order.
+        assert_eq!(counts, (1..=40).collect(), "{name}");
+        if let Some(calls) = calls {
+            assert!(calls < BATCHES / 3, "{name}: {calls} calls");
+        }
+    }
+}
+
 /// A hit over the limit writes nothing: a client flooding past its limit costs Redis reads only
 /// (nothing appended and taken back, nothing for replicas or the AOF), and its count stays at the
 /// limit on both backends.
