@@ -97,14 +97,22 @@ print("%.2f" % rps, "%.2f" % p50, "%.2f" % p99, non)
 PY
 }
 
-# Rows: "backend|group|label|rps|p50|p99|non2xx". Each group of lines is bracketed by two
-# measurements of the stock reference; a line's `× stock` divides by the mean of its group's two.
+# Rows: "backend|group|label|rps|p50|p99|non2xx|stock beside|bare beside". Each group of lines is
+# bracketed by two measurements of the stock reference. A line measured with `line` (and the 304
+# line) also has the stock reference measured right after its embedded run ("beside" it, seconds
+# apart; the 304 line bare axum too): its `× stock` (and `% of bare axum`) divide by that, the
+# other lines' by the mean of their group's two.
 rows=()
 refs=()
-row() { # backend (e = embedded, s = scaled out, r = reference), group, label, "rps p50 p99 non2xx"
+row() { # backend (e = embedded, s = scaled out, r = reference), group, label, "rps p50 p99 non2xx", [stock rps beside], [bare rps beside]
   local backend=$1 group=$2 label=$3
   read -r rps p50 p99 non <<<"$4"
-  rows+=("$backend|$group|$label|$rps|$p50|$p99|$non")
+  rows+=("$backend|$group|$label|$rps|$p50|$p99|$non|${5:-}|${6:-}")
+}
+beside() { # url [script] -> the requests/s measured now
+  local out
+  out=$(measure "$@")
+  echo "${out%% *}"
 }
 reference_again() { # label
   local out
@@ -232,9 +240,11 @@ stop_on() {
   wait "${pid[$1]}" 2>/dev/null || true
 }
 
-# One line on every backend in turn. Args: group, label, who (anon|user|admin), query
+# One line on every backend in turn, and the stock reference right after the embedded run (the
+# scaled-out run follows it: both sides seconds from it). Args: group, label, who
+# (anon|user|admin), query
 line() {
-  local group=$1 label=$2 who=$3 query=$4 b token
+  local group=$1 label=$2 who=$3 query=$4 b token result stock=""
   for b in "${backends[@]}"; do
     case $who in
       anon) token="" ;;
@@ -242,7 +252,9 @@ line() {
       admin) token=${admin_token[$b]} ;;
     esac
     post_script "$work/line-$b.lua" "$token" "$query"
-    row "$b" "$group" "${label_of[$b]} $label" "$(measure "http://${addr[$b]}/graphql" "$work/line-$b.lua")"
+    result=$(measure "http://${addr[$b]}/graphql" "$work/line-$b.lua")
+    [ "$b" = e ] && stock=$(beside "http://127.0.0.1:$stock_port/graphql" "$work/stock.lua")
+    row "$b" "$group" "${label_of[$b]} $label" "$result" "$stock"
   done
 }
 
@@ -285,11 +297,17 @@ line 1 "admin { allUsers(limit: 20) { items { id email } } }, cached" admin "{ a
 # answer not (under HTTP_COMPRESSION_MIN_SIZE).
 encoding="gzip, deflate, br, zstd" line 1 "admin { allUsers(limit: 20) { items { id email } } }, cached, a browser's Accept-Encoding" admin "{ allUsers(limit: 20) { items { id email } } }"
 encoding="gzip, deflate, br, zstd" line 1 "anonymous { apiInfo { version } }, cached, a browser's Accept-Encoding" anon "{ apiInfo { version } }"
+stock="" bare_now=""
 for b in "${backends[@]}"; do
   etag=$(curl -s -D - -o /dev/null "http://${addr[$b]}/graphql?query=%7B%20apiInfo%20%7B%20version%20%7D%20%7D" |
     awk 'tolower($1)=="etag:" {print $2}' | tr -d '\r')
   revalidate_script "$work/revalidate-$b.lua" "$etag"
-  row "$b" 1 "${label_of[$b]} 304 revalidation of a cached query" "$(measure "http://${addr[$b]}/graphql" "$work/revalidate-$b.lua")"
+  result=$(measure "http://${addr[$b]}/graphql" "$work/revalidate-$b.lua")
+  if [ "$b" = e ]; then
+    stock=$(beside "http://127.0.0.1:$stock_port/graphql" "$work/stock.lua")
+    bare_now=$(beside "http://127.0.0.1:$bare_port/")
+  fi
+  row "$b" 1 "${label_of[$b]} 304 revalidation of a cached query" "$result" "$stock" "$bare_now"
 done
 for b in "${backends[@]}"; do stop_on "$b"; done
 reference_again "after the cached lines"
@@ -331,10 +349,11 @@ read -r bare_rps _ <<<"$bare"
 echo
 echo "multipult side by side: $(nproc) cores, wrk -t2 -c$CONNECTIONS -d$DURATION, median of $REPEAT run(s) per line, $(date -u +%Y-%m-%d)"
 echo "reference: stock async-graphql-axum, measured before, between and after the groups of lines:" \
-  "$(printf '%s ' "${refs[@]}")req/s; a line's × stock divides by the two around its group"
+  "$(printf '%s ' "${refs[@]}")req/s, and right after each line's embedded run (\"stock beside\"): a line's" \
+  "× stock divides by the one beside it, or else by the two around its group; the 304 line's % of bare axum by bare axum measured beside it"
 echo
-echo "| line | req/s | p50 ms | p99 ms | non-2xx | × stock | % of bare axum | scaled out / embedded |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| line | req/s | p50 ms | p99 ms | non-2xx | × stock | % of bare axum | scaled out / embedded | stock beside |"
+echo "|---|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${rows[@]}" | python3 -c '
 import sys
 bare, refs = float(sys.argv[1]), [float(r) for r in sys.argv[2:]]
@@ -344,19 +363,25 @@ for backend, group, label, rps, *_ in rows:
     if backend == "e":
         embedded[label.replace("multipult ", "", 1)] = float(rps)
 order = [r for r in rows if r[0] == "r"] + [r for r in rows if r[0] == "e"] + [r for r in rows if r[0] == "s"]
-for backend, group, label, rps, p50, p99, non in order:
+for backend, group, label, rps, p50, p99, non, stock, bare_now in order:
     rps = float(rps)
-    if group == "":
+    if stock:
+        ref = float(stock)
+    elif group == "":
         ref = sum(refs) / len(refs)
     else:
         g = int(group)
         ref = (refs[g] + refs[g + 1]) / 2
+    base_bare = float(bare_now) if bare_now else bare
     pair = ""
     if backend == "s":
         base = embedded.get(label.replace("multipult (PostgreSQL + Redis) ", "", 1))
         if base:
             pair = f"{100 * rps / base:.0f} %"
-    print(f"| {label} | {rps:,.0f} | {p50} | {p99} | {non} | {rps / ref:.2f} | {100 * rps / bare:.0f} % | {pair} |")
+    beside = f"{float(stock):,.0f}" if stock else ""
+    if bare_now:
+        beside += f" (bare axum {float(bare_now):,.0f})"
+    print(f"| {label} | {rps:,.0f} | {p50} | {p99} | {non} | {rps / ref:.2f} | {100 * rps / base_bare:.0f} % | {pair} | {beside} |")
 ' "$bare_rps" "${refs[@]}"
 echo
 for b in "${backends[@]}"; do
