@@ -75,12 +75,15 @@ impl ContextExt for Context<'_> {
 
     fn cache_tag(&self, kind: &str, id: Option<&dyn std::fmt::Display>) {
         if let Some(tags) = self.data_opt::<std::sync::Arc<CacheTags>>() {
-            let tag = match id {
+            let mut tag = match id {
                 Some(id) => crate::infra::tags::entity(kind, id),
                 None => kind.to_owned(),
             };
             // Stored in a space-separated header line: no white space in a tag.
-            tags.add(tag.split_whitespace().collect::<Vec<_>>().join("_"));
+            if tag.contains(char::is_whitespace) {
+                tag = tag.split_whitespace().collect::<Vec<_>>().join("_");
+            }
+            tags.add(tag);
         }
     }
 }

@@ -453,8 +453,8 @@ impl BudgetPrincipal {
     /// formatting machinery (every operation makes one).
     fn key(self, window: u64, slot: u64) -> String {
         let mut key = match self {
-            Self::User(id) => with_uuid("budget:user:", id),
-            Self::ApiKey(id) => with_uuid("budget:apikey:", id),
+            Self::User(id) => crate::infra::kv::key_with_uuid("budget:user:", id, 0),
+            Self::ApiKey(id) => crate::infra::kv::key_with_uuid("budget:apikey:", id, 0),
             Self::Address(address) => address.prefixed("budget:ip:"),
         };
         let mut digits = itoa::Buffer::new();
@@ -465,16 +465,6 @@ impl BudgetPrincipal {
         key.push_str(digits.format(slot));
         key
     }
-}
-
-fn with_uuid(prefix: &str, id: uuid::Uuid) -> String {
-    let mut key = String::with_capacity(prefix.len() + uuid::fmt::Hyphenated::LENGTH + 42);
-    key.push_str(prefix);
-    key.push_str(
-        id.hyphenated()
-            .encode_lower(&mut uuid::Uuid::encode_buffer()),
-    );
-    key
 }
 
 /// Spends `cost` points of the principal's budget for the current window (fixed windows, as

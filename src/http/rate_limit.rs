@@ -66,15 +66,7 @@ pub fn principal(app: &AppState, client: &ClientInfo, subject: Subject<'_>) -> O
     }
     Some(match subject {
         Subject::User(id) => Principal {
-            key: {
-                let mut key = String::with_capacity(41);
-                key.push_str("user:");
-                key.push_str(
-                    id.as_hyphenated()
-                        .encode_lower(&mut uuid::Uuid::encode_buffer()),
-                );
-                key
-            },
+            key: crate::infra::kv::key_with_uuid("user:", id, 0),
             quota: settings.user,
             policy: Cow::Borrowed("user"),
         },

@@ -62,7 +62,7 @@ impl UserState {
 }
 
 pub fn user_state_key(user_id: Uuid) -> String {
-    format!("auth:user:{user_id}")
+    crate::infra::kv::key_with_uuid("auth:user:", user_id, 0)
 }
 
 const INVALID: &str = "the access token is invalid, expired or revoked";

@@ -5,6 +5,18 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+/// `prefix` followed by `id` as `Display` writes it (lowercase, hyphenated), with room for
+/// `more` bytes after: a store key made on every request without the formatting machinery.
+pub fn key_with_uuid(prefix: &str, id: uuid::Uuid, more: usize) -> String {
+    let mut key = String::with_capacity(prefix.len() + uuid::fmt::Hyphenated::LENGTH + more);
+    key.push_str(prefix);
+    key.push_str(
+        id.hyphenated()
+            .encode_lower(&mut uuid::Uuid::encode_buffer()),
+    );
+    key
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("shared store unavailable: {0}")]
