@@ -51,14 +51,18 @@ pub async fn not_found() -> Response {
     )
 }
 
-/// A panic becomes a logged 500 with no detail for the client.
-pub fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response<Body> {
-    let detail = panic
+/// A panic's message, when it has one (for the log, never for the client).
+pub fn panic_text(panic: &(dyn Any + Send)) -> &str {
+    panic
         .downcast_ref::<String>()
         .map(String::as_str)
         .or_else(|| panic.downcast_ref::<&str>().copied())
-        .unwrap_or("unknown panic");
-    tracing::error!(panic = detail, "handler panicked");
+        .unwrap_or("unknown panic")
+}
+
+/// A panic becomes a logged 500 with no detail for the client.
+pub fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response<Body> {
+    tracing::error!(panic = panic_text(&*panic), "handler panicked");
     error_response(
         StatusCode::INTERNAL_SERVER_ERROR,
         ErrorCode::InternalServerError,

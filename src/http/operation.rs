@@ -10,10 +10,15 @@
 //!    root fields);
 //! 5. per-root-field rate rules (`login=5/1m`), counted whatever the operation is named;
 //! 6. request data attached (viewer, client, request id, phase, the features' loaders);
-//! 7. execution under `GRAPHQL_EXECUTION_TIMEOUT`, in a task that is aborted when it runs over;
+//! 7. execution under `GRAPHQL_EXECUTION_TIMEOUT`: first polled in the request's task, then, if
+//!    it has to wait, in a task of its own that is aborted when it runs over;
 //! 8. a document sent for registration (APQ) stored once it passed validation.
 
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use async_graphql::parser::types::{
@@ -332,14 +337,8 @@ pub async fn prepare(
         hasher.digest()
     };
     let cache_scope = match &viewer {
-        Viewer::User(user) => {
-            format!(
-                "user:{}:{:016x}",
-                user.id,
-                digest(&mut user.permissions.iter())
-            )
-        }
-        Viewer::ApiKey(key) => format!("apikey:{}:{:016x}", key.id, digest(&mut key.scopes.iter())),
+        Viewer::User(user) => scoped("user:", user.id, digest(&mut user.permissions.iter())),
+        Viewer::ApiKey(key) => scoped("apikey:", key.id, digest(&mut key.scopes.iter())),
         Viewer::Anonymous => "public".to_owned(),
     };
     let tags = Arc::new(graphql::CacheTags::default());
@@ -360,6 +359,16 @@ pub async fn prepare(
         client: caller.client.clone(),
         request_id: request_id.clone(),
     })
+}
+
+/// A private response-cache scope, `<prefix><id>:<digest as 16 hex digits>` (made on every
+/// request, so without `format!`).
+fn scoped(prefix: &str, id: uuid::Uuid, digest: u64) -> String {
+    let mut scope = crate::infra::kv::key_with_uuid(prefix, id, 17);
+    scope.push(':');
+    let hex = super::caching::hex128(u128::from(digest));
+    scope.push_str(std::str::from_utf8(&hex[16..]).unwrap_or_default());
+    scope
 }
 
 /// Steps 7–8: runs a query or mutation to its response under the execution deadline.
@@ -387,7 +396,7 @@ pub async fn execute(app: &AppState, schemas: &schema::Schemas, prepared: Prepar
                 finish(app, &ticket, &response, started).await;
                 return Executed {
                     executed: ticket.phase.executed(),
-                    response: Some(response),
+                    response: Ok(response),
                     ticket,
                 };
             }
@@ -395,27 +404,30 @@ pub async fn execute(app: &AppState, schemas: &schema::Schemas, prepared: Prepar
         }
     };
     let deadline = app.settings.graphql.execution_timeout;
-    let task = {
+    let work: Operation = {
         let schema = schema.clone();
         let work =
             async move { schema.execute(request).await }.instrument(tracing::Span::current());
         match request_id.clone() {
-            Some(id) => tokio::spawn(telemetry::in_request(id, work)),
-            None => tokio::spawn(work),
+            Some(id) => Box::pin(telemetry::in_request(id, work)),
+            None => Box::pin(work),
         }
     };
-    let Some(mut response) = run_with_deadline(task, deadline).await else {
-        app.metrics.graphql_operation(
-            ticket.info.name.as_deref(),
-            ticket.info.kind_label(),
-            "timeout",
-            started.elapsed(),
-        );
-        return Executed {
-            response: None,
-            executed: ticket.phase.executed(),
-            ticket,
-        };
+    let mut response = match run_with_deadline(work, deadline).await {
+        Ok(response) => response,
+        Err(stopped) => {
+            app.metrics.graphql_operation(
+                ticket.info.name.as_deref(),
+                ticket.info.kind_label(),
+                stopped.outcome(),
+                started.elapsed(),
+            );
+            return Executed {
+                response: Err(stopped),
+                executed: ticket.phase.executed(),
+                ticket,
+            };
+        }
     };
     if kept.is_some() {
         graphql::extension::complete(&mut response, &ticket.phase, id, Some(app));
@@ -423,7 +435,7 @@ pub async fn execute(app: &AppState, schemas: &schema::Schemas, prepared: Prepar
     finish(app, &ticket, &response, started).await;
     Executed {
         executed: ticket.phase.executed(),
-        response: Some(response),
+        response: Ok(response),
         ticket,
     }
 }
@@ -508,18 +520,75 @@ fn request_id_of(request: &async_graphql::Request) -> Option<RequestId> {
         .cloned()
 }
 
-/// Waits for `task` up to `deadline`; past it the task is aborted (its next await never returns).
-pub async fn run_with_deadline<T: Send + 'static>(
-    mut task: tokio::task::JoinHandle<T>,
+/// An operation's work, boxed so that it can move into a task of its own after its first poll.
+type Operation = Pin<Box<dyn Future<Output = async_graphql::Response> + Send>>;
+
+/// Why an operation has no response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// It ran past `GRAPHQL_EXECUTION_TIMEOUT` and was stopped (`TIMEOUT`, 503).
+    Deadline,
+    /// A resolver panicked: logged, answered as an internal error (500), nothing else affected.
+    Panicked,
+}
+
+impl Stopped {
+    /// The `outcome` label of the operation metrics.
+    fn outcome(self) -> &'static str {
+        match self {
+            Self::Deadline => "timeout",
+            Self::Panicked => "panic",
+        }
+    }
+
+    /// The error the client gets.
+    pub fn error(self, app: &AppState) -> AppError {
+        match self {
+            Self::Deadline => deadline_error(app),
+            Self::Panicked => AppError::Internal(anyhow::anyhow!("an operation panicked")),
+        }
+    }
+}
+
+/// Runs an operation to its response within `deadline`.
+///
+/// Its first poll happens here, in the request's own task: an operation with nothing to wait
+/// for (the viewer's own data, which authentication already loaded; anything in memory)
+/// completes in it, with no task to spawn, wake and join. One that has to wait goes on in a
+/// task of its own: each wake then polls that task alone, not the whole middleware stack above
+/// this handler, and a client that goes away does not cut a mutation short between two of its
+/// statements. That task is aborted at the deadline.
+async fn run_with_deadline(
+    mut work: Operation,
     deadline: Duration,
-) -> Option<T> {
-    match tokio::time::timeout(deadline, &mut task).await {
-        Ok(Ok(value)) => Some(value),
+) -> Result<async_graphql::Response, Stopped> {
+    let started = Instant::now();
+    let first = std::future::poll_fn(|cx| {
+        Poll::Ready(std::panic::catch_unwind(AssertUnwindSafe(|| {
+            work.as_mut().poll(cx)
+        })))
+    })
+    .await;
+    match first {
+        Ok(Poll::Ready(response)) => return Ok(response),
+        Ok(Poll::Pending) => {}
+        Err(panic) => {
+            tracing::error!(
+                panic = super::errors::panic_text(&*panic),
+                "operation panicked"
+            );
+            return Err(Stopped::Panicked);
+        }
+    }
+    // Polled again at once by the new task, which registers its own waker: a wake meant for
+    // the first poll's only makes this task look at the join handle.
+    let mut task = tokio::spawn(work);
+    let left = deadline.saturating_sub(started.elapsed());
+    match tokio::time::timeout(left, &mut task).await {
+        Ok(Ok(response)) => Ok(response),
         Ok(Err(join)) => {
-            if join.is_panic() {
-                tracing::error!(panic = ?join, "operation panicked");
-            }
-            None
+            tracing::error!(panic = ?join, "operation panicked");
+            Err(Stopped::Panicked)
         }
         Err(_) => {
             task.abort();
@@ -527,14 +596,14 @@ pub async fn run_with_deadline<T: Send + 'static>(
                 deadline = %humantime::format_duration(deadline),
                 "operation stopped at its deadline"
             );
-            None
+            Err(Stopped::Deadline)
         }
     }
 }
 
-/// A response, or `None` when the deadline stopped the operation.
+/// A response, or why the operation has none.
 pub struct Executed {
-    pub response: Option<async_graphql::Response>,
+    pub response: Result<async_graphql::Response, Stopped>,
     pub ticket: Ticket,
     pub executed: bool,
 }
@@ -617,5 +686,25 @@ pub fn select_operation(document: &ExecutableDocument, requested: Option<&str>) 
         kind: operation.map(|op| op.node.ty),
         public,
         root_fields,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_made_by_hand_read_as_format_writes_them() {
+        let id = uuid::Uuid::parse_str("0192f0c4-7b1e-7c3a-9f00-00000000beef").unwrap();
+        for digest in [0, 0xbeef, u64::MAX, 0x0123_4567_89ab_cdef] {
+            assert_eq!(
+                scoped("user:", id, digest),
+                format!("user:{id}:{digest:016x}")
+            );
+        }
+        assert_eq!(
+            crate::infra::kv::key_with_uuid("auth:user:", id, 0),
+            format!("auth:user:{id}")
+        );
     }
 }

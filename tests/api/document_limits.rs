@@ -25,6 +25,28 @@ fn fragment_fan_out(levels: usize) -> String {
     doc
 }
 
+/// A mutation of `n` registrations, each hashing a password (tens of milliseconds, one after
+/// another).
+fn registrations(prefix: &str, n: usize) -> String {
+    let fields: String = (0..n)
+        .map(|i| {
+            format!(
+                "r{i}: register(input: {{ email: \"{prefix}{i}@example.com\", password: \"long enough passphrase\" }}) {{ message }} "
+            )
+        })
+        .collect();
+    format!("mutation {{ {fields} }}")
+}
+
+/// Accounts in the database.
+async fn accounts(app: &TestApp) -> u64 {
+    use sea_orm::{EntityTrait as _, PaginatorTrait as _};
+    multipult::entities::users::Entity::find()
+        .count(&app.state.db)
+        .await
+        .unwrap()
+}
+
 /// Inline fragments nested `levels` deep.
 fn nested_inline_fragments(levels: usize) -> String {
     let mut doc = String::from("{ ");
@@ -260,26 +282,45 @@ async fn an_operation_past_its_deadline_is_stopped_and_answers_timeout() {
     })
     .await;
     // Each registration hashes a password (tens of milliseconds); forty run one after another.
-    let registrations: String = (0..40)
-        .map(|i| {
-            format!(
-                "r{i}: register(input: {{ email: \"slow{i}@example.com\", password: \"long enough passphrase\" }}) {{ message }} "
-            )
-        })
-        .collect();
-    let response = app
-        .gql(None, &format!("mutation {{ {registrations} }}"), json!({}))
-        .await;
+    let registrations = registrations("slow", 40);
+    let response = app.gql(None, &registrations, json!({})).await;
     assert_eq!(response.code(), "TIMEOUT", "{}", response.body);
     assert_eq!(response.status, 503);
     // Stopped: the remaining registrations never ran.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    use sea_orm::{EntityTrait as _, PaginatorTrait as _};
-    let accounts = multipult::entities::users::Entity::find()
-        .count(&app.state.db)
+    let accounts = accounts(&app).await;
+    assert!(accounts < 40, "{accounts} of 40 registrations ran");
+}
+
+#[tokio::test]
+async fn a_mutation_whose_client_goes_away_runs_to_its_end() {
+    use tokio::io::AsyncWriteExt as _;
+    let app = TestApp::spawn_with(|s| {
+        s.graphql.max_aliases = 50;
+        s.graphql.max_root_fields = 50;
+    })
+    .await;
+    // Each registration hashes a password (tens of milliseconds): the client is gone long
+    // before the tenth.
+    let registrations = registrations("gone", 10);
+    let body = json!({ "query": registrations }).to_string();
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
         .await
         .unwrap();
-    assert!(accounts < 40, "{accounts} of 40 registrations ran");
+    let head = format!(
+        "POST /graphql HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    drop(stream);
+    // (Run inline in the request's task, the operation was dropped with the connection.)
+    let started = std::time::Instant::now();
+    while accounts(&app).await < 10 && started.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(accounts(&app).await, 10, "every registration ran");
 }
 
 #[tokio::test]
@@ -370,18 +411,12 @@ async fn an_operation_over_websocket_is_stopped_at_its_deadline_too() {
         s.graphql.max_root_fields = 50;
     })
     .await;
-    let registrations: String = (0..40)
-        .map(|i| {
-            format!(
-                "r{i}: register(input: {{ email: \"ws{i}@example.com\", password: \"long enough passphrase\" }}) {{ message }} "
-            )
-        })
-        .collect();
+    let registrations = registrations("ws", 40);
     let mut socket = connect(&app, "graphql-transport-ws").await.unwrap();
     init(&mut socket).await;
     send(
         &mut socket,
-        json!({ "type": "subscribe", "id": "slow", "payload": { "query": format!("mutation {{ {registrations} }}") } }),
+        json!({ "type": "subscribe", "id": "slow", "payload": { "query": registrations } }),
     )
     .await;
     let message = next_json(&mut socket).await;

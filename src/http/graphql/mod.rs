@@ -312,13 +312,19 @@ async fn run(
         // Its hints keep this document out: the next request like it reads nothing early.
         speculation.forget(app);
     }
-    let Some(response) = executed.response else {
-        let mut refusal = Refusal::from_error(&operation::deadline_error(app));
-        refusal.status = Some(StatusCode::SERVICE_UNAVAILABLE);
-        let mut outcome = Outcome::refused(refusal, request_id);
-        outcome.executed = executed.executed;
-        outcome.windows = executed.ticket.windows;
-        return outcome;
+    let response = match executed.response {
+        Ok(response) => response,
+        Err(stopped) => {
+            let mut refusal = Refusal::from_error(&stopped.error(app));
+            refusal.status = Some(match stopped {
+                operation::Stopped::Deadline => StatusCode::SERVICE_UNAVAILABLE,
+                operation::Stopped::Panicked => StatusCode::INTERNAL_SERVER_ERROR,
+            });
+            let mut outcome = Outcome::refused(refusal, request_id);
+            outcome.executed = executed.executed;
+            outcome.windows = executed.ticket.windows;
+            return outcome;
+        }
     };
     let serialized = serde_json::to_vec(&Body {
         data: executed.executed.then_some(&response.data),
