@@ -693,6 +693,62 @@ pub fn select_operation(document: &ExecutableDocument, requested: Option<&str>) 
 mod tests {
     use super::*;
 
+    /// Runs `work` as an operation; what it answered, and whether it ran in this task.
+    async fn run(
+        work: impl Future<Output = ()> + Send + 'static,
+        deadline: Duration,
+    ) -> Result<bool, Stopped> {
+        let here = tokio::task::try_id();
+        let operation: Operation = Box::pin(async move {
+            work.await;
+            let mut response = async_graphql::Response::new(async_graphql::Value::Null);
+            response.extensions.insert(
+                "sameTask".into(),
+                async_graphql::Value::Boolean(tokio::task::try_id() == here),
+            );
+            response
+        });
+        let response = run_with_deadline(operation, deadline).await?;
+        Ok(response.extensions["sameTask"] == async_graphql::Value::Boolean(true))
+    }
+
+    #[tokio::test]
+    async fn an_operation_runs_in_the_requests_task_until_it_has_to_wait() {
+        let second = Duration::from_secs(5);
+        assert_eq!(run(async {}, second).await, Ok(true), "nothing to wait for");
+        let waits = async { tokio::time::sleep(Duration::from_millis(5)).await };
+        assert_eq!(
+            run(waits, second).await,
+            Ok(false),
+            "goes on in a task of its own"
+        );
+        let waits_long = async { tokio::time::sleep(Duration::from_secs(60)).await };
+        assert_eq!(
+            run(waits_long, Duration::from_millis(50)).await,
+            Err(Stopped::Deadline)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_panicking_operation_is_stopped_whether_or_not_it_waited_first() {
+        assert_eq!(
+            run(
+                async { panic!("in the first poll") },
+                Duration::from_secs(5)
+            )
+            .await,
+            Err(Stopped::Panicked)
+        );
+        let later = async {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            panic!("after a wait");
+        };
+        assert_eq!(
+            run(later, Duration::from_secs(5)).await,
+            Err(Stopped::Panicked)
+        );
+    }
+
     #[test]
     fn keys_made_by_hand_read_as_format_writes_them() {
         let id = uuid::Uuid::parse_str("0192f0c4-7b1e-7c3a-9f00-00000000beef").unwrap();
