@@ -5,19 +5,19 @@
 #   - calibration (bench/calibration): bare axum answering fixed bytes, and stock
 #     async-graphql-axum without middleware serving `{ users(limit: 20) { id name } }` from memory
 #     — THE reference every ratio divides by (measured before, between and after the groups of
-#     lines; a line divides by the two measurements around its group);
+#     lines, and once in every round of a line: see `rounds`);
 #   - multipult, release build, embedded backends, with every middleware on (limits high enough
 #     never to refuse), with the response cache off and on, then with the middleware off;
 #   - the same multipult lines against PostgreSQL + Redis when BENCH_DATABASE_URL and
 #     BENCH_REDIS_URL are set (the database is emptied first: use a throwaway one), each line
-#     measured right after its embedded twin (both servers run; the one waiting is idle);
+#     in the same rounds as its embedded twin (both servers run; the one waiting is idle);
 #   - the full-stack line with traces on (exported to a sink in the calibration server): every
 #     trace, then 1 % of them — against the same line with traces off (the default);
 #   - RSS idle and under load, and cold start to ready (migrated database).
 #
 #   bash bench/side-by-side.sh
 #   DURATION=15s CONNECTIONS=64 bash bench/side-by-side.sh
-#   REPEAT=3 DURATION=4s bash bench/side-by-side.sh   # each line the median of three runs
+#   REPEAT=3 DURATION=4s bash bench/side-by-side.sh   # three rounds per line, medians
 #   BENCH_DATABASE_URL=postgres://multipult:multipult@127.0.0.1:5432/multipult \
 #   BENCH_REDIS_URL=redis://127.0.0.1:6379 bash bench/side-by-side.sh
 #
@@ -66,53 +66,73 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{"query":"{ users(limit: 20) { id name } }"}'
 LUA
 
-# Runs wrk REPEAT times, back to back; prints "rps p50_ms p99_ms non2xx" of the run with the
-# median requests/s (its own latencies: a run's percentiles are not averaged with another's).
-# Args: url [script]
-measure() {
-  local url=$1 script=${2:-}
-  local runs=() out
-  for _ in $(seq 1 "$REPEAT"); do
-    if [ -n "$script" ]; then
-      out=$(wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency -s "$script" "$url")
-    else
-      out=$(wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency "$url")
-    fi
-    runs+=("$out")
-  done
-  python3 - "${runs[@]}" <<'PY'
+# One wrk run; prints "rps p50_ms p99_ms non2xx". Args: url [script]
+once() {
+  local url=$1 script=${2:-} out
+  if [ -n "$script" ]; then
+    out=$(wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency -s "$script" "$url")
+  else
+    out=$(wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency "$url")
+  fi
+  python3 - "$out" <<'PY'
 import re, sys
-def parse(out):
-    def ms(label):
-        m = re.search(r"^\s*%s\s+([\d.]+)(us|ms|s)\s*$" % label, out, re.M)
-        if not m: return float("nan")
-        v, unit = float(m.group(1)), m.group(2)
-        return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    non = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    return (float(rps.group(1)) if rps else 0.0, ms("50%"), ms("99%"), int(non.group(1)) if non else 0)
-runs = sorted((parse(out) for out in sys.argv[1:]), key=lambda r: r[0])
-rps, p50, p99, non = runs[(len(runs) - 1) // 2]
-print("%.2f" % rps, "%.2f" % p50, "%.2f" % p99, non)
+out = sys.argv[1]
+def ms(label):
+    m = re.search(r"^\s*%s\s+([\d.]+)(us|ms|s)\s*$" % label, out, re.M)
+    if not m: return float("nan")
+    v, unit = float(m.group(1)), m.group(2)
+    return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
+rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+non = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+print("%.2f" % (float(rps.group(1)) if rps else 0.0), "%.2f" % ms("50%"), "%.2f" % ms("99%"), int(non.group(1)) if non else 0)
 PY
 }
 
-# Rows: "backend|group|label|rps|p50|p99|non2xx|stock beside|bare beside". Each group of lines is
-# bracketed by two measurements of the stock reference. A line measured with `line` (and the 304
-# line) also has the stock reference measured right after its embedded run ("beside" it, seconds
-# apart; the 304 line bare axum too): its `× stock` (and `% of bare axum`) divide by that, the
-# other lines' by the mean of their group's two.
+# Of runs given one per argument ("rps p50 p99 non2xx"), the one with the median requests/s
+# (its own latencies: a run's percentiles are not averaged with another's).
+median_run() {
+  python3 -c '
+import sys
+runs = sorted((a.split() for a in sys.argv[1:]), key=lambda r: float(r[0]))
+print(" ".join(runs[(len(runs) - 1) // 2]))' "$@"
+}
+
+# The median of the ratios of neighbouring runs: args "a1 a2 …" "b1 b2 …" (requests/s) -> the
+# median of a_i / b_i.
+median_ratio() {
+  python3 -c '
+import sys
+a, b = ([float(x) for x in arg.split()] for arg in sys.argv[1:3])
+r = sorted(x / y for x, y in zip(a, b) if y)
+print("%.4f" % r[(len(r) - 1) // 2] if r else "")' "$1" "$2"
+}
+
+# Runs wrk REPEAT times, back to back; prints the run with the median requests/s.
+# Args: url [script]
+measure() {
+  local runs=()
+  for _ in $(seq 1 "$REPEAT"); do runs+=("$(once "$@")"); done
+  median_run "${runs[@]}"
+}
+
+# Rows: "backend|group|label|rps|p50|p99|non2xx|stock beside|bare beside|× stock|% of bare|scaled
+# out / embedded". Each group of lines is bracketed by two measurements of the stock reference. A
+# line measured with `line` (and the 304 line) is measured in rounds instead: each round runs the
+# line embedded, the stock reference (the 304 line: bare axum too), then the line scaled out,
+# seconds apart; its ratios are the medians of the rounds' ratios (so a slow or fast spell of
+# this shared machine moves both sides of a ratio), its "stock beside" the reference's median.
+# Other lines divide by the mean of their group's two reference measurements.
 rows=()
 refs=()
-row() { # backend (e = embedded, s = scaled out, r = reference), group, label, "rps p50 p99 non2xx", [stock rps beside], [bare rps beside]
+row() { # backend (e = embedded, s = scaled out, r = reference), group, label, "rps p50 p99 non2xx", [stock rps beside], [bare rps beside], [× stock], [fraction of bare], [scaled out / embedded]
   local backend=$1 group=$2 label=$3
   read -r rps p50 p99 non <<<"$4"
-  rows+=("$backend|$group|$label|$rps|$p50|$p99|$non|${5:-}|${6:-}")
+  rows+=("$backend|$group|$label|$rps|$p50|$p99|$non|${5:-}|${6:-}|${7:-}|${8:-}|${9:-}")
 }
-beside() { # url [script] -> the requests/s measured now
-  local out
-  out=$(measure "$@")
-  echo "${out%% *}"
+rps_of() { # runs ("rps p50 p99 non2xx" each) -> their requests/s, space-separated
+  local run out=()
+  for run in "$@"; do out+=("${run%% *}"); done
+  echo "${out[*]}"
 }
 reference_again() { # label
   local out
@@ -240,11 +260,52 @@ stop_on() {
   wait "${pid[$1]}" 2>/dev/null || true
 }
 
-# One line on every backend in turn, and the stock reference right after the embedded run (the
-# scaled-out run follows it: both sides seconds from it). Args: group, label, who
-# (anon|user|admin), query
+# Rounds of one line: in each, the line on every backend in turn with the stock reference right
+# after the embedded run (and bare axum after it when `bare_too` is set), each once. The request
+# script of backend b is "$work/line-$b.lua". Sets e_runs, s_runs, stock_runs, bare_runs.
+rounds() {
+  local b
+  e_runs=() s_runs=() stock_runs=() bare_runs=()
+  for _ in $(seq 1 "$REPEAT"); do
+    for b in "${backends[@]}"; do
+      if [ "$b" = e ]; then
+        e_runs+=("$(once "http://${addr[e]}/graphql" "$work/line-e.lua")")
+        stock_runs+=("$(once "http://127.0.0.1:$stock_port/graphql" "$work/stock.lua")")
+        if [ -n "${bare_too:-}" ]; then
+          bare_runs+=("$(once "http://127.0.0.1:$bare_port/")")
+        fi
+      else
+        s_runs+=("$(once "http://${addr[s]}/graphql" "$work/line-s.lua")")
+      fi
+    done
+  done
+}
+
+# The rows of a line measured in rounds. Args: group, label
+rounds_rows() {
+  local group=$1 label=$2 e_rps stock_rps bare_rps="" fraction=""
+  e_rps=$(rps_of "${e_runs[@]}")
+  stock_rps=$(rps_of "${stock_runs[@]}")
+  if [ "${#bare_runs[@]}" -gt 0 ]; then
+    bare_rps=$(rps_of "${bare_runs[@]}")
+    fraction=$(median_ratio "$e_rps" "$bare_rps")
+  fi
+  row e "$group" "${label_of[e]} $label" "$(median_run "${e_runs[@]}")" \
+    "$(median_run "${stock_runs[@]}" | cut -d' ' -f1)" \
+    "$([ -n "$bare_rps" ] && median_run "${bare_runs[@]}" | cut -d' ' -f1)" \
+    "$(median_ratio "$e_rps" "$stock_rps")" "$fraction" ""
+  if [ "${#s_runs[@]}" -gt 0 ]; then
+    local s_rps
+    s_rps=$(rps_of "${s_runs[@]}")
+    row s "$group" "${label_of[s]} $label" "$(median_run "${s_runs[@]}")" \
+      "$(median_run "${stock_runs[@]}" | cut -d' ' -f1)" "" \
+      "$(median_ratio "$s_rps" "$stock_rps")" "" "$(median_ratio "$s_rps" "$e_rps")"
+  fi
+}
+
+# One line, in rounds. Args: group, label, who (anon|user|admin), query
 line() {
-  local group=$1 label=$2 who=$3 query=$4 b token result stock=""
+  local group=$1 label=$2 who=$3 query=$4 b token
   for b in "${backends[@]}"; do
     case $who in
       anon) token="" ;;
@@ -252,10 +313,9 @@ line() {
       admin) token=${admin_token[$b]} ;;
     esac
     post_script "$work/line-$b.lua" "$token" "$query"
-    result=$(measure "http://${addr[$b]}/graphql" "$work/line-$b.lua")
-    [ "$b" = e ] && stock=$(beside "http://127.0.0.1:$stock_port/graphql" "$work/stock.lua")
-    row "$b" "$group" "${label_of[$b]} $label" "$result" "$stock"
   done
+  rounds
+  rounds_rows "$group" "$label"
 }
 
 for b in "${backends[@]}"; do
@@ -297,18 +357,13 @@ line 1 "admin { allUsers(limit: 20) { items { id email } } }, cached" admin "{ a
 # answer not (under HTTP_COMPRESSION_MIN_SIZE).
 encoding="gzip, deflate, br, zstd" line 1 "admin { allUsers(limit: 20) { items { id email } } }, cached, a browser's Accept-Encoding" admin "{ allUsers(limit: 20) { items { id email } } }"
 encoding="gzip, deflate, br, zstd" line 1 "anonymous { apiInfo { version } }, cached, a browser's Accept-Encoding" anon "{ apiInfo { version } }"
-stock="" bare_now=""
 for b in "${backends[@]}"; do
   etag=$(curl -s -D - -o /dev/null "http://${addr[$b]}/graphql?query=%7B%20apiInfo%20%7B%20version%20%7D%20%7D" |
     awk 'tolower($1)=="etag:" {print $2}' | tr -d '\r')
-  revalidate_script "$work/revalidate-$b.lua" "$etag"
-  result=$(measure "http://${addr[$b]}/graphql" "$work/revalidate-$b.lua")
-  if [ "$b" = e ]; then
-    stock=$(beside "http://127.0.0.1:$stock_port/graphql" "$work/stock.lua")
-    bare_now=$(beside "http://127.0.0.1:$bare_port/")
-  fi
-  row "$b" 1 "${label_of[$b]} 304 revalidation of a cached query" "$result" "$stock" "$bare_now"
+  revalidate_script "$work/line-$b.lua" "$etag"
 done
+bare_too=1 rounds
+rounds_rows 1 "304 revalidation of a cached query"
 for b in "${backends[@]}"; do stop_on "$b"; done
 reference_again "after the cached lines"
 
@@ -323,10 +378,14 @@ for b in "${backends[@]}"; do
   start "$work/mp-$b-off" RESPONSE_CACHE=false RATE_LIMIT_ENABLED=false COST_BUDGET_USER=off \
     COST_BUDGET_ANONYMOUS=off CSRF_PREVENTION=false PERSISTED_QUERIES=off
   post_script "$work/anon.lua" "" "{ apiInfo { version } }"
-  on_rps=$(measure "http://$on_addr/graphql" "$work/anon.lua")
-  off=$(measure "http://$address/graphql" "$work/anon.lua")
-  row "$b" 2 "${label_of[$b]} anonymous { apiInfo { version } }, middleware off, uncached" "$off"
-  mw_ratio[$b]=$(python3 -c "print('%.2f' % (${on_rps%% *} / ${off%% *}))")
+  on_runs=() off_runs=()
+  for _ in $(seq 1 "$REPEAT"); do
+    on_runs+=("$(once "http://$on_addr/graphql" "$work/anon.lua")")
+    off_runs+=("$(once "http://$address/graphql" "$work/anon.lua")")
+  done
+  row "$b" 2 "${label_of[$b]} anonymous { apiInfo { version } }, middleware off, uncached" \
+    "$(median_run "${off_runs[@]}")"
+  mw_ratio[$b]=$(python3 -c "print('%.2f' % float('$(median_ratio "$(rps_of "${on_runs[@]}")" "$(rps_of "${off_runs[@]}")")'))")
   stop
   kill "$on_pid" 2>/dev/null || true
   wait "$on_pid" 2>/dev/null || true
@@ -349,8 +408,9 @@ read -r bare_rps _ <<<"$bare"
 echo
 echo "multipult side by side: $(nproc) cores, wrk -t2 -c$CONNECTIONS -d$DURATION, median of $REPEAT run(s) per line, $(date -u +%Y-%m-%d)"
 echo "reference: stock async-graphql-axum, measured before, between and after the groups of lines:" \
-  "$(printf '%s ' "${refs[@]}")req/s, and right after each line's embedded run (\"stock beside\"): a line's" \
-  "× stock divides by the one beside it, or else by the two around its group; the 304 line's % of bare axum by bare axum measured beside it"
+  "$(printf '%s ' "${refs[@]}")req/s; the lines measured in rounds (each round: embedded, stock reference, scaled out) give the" \
+  "medians of their rounds' ratios (× stock, scaled out / embedded; the 304 line's % of bare axum, bare axum in each round too) and" \
+  "the reference's median (\"stock beside\"); the other lines divide by the two reference measurements around their group"
 echo
 echo "| line | req/s | p50 ms | p99 ms | non-2xx | × stock | % of bare axum | scaled out / embedded | stock beside |"
 echo "|---|---|---|---|---|---|---|---|---|"
@@ -363,7 +423,7 @@ for backend, group, label, rps, *_ in rows:
     if backend == "e":
         embedded[label.replace("multipult ", "", 1)] = float(rps)
 order = [r for r in rows if r[0] == "r"] + [r for r in rows if r[0] == "e"] + [r for r in rows if r[0] == "s"]
-for backend, group, label, rps, p50, p99, non, stock, bare_now in order:
+for backend, group, label, rps, p50, p99, non, stock, bare_now, x_stock, of_bare, scaled in order:
     rps = float(rps)
     if stock:
         ref = float(stock)
@@ -374,14 +434,18 @@ for backend, group, label, rps, p50, p99, non, stock, bare_now in order:
         ref = (refs[g] + refs[g + 1]) / 2
     base_bare = float(bare_now) if bare_now else bare
     pair = ""
-    if backend == "s":
+    if scaled:
+        pair = f"{100 * float(scaled):.0f} %"
+    elif backend == "s":
         base = embedded.get(label.replace("multipult (PostgreSQL + Redis) ", "", 1))
         if base:
             pair = f"{100 * rps / base:.0f} %"
     beside = f"{float(stock):,.0f}" if stock else ""
     if bare_now:
         beside += f" (bare axum {float(bare_now):,.0f})"
-    print(f"| {label} | {rps:,.0f} | {p50} | {p99} | {non} | {rps / ref:.2f} | {100 * rps / base_bare:.0f} % | {pair} | {beside} |")
+    times = float(x_stock) if x_stock else rps / ref
+    bare_share = 100 * float(of_bare) if of_bare else 100 * rps / base_bare
+    print(f"| {label} | {rps:,.0f} | {p50} | {p99} | {non} | {times:.2f} | {bare_share:.0f} % | {pair} | {beside} |")
 ' "$bare_rps" "${refs[@]}"
 echo
 for b in "${backends[@]}"; do
