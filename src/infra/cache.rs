@@ -259,8 +259,16 @@ impl RedisCache {
 
     /// The keys of a namespace, in one hash slot.
     fn keys(&self, namespace: &str) -> [String; 3] {
-        ["entries", "used", "seq"]
-            .map(|part| self.client.key(&format!("cache:{{{namespace}}}:{part}")))
+        ["entries", "used", "seq"].map(|part| {
+            // `cache:{<namespace>}:<part>` (on every lookup: without `format!`).
+            let mut key = self
+                .client
+                .key_with_room("cache:{", namespace.len() + 2 + part.len());
+            key.push_str(namespace);
+            key.push_str("}:");
+            key.push_str(part);
+            key
+        })
     }
 }
 
@@ -397,5 +405,27 @@ impl BoundedCache for RedisCache {
             .run(|mut c| async move { invocation.invoke_async(&mut c).await })
             .await?;
         Ok(Some(stored == 1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RedisSettings;
+
+    #[test]
+    fn a_namespaces_keys_read_as_format_wrote_them() {
+        let settings = RedisSettings {
+            url: "redis://127.0.0.1:1".to_owned().into(),
+            pool_size: 1,
+            timeout: Duration::from_secs(1),
+            circuit_threshold: 1,
+            circuit_cooldown: Duration::from_secs(1),
+        };
+        let cache = RedisCache::new(RedisClient::new(&settings, "mp:").unwrap());
+        assert_eq!(
+            cache.keys("responses"),
+            ["entries", "used", "seq"].map(|part| format!("mp:cache:{{responses}}:{part}"))
+        );
     }
 }

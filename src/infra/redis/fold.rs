@@ -76,6 +76,12 @@ pub(super) fn full_key(client: &RedisClient, step: &Step) -> String {
     }
 }
 
+/// The planner's maps hold one call's keys, at most `MAX_JOINED_STEPS` (512), made anew for
+/// every call: a client choosing colliding keys (under a per-process random seed) could slow one
+/// call at most, and SipHash's resistance cost a twentieth of a scaled-out request's
+/// instructions.
+type Keyed<'a, V> = HashMap<&'a str, V, foldhash::fast::RandomState>;
+
 /// How a call's steps use one key.
 #[derive(Default)]
 struct Use {
@@ -104,7 +110,7 @@ impl Use {
 
 /// Plans a call: `steps` in order, with `keys[i]` the [`full_key`] of `steps[i]`.
 pub(super) fn plan<'a>(steps: &[&'a Step], keys: &'a [String]) -> Plan<'a> {
-    let mut uses: HashMap<&str, Use> = HashMap::new();
+    let mut uses: Keyed<'_, Use> = Keyed::default();
     for (step, key) in steps.iter().zip(keys) {
         match step {
             Step::Op(Op::Get(_)) => uses.entry(key).or_default().gets = true,
@@ -160,9 +166,9 @@ pub(super) fn plan<'a>(steps: &[&'a Step], keys: &'a [String]) -> Plan<'a> {
     let unused = Use::default();
     let mut sent = Vec::with_capacity(steps.len());
     let mut sources = Vec::with_capacity(steps.len());
-    let mut folded: HashMap<&str, usize> = HashMap::new();
+    let mut folded: Keyed<'_, usize> = Keyed::default();
     // Tagged reads sent, by field.
-    let mut reads: HashMap<&str, Vec<(&TaggedRead, usize)>> = HashMap::new();
+    let mut reads: Keyed<'_, Vec<(&TaggedRead, usize)>> = Keyed::default();
     for (step, key) in steps.iter().zip(keys) {
         let key = key.as_str();
         let use_ = uses.get(key).unwrap_or(&unused);

@@ -108,8 +108,17 @@ impl RedisClient {
         })
     }
 
+    /// `key` under this instance's prefix (made for every step of every call: without `format!`).
     pub(crate) fn key(&self, key: &str) -> String {
-        format!("{}{key}", self.prefix)
+        self.key_with_room(key, 0)
+    }
+
+    /// [`Self::key`], with room for `more` bytes after it.
+    pub(crate) fn key_with_room(&self, key: &str, more: usize) -> String {
+        let mut full = String::with_capacity(self.prefix.len() + key.len() + more);
+        full.push_str(&self.prefix);
+        full.push_str(key);
+        full
     }
 
     /// The connection in `index`'s slot and its number, connecting it when there is none.
@@ -453,7 +462,7 @@ impl RedisClient {
 /// (Suffixed: until 2026-12 a log was a sorted set under the bare key, and an instance still
 /// running that code must not meet a list there.)
 fn window_key(client: &RedisClient, key: &str) -> String {
-    let mut full = client.key(key);
+    let mut full = client.key_with_room(key, 4);
     full.push_str(":log");
     full
 }
