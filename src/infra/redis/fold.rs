@@ -110,7 +110,7 @@ impl Use {
 
 /// Plans a call: `steps` in order, with `keys[i]` the [`full_key`] of `steps[i]`.
 pub(super) fn plan<'a>(steps: &[&'a Step], keys: &'a [String]) -> Plan<'a> {
-    let mut uses: Keyed<'_, Use> = Keyed::default();
+    let mut uses: Keyed<'_, Use> = Keyed::with_capacity_and_hasher(steps.len(), <_>::default());
     for (step, key) in steps.iter().zip(keys) {
         match step {
             Step::Op(Op::Get(_)) => uses.entry(key).or_default().gets = true,
@@ -166,7 +166,7 @@ pub(super) fn plan<'a>(steps: &[&'a Step], keys: &'a [String]) -> Plan<'a> {
     let unused = Use::default();
     let mut sent = Vec::with_capacity(steps.len());
     let mut sources = Vec::with_capacity(steps.len());
-    let mut folded: Keyed<'_, usize> = Keyed::default();
+    let mut folded: Keyed<'_, usize> = Keyed::with_capacity_and_hasher(steps.len(), <_>::default());
     // Tagged reads sent, by field.
     let mut reads: Keyed<'_, Vec<(&TaggedRead, usize)>> = Keyed::default();
     for (step, key) in steps.iter().zip(keys) {
