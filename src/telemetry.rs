@@ -17,8 +17,16 @@ use crate::config::{LogFormat, Settings};
 pub mod otel;
 
 /// The id of the HTTP request (or WebSocket connection) a piece of work belongs to.
+///
+/// Shared, not copied: the request's extensions, its task and its GraphQL context each hold it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestId(pub String);
+pub struct RequestId(pub std::sync::Arc<str>);
+
+impl RequestId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
 
 tokio::task_local! {
     static CURRENT_REQUEST: RequestId;
@@ -34,7 +42,7 @@ pub fn in_request<F: Future>(id: RequestId, work: F) -> TaskLocalFuture<RequestI
 
 /// The id of the request the current task works for, if any.
 pub fn current_request_id() -> Option<String> {
-    CURRENT_REQUEST.try_with(|id| id.0.clone()).ok()
+    CURRENT_REQUEST.try_with(|id| id.as_str().to_owned()).ok()
 }
 
 const SENSITIVE: &[&str] = &[

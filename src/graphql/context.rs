@@ -49,7 +49,7 @@ impl ContextExt for Context<'_> {
     }
 
     fn request_id(&self) -> Option<&str> {
-        self.data_opt::<RequestId>().map(|id| id.0.as_str())
+        self.data_opt::<RequestId>().map(RequestId::as_str)
     }
 
     fn viewer(&self) -> &Viewer {

@@ -636,7 +636,7 @@ impl Extension for RequestContextExtension {
                 .shared
                 .request_id
                 .lock()
-                .unwrap_or_else(PoisonError::into_inner) = Some(id.0.clone());
+                .unwrap_or_else(PoisonError::into_inner) = Some(id.as_str().to_owned());
         }
         // Parsing also walks fragments inline (async-graphql's recursion check), so nothing that
         // was not measured first may get that far: the transports measure every document.

@@ -60,11 +60,14 @@ pub fn if_none_match_matches(request: &HeaderMap, etag: &str) -> bool {
 }
 
 /// `private, max-age=60` or `public, no-cache`, written straight into the header's bytes.
-fn cache_control_value(cacheable: &Cacheable, settings: &CacheSettings) -> HeaderValue {
-    let policy = cacheable.policy;
-    let private = cacheable.authenticated || policy.private;
+fn cache_control_value(
+    policy: CachePolicy,
+    authenticated: bool,
+    settings: &CacheSettings,
+) -> HeaderValue {
+    let private = authenticated || policy.private;
     // Fields without a hint get the configured default (0 unless set).
-    let default = if cacheable.authenticated {
+    let default = if authenticated {
         settings.private_max_age
     } else {
         settings.public_max_age
@@ -73,7 +76,7 @@ fn cache_control_value(cacheable: &Cacheable, settings: &CacheSettings) -> Heade
     // revalidates every time, answered with 304 from the response cache): the browser cannot
     // see the changes that make the server drop its copy.
     let max_age = policy.max_age(default).map(|age| {
-        if cacheable.authenticated {
+        if authenticated {
             age.min(settings.private_max_age)
         } else {
             age
@@ -110,20 +113,26 @@ pub fn apply(
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         return response;
     };
-    let tag = cacheable.etag.clone().unwrap_or_else(|| etag(body));
-    let etag_value = HeaderValue::from_str(&tag).ok();
-    let cache_control = cache_control_value(&cacheable, settings);
+    let Cacheable {
+        policy,
+        authenticated,
+        etag: tag,
+    } = cacheable;
+    let tag = tag.unwrap_or_else(|| etag(body));
+    let cache_control = cache_control_value(policy, authenticated, settings);
     // `Accept-Encoding` too, on every cacheable response: the compression layer adds it only to
     // the bodies it would compress, so a 304 (no body) lost it, and a cache that refreshes its
     // stored headers from the 304 (RFC 9111 §4.3.4) would have kept a gzip body without it. RFC
     // 9110 §15.4.5: a 304 carries the `Vary` the 200 would have (the layer sees it and adds
     // nothing).
-    let vary = HeaderValue::from_static(if cacheable.authenticated {
+    let vary = HeaderValue::from_static(if authenticated {
         "Accept, Accept-Encoding, Authorization, X-Api-Key"
     } else {
         "Accept, Accept-Encoding"
     });
     let hit = if_none_match_matches(request, &tag);
+    // The tag's own bytes become the header's (no copy).
+    let etag_value = HeaderValue::try_from(tag).ok();
     // Revalidations only: a GET or HEAD that asked with If-None-Match.
     if revalidates && request.contains_key(header::IF_NONE_MATCH) {
         metrics.count(

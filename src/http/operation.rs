@@ -162,7 +162,7 @@ impl Refusal {
             .map(|error| {
                 let mut error = error.clone();
                 let extensions = error.extensions.get_or_insert_with(Default::default);
-                extensions.set("requestId", request_id.0.as_str());
+                extensions.set("requestId", request_id.as_str());
                 if let Some(trace) = telemetry::otel::current_trace_id() {
                     extensions.set("traceId", trace);
                 }
@@ -380,7 +380,7 @@ pub async fn execute(app: &AppState, schemas: &schema::Schemas, prepared: Prepar
     let started = Instant::now();
     let (request, ticket) = prepared.into_parts(app);
     let request_id = request_id_of(&request);
-    let id = request_id.as_ref().map(|id| id.0.as_str());
+    let id = request_id.as_ref().map(RequestId::as_str);
     let kept = schemas
         .direct
         .as_ref()

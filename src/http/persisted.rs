@@ -143,9 +143,11 @@ async fn document(
                     app.stores.cache.get(NAMESPACE, bounds(app), &hash),
                 );
                 match lookup.await {
-                    Ok(Some(bytes)) => String::from_utf8(bytes).map_err(|_| {
-                        refuse(ErrorCode::PersistedQueryNotFound, "PersistedQueryNotFound")
-                    }),
+                    Ok(Some(bytes)) => {
+                        std::str::from_utf8(&bytes).map(str::to_owned).map_err(|_| {
+                            refuse(ErrorCode::PersistedQueryNotFound, "PersistedQueryNotFound")
+                        })
+                    }
                     Ok(None) => Err(refuse(
                         ErrorCode::PersistedQueryNotFound,
                         "PersistedQueryNotFound",

@@ -21,24 +21,28 @@ pub fn is_valid(id: &str) -> bool {
 }
 
 pub async fn layer(mut request: Request, next: Next) -> axum::response::Response {
-    let id = request
+    let kept = request
         .headers()
         .get(&X_REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| is_valid(v))
-        .map_or_else(
-            || {
-                let mut text = uuid::Uuid::encode_buffer();
-                (*uuid::Uuid::now_v7().hyphenated().encode_lower(&mut text)).to_owned()
-            },
-            str::to_owned,
-        );
-    // Valid ids are visible ASCII, so this conversion cannot fail.
-    let value = HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
-    request.headers_mut().insert(X_REQUEST_ID, value.clone());
-    request.extensions_mut().insert(RequestId(id.clone()));
+        .filter(|v| v.to_str().is_ok_and(is_valid))
+        .cloned();
+    let (id, value) = match kept {
+        Some(value) => (
+            RequestId(std::sync::Arc::from(value.to_str().unwrap_or_default())),
+            value,
+        ),
+        None => {
+            let mut text = uuid::Uuid::encode_buffer();
+            let id: &str = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut text);
+            // A UUID is visible ASCII, so this conversion cannot fail.
+            let value =
+                HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+            (RequestId(std::sync::Arc::from(id)), value)
+        }
+    };
+    request.extensions_mut().insert(id.clone());
     // Error bodies built anywhere inside carry the id.
-    let mut response = telemetry::in_request(RequestId(id), next.run(request)).await;
+    let mut response = telemetry::in_request(id, next.run(request)).await;
     response.headers_mut().insert(X_REQUEST_ID, value);
     response
 }
@@ -49,7 +53,7 @@ pub fn make_span<B>(request: &axum::http::Request<B>) -> Span {
     let id = request
         .extensions()
         .get::<RequestId>()
-        .map_or("", |id| id.0.as_str());
+        .map_or("", RequestId::as_str);
     if !telemetry::otel::enabled() {
         // Traces off: only the fields logs use.
         return tracing::info_span!(

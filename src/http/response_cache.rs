@@ -229,10 +229,7 @@ pub(super) fn judge(app: &AppState, read: crate::infra::StoreResult<TaggedGet>) 
             return Lookup::Unavailable;
         }
     };
-    match read
-        .value
-        .and_then(|value| decode(Bytes::from(value), &read.versions))
-    {
+    match read.value.and_then(|value| decode(value, &read.versions)) {
         Some((current, entry)) => {
             let live = entry.meta.expires_at > chrono::Utc::now().timestamp_millis();
             if live && current {

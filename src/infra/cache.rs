@@ -12,6 +12,7 @@ use std::sync::{LazyLock, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use lru::LruCache;
 use redis::Script;
 use tokio::time::Instant;
@@ -29,9 +30,8 @@ pub struct Bounds {
 
 #[async_trait]
 pub trait BoundedCache: Send + Sync + 'static {
-    /// The entry, refreshing its last use.
-    async fn get(&self, namespace: &str, bounds: Bounds, key: &str)
-    -> StoreResult<Option<Vec<u8>>>;
+    /// The entry, refreshing its last use (in process, a view of the stored bytes: no copy).
+    async fn get(&self, namespace: &str, bounds: Bounds, key: &str) -> StoreResult<Option<Bytes>>;
 
     /// Stores an entry, evicting the least recently used ones past the capacity.
     async fn put(
@@ -88,14 +88,14 @@ pub struct TagKeys<'a> {
 /// What [`BoundedCache::get_tagged`] read.
 #[derive(Debug, Default)]
 pub struct TaggedGet {
-    pub value: Option<Vec<u8>>,
+    pub value: Option<Bytes>,
     /// The current version of each tag of the entry's header line, in its order.
     pub versions: Vec<i64>,
     pub generation: i64,
 }
 
 struct Entry {
-    value: Vec<u8>,
+    value: Bytes,
     used: Instant,
 }
 
@@ -117,24 +117,26 @@ impl MemoryCache {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let capacity = NonZeroUsize::new(bounds.capacity).unwrap_or(NonZeroUsize::MIN);
+        let fit = |cache: &mut LruCache<String, Entry>| {
+            if cache.cap() != capacity {
+                cache.resize(capacity);
+            }
+        };
+        // Looked up by `&str` first: the name is copied only the first time.
+        if let Some(cache) = namespaces.get_mut(namespace) {
+            fit(cache);
+            return f(cache);
+        }
         let cache = namespaces
             .entry(namespace.to_owned())
             .or_insert_with(|| LruCache::new(capacity));
-        if cache.cap() != capacity {
-            cache.resize(capacity);
-        }
         f(cache)
     }
 }
 
 #[async_trait]
 impl BoundedCache for MemoryCache {
-    async fn get(
-        &self,
-        namespace: &str,
-        bounds: Bounds,
-        key: &str,
-    ) -> StoreResult<Option<Vec<u8>>> {
+    async fn get(&self, namespace: &str, bounds: Bounds, key: &str) -> StoreResult<Option<Bytes>> {
         Ok(self.with(namespace, bounds, |cache| {
             let now = Instant::now();
             match cache.get_mut(key) {
@@ -162,7 +164,7 @@ impl BoundedCache for MemoryCache {
             cache.put(
                 key.to_owned(),
                 Entry {
-                    value: value.to_vec(),
+                    value: Bytes::copy_from_slice(value),
                     used: Instant::now(),
                 },
             );
@@ -278,15 +280,11 @@ fn ttl_ms(ttl: Duration) -> u64 {
 
 #[async_trait]
 impl BoundedCache for RedisCache {
-    async fn get(
-        &self,
-        namespace: &str,
-        bounds: Bounds,
-        key: &str,
-    ) -> StoreResult<Option<Vec<u8>>> {
+    async fn get(&self, namespace: &str, bounds: Bounds, key: &str) -> StoreResult<Option<Bytes>> {
         let [entries, used, seq] = self.keys(namespace);
         let key = key.to_owned();
-        self.client
+        let value: Option<Vec<u8>> = self
+            .client
             .run(|mut c| async move {
                 GET.key(entries)
                     .key(used)
@@ -296,7 +294,8 @@ impl BoundedCache for RedisCache {
                     .invoke_async(&mut c)
                     .await
             })
-            .await
+            .await?;
+        Ok(value.map(Bytes::from))
     }
 
     async fn put(
@@ -357,7 +356,7 @@ impl BoundedCache for RedisCache {
             .map_err(|_| StoreError::Backend("unexpected reply to a tagged get".into()))?;
         Ok(Some(TaggedGet {
             value: match value {
-                redis::Value::BulkString(bytes) => Some(bytes),
+                redis::Value::BulkString(bytes) => Some(Bytes::from(bytes)),
                 _ => None,
             },
             versions: match versions {

@@ -1,11 +1,13 @@
 //! In-process stand-ins for Redis: correct for one instance, lost on restart.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::hash::RandomState;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use std::sync::{Mutex, PoisonError};
+use hashbrown::hash_map::EntryRef;
 use tokio::time::Instant;
 
 use super::kv::{KeyValueStore, Op, Reply, StoreError, StoreResult, WindowOutcome, millis};
@@ -37,9 +39,13 @@ impl Entry {
     }
 }
 
+/// hashbrown's map for its `entry_ref` (one hash per lookup, the key copied only when inserted),
+/// with std's keyed SipHash: keys carry client addresses, so the hash stays flood-resistant.
+type Entries = hashbrown::HashMap<String, Entry, RandomState>;
+
 #[derive(Default)]
 pub struct MemoryStore {
-    entries: Mutex<HashMap<String, Entry>>,
+    entries: Mutex<Entries>,
     writes: AtomicU64,
 }
 
@@ -50,10 +56,7 @@ impl MemoryStore {
 
     /// Runs `f` under the lock. The critical sections never await, so a blocking mutex is both
     /// correct and much cheaper than an async one.
-    async fn with_entries<T>(
-        &self,
-        f: impl FnOnce(&mut HashMap<String, Entry>, Instant) -> T,
-    ) -> T {
+    async fn with_entries<T>(&self, f: impl FnOnce(&mut Entries, Instant) -> T) -> T {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
         if self.writes.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
@@ -64,31 +67,46 @@ impl MemoryStore {
 }
 
 /// The live entry under `key`, removing it first when it has expired.
-fn live<'a>(
-    entries: &'a mut HashMap<String, Entry>,
+fn live<'a>(entries: &'a mut Entries, key: &str, now: Instant) -> Option<&'a mut Entry> {
+    match entries.entry_ref(key) {
+        EntryRef::Occupied(entry) if entry.get().live(now) => Some(entry.into_mut()),
+        EntryRef::Occupied(entry) => {
+            entry.remove();
+            None
+        }
+        EntryRef::Vacant(_) => None,
+    }
+}
+
+/// The live entry under `key`, or `fresh` put there (in place of an expired one): one lookup.
+fn live_or<'a>(
+    entries: &'a mut Entries,
     key: &str,
     now: Instant,
-) -> Option<&'a mut Entry> {
-    if entries.get(key).is_some_and(|e| !e.live(now)) {
-        entries.remove(key);
+    fresh: impl FnOnce() -> Entry,
+) -> &'a mut Entry {
+    match entries.entry_ref(key) {
+        EntryRef::Occupied(mut entry) => {
+            if !entry.get().live(now) {
+                *entry.get_mut() = fresh();
+            }
+            entry.into_mut()
+        }
+        EntryRef::Vacant(entry) => entry.insert(fresh()),
     }
-    entries.get_mut(key)
 }
 
 fn increment_in(
-    m: &mut HashMap<String, Entry>,
+    m: &mut Entries,
     now: Instant,
     key: &str,
     delta: i64,
     ttl: Option<Duration>,
 ) -> StoreResult<i64> {
-    let entry = match live(m, key, now) {
-        Some(entry) => entry,
-        None => m.entry(key.to_owned()).or_insert(Entry {
-            value: Value::Bytes(b"0".to_vec()),
-            expires_at: ttl.map(|t| now + t),
-        }),
-    };
+    let entry = live_or(m, key, now, || Entry {
+        value: Value::Bytes(b"0".to_vec()),
+        expires_at: ttl.map(|t| now + t),
+    });
     let Value::Bytes(bytes) = &mut entry.value else {
         return Err(StoreError::Backend("value is not an integer".into()));
     };
@@ -104,22 +122,19 @@ fn increment_in(
 }
 
 fn window_in(
-    m: &mut HashMap<String, Entry>,
+    m: &mut Entries,
     now: Instant,
     key: &str,
     limit: u64,
     window: Duration,
 ) -> StoreResult<WindowOutcome> {
-    let entry = match live(m, key, now) {
-        Some(entry) => entry,
-        None => m.entry(key.to_owned()).or_insert(Entry {
-            value: Value::Log(HitLog {
-                base: now,
-                hits: VecDeque::new(),
-            }),
-            expires_at: None,
+    let entry = live_or(m, key, now, || Entry {
+        value: Value::Log(HitLog {
+            base: now,
+            hits: VecDeque::new(),
         }),
-    };
+        expires_at: None,
+    });
     let Value::Log(log) = &mut entry.value else {
         return Err(StoreError::Backend("key does not hold a window".into()));
     };

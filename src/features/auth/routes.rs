@@ -87,7 +87,7 @@ async fn callback(
             fragment
                 .append_pair("error", e.code().as_str())
                 .append_pair("error_description", &e.to_string())
-                .append_pair("request_id", &request_id.0);
+                .append_pair("request_id", request_id.as_str());
         }
     }
     target.set_fragment(Some(&fragment.finish()));

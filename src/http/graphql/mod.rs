@@ -10,11 +10,11 @@ mod params;
 mod response;
 
 use async_graphql::parser::types::OperationType;
-use axum::Extension;
 use axum::body::Bytes;
-use axum::extract::{RawQuery, State};
+use axum::extract::{FromRequest, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 use negotiation::APPLICATION_JSON;
@@ -33,30 +33,63 @@ use crate::error::ErrorCode;
 use crate::identity::Caller;
 use crate::telemetry::RequestId;
 
-pub async fn get_handler(
-    State(state): State<HttpState>,
-    Extension(request_id): Extension<RequestId>,
-    Extension(caller): Extension<Caller>,
-    speculation: Option<Extension<Speculation>>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-) -> Response {
-    let speculation = speculation.map(|Extension(s)| s);
-    let params = params_from_query_string(raw.as_deref().unwrap_or_default());
-    if super::compression::nothing_acceptable(&headers) {
+/// What the layers above attach to a request, taken from it whole: axum's `Extension` and
+/// `HeaderMap` extractors would clone each (the header map with every value in it).
+struct Attached {
+    request_id: RequestId,
+    caller: Caller,
+    speculation: Option<Speculation>,
+}
+
+impl Attached {
+    /// The request's parts and body, and what was attached to it; `None` for a request the
+    /// caller layer did not pass through.
+    fn split(request: Request) -> Option<(Self, Parts, axum::body::Body)> {
+        let (mut parts, body) = request.into_parts();
+        let extensions = &mut parts.extensions;
+        let attached = Self {
+            request_id: extensions.remove()?,
+            caller: extensions.remove()?,
+            speculation: extensions.remove(),
+        };
+        Some((attached, parts, body))
+    }
+}
+
+/// A request the caller layer did not pass through: a wiring mistake, never a client's.
+fn unattached() -> Response {
+    request_error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::InternalServerError,
+        "internal error",
+        None,
+    )
+}
+
+pub async fn get_handler(State(state): State<HttpState>, request: Request) -> Response {
+    let Some((attached, parts, _body)) = Attached::split(request) else {
+        return unattached();
+    };
+    let headers = &parts.headers;
+    let params = params_from_query_string(parts.uri.query().unwrap_or_default());
+    if super::compression::nothing_acceptable(headers) {
         return no_acceptable_coding();
     }
-    if matches!(params, Ok(None)) && wants_html(&headers) && state.app.settings.graphql.graphiql {
-        return super::graphiql::page(&state, &headers);
+    if matches!(params, Ok(None)) && wants_html(headers) && state.app.settings.graphql.graphiql {
+        return super::graphiql::page(&state, headers);
     }
-    let Some(media) = negotiate(&headers) else {
+    let Some(media) = negotiate(headers) else {
         return not_acceptable();
     };
     match params {
         Ok(Some(params)) => {
-            let call = (&request_id, &caller, speculation.as_ref());
+            let call = (
+                &attached.request_id,
+                &attached.caller,
+                attached.speculation.as_ref(),
+            );
             let outcome = run(&state, params, Transport::HttpGet, call).await;
-            respond_outcome(&state, outcome, media, &headers, true)
+            respond_outcome(&state, outcome, media, headers, true)
         }
         Ok(None) => request_error(
             StatusCode::BAD_REQUEST,
@@ -73,15 +106,16 @@ pub async fn get_handler(
     }
 }
 
-pub async fn post_handler(
-    State(state): State<HttpState>,
-    Extension(request_id): Extension<RequestId>,
-    Extension(caller): Extension<Caller>,
-    speculation: Option<Extension<Speculation>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let speculation = speculation.map(|Extension(s)| s);
+pub async fn post_handler(State(state): State<HttpState>, request: Request) -> Response {
+    let Some((attached, mut parts, body)) = Attached::split(request) else {
+        return unattached();
+    };
+    let headers = std::mem::take(&mut parts.headers);
+    // Read as axum's `Bytes` extractor reads it (its body limit, its rejections).
+    let body = match Bytes::from_request(Request::from_parts(parts, body), &state).await {
+        Ok(body) => body,
+        Err(rejection) => return rejection.into_response(),
+    };
     if super::compression::nothing_acceptable(&headers) {
         return no_acceptable_coding();
     }
@@ -182,7 +216,7 @@ pub async fn post_handler(
             let mut results = Vec::with_capacity(params.len());
             let mut windows = Vec::new();
             for p in params {
-                let call = (&request_id, &caller, None);
+                let call = (&attached.request_id, &attached.caller, None);
                 let mut outcome = run(&state, p, Transport::HttpPost, call).await;
                 windows.append(&mut outcome.windows);
                 results.push(outcome.into_bytes());
@@ -195,7 +229,11 @@ pub async fn post_handler(
         }
         other => match params_from_json(other) {
             Ok(params) => {
-                let call = (&request_id, &caller, speculation.as_ref());
+                let call = (
+                    &attached.request_id,
+                    &attached.caller,
+                    attached.speculation.as_ref(),
+                );
                 let outcome = run(&state, params, Transport::HttpPost, call).await;
                 respond_outcome(&state, outcome, media, &headers, false)
             }
