@@ -272,15 +272,19 @@ pub async fn layer(State(app): State<AppState>, request: Request, next: Next) ->
     });
     let mut response = next.run(request).await;
     // The default window, and the root-field rules the operation was counted against.
-    let mut windows: Vec<_> = window.into_iter().collect();
-    if let Some(rules) = response
+    let rules = response
         .extensions_mut()
         .remove::<rate_limit::RuleWindows>()
-    {
-        windows.extend(rules.0);
-    }
-    if !windows.is_empty() {
-        rate_limit::add_headers(response.headers_mut(), &windows);
+        .filter(|rules| !rules.0.is_empty());
+    match (window, rules) {
+        (window, Some(rate_limit::RuleWindows(rules))) => {
+            let windows: Vec<_> = window.into_iter().chain(rules).collect();
+            rate_limit::add_headers(response.headers_mut(), &windows);
+        }
+        (Some(window), None) => {
+            rate_limit::add_headers(response.headers_mut(), std::slice::from_ref(&window));
+        }
+        (None, None) => {}
     }
     response
 }

@@ -167,65 +167,79 @@ pub struct RuleWindows(pub Vec<Window>);
 /// decisive one first; `X-RateLimit-*` describe the decisive one alone: the window that refused
 /// the request, else the one with the fewest requests left.
 pub fn add_headers(out: &mut HeaderMap, windows: &[Window]) {
-    let mut ordered: Vec<&Window> = Vec::with_capacity(windows.len());
-    for window in windows {
-        // One entry per policy: the last count wins (a batch may count a rule twice).
-        if let Some(slot) = ordered.iter_mut().find(|w| w.policy == window.policy) {
-            *slot = window;
-        } else {
-            ordered.push(window);
+    // One window (the default policy alone) is the common case: nothing to order.
+    let one: [&Window; 1];
+    let many: Vec<&Window>;
+    let ordered: &[&Window] = match windows {
+        [] => return,
+        [only] => {
+            one = [only];
+            &one
         }
-    }
-    ordered.sort_by_key(|w| (w.outcome.allowed, w.outcome.remaining()));
-    let Some(decisive) = ordered.first() else {
-        return;
+        _ => {
+            let mut distinct: Vec<&Window> = Vec::with_capacity(windows.len());
+            for window in windows {
+                // One entry per policy: the last count wins (a batch may count a rule twice).
+                if let Some(slot) = distinct.iter_mut().find(|w| w.policy == window.policy) {
+                    *slot = window;
+                } else {
+                    distinct.push(window);
+                }
+            }
+            distinct.sort_by_key(|w| (w.outcome.allowed, w.outcome.remaining()));
+            many = distinct;
+            &many
+        }
     };
-    out.reserve(5);
-    // Numbers straight into header values (no text to validate).
-    out.insert(X_RATELIMIT_LIMIT, HeaderValue::from(decisive.quota.limit));
-    out.insert(
-        X_RATELIMIT_REMAINING,
-        HeaderValue::from(decisive.outcome.remaining()),
-    );
-    out.insert(
-        X_RATELIMIT_RESET,
-        HeaderValue::from(secs_ceil(decisive.outcome.reset_after)),
-    );
-    // Both lists written straight into one buffer each, no string per entry.
-    let mut policies = Vec::with_capacity(32 * ordered.len());
-    let mut states = Vec::with_capacity(32 * ordered.len());
+    let decisive = ordered[0];
+    // All five values written into one buffer, each header a slice of it: two allocations
+    // (the buffer, and its sharing once sliced) instead of one or two per value.
+    let mut text = Vec::with_capacity(64 + 64 * ordered.len());
     let mut numbers = itoa::Buffer::new();
-    for (index, w) in ordered.iter().enumerate() {
-        let separator = if index == 0 { "" } else { ", " };
-        let policy = &w.policy;
-        for (list, parts) in [
-            (
-                &mut policies,
-                [("q", w.quota.limit), ("w", w.quota.window.as_secs().max(1))],
-            ),
-            (
-                &mut states,
-                [
-                    ("r", w.outcome.remaining()),
-                    ("t", secs_ceil(w.outcome.reset_after)),
-                ],
-            ),
-        ] {
-            // `"policy";q=100;w=60` (an sf-string item with integer parameters).
-            list.extend_from_slice(separator.as_bytes());
-            list.push(b'"');
-            list.extend_from_slice(policy.as_bytes());
-            list.push(b'"');
-            for (key, number) in parts {
-                list.push(b';');
-                list.extend_from_slice(key.as_bytes());
-                list.push(b'=');
-                list.extend_from_slice(numbers.format(number).as_bytes());
+    let mut number = |text: &mut Vec<u8>, value: u64| {
+        let start = text.len();
+        text.extend_from_slice(numbers.format(value).as_bytes());
+        start..text.len()
+    };
+    let limit = number(&mut text, decisive.quota.limit);
+    let remaining = number(&mut text, decisive.outcome.remaining());
+    let reset = number(&mut text, secs_ceil(decisive.outcome.reset_after));
+    // `"policy";q=100;w=60` and `"policy";r=99;t=60`: sf-string items with integer parameters.
+    let list = |text: &mut Vec<u8>, keys: [&str; 2], values: fn(&Window) -> [u64; 2]| {
+        let start = text.len();
+        for (index, w) in ordered.iter().enumerate() {
+            if index > 0 {
+                text.extend_from_slice(b", ");
+            }
+            text.push(b'"');
+            text.extend_from_slice(w.policy.as_bytes());
+            text.push(b'"');
+            for (key, value) in keys.into_iter().zip(values(w)) {
+                text.push(b';');
+                text.extend_from_slice(key.as_bytes());
+                text.push(b'=');
+                text.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
             }
         }
-    }
-    for (name, value) in [(RATELIMIT_POLICY, policies), (RATELIMIT, states)] {
-        if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
+        start..text.len()
+    };
+    let policies = list(&mut text, ["q", "w"], |w| {
+        [w.quota.limit, w.quota.window.as_secs().max(1)]
+    });
+    let states = list(&mut text, ["r", "t"], |w| {
+        [w.outcome.remaining(), secs_ceil(w.outcome.reset_after)]
+    });
+    let text = bytes::Bytes::from(text);
+    out.reserve(5);
+    for (name, range) in [
+        (X_RATELIMIT_LIMIT, limit),
+        (X_RATELIMIT_REMAINING, remaining),
+        (X_RATELIMIT_RESET, reset),
+        (RATELIMIT_POLICY, policies),
+        (RATELIMIT, states),
+    ] {
+        // Digits, quotes and policy names from configuration: always valid header text.
+        if let Ok(value) = HeaderValue::from_maybe_shared(text.slice(range)) {
             out.insert(name, value);
         }
     }
@@ -267,4 +281,74 @@ pub fn unavailable() -> AppError {
     AppError::Unavailable(anyhow::anyhow!(
         "rate limiting is unavailable; retry shortly"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::infra::WindowOutcome;
+
+    fn window(policy: &'static str, limit: u64, count: u64, allowed: bool) -> Window {
+        Window {
+            policy: Cow::Borrowed(policy),
+            quota: Quota {
+                limit,
+                window: Duration::from_secs(60),
+            },
+            outcome: WindowOutcome {
+                allowed,
+                count,
+                limit,
+                retry_after: Duration::ZERO,
+                reset_after: Duration::from_millis(41_200),
+            },
+        }
+    }
+
+    fn headers(windows: &[Window]) -> Vec<(String, String)> {
+        let mut out = HeaderMap::new();
+        add_headers(&mut out, windows);
+        let mut pairs: Vec<_> = out
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_str().unwrap().to_owned()))
+            .collect();
+        pairs.sort();
+        pairs
+    }
+
+    #[test]
+    fn one_window_gives_the_five_pacing_headers() {
+        let expected = [
+            ("ratelimit", "\"user\";r=93;t=42"),
+            ("ratelimit-policy", "\"user\";q=100;w=60"),
+            ("x-ratelimit-limit", "100"),
+            ("x-ratelimit-remaining", "93"),
+            ("x-ratelimit-reset", "42"),
+        ];
+        let expected: Vec<_> = expected
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect();
+        assert_eq!(headers(&[window("user", 100, 7, true)]), expected);
+        assert!(headers(&[]).is_empty());
+    }
+
+    #[test]
+    fn several_windows_list_the_decisive_one_first() {
+        let got = headers(&[
+            window("user", 100, 7, true),
+            window("login", 5, 5, false),
+            window("user", 100, 8, true),
+        ]);
+        let value = |name: &str| &got.iter().find(|(n, _)| n == name).unwrap().1;
+        assert_eq!(
+            value("ratelimit-policy"),
+            "\"login\";q=5;w=60, \"user\";q=100;w=60"
+        );
+        assert_eq!(value("ratelimit"), "\"login\";r=0;t=42, \"user\";r=92;t=42");
+        assert_eq!(value("x-ratelimit-limit"), "5");
+        assert_eq!(value("x-ratelimit-remaining"), "0");
+    }
 }
