@@ -61,7 +61,7 @@ fn unattached() -> Response {
     request_error(
         StatusCode::INTERNAL_SERVER_ERROR,
         ErrorCode::InternalServerError,
-        "internal error",
+        "internal server error",
         None,
     )
 }
