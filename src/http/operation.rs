@@ -422,6 +422,11 @@ pub async fn execute(app: &AppState, schemas: &schema::Schemas, prepared: Prepar
                 stopped.outcome(),
                 started.elapsed(),
             );
+            if telemetry::otel::enabled() {
+                // Stopped at its deadline or by a panic: a failed operation, exported whatever
+                // the sampling said.
+                trace_operation(&ticket, stopped.outcome(), started.elapsed(), true);
+            }
             return Executed {
                 response: Err(stopped),
                 executed: ticket.phase.executed(),
@@ -466,7 +471,16 @@ pub async fn finish(
         started.elapsed(),
     );
     if telemetry::otel::enabled() {
-        trace_operation(ticket, response, outcome, started.elapsed());
+        let internal = response.errors.iter().any(|error| {
+            error
+                .extensions
+                .as_ref()
+                .and_then(|e| e.get("code"))
+                .is_some_and(|code| {
+                    *code == async_graphql::Value::from(ErrorCode::InternalServerError.as_str())
+                })
+        });
+        trace_operation(ticket, outcome, started.elapsed(), internal);
     }
     if let Some((hash, document)) = register
         && phase.validated()
@@ -476,23 +490,9 @@ pub async fn finish(
 }
 
 /// The operation's span (a child of the request's), and the trace marked failed when the
-/// operation hit an internal error (so it is exported whatever the sampling said).
-fn trace_operation(
-    ticket: &Ticket,
-    response: &async_graphql::Response,
-    outcome: &'static str,
-    elapsed: Duration,
-) {
+/// operation hit an internal error or was stopped (so it is exported whatever the sampling said).
+fn trace_operation(ticket: &Ticket, outcome: &'static str, elapsed: Duration, failed: bool) {
     use opentelemetry::KeyValue;
-    let internal = response.errors.iter().any(|error| {
-        error
-            .extensions
-            .as_ref()
-            .and_then(|e| e.get("code"))
-            .is_some_and(|code| {
-                *code == async_graphql::Value::from(ErrorCode::InternalServerError.as_str())
-            })
-    });
     let mut attributes = vec![
         KeyValue::new("graphql.operation.type", ticket.info.kind_label()),
         KeyValue::new("graphql.outcome", outcome),
@@ -506,8 +506,8 @@ fn trace_operation(
             i64::try_from(cost.requested).unwrap_or(i64::MAX),
         ));
     }
-    telemetry::otel::record_finished("graphql", elapsed, attributes, internal);
-    if internal {
+    telemetry::otel::record_finished("graphql", elapsed, attributes, failed);
+    if failed {
         telemetry::otel::mark_failed("internal error");
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{GqlResponse, TestApp};
+use crate::helpers::{GqlResponse, TestApp, registrations};
 use crate::ws::{connect, init, next_json, send};
 
 /// Each fragment spreads the next one twice: 2^levels `__typename` selections in ~1 KB.
@@ -23,19 +23,6 @@ fn fragment_fan_out(levels: usize) -> String {
         "fragment F{levels} on QueryRoot {{ __typename }}\n"
     ));
     doc
-}
-
-/// A mutation of `n` registrations, each hashing a password (tens of milliseconds, one after
-/// another).
-fn registrations(prefix: &str, n: usize) -> String {
-    let fields: String = (0..n)
-        .map(|i| {
-            format!(
-                "r{i}: register(input: {{ email: \"{prefix}{i}@example.com\", password: \"long enough passphrase\" }}) {{ message }} "
-            )
-        })
-        .collect();
-    format!("mutation {{ {fields} }}")
 }
 
 /// Accounts in the database.

@@ -584,3 +584,47 @@ async fn persisted_query_lookups_and_registrations_are_traced() {
     );
     assert_eq!(lookup["kind"], 3, "SPAN_KIND_CLIENT: {lookup:#}");
 }
+
+#[tokio::test]
+async fn an_operation_stopped_at_its_deadline_is_a_failed_operation_span() {
+    let server = collector().await;
+    // Nothing sampled: only a failed trace is exported.
+    let binary = TracedBinary::start(
+        &server,
+        &[
+            ("OTEL_TRACES_SAMPLER_ARG", "0"),
+            ("GRAPHQL_EXECUTION_TIMEOUT", "100ms"),
+            ("GRAPHQL_MAX_ALIASES", "50"),
+            ("GRAPHQL_MAX_ROOT_FIELDS", "50"),
+        ],
+    )
+    .await;
+    let response = binary
+        .client
+        .post(binary.url("/graphql"))
+        .json(&json!({ "query": crate::helpers::registrations("deadline", 40) }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    let trace = trace_of(&response);
+    binary.stop().await;
+
+    let spans = collected(&server).await;
+    let operation = spans
+        .iter()
+        .find(|s| s["traceId"] == trace.as_str() && s["name"] == "graphql")
+        .unwrap_or_else(|| panic!("no operation span: {spans:#?}"));
+    assert_eq!(
+        attribute(operation, "graphql.outcome").as_deref(),
+        Some("timeout")
+    );
+    assert_eq!(
+        attribute(operation, "graphql.operation.type").as_deref(),
+        Some("mutation")
+    );
+    assert_eq!(
+        operation["status"]["code"], 2,
+        "an error status: {operation}"
+    );
+}

@@ -31,6 +31,19 @@ impl Session {
     }
 }
 
+/// A mutation of `n` registrations, each hashing a password (tens of milliseconds, one after
+/// another): an operation slow enough to pass a short deadline.
+pub fn registrations(prefix: &str, n: usize) -> String {
+    let fields: String = (0..n)
+        .map(|i| {
+            format!(
+                "r{i}: register(input: {{ email: \"{prefix}{i}@example.com\", password: \"long enough passphrase\" }}) {{ message }} "
+            )
+        })
+        .collect();
+    format!("mutation {{ {fields} }}")
+}
+
 pub const LOGIN: &str = "mutation($input: LoginInput!) { login(input: $input) { accessToken refreshToken accessTokenExpiresAt refreshTokenExpiresAt sessionId user { id email } } }";
 pub const REFRESH: &str = "mutation($t: String!) { refreshSession(refreshToken: $t) { accessToken refreshToken sessionId user { id } } }";
 
