@@ -12,7 +12,8 @@
 #     BENCH_REDIS_URL are set (the database is emptied first: use a throwaway one), each line
 #     in the same rounds as its embedded twin (both servers run; the one waiting is idle);
 #   - the full-stack line with traces on (exported to a sink in the calibration server): every
-#     trace, then 1 % of them — against the same line with traces off (the default);
+#     trace, then 1 % of them — each alternating with the same line with traces off (the
+#     default) on a second server, their ratio the median of the rounds' ratios;
 #   - RSS idle and under load, and cold start to ready (migrated database).
 #
 #   bash bench/side-by-side.sh
@@ -391,17 +392,34 @@ for b in "${backends[@]}"; do
   wait "$on_pid" 2>/dev/null || true
 done
 
-# Traces exported to the calibration server's sink: every trace, then 1 % of them (embedded).
+# Traces exported to the calibration server's sink: every trace, then 1 % of them (embedded),
+# each alternating with the same line with traces off on a second server, so that their ratio is
+# of neighbouring measurements too.
 echo "traces on…" >&2
-start_on e RESPONSE_CACHE=false OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$bare_port"
-row e 2 "multipult anonymous { apiInfo { version } }, full stack, traces on (every trace)" \
-  "$(measure "http://${addr[e]}/graphql" "$work/anon.lua")"
-stop_on e
-start_on e RESPONSE_CACHE=false OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$bare_port" \
-  OTEL_TRACES_SAMPLER_ARG=0.01
-row e 2 "multipult anonymous { apiInfo { version } }, full stack, traces on (1 % sampled)" \
-  "$(measure "http://${addr[e]}/graphql" "$work/anon.lua")"
-stop_on e
+backend_env_of e
+start "$work/mp-e" RESPONSE_CACHE=false
+plain_addr=$address
+plain_pid=$server_pid
+declare -A traces_ratio
+for sampled in 1 0.01; do
+  start "$work/mp-e-traced" RESPONSE_CACHE=false \
+    OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$bare_port" OTEL_TRACES_SAMPLER_ARG=$sampled
+  traced_runs=() plain_runs=()
+  for _ in $(seq 1 "$REPEAT"); do
+    traced_runs+=("$(once "http://$address/graphql" "$work/anon.lua")")
+    plain_runs+=("$(once "http://$plain_addr/graphql" "$work/anon.lua")")
+  done
+  case $sampled in
+    1) what="every trace" ;;
+    *) what="1 % sampled" ;;
+  esac
+  row e 2 "multipult anonymous { apiInfo { version } }, full stack, traces on ($what)" \
+    "$(median_run "${traced_runs[@]}")"
+  traces_ratio[$what]=$(python3 -c "print('%.2f' % float('$(median_ratio "$(rps_of "${traced_runs[@]}")" "$(rps_of "${plain_runs[@]}")")'))")
+  stop
+done
+kill "$plain_pid" 2>/dev/null || true
+wait "$plain_pid" 2>/dev/null || true
 reference_again "last"
 
 read -r bare_rps _ <<<"$bare"
@@ -451,3 +469,4 @@ echo
 for b in "${backends[@]}"; do
   echo "- ${label_of[$b]}: cold start to ready ${cold[$b]} ms; RSS idle $((idle[$b] / 1024)) MB, peak (the uncached lines) $((load[$b] / 1024)) MB; full stack / middleware off = ${mw_ratio[$b]} (neighbouring measurements)"
 done
+echo "- traces on / off (embedded, neighbouring measurements): every trace = ${traces_ratio[every trace]}, 1 % sampled = ${traces_ratio[1 % sampled]}"
