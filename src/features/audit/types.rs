@@ -78,6 +78,7 @@ impl AuditEntry {
             return Ok(None);
         };
         let user = loaders
+            .get()
             .users
             .load_one(id)
             .await

@@ -1,7 +1,7 @@
 //! Request-scoped batch loaders, so a page of users costs a fixed number of queries.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_graphql::dataloader::{DataLoader, Loader};
 use sea_orm::{
@@ -11,8 +11,17 @@ use uuid::Uuid;
 
 use crate::entities::{roles, user_roles, users};
 
-/// Loaders of one request (or one WebSocket operation).
+/// Loaders of one request (or one WebSocket operation), made when a resolver first asks for
+/// them: most operations batch-load nothing, and then nothing is made (three loaders and their
+/// connection handles, per operation, before).
 pub struct Loaders {
+    db: DatabaseConnection,
+    made: OnceLock<Batches>,
+}
+
+/// The loaders themselves, keyed by user id and scoped to one operation: what one loaded
+/// serves no other operation.
+pub struct Batches {
     pub roles: DataLoader<RolesByUser>,
     pub permissions: DataLoader<PermissionsByUser>,
     pub users: DataLoader<UsersById>,
@@ -29,10 +38,21 @@ pub fn attach(
 impl Loaders {
     pub fn new(db: &DatabaseConnection) -> Self {
         Self {
-            roles: DataLoader::new(RolesByUser { db: db.clone() }, tokio::spawn),
-            permissions: DataLoader::new(PermissionsByUser { db: db.clone() }, tokio::spawn),
-            users: DataLoader::new(UsersById { db: db.clone() }, tokio::spawn),
+            db: db.clone(),
+            made: OnceLock::new(),
         }
+    }
+
+    /// The operation's loaders, made on first use (concurrent resolvers share the one made).
+    pub fn get(&self) -> &Batches {
+        self.made.get_or_init(|| {
+            let db = || self.db.clone();
+            Batches {
+                roles: DataLoader::new(RolesByUser { db: db() }, tokio::spawn),
+                permissions: DataLoader::new(PermissionsByUser { db: db() }, tokio::spawn),
+                users: DataLoader::new(UsersById { db: db() }, tokio::spawn),
+            }
+        })
     }
 }
 

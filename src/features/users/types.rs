@@ -79,6 +79,7 @@ impl User {
         }
         let roles = match ctx.data_opt::<Loaders>() {
             Some(loaders) => loaders
+                .get()
                 .roles
                 .load_one(self.0.id)
                 .await
@@ -105,6 +106,7 @@ impl User {
         }
         let permissions = match ctx.data_opt::<Loaders>() {
             Some(loaders) => loaders
+                .get()
                 .permissions
                 .load_one(self.0.id)
                 .await
