@@ -9,20 +9,22 @@ WORKDIR /app
 #    file, benches included, or Cargo refuses the manifest).
 COPY Cargo.toml Cargo.lock ./
 COPY migration/Cargo.toml migration/Cargo.toml
+COPY allocator/Cargo.toml allocator/Cargo.toml
 # Build settings (the bundled SQLite's compile flags): part of the dependencies' layer.
 COPY .cargo .cargo
-RUN mkdir -p src migration/src benches \
-    && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+RUN mkdir -p src migration/src allocator/src benches \
+    && echo 'fn main() {}' > src/main.rs && touch src/lib.rs allocator/src/lib.rs \
     && echo 'fn main() {}' > migration/src/main.rs && touch migration/src/lib.rs \
     && echo 'fn main() {}' > benches/admin.rs \
     && cargo build --release --locked --bin multipult \
-    && rm -rf src migration/src benches
+    && rm -rf src migration/src allocator/src benches
 
 # 2. The application itself. `.ci/dockerfile-replay` replays this stage without a Docker engine.
 COPY src src
 COPY migration/src migration/src
+COPY allocator/src allocator/src
 COPY benches benches
-RUN touch src/main.rs src/lib.rs migration/src/lib.rs \
+RUN touch src/main.rs src/lib.rs migration/src/lib.rs allocator/src/lib.rs \
     && cargo build --release --locked --bin multipult
 
 FROM gcr.io/distroless/cc-debian12:nonroot
