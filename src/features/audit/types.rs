@@ -1,5 +1,6 @@
 use async_graphql::{ComplexObject, Context, ID, InputObject, Json, Result, SimpleObject};
 use chrono::{DateTime, Utc};
+use futures_util::FutureExt as _;
 
 use crate::entities::audit_log;
 use crate::error::{AppError, GqlResultExt as _};
@@ -81,6 +82,9 @@ impl AuditEntry {
             .get()
             .users
             .load_one(id)
+            // Boxed: an entry's fields share one future type as large as the largest, and a
+            // page boxes one per field and entry (as `User`'s, `features/users/types.rs`).
+            .boxed()
             .await
             .map_err(|e| AppError::Database((*e).clone()))
             .gql()?;
