@@ -40,6 +40,7 @@ BIN="$CARGO_TARGET_DIR/release/multipult"
 CALIBRATION="$CARGO_TARGET_DIR/release/calibration"
 
 work=$(mktemp -d /tmp/multipult-side.XXXXXX)
+: >"$work/steal"
 pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -67,14 +68,22 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{"query":"{ users(limit: 20) { id name } }"}'
 LUA
 
-# One wrk run; prints "rps p50_ms p99_ms non2xx". Args: url [script]
+# CPU time the hypervisor gave to others ("steal") and all CPU time so far, in ticks, from
+# /proc/stat: on a virtual machine a busy host takes a share that moves every figure.
+cpu_ticks() { awk '/^cpu / {t = 0; for (i = 2; i <= 9; i++) t += $i; print $9, t}' /proc/stat; }
+
+# One wrk run; prints "rps p50_ms p99_ms non2xx". Args: url [script]. Each run's steal share
+# goes to $work/steal (the summary gives their median and highest).
 once() {
-  local url=$1 script=${2:-} out
+  local url=$1 script=${2:-} out before after
+  before=$(cpu_ticks)
   if [ -n "$script" ]; then
     out=$(wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency -s "$script" "$url")
   else
     out=$(wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency "$url")
   fi
+  after=$(cpu_ticks)
+  echo "$before $after" | awk '$4 > $2 {printf "%.1f\n", 100 * ($3 - $1) / ($4 - $2)}' >>"$work/steal"
   python3 - "$out" <<'PY'
 import re, sys
 out = sys.argv[1]
@@ -470,3 +479,10 @@ for b in "${backends[@]}"; do
   echo "- ${label_of[$b]}: cold start to ready ${cold[$b]} ms; RSS idle $((idle[$b] / 1024)) MB, peak (the uncached lines) $((load[$b] / 1024)) MB; full stack / middleware off = ${mw_ratio[$b]} (neighbouring measurements)"
 done
 echo "- traces on / off (embedded, neighbouring measurements): every trace = ${traces_ratio[every trace]}, 1 % sampled = ${traces_ratio[1 % sampled]}"
+python3 - "$work/steal" <<'PY'
+import sys
+shares = sorted(float(line) for line in open(sys.argv[1]) if line.strip())
+if shares:
+    print("- host steal (CPU time the hypervisor took, /proc/stat) during the wrk runs: median %.1f %%, highest %.1f %%;"
+          " with much of it the absolute figures move, the ratios of neighbouring runs less" % (shares[(len(shares) - 1) // 2], shares[-1]))
+PY
