@@ -2,6 +2,7 @@ use async_graphql::connection::PageInfo;
 use async_graphql::{Context, Enum, ID, InputObject, Object, Result, SimpleObject};
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
+use futures_util::FutureExt as _;
 use uuid::Uuid;
 
 use super::entity::invitations;
@@ -76,7 +77,10 @@ impl Organization {
             .map(|cursor| parse_cursor("after", &cursor))
             .transpose()
             .gql()?;
+        // Boxed: an organization's fields share one future type as large as the largest, and a
+        // list boxes one per field and organization (as `User`'s, `features/users/types.rs`).
         let (rows, more, total) = service::members(&ctx.state()?.db, self.0.id(), first, after)
+            .boxed()
             .await
             .gql()?;
         let nodes: Vec<Member> = rows.into_iter().map(Member).collect();
@@ -104,6 +108,7 @@ impl Organization {
     async fn invitations(&self, ctx: &Context<'_>) -> Result<Vec<Invitation>> {
         self.0.require(MEMBERS_MANAGE).gql()?;
         let rows = super::invitations::pending_invitations(&ctx.state()?.db, self.0.id())
+            .boxed()
             .await
             .gql()?;
         Ok(rows.into_iter().map(Invitation::from).collect())
