@@ -3,10 +3,35 @@
 
 use async_graphql::{Context, ErrorExtensions as _};
 
+use std::sync::Arc;
+
 use crate::error::AppError;
+use crate::graphql::RequestPhase;
 use crate::identity::{Actor, AuthUser, ClientInfo, Permission, Viewer};
 use crate::state::AppState;
 use crate::telemetry::RequestId;
+
+/// What one operation's resolvers and extensions may ask about it, attached to its request as one
+/// piece of request data (one allocation and one lookup, not one of each per fact).
+pub struct OperationData {
+    pub viewer: Viewer,
+    pub client: ClientInfo,
+    pub request_id: RequestId,
+    /// Its cost, its budget and its document's cache policy.
+    pub phase: Arc<RequestPhase>,
+    /// The entity tags the response shows, collected while it resolves.
+    pub tags: Arc<CacheTags>,
+}
+
+impl OperationData {
+    /// What `request` carries, read before it executes (where no resolver context exists yet).
+    pub fn of(request: &async_graphql::Request) -> Option<&Self> {
+        request
+            .data
+            .get(&std::any::TypeId::of::<Self>())
+            .and_then(|data| data.downcast_ref::<Self>())
+    }
+}
 
 pub trait ContextExt {
     /// # Errors
@@ -49,12 +74,14 @@ impl ContextExt for Context<'_> {
     }
 
     fn request_id(&self) -> Option<&str> {
-        self.data_opt::<RequestId>().map(RequestId::as_str)
+        self.data_opt::<OperationData>()
+            .map(|operation| operation.request_id.as_str())
     }
 
     fn viewer(&self) -> &Viewer {
         static ANONYMOUS: Viewer = Viewer::Anonymous;
-        self.data_opt::<Viewer>().unwrap_or(&ANONYMOUS)
+        self.data_opt::<OperationData>()
+            .map_or(&ANONYMOUS, |operation| &operation.viewer)
     }
 
     fn user(&self) -> async_graphql::Result<&AuthUser> {
@@ -66,7 +93,9 @@ impl ContextExt for Context<'_> {
     }
 
     fn client(&self) -> ClientInfo {
-        self.data_opt::<ClientInfo>().cloned().unwrap_or_default()
+        self.data_opt::<OperationData>()
+            .map(|operation| operation.client.clone())
+            .unwrap_or_default()
     }
 
     fn actor(&self) -> Actor {
@@ -74,7 +103,7 @@ impl ContextExt for Context<'_> {
     }
 
     fn cache_tag(&self, kind: &str, id: Option<&dyn std::fmt::Display>) {
-        if let Some(tags) = self.data_opt::<std::sync::Arc<CacheTags>>() {
+        if let Some(tags) = self.data_opt::<OperationData>().map(|o| &o.tags) {
             let mut tag = match id {
                 Some(id) => crate::infra::tags::entity(kind, id),
                 None => kind.to_owned(),

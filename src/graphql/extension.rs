@@ -15,6 +15,7 @@ use async_graphql::{Response, ServerError, ServerResult, Variables};
 use futures_util::StreamExt as _;
 use futures_util::stream::BoxStream;
 
+use super::OperationData;
 use super::cache_policy::{self, CachePolicy};
 use crate::config::Quota;
 use crate::error::ErrorCode;
@@ -22,7 +23,6 @@ use crate::identity::permissions::{ADMIN_READ, RATE_LIMIT_BYPASS};
 use crate::identity::{ClientInfo, Viewer};
 use crate::infra::budget::Charge;
 use crate::state::AppState;
-use crate::telemetry::RequestId;
 
 /// How far an operation got (and what it cost); shared with the transport and resolvers through
 /// the request data.
@@ -275,11 +275,9 @@ pub async fn admit_kept(
         .cache_policy
         .lock()
         .unwrap_or_else(PoisonError::into_inner) = phase.document_policy.get().copied();
-    let data = |id: std::any::TypeId| request.data.get(&id);
-    let viewer = data(std::any::TypeId::of::<Viewer>()).and_then(|d| d.downcast_ref::<Viewer>());
-    let client =
-        data(std::any::TypeId::of::<ClientInfo>()).and_then(|d| d.downcast_ref::<ClientInfo>());
-    check_cost(phase, state, (viewer, client), &kept, request_id).await?;
+    let operation = OperationData::of(request);
+    let caller = (operation.map(|o| &o.viewer), operation.map(|o| &o.client));
+    check_cost(phase, state, caller, &kept, request_id).await?;
     phase.validated.store(true, Ordering::Release);
     phase.executed.store(true, Ordering::Release);
     Ok(())
@@ -624,14 +622,15 @@ impl Extension for RequestContextExtension {
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
         // Request data is attached just before parsing: remember what `request` cannot see.
-        if let Some(phase) = ctx.data_opt::<Arc<RequestPhase>>() {
+        let operation = ctx.data_opt::<OperationData>();
+        if let Some(phase) = operation.map(|o| &o.phase) {
             *self
                 .shared
                 .phase
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner) = Some(phase.clone());
         }
-        if let Some(id) = ctx.data_opt::<RequestId>() {
+        if let Some(id) = operation.map(|o| &o.request_id) {
             *self
                 .shared
                 .request_id
@@ -674,7 +673,8 @@ impl Extension for RequestContextExtension {
             }
         };
         if let Some(state) = ctx.data_opt::<AppState>() {
-            let caller = (ctx.data_opt::<Viewer>(), ctx.data_opt::<ClientInfo>());
+            let operation = ctx.data_opt::<OperationData>();
+            let caller = (operation.map(|o| &o.viewer), operation.map(|o| &o.client));
             check_cost(&phase, state, caller, &result, self.request_id().as_deref()).await?;
         }
         phase.validated.store(true, Ordering::Release);

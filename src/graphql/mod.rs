@@ -12,7 +12,7 @@ pub mod socket;
 pub mod tenancy;
 
 pub use cache_policy::CachePolicy;
-pub use context::{CacheTags, ContextExt};
+pub use context::{CacheTags, ContextExt, OperationData};
 pub use extension::{Budget, Cost, RequestContext, RequestPhase};
 pub use guards::RequirePermission;
 pub use paging::limit_offset;

@@ -220,20 +220,22 @@ fn bearer_token(value: &str) -> Option<&str> {
 /// closed) early, and puts the [`Caller`] on the request.
 pub async fn layer(State(app): State<AppState>, request: Request, next: Next) -> Response {
     let client = client_info(&app, &request);
-    let path = request.uri().path().to_owned();
-    let counted = !is_graphiql_page(&request);
-    let limit = |subject: Subject<'_>| {
-        counted
-            .then(|| rate_limit::principal_for_path(&app, &path, &client, subject))
-            .flatten()
+    let path_limit = if is_graphiql_page(&request) {
+        rate_limit::PathLimit::Exempt
+    } else {
+        rate_limit::PathLimit::of(&app, request.uri().path())
     };
+    let limit =
+        |subject: Subject<'_>| rate_limit::principal_for_path(&app, path_limit, &client, subject);
     // The response cache's read, sent with the caller's own when the request looks like one
     // seen before (`prefetch`).
     let presented = prefetch::wanted(&app, &request)
         .then(|| prefetch::credential_hash(&credential(request.headers())))
         .flatten();
     let (mut request, fingerprint) = match presented {
-        Some(presented) => match prefetch::fingerprint(&app, request, presented).await {
+        // Boxed: only the Redis path reads ahead, and the embedded one should not carry its
+        // state in every request's future.
+        Some(presented) => match Box::pin(prefetch::fingerprint(&app, request, presented)).await {
             Ok(fingerprinted) => fingerprinted,
             Err(response) => return response,
         },
@@ -243,7 +245,7 @@ pub async fn layer(State(app): State<AppState>, request: Request, next: Next) ->
     let (identified, speculation) = match fingerprint {
         Some(fingerprint) => {
             let (identified, speculation) =
-                prefetch::alongside(&app, fingerprint, identifying).await;
+                Box::pin(prefetch::alongside(&app, fingerprint, identifying)).await;
             (identified, Some(speculation))
         }
         None => (identifying.await, None),

@@ -199,11 +199,13 @@ impl Prepared {
         let request = self
             .document
             .into_request(self.request)
-            .data(self.ticket.tags.clone())
-            .data(self.request_id)
-            .data(self.ticket.phase.clone())
-            .data(self.viewer)
-            .data(self.client);
+            .data(graphql::OperationData {
+                viewer: self.viewer,
+                client: self.client,
+                request_id: self.request_id,
+                phase: self.ticket.phase.clone(),
+                tags: self.ticket.tags.clone(),
+            });
         (schema::attach_loaders(app, request), self.ticket)
     }
 }
@@ -513,11 +515,7 @@ fn trace_operation(ticket: &Ticket, outcome: &'static str, elapsed: Duration, fa
 }
 
 fn request_id_of(request: &async_graphql::Request) -> Option<RequestId> {
-    request
-        .data
-        .get(&std::any::TypeId::of::<RequestId>())
-        .and_then(|d| d.downcast_ref::<RequestId>())
-        .cloned()
+    graphql::OperationData::of(request).map(|operation| operation.request_id.clone())
 }
 
 /// An operation's work, boxed so that it can move into a task of its own after its first poll.

@@ -83,35 +83,56 @@ pub fn principal(app: &AppState, client: &ClientInfo, subject: Subject<'_>) -> O
     })
 }
 
-/// The principal for an HTTP request to `path`: a matching path rule replaces the default quota.
+/// What a request path means for its rate limit, decided before the request runs (it borrows
+/// the settings, not the request).
+#[derive(Debug, Clone, Copy)]
+pub enum PathLimit<'a> {
+    /// Probes, scrapes, GraphiQL's assets: never counted.
+    Exempt,
+    /// The principal's default quota.
+    Default,
+    /// A `RATE_LIMIT_RULES` path rule: its prefix and quota.
+    Rule(&'a str, Quota),
+}
+
+impl<'a> PathLimit<'a> {
+    pub fn of(app: &'a AppState, path: &str) -> Self {
+        if exempt(path) {
+            return Self::Exempt;
+        }
+        app.settings
+            .rate_limit
+            .rules
+            .iter()
+            .find_map(|(target, quota)| match target {
+                RuleTarget::Path(prefix) if path.starts_with(prefix.as_str()) => {
+                    Some(Self::Rule(prefix.as_str(), *quota))
+                }
+                _ => None,
+            })
+            .unwrap_or(Self::Default)
+    }
+}
+
+/// The principal for an HTTP request whose path gave `limit`: a matching path rule replaces the
+/// default quota.
 pub fn principal_for_path(
     app: &AppState,
-    path: &str,
+    limit: PathLimit<'_>,
     client: &ClientInfo,
     subject: Subject<'_>,
 ) -> Option<Principal> {
-    if exempt(path) {
-        return None;
-    }
-    let principal = principal(app, client, subject)?;
-    let rule = app
-        .settings
-        .rate_limit
-        .rules
-        .iter()
-        .find_map(|(target, quota)| match target {
-            RuleTarget::Path(prefix) if path.starts_with(prefix.as_str()) => {
-                Some((prefix.clone(), *quota))
-            }
-            _ => None,
-        });
-    Some(match rule {
-        Some((prefix, quota)) => Principal {
+    let principal = match limit {
+        PathLimit::Exempt => return None,
+        PathLimit::Default | PathLimit::Rule(..) => principal(app, client, subject)?,
+    };
+    Some(match limit {
+        PathLimit::Rule(prefix, quota) => Principal {
             key: format!("path:{prefix}:{}", principal.key),
             quota,
             policy: Cow::Owned(format!("path:{prefix}")),
         },
-        None => principal,
+        PathLimit::Exempt | PathLimit::Default => principal,
     })
 }
 
@@ -249,10 +270,29 @@ pub fn add_headers(out: &mut HeaderMap, windows: &[Window]) {
 /// `out`: `X-Cost-Budget-Limit`, `X-Cost-Budget-Remaining` and `X-Cost-Budget-Reset` (seconds).
 pub fn add_budget_headers(out: &mut HeaderMap, budget: &Budget) {
     let reset = (budget.reset_at - chrono::Utc::now()).num_seconds().max(0);
+    // The three numbers in one buffer, each header a slice of it (one allocation, not three).
+    let mut text = Vec::with_capacity(64);
+    let mut numbers = itoa::Buffer::new();
+    let number = |text: &mut Vec<u8>, digits: &str| {
+        let start = text.len();
+        text.extend_from_slice(digits.as_bytes());
+        start..text.len()
+    };
+    let limit = number(&mut text, numbers.format(budget.limit));
+    let remaining = number(&mut text, numbers.format(budget.remaining));
+    let reset = number(&mut text, numbers.format(reset));
+    let text = bytes::Bytes::from(text);
     out.reserve(3);
-    out.insert(X_COST_BUDGET_LIMIT, HeaderValue::from(budget.limit));
-    out.insert(X_COST_BUDGET_REMAINING, HeaderValue::from(budget.remaining));
-    out.insert(X_COST_BUDGET_RESET, HeaderValue::from(reset));
+    for (name, range) in [
+        (X_COST_BUDGET_LIMIT, limit),
+        (X_COST_BUDGET_REMAINING, remaining),
+        (X_COST_BUDGET_RESET, reset),
+    ] {
+        // Decimal digits: always valid header text.
+        if let Ok(value) = HeaderValue::from_maybe_shared(text.slice(range)) {
+            out.insert(name, value);
+        }
+    }
 }
 
 /// The refusal of a window that is used up.

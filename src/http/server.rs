@@ -193,7 +193,6 @@ async fn connection(
     let metrics = &state.metrics;
     let activity = Activity::new();
     let (heads, requests) = (activity.clone(), activity.clone());
-    let router = router.layer(axum::Extension(ConnectInfo(peer)));
     let draining = state.shutdown.clone();
     let service = tower::service_fn(move |request: Request<Incoming>| {
         heads.head_arrived(request.version() == Version::HTTP_2);
@@ -201,7 +200,11 @@ async fn connection(
         // In flight until the response's body is dropped (sent, or the client gone), or until
         // the request is abandoned before it has a response.
         let in_flight = requests.request_started();
-        let answer = router.clone().oneshot(request.map(axum::body::Body::new));
+        // The peer, as axum's `ConnectInfo` (put on the request here rather than by a layer on
+        // the router: a router layer is one more boxed service on every request's path).
+        let mut request = request.map(axum::body::Body::new);
+        request.extensions_mut().insert(ConnectInfo(peer));
+        let answer = router.clone().oneshot(request);
         let draining = draining.clone();
         async move {
             let mut response: Response = answer.await?;

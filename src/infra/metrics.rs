@@ -2,7 +2,7 @@
 //! instances in one process — tests — keep separate counts).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{
@@ -20,7 +20,7 @@ const DURATION_BUCKETS: &[f64] = &[
 pub struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
-    operation_names: Mutex<HashSet<String, FastHash>>,
+    operation_names: RwLock<HashSet<String, FastHash>>,
     /// The per-request series, registered once.
     series: Series,
     /// Counters with one fixed label, registered once (`Metrics::count`).
@@ -76,12 +76,16 @@ impl Family {
 impl Series {
     const MAX: usize = 10_000;
 
-    fn get(
+    /// Runs `record` with the handles of `family{values}`, registering them (`register`) the first
+    /// time. A known series is used under the read lock, not cloned: a clone and its drop are two
+    /// more atomic operations on cache lines every worker thread shares.
+    fn with(
         &self,
         family: Family,
         values: [&str; 3],
         register: impl FnOnce() -> (metrics::Counter, metrics::Histogram),
-    ) -> (metrics::Counter, metrics::Histogram) {
+        record: impl FnOnce(&metrics::Counter, &metrics::Histogram),
+    ) {
         let mut hasher = xxhash_rust::xxh3::Xxh3::new();
         hasher.update(&[family as u8]);
         for value in values {
@@ -96,15 +100,27 @@ impl Series {
             let map = self.0.read().unwrap_or_else(PoisonError::into_inner);
             match map.get(&key) {
                 Some(entry) if same(entry) => {
-                    return (entry.counter.clone(), entry.histogram.clone());
+                    record(&entry.counter, &entry.histogram);
+                    return;
                 }
-                // A collision: not cached.
-                Some(_) => return register(),
-                None if map.len() >= Self::MAX => return register(),
+                // A collision, or too many series: not cached.
+                Some(_) => {
+                    drop(map);
+                    let (counter, histogram) = register();
+                    record(&counter, &histogram);
+                    return;
+                }
+                None if map.len() >= Self::MAX => {
+                    drop(map);
+                    let (counter, histogram) = register();
+                    record(&counter, &histogram);
+                    return;
+                }
                 None => {}
             }
         }
         let (counter, histogram) = register();
+        record(&counter, &histogram);
         let values = values.map(Box::<str>::from);
         self.0
             .write()
@@ -113,10 +129,9 @@ impl Series {
             .or_insert_with(|| Registered {
                 family,
                 values,
-                counter: counter.clone(),
-                histogram: histogram.clone(),
+                counter,
+                histogram,
             });
-        (counter, histogram)
     }
 }
 
@@ -130,7 +145,7 @@ impl Metrics {
         let metrics = Arc::new(Self {
             recorder,
             handle,
-            operation_names: Mutex::default(),
+            operation_names: RwLock::default(),
             series: Series::default(),
             counters: RwLock::default(),
         });
@@ -160,22 +175,24 @@ impl Metrics {
     /// every request (cache results): the handle is registered once, not looked up each time.
     pub fn count(&self, name: &'static str, label: &'static str, value: &'static str) {
         let key = (name, label, value);
-        let found = self
+        // Counted under the read lock, not cloned out of it (a clone and its drop are two more
+        // atomic operations on a shared cache line).
+        if let Some(counter) = self
             .counters
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(&key)
-            .cloned();
-        let counter = found.unwrap_or_else(|| {
-            let counter = self.record(|| metrics::counter!(name, label => value));
-            self.counters
-                .write()
-                .unwrap_or_else(PoisonError::into_inner)
-                .entry(key)
-                .or_insert(counter)
-                .clone()
-        });
+        {
+            counter.increment(1);
+            return;
+        }
+        let counter = self.record(|| metrics::counter!(name, label => value));
         counter.increment(1);
+        self.counters
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(key)
+            .or_insert(counter);
     }
 
     pub fn render(&self) -> String {
@@ -202,7 +219,7 @@ impl Metrics {
 
     /// One count and one duration of a per-request series (the duration without the last label).
     fn observe(&self, family: Family, values: [&str; 3], elapsed: Duration) {
-        let (counter, histogram) = self.series.get(family, values, || {
+        let register = || {
             let (total, duration, keys) = family.names();
             let labels: Vec<(&'static str, String)> = keys
                 .into_iter()
@@ -215,9 +232,12 @@ impl Metrics {
                     metrics::histogram!(duration, &labels[..2]),
                 )
             })
-        });
-        counter.increment(1);
-        histogram.record(elapsed.as_secs_f64());
+        };
+        self.series
+            .with(family, values, register, |counter, histogram| {
+                counter.increment(1);
+                histogram.record(elapsed.as_secs_f64());
+            });
     }
 
     /// Counts an open WebSocket (`protocol`: its subprotocol) until the guard is dropped.
@@ -250,9 +270,19 @@ impl Metrics {
         else {
             return if name.is_some() { "other" } else { "anonymous" };
         };
+        // A known name (every request but a name's first) under the read lock: requests on
+        // several threads do not queue for it.
+        if self
+            .operation_names
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(name)
+        {
+            return name;
+        }
         let mut names = self
             .operation_names
-            .lock()
+            .write()
             .unwrap_or_else(PoisonError::into_inner);
         if names.contains(name) {
             name

@@ -2,12 +2,11 @@ use async_graphql::{Context, Object, Result, Subscription};
 use futures_util::Stream;
 
 use super::service;
-use std::sync::Arc;
 
 use super::types::{ApiInfo, Heartbeat, RateLimitStatus};
 use crate::error::GqlResultExt as _;
 use crate::graphql::ContextExt as _;
-use crate::graphql::RequestPhase;
+use crate::graphql::OperationData;
 
 #[derive(Default)]
 pub struct MetaQuery;
@@ -30,7 +29,7 @@ impl MetaQuery {
 pub struct MetaSubscription;
 
 fn rate_limit_status(ctx: &Context<'_>) -> Option<RateLimitStatus> {
-    let cost = ctx.data_opt::<Arc<RequestPhase>>()?.cost()?;
+    let cost = ctx.data_opt::<OperationData>()?.phase.cost()?;
     let budget = cost.budget?;
     Some(RateLimitStatus {
         limit: budget.limit,

@@ -214,9 +214,7 @@ impl User {
 
 /// The viewer, when `user_id` is the viewer's own account.
 fn own<'c>(ctx: &'c Context<'_>, user_id: uuid::Uuid) -> Option<&'c crate::identity::AuthUser> {
-    ctx.data_opt::<crate::identity::Viewer>()
-        .and_then(|viewer| viewer.user().ok())
-        .filter(|user| user.id == user_id)
+    ctx.viewer().user().ok().filter(|user| user.id == user_id)
 }
 
 #[derive(InputObject)]
