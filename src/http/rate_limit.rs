@@ -122,17 +122,16 @@ pub fn principal_for_path(
     client: &ClientInfo,
     subject: Subject<'_>,
 ) -> Option<Principal> {
-    let principal = match limit {
+    let (prefix, quota) = match limit {
         PathLimit::Exempt => return None,
-        PathLimit::Default | PathLimit::Rule(..) => principal(app, client, subject)?,
+        PathLimit::Default => return principal(app, client, subject),
+        PathLimit::Rule(prefix, quota) => (prefix, quota),
     };
-    Some(match limit {
-        PathLimit::Rule(prefix, quota) => Principal {
-            key: format!("path:{prefix}:{}", principal.key),
-            quota,
-            policy: Cow::Owned(format!("path:{prefix}")),
-        },
-        PathLimit::Exempt | PathLimit::Default => principal,
+    let principal = principal(app, client, subject)?;
+    Some(Principal {
+        key: format!("path:{prefix}:{}", principal.key),
+        quota,
+        policy: Cow::Owned(format!("path:{prefix}")),
     })
 }
 
@@ -217,14 +216,12 @@ pub fn add_headers(out: &mut HeaderMap, windows: &[Window]) {
     // (the buffer, and its sharing once sliced) instead of one or two per value.
     let mut text = Vec::with_capacity(64 + 64 * ordered.len());
     let mut numbers = itoa::Buffer::new();
-    let mut number = |text: &mut Vec<u8>, value: u64| {
-        let start = text.len();
-        text.extend_from_slice(numbers.format(value).as_bytes());
-        start..text.len()
-    };
-    let limit = number(&mut text, decisive.quota.limit);
-    let remaining = number(&mut text, decisive.outcome.remaining());
-    let reset = number(&mut text, secs_ceil(decisive.outcome.reset_after));
+    let limit = push(&mut text, numbers.format(decisive.quota.limit));
+    let remaining = push(&mut text, numbers.format(decisive.outcome.remaining()));
+    let reset = push(
+        &mut text,
+        numbers.format(secs_ceil(decisive.outcome.reset_after)),
+    );
     // `"policy";q=100;w=60` and `"policy";r=99;t=60`: sf-string items with integer parameters.
     let list = |text: &mut Vec<u8>, keys: [&str; 2], values: fn(&Window) -> [u64; 2]| {
         let start = text.len();
@@ -250,16 +247,37 @@ pub fn add_headers(out: &mut HeaderMap, windows: &[Window]) {
     let states = list(&mut text, ["r", "t"], |w| {
         [w.outcome.remaining(), secs_ceil(w.outcome.reset_after)]
     });
+    // Digits, quotes and policy names from configuration: always valid header text.
+    insert_sliced(
+        out,
+        text,
+        [
+            (X_RATELIMIT_LIMIT, limit),
+            (X_RATELIMIT_REMAINING, remaining),
+            (X_RATELIMIT_RESET, reset),
+            (RATELIMIT_POLICY, policies),
+            (RATELIMIT, states),
+        ],
+    );
+}
+
+/// Appends `part` to `text`; where it is.
+fn push(text: &mut Vec<u8>, part: &str) -> std::ops::Range<usize> {
+    let start = text.len();
+    text.extend_from_slice(part.as_bytes());
+    start..text.len()
+}
+
+/// Inserts each header with its value a slice of `text` (one buffer shared by them all, not an
+/// allocation per value). A slice that is not valid header text is left out.
+fn insert_sliced<const N: usize>(
+    out: &mut HeaderMap,
+    text: Vec<u8>,
+    headers: [(HeaderName, std::ops::Range<usize>); N],
+) {
     let text = bytes::Bytes::from(text);
-    out.reserve(5);
-    for (name, range) in [
-        (X_RATELIMIT_LIMIT, limit),
-        (X_RATELIMIT_REMAINING, remaining),
-        (X_RATELIMIT_RESET, reset),
-        (RATELIMIT_POLICY, policies),
-        (RATELIMIT, states),
-    ] {
-        // Digits, quotes and policy names from configuration: always valid header text.
+    out.reserve(N);
+    for (name, range) in headers {
         if let Ok(value) = HeaderValue::from_maybe_shared(text.slice(range)) {
             out.insert(name, value);
         }
@@ -273,26 +291,18 @@ pub fn add_budget_headers(out: &mut HeaderMap, budget: &Budget) {
     // The three numbers in one buffer, each header a slice of it (one allocation, not three).
     let mut text = Vec::with_capacity(64);
     let mut numbers = itoa::Buffer::new();
-    let number = |text: &mut Vec<u8>, digits: &str| {
-        let start = text.len();
-        text.extend_from_slice(digits.as_bytes());
-        start..text.len()
-    };
-    let limit = number(&mut text, numbers.format(budget.limit));
-    let remaining = number(&mut text, numbers.format(budget.remaining));
-    let reset = number(&mut text, numbers.format(reset));
-    let text = bytes::Bytes::from(text);
-    out.reserve(3);
-    for (name, range) in [
-        (X_COST_BUDGET_LIMIT, limit),
-        (X_COST_BUDGET_REMAINING, remaining),
-        (X_COST_BUDGET_RESET, reset),
-    ] {
-        // Decimal digits: always valid header text.
-        if let Ok(value) = HeaderValue::from_maybe_shared(text.slice(range)) {
-            out.insert(name, value);
-        }
-    }
+    let limit = push(&mut text, numbers.format(budget.limit));
+    let remaining = push(&mut text, numbers.format(budget.remaining));
+    let reset = push(&mut text, numbers.format(reset));
+    insert_sliced(
+        out,
+        text,
+        [
+            (X_COST_BUDGET_LIMIT, limit),
+            (X_COST_BUDGET_REMAINING, remaining),
+            (X_COST_BUDGET_RESET, reset),
+        ],
+    );
 }
 
 /// The refusal of a window that is used up.
