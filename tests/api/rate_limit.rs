@@ -231,6 +231,45 @@ async fn field_rules_apply_whatever_the_operation_is_called() {
 }
 
 #[tokio::test]
+async fn a_path_rule_replaces_the_default_window_for_its_paths_only() {
+    let app = TestApp::spawn_with(|s| {
+        s.rate_limit.enabled = true;
+        s.rate_limit.anonymous = quota(100, 60_000);
+        s.rate_limit.rules = vec![(RuleTarget::Path("/graphql".into()), quota(2, 60_000))];
+    })
+    .await;
+    let (status, headers, _) = hit(&app, None, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "x-ratelimit-limit"), "2");
+    assert_eq!(
+        header(&headers, "ratelimit-policy"),
+        "\"path:/graphql\";q=2;w=60"
+    );
+    assert_eq!(hit(&app, None, None).await.0, 200);
+    let (status, headers, body) = hit(&app, None, None).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["errors"][0]["extensions"]["code"], "RATE_LIMITED");
+    assert_eq!(header(&headers, "x-ratelimit-remaining"), "0");
+    // A path the rule does not cover keeps the default window; probes are never counted.
+    let other = app
+        .client
+        .get(app.url("/no-such-page"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 404);
+    assert_eq!(header(other.headers(), "x-ratelimit-limit"), "100");
+    let probe = app
+        .client
+        .get(app.url("/health/live"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(probe.status(), 200);
+    assert!(probe.headers().get("x-ratelimit-limit").is_none());
+}
+
+#[tokio::test]
 async fn the_bypass_permission_and_the_allowlist_skip_limits() {
     let app = TestApp::spawn_with(|s| {
         s.rate_limit.enabled = true;
