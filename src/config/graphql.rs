@@ -137,6 +137,8 @@ pub struct CacheSettings {
     pub responses: bool,
     /// Entries the response cache holds at most (least recently used evicted).
     pub response_max_entries: usize,
+    /// Whether query responses say what the response cache did (`extensions.cache`).
+    pub response_extensions: bool,
 }
 
 impl CacheSettings {
@@ -161,6 +163,7 @@ impl CacheSettings {
                 1,
                 10_000_000,
             ),
+            response_extensions: r.boolean("RESPONSE_CACHE_EXTENSIONS", false),
         }
     }
 }

@@ -341,7 +341,7 @@ pub async fn prepare(
     let cache_scope = match &viewer {
         Viewer::User(user) => scoped("user:", user.id, digest(&mut user.permissions.iter())),
         Viewer::ApiKey(key) => scoped("apikey:", key.id, digest(&mut key.scopes.iter())),
-        Viewer::Anonymous => "public".to_owned(),
+        Viewer::Anonymous => super::response_cache::PUBLIC_SCOPE.to_owned(),
     };
     let tags = Arc::new(graphql::CacheTags::default());
     Ok(Prepared {

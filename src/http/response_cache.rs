@@ -50,6 +50,12 @@ impl Meta {
         format!("{} {} {}", self.expires_at, self.etag, self.policy.code())
     }
 
+    /// Whole seconds left before the entry expires.
+    pub fn seconds_left(&self) -> u64 {
+        let left = self.expires_at - chrono::Utc::now().timestamp_millis();
+        u64::try_from(left / 1000).unwrap_or(0)
+    }
+
     fn parse(line: &[u8]) -> Option<Self> {
         let mut parts = std::str::from_utf8(line).ok()?.split(' ');
         let expires_at = parts.next()?.parse().ok()?;
@@ -60,6 +66,78 @@ impl Meta {
             etag,
             expires_at,
         })
+    }
+}
+
+/// What the response cache did for one query, told in the response's `extensions.cache` when
+/// `RESPONSE_CACHE_EXTENSIONS` is on (docs/caching.md): for developers asking why a query is or
+/// is not served from the cache. The `ETag` stays that of the data (the body without this
+/// report) and turns weak, since a hit's and a miss's bodies now differ in these bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub status: Status,
+    pub scope: Scope,
+    /// Seconds the server keeps a result of this query (0: it is not kept).
+    pub max_age: u32,
+    /// A miss: whether this result was kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stored: Option<bool>,
+    /// A hit: whole seconds before the entry expires.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Status {
+    /// Answered from the cache; nothing executed.
+    Hit,
+    /// Looked up, not found (or stale): executed.
+    Miss,
+    /// Not looked up: the query's hints keep it out, or the store was unavailable.
+    Bypass,
+}
+
+/// Whose entry: shared by anonymous callers, or the caller's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Scope {
+    Public,
+    Private,
+}
+
+impl Scope {
+    pub fn of(cache_scope: &str) -> Self {
+        if cache_scope == PUBLIC_SCOPE {
+            Self::Public
+        } else {
+            Self::Private
+        }
+    }
+}
+
+/// The scope of anonymous callers' entries.
+pub const PUBLIC_SCOPE: &str = "public";
+
+impl Report {
+    /// `body`, a response's JSON object, with this report as `extensions.cache` (beside any
+    /// other extension); `None` for a body that is not a JSON object. The other members are
+    /// copied as they are, byte for byte.
+    pub fn add_to(&self, body: &[u8]) -> Option<Vec<u8>> {
+        use serde_json::value::{RawValue, to_raw_value};
+        let mut top: std::collections::BTreeMap<String, &RawValue> =
+            serde_json::from_slice(body).ok()?;
+        let mut extensions: std::collections::BTreeMap<String, &RawValue> =
+            match top.get("extensions") {
+                Some(raw) => serde_json::from_str(raw.get()).ok()?,
+                None => std::collections::BTreeMap::new(),
+            };
+        let report = to_raw_value(self).ok()?;
+        extensions.insert("cache".to_owned(), &report);
+        let extensions = to_raw_value(&extensions).ok()?;
+        top.insert("extensions".to_owned(), &extensions);
+        serde_json::to_vec(&top).ok()
     }
 }
 
@@ -247,6 +325,7 @@ pub(super) fn judge(app: &AppState, read: crate::infra::StoreResult<TaggedGet>) 
 
 /// Keeps a response that executed without errors, when its policy allows, and when no tag moved
 /// since `generation` was read (a result computed across a change may mix before and after).
+/// Whether it was kept.
 pub async fn store(
     app: &AppState,
     key: &str,
@@ -254,11 +333,11 @@ pub async fn store(
     meta: (CachePolicy, &str),
     tags_seen: Vec<String>,
     generation: i64,
-) {
+) -> bool {
     let (policy, etag) = meta;
     // Fields without a hint count as 0 here: only fully hinted results are kept.
     let Some(max_age) = policy.max_age(0).filter(|_| policy.storable()) else {
-        return;
+        return false;
     };
     let ttl = std::time::Duration::from_secs(u64::from(max_age)).min(tags::MAX_ENTRY_TTL);
     let meta = Meta {
@@ -274,20 +353,24 @@ pub async fn store(
         Vec::new,
         put(app, key, &payload, tags_seen, generation),
     );
-    if let Err(error) = stored.await {
-        error.log("cannot store a response");
+    match stored.await {
+        Ok(kept) => kept,
+        Err(error) => {
+            error.log("cannot store a response");
+            false
+        }
     }
 }
 
-/// Writes the entry unless a tag moved since `generation`: one round trip where the backend
-/// can (Redis), else the versions are read and the entry written.
+/// Writes the entry unless a tag moved since `generation` (`false`: not written): one round
+/// trip where the backend can (Redis), else the versions are read and the entry written.
 async fn put(
     app: &AppState,
     key: &str,
     payload: &[u8],
     tags_seen: Vec<String>,
     generation: i64,
-) -> crate::infra::StoreResult<()> {
+) -> crate::infra::StoreResult<bool> {
     let cache = &app.stores.cache;
     let put = TaggedPut {
         tags: &tag_keys(),
@@ -295,24 +378,21 @@ async fn put(
         entry_tags: &tags_seen,
         payload,
     };
-    if cache
-        .put_tagged(NAMESPACE, bounds(app), key, put)
-        .await?
-        .is_some()
-    {
-        return Ok(());
+    if let Some(kept) = cache.put_tagged(NAMESPACE, bounds(app), key, put).await? {
+        return Ok(kept);
     }
     let mut names = tags_seen;
     names.push(tags::GENERATION.to_owned());
     let mut versions = tags::versions(&app.stores, &names).await?;
     if versions.pop().unwrap_or(0) != generation {
-        return Ok(());
+        return Ok(false);
     }
     names.pop();
     let pairs: Vec<(String, i64)> = names.into_iter().zip(versions).collect();
     cache
         .put(NAMESPACE, bounds(app), key, &encode(&pairs, payload))
-        .await
+        .await?;
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -333,5 +413,48 @@ mod key_tests {
         assert_eq!(key("{ a }", Some("A"), &variables, "public"), expected);
         assert_ne!(key("{ a }", None, &variables, "public"), expected);
         assert_ne!(key("{ a }", Some("A"), &variables, "user:1"), expected);
+    }
+}
+
+#[cfg(test)]
+mod report_tests {
+    use super::{Report, Scope, Status};
+
+    const MISS: Report = Report {
+        status: Status::Miss,
+        scope: Scope::Public,
+        max_age: 60,
+        stored: Some(true),
+        ttl: None,
+    };
+
+    #[test]
+    fn the_report_goes_beside_other_extensions_and_the_rest_is_kept_byte_for_byte() {
+        // The data's members in the selection's order (not sorted), odd spacing and escapes:
+        // copied as they were.
+        let body = br#"{"data":{"b":1, "a":"\u00e9"},"errors":[],"extensions":{"x":{"y":1}}}"#;
+        let reported = String::from_utf8(MISS.add_to(body).unwrap()).unwrap();
+        assert_eq!(
+            reported,
+            r#"{"data":{"b":1, "a":"\u00e9"},"errors":[],"extensions":{"cache":{"status":"MISS","scope":"PUBLIC","maxAge":60,"stored":true},"x":{"y":1}}}"#
+        );
+        let hit = Report {
+            status: Status::Hit,
+            scope: Scope::Private,
+            max_age: 300,
+            stored: None,
+            ttl: Some(12),
+        };
+        assert_eq!(
+            String::from_utf8(hit.add_to(br#"{"data":null}"#).unwrap()).unwrap(),
+            r#"{"data":null,"extensions":{"cache":{"status":"HIT","scope":"PRIVATE","maxAge":300,"ttl":12}}}"#
+        );
+    }
+
+    #[test]
+    fn a_body_that_is_not_an_object_gets_no_report() {
+        for body in [&b"[]"[..], b"null", b"{", b"", b"{\"extensions\":1}"] {
+            assert!(MISS.add_to(body).is_none(), "{body:?}");
+        }
     }
 }

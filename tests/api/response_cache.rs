@@ -472,3 +472,86 @@ async fn a_client_expecting_100_continue_is_refused_before_sending_its_body() {
     let answer = String::from_utf8_lossy(&answer[..read]);
     assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
 }
+
+/// `RESPONSE_CACHE_EXTENSIONS=true`: every query says what the cache did in
+/// `extensions.cache`, and its `ETag` stays the data's (weak: the report's bytes differ).
+#[tokio::test]
+async fn extensions_tell_what_the_cache_did_without_changing_the_etag() {
+    let app = TestApp::spawn_with(|s| {
+        s.jobs.workers = 0;
+        s.cache.response_extensions = true;
+    })
+    .await;
+    let plain = TestApp::spawn_with(|s| s.jobs.workers = 0).await;
+    const INFO: &str = "{ apiInfo { version } }";
+
+    let (status, missed, first) = get(&app, INFO, None, None).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(
+        first["extensions"]["cache"],
+        json!({"status": "MISS", "scope": "PUBLIC", "maxAge": 60, "stored": true}),
+        "{first}"
+    );
+    let (_, hit, second) = get(&app, INFO, None, None).await;
+    let report = &second["extensions"]["cache"];
+    assert_eq!(report["status"], "HIT", "{second}");
+    assert_eq!(report["scope"], "PUBLIC");
+    assert_eq!(report["maxAge"], 60);
+    assert!(
+        report["ttl"].as_u64().is_some_and(|ttl| ttl <= 60),
+        "{second}"
+    );
+    assert_eq!(first["data"], second["data"]);
+
+    // The tag of the data alone, as a server without the report sends it, made weak.
+    let (_, unreported, body) = get(&plain, INFO, None, None).await;
+    assert!(body.get("extensions").is_none(), "off by default: {body}");
+    let strong = header(&unreported, "etag");
+    assert!(strong.starts_with('"'), "{strong}");
+    let weak = format!("W/{strong}");
+    assert_eq!(header(&missed, "etag"), weak, "the executed answer");
+    assert_eq!(header(&hit, "etag"), weak, "the answer from the cache");
+    for tag in [weak.as_str(), strong] {
+        let (status, revalidated, _) = get(&app, INFO, None, Some(tag)).await;
+        assert_eq!(status, 304, "If-None-Match: {tag}");
+        assert_eq!(header(&revalidated, "etag"), weak);
+    }
+
+    // A signed-in caller's entries are private.
+    let admin = app.admin().await;
+    let token = Some(admin.access.as_str());
+    let (_, _, first) = get(&app, USERS, token, None).await;
+    assert_eq!(
+        first["extensions"]["cache"],
+        json!({"status": "MISS", "scope": "PRIVATE", "maxAge": 60, "stored": true}),
+        "{first}"
+    );
+    let (_, _, second) = get(&app, USERS, token, None).await;
+    assert_eq!(second["extensions"]["cache"]["status"], "HIT", "{second}");
+    assert_eq!(second["extensions"]["cache"]["scope"], "PRIVATE");
+    assert_eq!(first["data"], second["data"]);
+
+    // A field without a hint keeps a query out: looked up until it first ran, then not at all.
+    const UNHINTED: &str = "{ apiInfo { version } rateLimit { limit } }";
+    let (_, _, first) = get(&app, UNHINTED, None, None).await;
+    assert_eq!(
+        first["extensions"]["cache"],
+        json!({"status": "MISS", "scope": "PUBLIC", "maxAge": 0, "stored": false}),
+        "{first}"
+    );
+    let (_, _, second) = get(&app, UNHINTED, None, None).await;
+    assert_eq!(
+        second["extensions"]["cache"],
+        json!({"status": "BYPASS", "scope": "PUBLIC", "maxAge": 0}),
+        "{second}"
+    );
+
+    // Mutations are never cached, and say nothing about it.
+    let (_, _, body) = app
+        .post_graphql(
+            "mutation { requestPasswordReset(email: \"nobody@example.com\") }",
+            json!({}),
+        )
+        .await;
+    assert!(body["extensions"].get("cache").is_none(), "{body}");
+}

@@ -303,6 +303,11 @@ async fn run(
             &prepared.ticket.cache_scope,
         )
     });
+    // What the cache did, for `extensions.cache` (`RESPONSE_CACHE_EXTENSIONS`): a query the
+    // cache could have answered, looked up (a miss) or not (a bypass).
+    let reported =
+        is_query && app.settings.cache.responses && app.settings.cache.response_extensions;
+    let mut status = reported.then_some(response_cache::Status::Bypass);
     let mut generation = None;
     if let Some(key) = &cache_key {
         let lookup = match speculation {
@@ -318,7 +323,14 @@ async fn run(
                     "ok",
                     std::time::Duration::ZERO,
                 );
-                return Outcome {
+                let report = reported.then(|| response_cache::Report {
+                    status: response_cache::Status::Hit,
+                    scope: response_cache::Scope::of(&ticket.cache_scope),
+                    max_age: kept_for(entry.meta.policy),
+                    stored: None,
+                    ttl: Some(entry.meta.seconds_left()),
+                });
+                let outcome = Outcome {
                     body: Value::Null,
                     executed: true,
                     status: None,
@@ -331,10 +343,14 @@ async fn run(
                     windows: ticket.windows,
                     bytes: Some(entry.body),
                 };
+                return with_report(outcome, report);
             }
             response_cache::Lookup::Miss {
                 generation: current,
-            } => generation = Some(current),
+            } => {
+                generation = Some(current);
+                status = status.map(|_| response_cache::Status::Miss);
+            }
             response_cache::Lookup::Unavailable => {}
         }
     }
@@ -381,11 +397,12 @@ async fn run(
         super::rate_limit::add_budget_headers(&mut headers, &budget);
     }
     let mut cacheable = cacheable;
+    let mut stored = false;
     if let (Some(cacheable), Some(key), Some(generation)) =
         (cacheable.as_mut(), &cache_key, generation)
     {
         let tag = super::caching::etag(&serialized);
-        Box::pin(response_cache::store(
+        stored = Box::pin(response_cache::store(
             app,
             key,
             &serialized,
@@ -396,7 +413,14 @@ async fn run(
         .await;
         cacheable.etag = Some(tag);
     }
-    Outcome {
+    let report = status.map(|status| response_cache::Report {
+        status,
+        scope: response_cache::Scope::of(&executed.ticket.cache_scope),
+        max_age: executed.ticket.phase.cache_policy().map_or(0, kept_for),
+        stored: (status == response_cache::Status::Miss).then_some(stored),
+        ttl: None,
+    });
+    let outcome = Outcome {
         body: Value::Null,
         executed: executed.executed,
         status: None,
@@ -404,7 +428,34 @@ async fn run(
         cacheable,
         windows: executed.ticket.windows,
         bytes: Some(Bytes::from(serialized)),
+    };
+    with_report(outcome, report)
+}
+
+/// How long the response cache keeps a result with `policy` (0: not kept).
+fn kept_for(policy: crate::graphql::CachePolicy) -> u32 {
+    policy.max_age(0).filter(|_| policy.storable()).unwrap_or(0)
+}
+
+/// The outcome with `report` as its body's `extensions.cache`. Its `ETag` stays the tag of the
+/// body without the report — the same for a hit, a miss and a 304 — and turns weak (RFC 9110
+/// §8.8.1): the bytes sent differ with the report.
+fn with_report(mut outcome: Outcome, report: Option<response_cache::Report>) -> Outcome {
+    let (Some(report), Some(bytes)) = (report, outcome.bytes.as_ref()) else {
+        return outcome;
+    };
+    let Some(reported) = report.add_to(bytes) else {
+        return outcome;
+    };
+    if let Some(cacheable) = outcome.cacheable.as_mut() {
+        let tag = cacheable
+            .etag
+            .take()
+            .unwrap_or_else(|| super::caching::etag(bytes));
+        cacheable.etag = Some(format!("W/{tag}"));
     }
+    outcome.bytes = Some(Bytes::from(reported));
+    outcome
 }
 
 /// An executed operation's response body, serialised straight from async-graphql's response:
