@@ -61,7 +61,13 @@ impl CachePolicy {
     /// Whether a response may go into the server's response cache: every field that counts
     /// declared a max-age above 0 (fields without a hint count as 0 here, whatever the defaults).
     pub fn storable(&self) -> bool {
-        self.max_age(0).is_some_and(|age| age > 0)
+        self.kept_for().is_some()
+    }
+
+    /// How long the server's response cache keeps such a response (`None`: it is not kept; see
+    /// [`CachePolicy::storable`]).
+    pub fn kept_for(&self) -> Option<u32> {
+        self.max_age(0).filter(|age| *age > 0)
     }
 
     /// A compact text form for stored entries, read back by [`CachePolicy::from_code`]:

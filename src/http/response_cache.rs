@@ -336,7 +336,7 @@ pub async fn store(
 ) -> bool {
     let (policy, etag) = meta;
     // Fields without a hint count as 0 here: only fully hinted results are kept.
-    let Some(max_age) = policy.max_age(0).filter(|_| policy.storable()) else {
+    let Some(max_age) = policy.kept_for() else {
         return false;
     };
     let ttl = std::time::Duration::from_secs(u64::from(max_age)).min(tags::MAX_ENTRY_TTL);

@@ -326,7 +326,7 @@ async fn run(
                 let report = reported.then(|| response_cache::Report {
                     status: response_cache::Status::Hit,
                     scope: response_cache::Scope::of(&ticket.cache_scope),
-                    max_age: kept_for(entry.meta.policy),
+                    max_age: entry.meta.policy.kept_for().unwrap_or(0),
                     stored: None,
                     ttl: Some(entry.meta.seconds_left()),
                 });
@@ -416,7 +416,12 @@ async fn run(
     let report = status.map(|status| response_cache::Report {
         status,
         scope: response_cache::Scope::of(&executed.ticket.cache_scope),
-        max_age: executed.ticket.phase.cache_policy().map_or(0, kept_for),
+        max_age: executed
+            .ticket
+            .phase
+            .cache_policy()
+            .and_then(|policy| policy.kept_for())
+            .unwrap_or(0),
         stored: (status == response_cache::Status::Miss).then_some(stored),
         ttl: None,
     });
@@ -430,11 +435,6 @@ async fn run(
         bytes: Some(Bytes::from(serialized)),
     };
     with_report(outcome, report)
-}
-
-/// How long the response cache keeps a result with `policy` (0: not kept).
-fn kept_for(policy: crate::graphql::CachePolicy) -> u32 {
-    policy.max_age(0).filter(|_| policy.storable()).unwrap_or(0)
 }
 
 /// The outcome with `report` as its body's `extensions.cache`. Its `ETag` stays the tag of the
