@@ -78,7 +78,7 @@ impl Meta {
 pub struct Report {
     pub status: Status,
     pub scope: Scope,
-    /// Seconds the server keeps a result of this query (0: it is not kept).
+    /// Seconds the server keeps a result of this query, at most a day (0: it is not kept).
     pub max_age: u32,
     /// A miss: whether this result was kept.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -139,6 +139,19 @@ impl Report {
         top.insert("extensions".to_owned(), &extensions);
         serde_json::to_vec(&top).ok()
     }
+}
+
+/// How long an entry with `policy` is kept: its max-age, at most [`tags::MAX_ENTRY_TTL`]
+/// (`None`: not kept).
+fn lifetime(policy: CachePolicy) -> Option<std::time::Duration> {
+    policy
+        .kept_for()
+        .map(|age| std::time::Duration::from_secs(u64::from(age)).min(tags::MAX_ENTRY_TTL))
+}
+
+/// [`lifetime`] in whole seconds, 0 for a result that is not kept: a report's `maxAge`.
+pub fn kept_seconds(policy: CachePolicy) -> u32 {
+    lifetime(policy).map_or(0, |ttl| u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX))
 }
 
 fn bounds(app: &AppState) -> Bounds {
@@ -336,10 +349,9 @@ pub async fn store(
 ) -> bool {
     let (policy, etag) = meta;
     // Fields without a hint count as 0 here: only fully hinted results are kept.
-    let Some(max_age) = policy.kept_for() else {
+    let Some(ttl) = lifetime(policy) else {
         return false;
     };
-    let ttl = std::time::Duration::from_secs(u64::from(max_age)).min(tags::MAX_ENTRY_TTL);
     let meta = Meta {
         policy,
         etag: etag.to_owned(),

@@ -326,7 +326,7 @@ async fn run(
                 let report = reported.then(|| response_cache::Report {
                     status: response_cache::Status::Hit,
                     scope: response_cache::Scope::of(&ticket.cache_scope),
-                    max_age: entry.meta.policy.kept_for().unwrap_or(0),
+                    max_age: response_cache::kept_seconds(entry.meta.policy),
                     stored: None,
                     ttl: Some(entry.meta.seconds_left()),
                 });
@@ -420,8 +420,7 @@ async fn run(
             .ticket
             .phase
             .cache_policy()
-            .and_then(|policy| policy.kept_for())
-            .unwrap_or(0),
+            .map_or(0, response_cache::kept_seconds),
         stored: (status == response_cache::Status::Miss).then_some(stored),
         ttl: None,
     });
