@@ -21,6 +21,7 @@
 #   REPEAT=3 DURATION=4s bash bench/side-by-side.sh   # three rounds per line, medians
 #   BENCH_DATABASE_URL=postgres://multipult:multipult@127.0.0.1:5432/multipult \
 #   BENCH_REDIS_URL=redis://127.0.0.1:6379 bash bench/side-by-side.sh
+#   PGO=1 bash bench/side-by-side.sh   # both sides built profile-guided (bench/pgo.sh)
 #
 # Installs wrk from Debian's packages when missing. Every request goes to 127.0.0.1.
 set -euo pipefail
@@ -33,11 +34,16 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/multipult/target}"
 if ! command -v wrk >/dev/null 2>&1; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
 fi
-echo "building (release)…" >&2
-cargo build --release --quiet --bin multipult
-cargo build --release --quiet --manifest-path bench/calibration/Cargo.toml
-BIN="$CARGO_TARGET_DIR/release/multipult"
-CALIBRATION="$CARGO_TARGET_DIR/release/calibration"
+if [ "${PGO:-0}" = 1 ]; then
+  # Both sides profile-guided, each trained on its own lines (bench/pgo.sh).
+  { read -r BIN; read -r CALIBRATION; } < <(bash bench/pgo.sh)
+else
+  echo "building (release)…" >&2
+  cargo build --release --quiet --bin multipult
+  cargo build --release --quiet --manifest-path bench/calibration/Cargo.toml
+  BIN="$CARGO_TARGET_DIR/release/multipult"
+  CALIBRATION="$CARGO_TARGET_DIR/release/calibration"
+fi
 
 work=$(mktemp -d /tmp/multipult-side.XXXXXX)
 : >"$work/steal"
@@ -433,7 +439,9 @@ reference_again "last"
 
 read -r bare_rps _ <<<"$bare"
 echo
-echo "multipult side by side: $(nproc) cores, wrk -t2 -c$CONNECTIONS -d$DURATION, median of $REPEAT run(s) per line, $(date -u +%Y-%m-%d)"
+build="release build"
+[ "${PGO:-0}" = 1 ] && build="profile-guided release builds (bench/pgo.sh)"
+echo "multipult side by side: $(nproc) cores, wrk -t2 -c$CONNECTIONS -d$DURATION, median of $REPEAT run(s) per line, $build, $(date -u +%Y-%m-%d)"
 echo "reference: stock async-graphql-axum, measured before, between and after the groups of lines:" \
   "$(printf '%s ' "${refs[@]}")req/s; the lines measured in rounds (each round: embedded, stock reference, scaled out) give the" \
   "medians of their rounds' ratios (× stock, scaled out / embedded; the 304 line's % of bare axum, bare axum in each round too) and" \
