@@ -16,11 +16,11 @@
 #   TRAIN=10s bash bench/pgo.sh        # longer training per request line (default 3s)
 #   PGO=1 bash bench/side-by-side.sh   # the side-by-side benchmark on these builds
 #
-# The builds go to $CARGO_TARGET_DIR/pgo-generate and $CARGO_TARGET_DIR/pgo-use (a rebuild of
-# everything each: about twice a release build's time). Every request goes to 127.0.0.1.
+# The builds go to $CARGO_TARGET_DIR/pgo-generate and $CARGO_TARGET_DIR/pgo-use: each a full
+# release build the first time (about 40 minutes in all on two cores); later the instrumented
+# builds are reused while the sources do not change. Every request goes to 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-root=$(pwd)
 TRAIN=${TRAIN:-3s}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/multipult/target}"
 host=$(rustc -vV | awk '/^host:/ {print $2}')
