@@ -328,14 +328,7 @@ pub(super) fn unfold(plan: &Plan<'_>, replies: &[redis::Value]) -> Vec<redis::Va
         .iter()
         .map(|source| match *source {
             Source::Whole(index) => replies[index].clone(),
-            Source::Hit(index, n) => match &replies[index] {
-                redis::Value::Array(hits)
-                    if super::coalesce::step_error(&replies[index]).is_none() =>
-                {
-                    hits.get(n).cloned().unwrap_or(redis::Value::Nil)
-                }
-                other => other.clone(),
-            },
+            Source::Hit(index, n) => hit(&replies[index], n),
             Source::Count { sent, upto } => match (&replies[sent], &plan.sent[sent]) {
                 (redis::Value::Int(total), Sent::Increment { delta: sum, .. }) => {
                     redis::Value::Int(total - (sum - upto))
@@ -344,6 +337,32 @@ pub(super) fn unfold(plan: &Plan<'_>, replies: &[redis::Value]) -> Vec<redis::Va
             },
         })
         .collect()
+}
+
+/// The `n`th hit's own `{allowed, count, reset}`, from its window step's reply
+/// `{count before, hits allowed, reset}`: the hits were taken in order, so the first `allowed`
+/// were let through, each counted after the ones before it, and the rest refused at the count
+/// the allowed ones left. A reply of another shape (a step error) is every hit's reply.
+fn hit(reply: &redis::Value, n: usize) -> redis::Value {
+    let redis::Value::Array(parts) = reply else {
+        return reply.clone();
+    };
+    let (Some(redis::Value::Int(before)), Some(redis::Value::Int(allowed)), Some(reset)) =
+        (parts.first(), parts.get(1), parts.get(2))
+    else {
+        return reply.clone();
+    };
+    let n = i64::try_from(n).unwrap_or(i64::MAX);
+    let (ok, count) = if n < *allowed {
+        (1, before.saturating_add(n).saturating_add(1))
+    } else {
+        (0, before.saturating_add(*allowed))
+    };
+    redis::Value::Array(vec![
+        redis::Value::Int(ok),
+        redis::Value::Int(count),
+        reset.clone(),
+    ])
 }
 
 #[cfg(test)]
@@ -462,7 +481,12 @@ mod tests {
         let replies = vec![
             redis::Value::BulkString(b"state".to_vec()),
             redis::Value::Nil,
-            redis::Value::Array(vec![triple(1, 9), triple(1, 10), triple(0, 10)]),
+            // Eight hits in the window before these three; two of them fit under the limit.
+            redis::Value::Array(vec![
+                redis::Value::Int(8),
+                redis::Value::Int(2),
+                redis::Value::Int(60_000),
+            ]),
             redis::Value::Int(115),
             redis::Value::Nil,
         ];
@@ -557,5 +581,37 @@ mod tests {
         ]);
         let each = unfold(&plan, &[failed.clone(), failed.clone()]);
         assert!(each.iter().all(|reply| *reply == failed), "{each:?}");
+    }
+
+    #[test]
+    fn each_hit_gets_its_own_outcome_from_one_window_reply() {
+        let reply = |before, allowed| {
+            redis::Value::Array(vec![
+                redis::Value::Int(before),
+                redis::Value::Int(allowed),
+                redis::Value::Int(1_234),
+            ])
+        };
+        let outcome = |value: redis::Value| match value {
+            redis::Value::Array(parts) => match parts.as_slice() {
+                [
+                    redis::Value::Int(ok),
+                    redis::Value::Int(count),
+                    redis::Value::Int(1_234),
+                ] => (*ok, *count),
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        };
+        // All four let through, counted one after another.
+        let all: Vec<_> = (0..4).map(|n| outcome(hit(&reply(0, 4), n))).collect();
+        assert_eq!(all, [(1, 1), (1, 2), (1, 3), (1, 4)]);
+        // The window was already full (even past a limit lowered since): every hit refused at
+        // the count it found.
+        let none: Vec<_> = (0..3).map(|n| outcome(hit(&reply(12, 0), n))).collect();
+        assert_eq!(none, [(0, 12), (0, 12), (0, 12)]);
+        // The line falls after the first hit.
+        let some: Vec<_> = (0..3).map(|n| outcome(hit(&reply(9, 1), n))).collect();
+        assert_eq!(some, [(1, 10), (0, 10), (0, 10)]);
     }
 }

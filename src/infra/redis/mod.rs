@@ -206,8 +206,10 @@ static EXPIRE_IF_EQUALS: LazyLock<Script> = LazyLock::new(|| {
 /// arguments in `ARGV`, in order; one reply per step, or `{"\0step-error", message}` in its place
 /// when Redis refused one of its commands (the other steps still run; see `coalesce`):
 /// - `get` (one key);
-/// - `win limit window_ms hits` (one key: a list of hit times, see [`window_key`]) → one
-///   `{allowed, count, ms until the oldest hit ages out}` per hit, taken in order. The hits that
+/// - `win limit window_ms hits` (one key: a list of hit times, see [`window_key`]) →
+///   `{count before, hits allowed, ms until the oldest hit ages out}`: the hits are taken in
+///   order, so the first `allowed` were counted after the ones before them and the rest refused
+///   (`fold::unfold` gives each hit its own outcome; one reply, not one per hit). The hits that
 ///   aged out go in one `LTRIM`, found in a logarithmic number of `LINDEX`es however many they
 ///   are. A hit over the limit is refused without a write (so also when Redis could not append,
 ///   out of memory); the allowed ones are appended in one `RPUSH` and move the key's expiry,
@@ -277,25 +279,18 @@ static BATCH: LazyLock<Script> = LazyLock::new(|| {
               -- memory under `noeviction`).
               -- Several hits on one window (folded together in one call, see `fold`)
               -- are taken in order, as one step each would be: the same clock, so the same
-              -- reset, and each hit counted after the ones before it.
+              -- reset, and each hit counted after the ones before it. So the first ones are
+              -- allowed and the rest refused, and one reply says where the line fell.
               local count = redis.call('LLEN', key)
               local hits = tonumber(ARGV[a + 3])
-              local replies, added = {}, 0
-              for h = 1, hits do
-                if count + added >= limit then
-                  replies[h] = {0, count + added, reset}
-                else
-                  added = added + 1
-                  replies[h] = {1, count + added, reset}
-                end
-              end
+              local added = math.max(0, math.min(hits, limit - count))
               if added > 0 then
                 local stamps = {}
                 for h = 1, added do stamps[h] = stamp end
                 redis.call('RPUSH', key, unpack(stamps))
                 redis.call('PEXPIRE', key, span)
               end
-              return replies
+              return {count, added, reset}
             elseif op == 'incr' then
               local v = redis.call('INCRBY', key, ARGV[a + 1])
               local ttl = tonumber(ARGV[a + 2])
