@@ -15,13 +15,12 @@
 # memory) is counted the same way, and each line is also given as a ratio to it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 REQUESTS=${REQUESTS:-3000}
 WARMUP=${WARMUP:-300}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/multipult/target}"
 
-if ! command -v valgrind >/dev/null 2>&1; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null
-fi
+command -v valgrind >/dev/null 2>&1 || apt_install valgrind
 if [ $# -eq 0 ]; then
   cargo build --profile profiling --quiet --bin multipult
   set -- "$CARGO_TARGET_DIR/profiling/multipult"

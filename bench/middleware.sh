@@ -7,13 +7,12 @@
 #   DURATION=30s CONNECTIONS=64 bash bench/middleware.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 DURATION=${DURATION:-15s}
 CONNECTIONS=${CONNECTIONS:-32}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/multipult/target}"
 
-if ! command -v wrk >/dev/null 2>&1; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
-fi
+need_wrk
 cargo build --release --quiet --bin multipult
 BIN="$CARGO_TARGET_DIR/release/multipult"
 work=$(mktemp -d /tmp/multipult-bench.XXXXXX)

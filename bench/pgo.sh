@@ -21,15 +21,11 @@
 # builds are reused while the sources do not change. Every request goes to 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 TRAIN=${TRAIN:-3s}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/multipult/target}"
 host=$(rustc -vV | awk '/^host:/ {print $2}')
 llvm_major=$(rustc -vV | awk '/^LLVM version:/ {split($3, v, "."); print v[1]}')
-
-apt_install() {
-  command -v apt-get >/dev/null 2>&1 || return 1
-  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"; } >/dev/null
-}
 
 # llvm-profdata must read the format rustc's LLVM writes: the same major version.
 profdata=""
@@ -48,23 +44,15 @@ if [ -z "$profdata" ]; then
   }
   profdata="/usr/lib/llvm-$llvm_major/bin/llvm-profdata"
 fi
-if ! command -v wrk >/dev/null 2>&1; then
-  apt_install wrk
-fi
+need_wrk
 
-work=$(mktemp -d /tmp/multipult-pgo.XXXXXX)
+bench_work pgo
 # Stable paths: RUSTFLAGS are part of cargo's fingerprint, so the instrumented build is reused
 # while the sources do not change; a profile's name carries its digest, so a new profile
 # rebuilds and the same one does not.
 profiles="$CARGO_TARGET_DIR/pgo-generate/profiles"
 rm -rf "$profiles"
 mkdir -p "$profiles"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
 
 # build PROFILE_FLAG OUT_DIR [cargo args…]: a release build for the host target with RUSTFLAGS.
 build() {
@@ -79,9 +67,6 @@ build "-Cprofile-generate=$profiles/multipult" pgo-generate --bin multipult
 build "-Cprofile-generate=$profiles/calibration" pgo-generate --manifest-path bench/calibration/Cargo.toml
 generated="$CARGO_TARGET_DIR/pgo-generate/$host/release"
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
 # drive URL SCRIPT: one training line; fails when a response is not a 2xx or 3xx.
 drive() {
   local out

@@ -26,14 +26,13 @@
 # Installs wrk from Debian's packages when missing. Every request goes to 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 DURATION=${DURATION:-8s}
 CONNECTIONS=${CONNECTIONS:-32}
 REPEAT=${REPEAT:-1}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/multipult/target}"
 
-if ! command -v wrk >/dev/null 2>&1; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
-fi
+need_wrk
 if [ "${PGO:-0}" = 1 ]; then
   # Both sides profile-guided, each trained on its own lines (bench/pgo.sh).
   { read -r BIN; read -r CALIBRATION; } < <(bash bench/pgo.sh)
@@ -45,18 +44,8 @@ else
   CALIBRATION="$CARGO_TARGET_DIR/release/calibration"
 fi
 
-work=$(mktemp -d /tmp/multipult-side.XXXXXX)
+bench_work side
 : >"$work/steal"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
 
 # --- the references ------------------------------------------------------------------------
 bare_port=$(free_port)
