@@ -18,7 +18,20 @@ pub struct DatabaseSettings {
     /// A pooled connection idle at least this long is pinged before it is handed out (zero:
     /// every checkout); busy connections go out without the extra round trip.
     pub ping_after_idle: Duration,
+    /// When a SQLite commit is on disk (`PRAGMA synchronous`; PostgreSQL has its own settings).
+    pub sqlite_synchronous: SqliteSynchronous,
     pub auto_migrate: bool,
+}
+
+/// SQLite's `PRAGMA synchronous` in WAL mode, the two settings that never corrupt the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqliteSynchronous {
+    /// Commits are written to the log and synced at checkpoints: durable across a crash of the
+    /// process; the last commits can be lost to a power cut or an operating-system crash.
+    Normal,
+    /// Every commit synced to disk before it returns: durable across a power cut, one `fsync`
+    /// per write transaction.
+    Full,
 }
 
 impl DatabaseSettings {
@@ -68,7 +81,23 @@ impl DatabaseSettings {
                 Duration::from_secs(30),
                 Duration::from_secs(24 * 3600),
             ),
+            sqlite_synchronous: read_synchronous(r),
             auto_migrate: r.boolean("AUTO_MIGRATE", !production),
+        }
+    }
+}
+
+fn read_synchronous(r: &mut Reader<'_>) -> SqliteSynchronous {
+    let text = r.string("DATABASE_SQLITE_SYNCHRONOUS", "normal");
+    match text.to_ascii_lowercase().as_str() {
+        "normal" => SqliteSynchronous::Normal,
+        "full" => SqliteSynchronous::Full,
+        _ => {
+            r.fail(
+                "DATABASE_SQLITE_SYNCHRONOUS",
+                format!("must be normal or full, got {text:?}"),
+            );
+            SqliteSynchronous::Normal
         }
     }
 }

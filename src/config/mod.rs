@@ -24,7 +24,7 @@ use base64::Engine as _;
 use rand::RngCore as _;
 use secrecy::ExposeSecret as _;
 
-pub use database::{DatabaseSettings, RedisSettings};
+pub use database::{DatabaseSettings, RedisSettings, SqliteSynchronous};
 pub use graphql::{
     CacheSettings, CsrfMode, CsrfSettings, GraphqlSettings, PersistedQueryMode,
     PersistedQuerySettings, WebSocketSettings, parse_manifest,

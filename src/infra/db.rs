@@ -1,14 +1,14 @@
 //! The SeaORM connection: SQLite by default, PostgreSQL when `DATABASE_URL` says so.
 
 use migration::{Migrator, MigratorTrait as _};
-use sea_orm::sqlx::sqlite::SqliteJournalMode;
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous as Synchronous};
 use sea_orm::{
     ConnectOptions, Database, DatabaseConnection, DbErr, SqliteTransactionMode, TransactionOptions,
     TransactionTrait,
 };
 use secrecy::ExposeSecret as _;
 
-use crate::config::DatabaseSettings;
+use crate::config::{DatabaseSettings, SqliteSynchronous};
 
 /// Opens the pool (creating the SQLite file's folder when needed).
 ///
@@ -49,9 +49,16 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<DatabaseConnection, 
             .max_lifetime(None)
             .min_connections(1);
     } else if !settings.is_postgres() {
-        // Readers do not block the writer, and a busy writer makes others wait, not fail.
-        options.map_sqlx_sqlite_opts(|o| {
+        // Readers do not block the writer, and a busy writer makes others wait, not fail. In
+        // WAL mode `NORMAL` syncs at checkpoints rather than on every commit (the file stays
+        // sound either way): a commit holds the write lock for microseconds, not an `fsync`.
+        let synchronous = match settings.sqlite_synchronous {
+            SqliteSynchronous::Normal => Synchronous::Normal,
+            SqliteSynchronous::Full => Synchronous::Full,
+        };
+        options.map_sqlx_sqlite_opts(move |o| {
             o.journal_mode(SqliteJournalMode::Wal)
+                .synchronous(synchronous)
                 .busy_timeout(std::time::Duration::from_secs(5))
                 .foreign_keys(true)
         });

@@ -224,6 +224,69 @@ fn migrate_commands_create_and_report_the_database() {
     );
 }
 
+/// A SQLite file opens in WAL mode with commits synced as `DATABASE_SQLITE_SYNCHRONOUS` says
+/// (`NORMAL` by default: at checkpoints, not an `fsync` per commit); a value that could leave the
+/// file unsound is refused before anything starts.
+#[tokio::test]
+async fn sqlite_commits_are_synced_as_configured() {
+    use sea_orm::{ConnectionTrait as _, Statement};
+    let dir = std::env::temp_dir().join(format!(
+        "multipult-synchronous-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    for (index, (value, expected)) in [(None, 1), (Some("full"), 2), (Some("NORMAL"), 1)]
+        .into_iter()
+        .enumerate()
+    {
+        let url = format!("sqlite://{}/{index}.db?mode=rwc", dir.display());
+        let mut vars = std::collections::BTreeMap::from([
+            ("APP_ENV".to_owned(), "test".to_owned()),
+            ("DATABASE_URL".to_owned(), url),
+        ]);
+        if let Some(value) = value {
+            vars.insert("DATABASE_SQLITE_SYNCHRONOUS".to_owned(), value.to_owned());
+        }
+        let settings =
+            multipult::config::Settings::from_vars(vars, &multipult::schema::sections()).unwrap();
+        let db = multipult::infra::db::connect(&settings.database)
+            .await
+            .unwrap();
+        let pragma = |name: &str| {
+            Statement::from_string(db.get_database_backend(), format!("PRAGMA {name}"))
+        };
+        let row = db
+            .query_one_raw(pragma("synchronous"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            row.try_get_by_index::<i32>(0).unwrap(),
+            expected,
+            "{value:?}"
+        );
+        let row = db
+            .query_one_raw(pragma("journal_mode"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.try_get_by_index::<String>(0).unwrap(), "wal");
+        db.close().await.unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+
+    for bad in ["off", "sometimes"] {
+        let (code, _, stderr) = run(
+            &[("APP_ENV", "test"), ("DATABASE_SQLITE_SYNCHRONOUS", bad)],
+            &["check-config"],
+        );
+        assert_eq!(code, 2, "{bad}: {stderr}");
+        assert!(
+            stderr.contains("DATABASE_SQLITE_SYNCHRONOUS") && stderr.contains("normal or full"),
+            "{stderr}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn an_admin_created_with_the_cli_can_log_in() {
     use std::io::Write as _;
